@@ -1,0 +1,310 @@
+"""Settings: the only reader of ``os.environ`` in mltrace-otel.
+
+One frozen :class:`Settings` is built at each entry point (SDK set-up, CLI callback, collector
+main, app factory) with :meth:`Settings.from_env` and passed down. Precedence: explicit argument
+or flag > ``MLTRACE_*`` > standard ``OTEL_*`` > default. One parser per type; a bool accepts
+true/false/1/0 only.
+
+A bad value raises :class:`~mltrace_otel.errors.ConfigError` naming the variable, the value and
+the accepted form, unless ``lenient=True`` (the SDK's mode: it warns once and uses the default,
+because the user's pipeline must still run).
+
+Every variable is listed in :data:`ENV_VARS` and documented in the README.
+Imports only :mod:`mltrace_otel.errors`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from mltrace_otel.errors import ConfigError
+
+ENV_VARS: dict[str, str] = {
+    "MLTRACE_DIR": "home of the embedded store, the spool and saved artifacts (default ~/.mltrace)",
+    "SAVE_DIR": "where save()/auto_log write artifacts (mltrace's variable; default MLTRACE_DIR)",
+    "MLTRACE_CLICKHOUSE_URL": "the store: chdb:///PATH (embedded, default MLTRACE_DIR/store) or "
+    "http(s)://user:pass@host:8123/db",
+    "MLTRACE_CLICKHOUSE_CLUSTER": "cluster name: ON CLUSTER DDL, Replicated engines, Distributed tables",
+    "MLTRACE_TTL_DAYS": "drop spans older than this many days (0 = keep forever)",
+    "MLTRACE_STORE_WAIT_S": "how long to wait for an embedded store another process holds (default 30)",
+    "MLTRACE_EXPORT": "where spans go: auto (OTLP if an endpoint is set, else the spool), otlp, spool, none",
+    "MLTRACE_SPOOL_MAX_MB": "spool size above which the SDK stops spooling and counts drops (default 1024)",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "OTLP endpoint for spans (standard OTel)",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "OTLP endpoint for spans, signal-specific (standard OTel)",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf (default), http/json or grpc (standard OTel)",
+    "OTEL_EXPORTER_OTLP_HEADERS": "headers sent with OTLP requests, k=v,k2=v2 (standard OTel)",
+    "OTEL_SERVICE_NAME": "service.name of the spans (standard OTel)",
+    "OTEL_RESOURCE_ATTRIBUTES": "extra resource attributes, k=v,k2=v2 (standard OTel)",
+    "MLTRACE_HOST": "address the collector, UI and /metrics bind (default 127.0.0.1)",
+    "MLTRACE_OTLP_HTTP_PORT": "collector OTLP/HTTP port (default 4318)",
+    "MLTRACE_OTLP_GRPC_PORT": "collector OTLP/gRPC port (default 4317)",
+    "MLTRACE_UI_PORT": "Dash app port (default 8050)",
+    "MLTRACE_METRICS_PORT": "port of /metrics when served on its own (default 9464)",
+    "MLTRACE_TOKEN": "bearer token the collector and UI require (default none)",
+    "MLTRACE_MAX_BODY_BYTES": "largest OTLP request body the collector accepts (default 16 MiB)",
+    "MLTRACE_QUEUE_SPANS": "collector queue bound in spans; over it clients get 429 (default 200000)",
+    "MLTRACE_BATCH_ROWS": "collector insert batch size in rows (default 5000)",
+    "MLTRACE_BATCH_DELAY_S": "collector insert batch delay in seconds (default 1.0)",
+    "MLTRACE_METRICS_LABEL_CAP": "most distinct label values per metric label (default 1000)",
+}
+"""Every environment variable mltrace-otel reads, with a one-line meaning (README table)."""
+
+_BOOL = {"true": True, "1": True, "false": False, "0": False}
+
+
+def parse_bool(name: str, value: str) -> bool:
+    """Parse a bool setting: true/false/1/0 (any case); anything else is a ConfigError."""
+    v = value.strip().lower()
+    if v not in _BOOL:
+        raise ConfigError(f"{name}={value!r} is not a bool", hint="use true, false, 1 or 0")
+    return _BOOL[v]
+
+
+def parse_int(name: str, value: str, minimum: int | None = None) -> int:
+    """Parse an integer setting, optionally bounded below."""
+    try:
+        n = int(value.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not an integer", hint="use a whole number") from None
+    if minimum is not None and n < minimum:
+        raise ConfigError(f"{name}={value!r} is below {minimum}", hint=f"use a number >= {minimum}")
+    return n
+
+
+def parse_float(name: str, value: str, minimum: float | None = None) -> float:
+    """Parse a float setting, optionally bounded below."""
+    try:
+        n = float(value.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number", hint="use e.g. 1.5") from None
+    if minimum is not None and n < minimum:
+        raise ConfigError(f"{name}={value!r} is below {minimum}", hint=f"use a number >= {minimum}")
+    return n
+
+
+def parse_kv_list(name: str, value: str) -> dict[str, str]:
+    """Parse OTel's ``k=v,k2=v2`` form (values may be percent-encoded)."""
+    from urllib.parse import unquote
+
+    out: dict[str, str] = {}
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise ConfigError(f"{name} has {part!r} without '='", hint="use key=value,key2=value2")
+        k, v = part.split("=", 1)
+        out[unquote(k.strip())] = unquote(v.strip())
+    return out
+
+
+_STORE_SCHEMES = ("chdb", "http", "https")
+_EXPORT_MODES = ("auto", "otlp", "spool", "none")
+_PROTOCOLS = ("http/protobuf", "http/json", "grpc")
+
+
+def parse_store_url(name: str, value: str) -> str:
+    """Check a store URL's scheme and shape; return it unchanged."""
+    parts = urlsplit(value)
+    if parts.scheme not in _STORE_SCHEMES:
+        raise ConfigError(
+            f"{name}={mask_url(value)!r} has an unknown scheme",
+            hint="use chdb:///path/to/dir or http(s)://user:pass@host:8123/db",
+        )
+    if parts.scheme == "chdb" and not (parts.path or parts.netloc):
+        raise ConfigError(f"{name}={value!r} names no directory", hint="use chdb:///path/to/dir")
+    if parts.scheme in ("http", "https") and not parts.hostname:
+        raise ConfigError(f"{name}={mask_url(value)!r} names no host", hint="use http://host:8123/db")
+    return value
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for repr, logs and errors)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))
+
+
+def store_database(url: str) -> str:
+    """The database a store URL names: the http path, or chdb's ``?database=``; default ``default``."""
+    parts = urlsplit(url)
+    if parts.scheme == "chdb":
+        q = dict(parse_qsl(parts.query))
+        db = q.get("database", "default")
+    else:
+        db = parts.path.strip("/") or "default"
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", db):
+        raise ConfigError(f"database name {db!r} in the store URL is not a plain identifier",
+                          hint="use letters, digits and _")
+    return db
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of mltrace-otel, resolved once per entry point.
+
+    Build with :meth:`from_env`; override single fields with :meth:`replace`.
+    """
+
+    mltrace_dir: Path = field(default_factory=lambda: Path.home() / ".mltrace")
+    save_dir: Path | None = None
+    store_url: str | None = None
+    cluster: str | None = None
+    ttl_days: int = 0
+    store_wait_s: float = 30.0
+    export: str = "auto"
+    spool_max_mb: int = 1024
+    otlp_endpoint: str | None = None
+    otlp_traces_endpoint: str | None = None
+    otlp_protocol: str = "http/protobuf"
+    otlp_headers: Mapping[str, str] = field(default_factory=dict)
+    service_name: str | None = None
+    resource_attributes: Mapping[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    otlp_http_port: int = 4318
+    otlp_grpc_port: int = 4317
+    ui_port: int = 8050
+    metrics_port: int = 9464
+    token: str | None = field(default=None, repr=False)
+    max_body_bytes: int = 16 * 1024 * 1024
+    queue_spans: int = 200_000
+    batch_rows: int = 5000
+    batch_delay_s: float = 1.0
+    metrics_label_cap: int = 1000
+
+    def __repr__(self) -> str:  # secrets masked
+        fields = []
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "token":
+                v = "***" if v else None
+            elif f.name in ("store_url", "otlp_endpoint", "otlp_traces_endpoint") and v:
+                v = mask_url(v)
+            elif f.name == "otlp_headers" and v:
+                v = {k: "***" for k in v}
+            fields.append(f"{f.name}={v!r}")
+        return f"Settings({', '.join(fields)})"
+
+    # --- derived -------------------------------------------------------------------------
+    @property
+    def artifact_dir(self) -> Path:
+        """Where save()/auto_log write: SAVE_DIR, else MLTRACE_DIR."""
+        return self.save_dir or self.mltrace_dir
+
+    @property
+    def spool_dir(self) -> Path:
+        """The durable local spool of spans not yet in the store."""
+        return self.mltrace_dir / "spool"
+
+    @property
+    def resolved_store_url(self) -> str:
+        """The store URL: explicit, else the embedded store under MLTRACE_DIR."""
+        return self.store_url or f"chdb://{(self.mltrace_dir / 'store').as_posix()}"
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when the store is the in-process chDB engine."""
+        return self.resolved_store_url.startswith("chdb:")
+
+    @property
+    def database(self) -> str:
+        """The ClickHouse database the store URL names."""
+        return store_database(self.resolved_store_url)
+
+    @property
+    def traces_endpoint(self) -> str | None:
+        """The OTLP traces endpoint: the signal-specific one, else the generic one (as given)."""
+        return self.otlp_traces_endpoint or self.otlp_endpoint
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    # --- construction --------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, lenient: bool = False,
+                 **overrides: object) -> Settings:
+        """Read every setting from ``env`` (default ``os.environ``); ``overrides`` win.
+
+        Args:
+            env: the environment to read; ``os.environ`` when None.
+            lenient: warn once per bad variable and keep its default instead of raising
+                (the SDK's mode).
+            overrides: explicit values (CLI flags, function arguments); None values are ignored.
+
+        Raises:
+            ConfigError: a variable's value is unusable (unless ``lenient``).
+        """
+        env = os.environ if env is None else env
+        kw: dict[str, object] = {}
+
+        def take(var: str, key: str, parse) -> None:  # noqa: ANN001
+            raw = env.get(var)
+            if raw is None or raw == "":
+                return
+            try:
+                kw[key] = parse(var, raw)
+            except ConfigError as e:
+                if not lenient:
+                    raise
+                warnings.warn(f"mltrace: ignoring {e}", RuntimeWarning, stacklevel=3)
+
+        def choice(options: tuple[str, ...]):  # noqa: ANN202
+            def parse(var: str, raw: str) -> str:
+                v = raw.strip().lower()
+                if v not in options:
+                    raise ConfigError(f"{var}={raw!r} is not one of {', '.join(options)}")
+                return v
+            return parse
+
+        def path(var: str, raw: str) -> Path:
+            return Path(raw).expanduser()
+
+        def text(var: str, raw: str) -> str:
+            return raw.strip()
+
+        take("MLTRACE_DIR", "mltrace_dir", path)
+        take("SAVE_DIR", "save_dir", path)
+        take("MLTRACE_CLICKHOUSE_URL", "store_url", parse_store_url)
+        take("MLTRACE_CLICKHOUSE_CLUSTER", "cluster", text)
+        take("MLTRACE_TTL_DAYS", "ttl_days", lambda n, v: parse_int(n, v, 0))
+        take("MLTRACE_STORE_WAIT_S", "store_wait_s", lambda n, v: parse_float(n, v, 0))
+        take("MLTRACE_EXPORT", "export", choice(_EXPORT_MODES))
+        take("MLTRACE_SPOOL_MAX_MB", "spool_max_mb", lambda n, v: parse_int(n, v, 1))
+        take("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint", text)
+        take("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otlp_traces_endpoint", text)
+        take("OTEL_EXPORTER_OTLP_PROTOCOL", "otlp_protocol", choice(_PROTOCOLS))
+        take("OTEL_EXPORTER_OTLP_HEADERS", "otlp_headers", parse_kv_list)
+        take("OTEL_SERVICE_NAME", "service_name", text)
+        take("OTEL_RESOURCE_ATTRIBUTES", "resource_attributes", parse_kv_list)
+        take("MLTRACE_HOST", "host", text)
+        take("MLTRACE_OTLP_HTTP_PORT", "otlp_http_port", lambda n, v: parse_int(n, v, 0))
+        take("MLTRACE_OTLP_GRPC_PORT", "otlp_grpc_port", lambda n, v: parse_int(n, v, 0))
+        take("MLTRACE_UI_PORT", "ui_port", lambda n, v: parse_int(n, v, 0))
+        take("MLTRACE_METRICS_PORT", "metrics_port", lambda n, v: parse_int(n, v, 0))
+        take("MLTRACE_TOKEN", "token", text)
+        take("MLTRACE_MAX_BODY_BYTES", "max_body_bytes", lambda n, v: parse_int(n, v, 1024))
+        take("MLTRACE_QUEUE_SPANS", "queue_spans", lambda n, v: parse_int(n, v, 1))
+        take("MLTRACE_BATCH_ROWS", "batch_rows", lambda n, v: parse_int(n, v, 1))
+        take("MLTRACE_BATCH_DELAY_S", "batch_delay_s", lambda n, v: parse_float(n, v, 0))
+        take("MLTRACE_METRICS_LABEL_CAP", "metrics_label_cap", lambda n, v: parse_int(n, v, 1))
+
+        for k, v in overrides.items():
+            if v is not None:
+                if k == "store_url":
+                    v = parse_store_url("store URL", str(v))
+                kw[k] = v
+        return cls(**kw)  # type: ignore[arg-type]
