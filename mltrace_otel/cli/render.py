@@ -1,0 +1,270 @@
+"""Human output of the CLI: durations, local times, short ids, rich tables and trees.
+
+Pure formatting over the store's result types (:mod:`mltrace_otel.store.models`); no queries.
+Imported by command bodies only (it loads rich), so ``mltrace --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mltrace_otel.store.models import ComponentInfo, Lineage, Review, Run
+
+SHORT_ID = 8
+"""Run ids are shown this many characters long in human output (full in --json)."""
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as people say it: 0.25 → "250ms", 2.5 → "2.5s", 90 → "1m 30s",
+    3725 → "1h 2m 5s", 93600 → "1d 2h". Negative values (clock skew) print as 0ms."""
+    if seconds < 0:
+        seconds = 0.0
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    if seconds < 10:
+        return f"{seconds:.1f}".rstrip("0").rstrip(".") + "s"
+    total = round(seconds)
+    if total < 60:
+        return f"{total}s"
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        parts = [(days, "d"), (hours, "h"), (minutes, "m")]
+    else:
+        parts = [(hours, "h"), (minutes, "m"), (secs, "s")]
+    while parts and parts[0][0] == 0:
+        parts.pop(0)
+    while len(parts) > 1 and parts[-1][0] == 0:
+        parts.pop()
+    return " ".join(f"{n}{unit}" for n, unit in parts)
+
+
+def format_time(dt: datetime | None) -> str:
+    """A datetime in the machine's local time with the zone name, e.g. 2026-11-28 07:05:02 CET.
+    Naive datetimes are taken as UTC (the store's convention)."""
+    if dt is None:
+        return "-"
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def short_id(run_id: str) -> str:
+    """The first 8 characters of a run id (a unique prefix almost always; full ids in --json)."""
+    return run_id[:SHORT_ID]
+
+
+def _status(run: Run) -> Text:
+    if run.failed:
+        return Text("failed", style="bold red")
+    if run.stale:
+        return Text("stale", style="yellow")
+    return Text("ok", style="green")
+
+
+def _pointers(names: Iterable[str], flagged: Iterable[bool] = ()) -> str:
+    out = []
+    flags = list(flagged)
+    for i, name in enumerate(names):
+        mark = " [red]⚑[/red]" if i < len(flags) and flags[i] else ""
+        out.append(escape(name) + mark)
+    return ", ".join(out)
+
+
+def runs_table(runs: Sequence[Run], title: str | None = None) -> Table:
+    """Runs as a table: id, component, start (local), duration, status, inputs, outputs.
+    Failed runs are red; flagged outputs carry a red ⚑."""
+    table = Table(title=title, header_style="bold", expand=False)
+    table.add_column("run", no_wrap=True)
+    table.add_column("component")
+    table.add_column("start", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("inputs", overflow="fold")
+    table.add_column("outputs", overflow="fold")
+    for run in runs:
+        style = "red" if run.failed else None
+        table.add_row(
+            short_id(run.id),
+            escape(run.component),
+            format_time(run.start),
+            format_duration(run.duration_s),
+            _status(run),
+            _pointers(p.name for p in run.inputs),
+            _pointers((p.name for p in run.outputs), (p.flagged for p in run.outputs)),
+            style=style,
+        )
+    return table
+
+
+def run_detail(run: Run) -> list[object]:
+    """Everything about one run (inspect): metadata table, tests, staleness, notes, code."""
+    from rich.panel import Panel
+    from rich.syntax import Syntax
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    status = _status(run)
+    if run.failed and run.status_message:
+        status.append(f"  {run.status_message}", style="red")
+    rows: list[tuple[str, object]] = [
+        ("run id", run.id),
+        ("component", escape(run.component)),
+        ("status", status),
+        ("start", format_time(run.start)),
+        ("end", format_time(run.end)),
+        ("duration", format_duration(run.duration_s)),
+        ("owner", escape(run.owner) or "-"),
+        ("description", escape(run.description) or "-"),
+        ("tags", escape(", ".join(run.tags)) or "-"),
+        ("git commit", escape(run.git_hash) or "-"),
+        ("git tags", escape(", ".join(run.git_tags)) or "-"),
+        ("code", escape(f"{run.code_file} {run.code_function}".strip()) or "-"),
+        ("service", escape(run.service_name) or "-"),
+        ("trace id", run.trace_id),
+        ("inputs", _pointers(p.name for p in run.inputs) or "-"),
+        ("outputs", _pointers((p.name for p in run.outputs), (p.flagged for p in run.outputs)) or "-"),
+        ("depends on", ", ".join(short_id(d) for d in run.dependencies) or "-"),
+        ("notes", escape(run.notes) or "-"),
+    ]
+    for k, v in rows:
+        grid.add_row(k, v)
+    title = Text.assemble((run.component, "bold"), "  ", (short_id(run.id), "cyan"))
+    border = "red" if run.failed else ("yellow" if run.stale else "blue")
+    parts: list[object] = [Panel(grid, title=title, title_align="left", border_style=border)]
+    if run.tests:
+        tests = Table(title="tests", header_style="bold")
+        for col in ("test", "method", "phase", "result", "message"):
+            tests.add_column(col, overflow="fold")
+        for t in run.tests:
+            result = Text("passed", style="green") if t.passed else Text("FAILED", style="bold red")
+            tests.add_row(escape(t.name), escape(t.method), t.phase, result, escape(t.message))
+        parts.append(tests)
+    for msg in run.stale:
+        parts.append(Text(f"⚠ stale: {msg}", style="yellow"))
+    if run.exception:
+        parts.append(Panel(Text(run.exception, style="red"), title="exception", border_style="red"))
+    if run.code_snapshot:
+        parts.append(Panel(Syntax(run.code_snapshot, "python", line_numbers=False, word_wrap=True),
+                           title="code snapshot", title_align="left"))
+    return parts
+
+
+def _run_label(run: Run, via: str | None = None) -> Text:
+    label = Text()
+    if via:
+        label.append(f"{via} ", style="magenta")
+        label.append("← ", style="dim")
+    label.append(run.component, style="bold red" if run.failed else "bold")
+    label.append(f"  {short_id(run.id)}", style="cyan")
+    label.append(f"  {format_time(run.start)}  {format_duration(run.duration_s)}", style="dim")
+    if run.failed:
+        label.append("  ✗ failed", style="bold red")
+        if run.status_message:
+            label.append(f": {run.status_message}", style="red")
+    return label
+
+
+def lineage_tree(lineage: Lineage) -> Tree:
+    """A trace (upstream) or impact (downstream) walk as a rich Tree.
+
+    Each run is expanded once; a run reached again (a diamond) shows as a one-line reference.
+    Staleness warnings are inline under their run, failed runs are marked in red.
+    """
+    upstream = lineage.direction == "trace"
+    runs = {n.run.id: n.run for n in lineage.nodes}
+    children: dict[str, list[tuple[str, str]]] = {}
+    for e in lineage.edges:
+        parent, child = (e.consumer, e.producer) if upstream else (e.producer, e.consumer)
+        if parent in runs and child in runs:
+            children.setdefault(parent, []).append((child, e.pointer))
+    for kids in children.values():
+        kids.sort(key=lambda kv: (runs[kv[0]].start, kv[1]), reverse=True)
+
+    arrow = "produced by" if upstream else "feeds"
+    tree = Tree(Text.assemble((escape(lineage.root), "bold magenta"), (f"  {arrow}", "dim")))
+    shown: set[str] = set()
+
+    def add(branch: Tree, run_id: str, via: str | None) -> None:
+        run = runs[run_id]
+        if run_id in shown:
+            ref = Text()
+            if via:
+                ref.append(f"{via} ← ", style="magenta")
+            ref.append(f"{run.component}  {short_id(run_id)}  (shown above)", style="dim")
+            branch.add(ref)
+            return
+        shown.add(run_id)
+        node = branch.add(_run_label(run, via if upstream else None))
+        for msg in run.stale:
+            node.add(Text(f"⚠ {msg}", style="yellow"))
+        for t in run.tests:
+            if not t.passed:
+                node.add(Text(f"✗ test {t.name}.{t.method} failed: {t.message}", style="red"))
+        if not upstream:
+            outs = [p.name for p in run.outputs]
+            if outs:
+                node.add(Text("writes " + ", ".join(outs), style="magenta"))
+        for child, pointer in children.get(run_id, []):
+            add(node, child, pointer)
+
+    roots = [n.run.id for n in lineage.nodes if n.depth == 0]
+    for rid in roots:
+        add(tree, rid, None)
+    for n in lineage.nodes:  # anything the edges did not reach (defensive: show, never drop)
+        if n.run.id not in shown:
+            add(tree, n.run.id, None)
+    return tree
+
+
+def components_table(components: Sequence[ComponentInfo]) -> Table:
+    """Components: name, owner, tags, number of runs, last run (local time)."""
+    table = Table(header_style="bold")
+    for col in ("component", "owner", "tags", "runs", "last run", "description"):
+        table.add_column(col, justify="right" if col == "runs" else "left", overflow="fold")
+    for c in components:
+        table.add_row(escape(c.name), escape(c.owner) or "-", escape(", ".join(c.tags)) or "-",
+                      str(c.runs), format_time(c.last_run), escape(c.description))
+    return table
+
+
+def coverage_line(count: int, coverage: float) -> str:
+    """mltrace's review wording for one run."""
+    pct = round(coverage * 100, 1)
+    pct_s = f"{pct:g}"
+    return (f"This component has {pct_s}% coverage: it was used {count} time(s) in producing the "
+            f"flagged outputs")
+
+
+def review_table(review: Review) -> Table:
+    """Review entries ranked by count: run, component, start, coverage sentence."""
+    table = Table(header_style="bold")
+    for col in ("#", "run", "component", "start", "status", "coverage"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("run", "start"))
+    for i, e in enumerate(review.entries, 1):
+        table.add_row(str(i), short_id(e.run.id), escape(e.run.component), format_time(e.run.start),
+                      _status(e.run), coverage_line(e.count, e.coverage),
+                      style="red" if e.run.failed else None)
+    return table
+
+
+def stale_table(runs: Sequence[Run]) -> Table:
+    """Stale runs with each staleness message on its own line."""
+    table = Table(header_style="bold")
+    for col in ("run", "component", "start", "why"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("run", "start"))
+    for run in runs:
+        why = "\n".join(f"⚠ {escape(m)}" for m in run.stale)
+        table.add_row(short_id(run.id), escape(run.component), format_time(run.start),
+                      Text.from_markup(why, style="yellow"), style="red" if run.failed else None)
+    return table
