@@ -137,7 +137,7 @@ class Sketch:
                 continue
             _collapse(store)
             keys = sorted(store)
-            d[prefix + "k"] = [keys[0]] + [b - a for a, b in zip(keys, keys[1:])]
+            d[prefix + "k"] = [keys[0]] + [b - a for a, b in zip(keys, keys[1:], strict=False)]
             d[prefix + "c"] = [store[k] for k in keys]
         if self.zeros:
             d["z"] = self.zeros
@@ -156,7 +156,7 @@ class Sketch:
             if len(keys) != len(counts):
                 raise ValueError("sketch keys and counts differ in length")
             k = 0
-            for i, (dk, c) in enumerate(zip(keys, counts)):
+            for i, (dk, c) in enumerate(zip(keys, counts, strict=True)):
                 k = int(dk) if i == 0 else k + int(dk)
                 store[k] = store.get(k, 0) + int(c)
         return s
@@ -318,7 +318,7 @@ def _sketch_np(finite: Any) -> Sketch:
             continue
         keys = np.ceil(np.log(mag[sel]) / LN_GAMMA).astype(np.int64)
         uniq, counts = np.unique(keys, return_counts=True)
-        store.update(zip(uniq.tolist(), (counts * weight).tolist()))
+        store.update(zip(uniq.tolist(), (counts * weight).tolist(), strict=True))
     return s
 
 
