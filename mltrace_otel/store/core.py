@@ -4,16 +4,27 @@
 Query methods delegate to :mod:`.queries` and :mod:`.state`; ingest to :mod:`.ingest`.
 Only this package runs SQL; :meth:`Store.query` / :meth:`Store.command` are the one place that
 maps ClickHouse errors to :mod:`mltrace_otel.errors`.
+
+Connecting:
+
+- ``http(s)://user:pass@host:port/db``: a ClickHouse server.
+- ``chdb:///dir[?database=db]``: the embedded engine. One process at a time can hold a
+  directory; :mod:`.share` decides how to reach it (open it here, wait for its holder, or go
+  through the holder's loopback endpoint when the holder serves one).
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from mltrace_otel.settings import Settings
-from mltrace_otel.store import ingest, queries, state
+from mltrace_otel.errors import QueryError, StoreUnavailable
+from mltrace_otel.settings import Settings, mask_url
+from mltrace_otel.store import ingest
 from mltrace_otel.store.models import (
     ComponentInfo,
     IngestResult,
@@ -23,15 +34,50 @@ from mltrace_otel.store.models import (
     Run,
 )
 
+log = logging.getLogger(__name__)
+
+
+class _LazyModule:
+    """A module imported on first attribute access (queries/state import this module back)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+queries: Any = _LazyModule("mltrace_otel.store.queries")
+state: Any = _LazyModule("mltrace_otel.store.state")
+
+MIGRATIONS_TABLE = "mltrace_schema_migrations"
+
 
 def open_store(settings: Settings | None = None, *, drain: bool = True) -> Store:
     """Open the store the settings name, migrate it, and drain the local spool into it.
+
+    Args:
+        settings: resolved settings; ``Settings.from_env()`` when None.
+        drain: move the local spool into the store first (skipped when the store is reached
+            through another process's shared endpoint: that process drains).
 
     Raises:
         StoreUnavailable: the server cannot be reached, or the embedded store stayed locked
             by another process for longer than ``settings.store_wait_s``.
     """
-    raise NotImplementedError
+    from mltrace_otel.store import share
+
+    settings = settings or Settings.from_env()
+    conn = share.connect(settings)
+    store = Store(settings, conn)
+    try:
+        store.migrate()
+        if drain and not conn.proxied:
+            store.drain_spool()
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 class Store:
@@ -40,10 +86,31 @@ class Store:
     settings: Settings
     database: str
 
+    def __init__(self, settings: Settings, conn: Any) -> None:
+        """Wrap an open :class:`.share.Connection` (use :func:`open_store`, not this)."""
+        self.settings = settings
+        self.database = settings.database
+        self._conn = conn
+        self.client = conn.client
+        self.url = conn.url
+        self.proxied: bool = conn.proxied
+        self._closed = False
+        self._sharing: Any = None
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"Store({mask_url(self.url)!r}, database={self.database!r})"
+
     # --- connection (core) ----------------------------------------------------------------
     def close(self) -> None:
         """Release the connection (and the embedded engine's lock)."""
-        raise NotImplementedError
+        if self._closed:
+            return
+        self._closed = True
+        if self._sharing is not None:
+            self._sharing.stop()
+            self._sharing = None
+        self._conn.close()
 
     def __enter__(self) -> Store:
         return self
@@ -51,13 +118,77 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _check_open(self, name: str) -> None:
+        if self._closed:
+            raise StoreUnavailable(f"store {mask_url(self.url)} is closed (query {name})",
+                                   hint="open it again with open_store()")
+
+    def _error(self, name: str, parameters: dict[str, Any] | None, e: Exception) -> Exception:
+        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+        if isinstance(e, OperationalError) or (isinstance(e, OSError) and not isinstance(e, DatabaseError)):
+            return StoreUnavailable(f"store {mask_url(self.url)} cannot be reached: {e}",
+                                    hint="check the ClickHouse server and MLTRACE_CLICKHOUSE_URL")
+        return QueryError(name, parameters, str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+
     def query(self, name: str, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
         """Run a named SELECT with bound parameters; rows as tuples. Errors become QueryError."""
-        raise NotImplementedError
+        self._check_open(name)
+        try:
+            return list(self.client.query(sql, parameters=parameters or None).result_rows)
+        except Exception as e:  # clickhouse-connect has no narrower base for engine errors
+            raise self._error(name, parameters, e) from e
 
     def command(self, name: str, sql: str, parameters: dict[str, Any] | None = None) -> None:
         """Run a named statement with bound parameters. Errors become QueryError."""
-        raise NotImplementedError
+        self._check_open(name)
+        try:
+            self.client.command(sql, parameters=parameters or None)
+        except Exception as e:
+            raise self._error(name, parameters, e) from e
+
+    def insert_columns(self, name: str, table: str, columns: Sequence[Sequence[Any]],
+                       column_names: Sequence[str], settings: dict[str, Any] | None = None) -> None:
+        """Insert column-oriented data into a table of this database (ingest's fast path)."""
+        self._check_open(name)
+        if self.proxied:
+            raise StoreUnavailable(
+                f"store {mask_url(self.url)} is shared by another process; data blocks cannot be "
+                "inserted through it", hint="write spans to the spool; the holding process drains it")
+        try:
+            self.client.insert(table, columns, column_names=list(column_names), column_oriented=True,
+                               database=self.database, settings=settings or None)
+        except Exception as e:
+            raise self._error(name, {"table": table, "rows": len(columns[0]) if columns else 0}, e) from e
+
+    # --- schema ---------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        """Highest migration version applied (0 for an empty database)."""
+        from mltrace_otel.store import schema
+
+        return max(schema.applied_versions(self), default=0)
+
+    def migrate(self) -> list[int]:
+        """Apply every migration not yet recorded; the versions applied (cheap when none)."""
+        from mltrace_otel.store import schema
+
+        return schema.migrate(self)
+
+    # --- sharing --------------------------------------------------------------------------
+    def serve_shared(self, drain_interval_s: float = 1.0) -> Any:
+        """Let other processes reach this embedded store through a loopback endpoint.
+
+        For long-running holders (``mltrace server``, the Dash app): serves enough of the
+        ClickHouse HTTP interface for clickhouse-connect, records it in ``MLTRACE_DIR/store.json``
+        and drains the spool every ``drain_interval_s`` seconds. Stopped by :meth:`close`.
+        Returns the :class:`.share.SharedServer`.
+        """
+        from mltrace_otel.store import share
+
+        if self._sharing is None:
+            self._sharing = share.SharedServer(self, drain_interval_s=drain_interval_s)
+            self._sharing.start()
+        return self._sharing
 
     # --- ingest ---------------------------------------------------------------------------
     def insert_otlp(self, request: bytes | Any, *, dedup_token: str | None = None) -> IngestResult:
@@ -74,7 +205,11 @@ class Store:
 
     def clean(self) -> None:
         """Empty every table (mltrace's clean_db)."""
-        raise NotImplementedError
+        from mltrace_otel.store import schema
+
+        for table in schema.data_tables(self):
+            self.command("clean", f"TRUNCATE TABLE IF EXISTS {schema.quote_ident(self.database)}."
+                         f"{schema.quote_ident(table)} {schema.on_cluster(self.settings.cluster)}")
 
     # --- runs -----------------------------------------------------------------------------
     def resolve_run_id(self, prefix: str) -> str:

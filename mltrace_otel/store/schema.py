@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 _TOKEN = re.compile(r"\{\{(\w+)(?:\s+(.*?))?\}\}", re.S)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -90,3 +91,78 @@ def load_migrations(database: str, cluster: str | None = None, ttl_days: int = 0
         sql = render(f.read_text(encoding="utf-8"), database, cluster, ttl_days)
         out.append(Migration(int(num), rest[:-4], tuple(split_statements(sql))))
     return out
+
+
+# --- applying migrations ------------------------------------------------------------------------
+MIGRATIONS_TABLE = "mltrace_schema_migrations"
+
+_MIGRATIONS_DDL = """
+CREATE TABLE IF NOT EXISTS {{db}}.mltrace_schema_migrations {{on_cluster}} (
+    Version UInt32,
+    Name String,
+    Applied DateTime64(6) DEFAULT now64(6)
+) ENGINE = {{engine ReplacingMergeTree(Applied)}}
+ORDER BY Version
+"""
+
+
+def on_cluster(cluster: str | None) -> str:
+    """``ON CLUSTER `name``` when a cluster is configured, else ''."""
+    return f"ON CLUSTER {quote_ident(cluster)}" if cluster else ""
+
+
+def _missing(e: Exception) -> bool:
+    text = str(e)
+    return "UNKNOWN_DATABASE" in text or "UNKNOWN_TABLE" in text or "Code: 81." in text or "Code: 60." in text
+
+
+def applied_versions(store: Any) -> set[int]:
+    """Versions recorded in the migrations table (empty when the database or table is missing)."""
+    from mltrace_otel.errors import QueryError
+
+    db = quote_ident(store.database)
+    try:
+        rows = store.query("schema_versions", f"SELECT DISTINCT Version FROM {db}.{MIGRATIONS_TABLE}")
+    except QueryError as e:
+        if _missing(e):
+            return set()
+        raise
+    return {int(r[0]) for r in rows}
+
+
+def migrate(store: Any) -> list[int]:
+    """Apply every migration not yet recorded, in order; the versions applied.
+
+    One query when the schema is current. Each statement is idempotent (IF NOT EXISTS,
+    MODIFY SETTING), so a migration interrupted before it was recorded is simply re-run.
+    """
+    s = store.settings
+    migrations = load_migrations(store.database, s.cluster, s.ttl_days)
+    done = applied_versions(store)
+    todo = [m for m in migrations if m.version not in done]
+    if todo:
+        db = quote_ident(store.database)
+        store.command("create_database", f"CREATE DATABASE IF NOT EXISTS {db} {on_cluster(s.cluster)}")
+        store.command("create_migrations_table", render(_MIGRATIONS_DDL, store.database, s.cluster))
+        for m in todo:
+            for stmt in m.statements:
+                store.command(f"migration_{m.version:04d}_{m.name}", stmt)
+            store.command(
+                "record_migration",
+                f"INSERT INTO {db}.{MIGRATIONS_TABLE} (Version, Name) VALUES ({{v:UInt32}}, {{n:String}})",
+                {"v": m.version, "n": m.name},
+            )
+    if store.client.database != store.database:
+        store.client.database = store.database
+    return [m.version for m in todo]
+
+
+def data_tables(store: Any) -> list[str]:
+    """Every table of the store's database except the migrations record (clean_db empties them)."""
+    rows = store.query(
+        "data_tables",
+        "SELECT name FROM system.tables WHERE database = {db:String} AND engine NOT IN "
+        "('MaterializedView', 'View') AND name != {m:String} ORDER BY name",
+        {"db": store.database, "m": MIGRATIONS_TABLE},
+    )
+    return [r[0] for r in rows]

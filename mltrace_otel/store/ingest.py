@@ -1,0 +1,325 @@
+"""Ingest: OTLP span batches → ``otel_traces`` rows, rendered exactly as the contrib exporter does.
+
+One rendering for everything that writes spans: OTel SDK ReadableSpans are encoded to OTLP
+(``opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans``) and go the same path
+as requests from the collector and batches from the spool.
+
+Value mapping (the OpenTelemetry Collector contrib ClickHouse exporter's):
+ids lowercase hex, an all-zero id ``''``; SpanKind ``Unspecified|Internal|Server|Client|
+Producer|Consumer``; StatusCode ``Unset|Ok|Error``; ServiceName = resource ``service.name``;
+attribute values as strings (pcommon ``Value.AsString``): bool ``true``/``false``, int decimal,
+double the shortest round-trip form (ES6 style: 3.0 → ``3``, 1e-07 → ``1e-7``), bytes standard
+base64, arrays and maps compact JSON (Go ``encoding/json``: sorted keys, ``<>&`` escaped);
+Duration = end − start in ns; events and links as the Nested columns.
+
+A span that cannot be stored (a trace id that is not 16 bytes, a span id that is not 8, an end
+before its start) is rejected on its own and reported in :class:`IngestResult`.
+
+May import: conventions, errors, spool, opentelemetry-proto.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from mltrace_otel import spool
+from mltrace_otel.errors import StoreUnavailable
+from mltrace_otel.store.models import IngestResult
+
+log = logging.getLogger(__name__)
+
+TABLE = "otel_traces"
+COLUMNS: tuple[str, ...] = (
+    "Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceState", "SpanName", "SpanKind",
+    "ServiceName", "ResourceAttributes", "ScopeName", "ScopeVersion", "SpanAttributes", "Duration",
+    "StatusCode", "StatusMessage", "Events.Timestamp", "Events.Name", "Events.Attributes",
+    "Links.TraceId", "Links.SpanId", "Links.TraceState", "Links.Attributes",
+)
+"""The otel_traces columns the writer fills, in insert order."""
+
+SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
+STATUS_CODES = ("Unset", "Ok", "Error")
+BAD_DIR = "bad"
+"""Sub-directory of the spool where unreadable batch files are moved."""
+
+
+# --- value rendering ---------------------------------------------------------------------------
+def format_double(f: float) -> str:
+    """A double as pcommon's AsString renders it (Go ``encoding/json`` / ES6 number form)."""
+    if math.isnan(f):
+        return "json: unsupported value: NaN"
+    if math.isinf(f):
+        return f"json: unsupported value: {'+Inf' if f > 0 else '-Inf'}"
+    a = abs(f)
+    if a != 0 and (a < 1e-6 or a >= 1e21):
+        r = repr(f)  # shortest digits, exponent form: '1e-07', '1.5e+21'
+        mant, _, exp = r.partition("e")
+        sign, digits = exp[0], exp[1:].lstrip("0") or "0"
+        if sign == "+" and len(digits) < 2:
+            digits = digits.rjust(2, "0")
+        return f"{mant}e{sign}{digits}"
+    if f == int(f) and a < 1e16:
+        return str(int(f)) if not (f == 0 and math.copysign(1, f) < 0) else "-0"
+    return format(Decimal(repr(f)).normalize(), "f")
+
+
+_JSON_ESC = {
+    '"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f",
+    "<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029",
+}
+for _c in range(0x20):
+    _JSON_ESC.setdefault(chr(_c), f"\\u{_c:04x}")
+_JSON_TABLE = str.maketrans(_JSON_ESC)
+
+
+def json_string(s: str) -> str:
+    """A string as Go's ``encoding/json`` quotes it (HTML-safe escapes, UTF-8 kept)."""
+    return '"' + s.translate(_JSON_TABLE) + '"'
+
+
+def _json_value(v: Any) -> str:
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return json_string(v.string_value)
+    if kind == "bool_value":
+        return "true" if v.bool_value else "false"
+    if kind == "int_value":
+        return str(v.int_value)
+    if kind == "double_value":
+        d = v.double_value
+        if math.isnan(d) or math.isinf(d):
+            return "null"  # encoding/json refuses these; AsRaw marshal of the slice then fails
+        return format_double(d)
+    if kind == "bytes_value":
+        return json_string(base64.b64encode(v.bytes_value).decode())
+    if kind == "array_value":
+        return "[" + ",".join(_json_value(x) for x in v.array_value.values) + "]"
+    if kind == "kvlist_value":
+        items = sorted(((kv.key, kv.value) for kv in v.kvlist_value.values), key=lambda t: t[0])
+        return "{" + ",".join(f"{json_string(k)}:{_json_value(x)}" for k, x in items) + "}"
+    return "null"
+
+
+def render_value(v: Any) -> str:
+    """An OTLP AnyValue as the string the contrib exporter stores."""
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "bool_value":
+        return "true" if v.bool_value else "false"
+    if kind == "int_value":
+        return str(v.int_value)
+    if kind == "double_value":
+        return format_double(v.double_value)
+    if kind == "bytes_value":
+        return base64.b64encode(v.bytes_value).decode()
+    if kind in ("array_value", "kvlist_value"):
+        return _json_value(v)
+    return ""
+
+
+def render_attributes(kvs: Iterable[Any]) -> dict[str, str]:
+    """OTLP KeyValues → the attribute map (keys sorted, values rendered; last duplicate wins)."""
+    out: dict[str, str] = {}
+    for kv in kvs:
+        v = kv.value
+        if v.WhichOneof("value") == "string_value":
+            out[kv.key] = v.string_value
+        else:
+            out[kv.key] = render_value(v)
+    if len(out) > 1:
+        return dict(sorted(out.items()))
+    return out
+
+
+def hex_id(raw: bytes, size: int, what: str) -> str:
+    """An id as lowercase hex, ``''`` when empty or all-zero; ValueError on a wrong length."""
+    if not raw:
+        return ""
+    if len(raw) != size:
+        raise ValueError(f"{what} has {len(raw)} bytes, expected {size}")
+    if not any(raw):
+        return ""
+    return raw.hex()
+
+
+# --- rows ----------------------------------------------------------------------------------------
+class Columns:
+    """Column-oriented rows for one otel_traces insert."""
+
+    def __init__(self) -> None:
+        self.data: list[list[Any]] = [[] for _ in COLUMNS]
+        self.errors: list[str] = []
+        self.rejected = 0
+
+    def __len__(self) -> int:
+        return len(self.data[0])
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows as dicts keyed by column name (for tests and debugging)."""
+        return [dict(zip(COLUMNS, r, strict=True)) for r in zip(*self.data, strict=True)]
+
+
+def rows_from_otlp(request: bytes | Any, into: Columns | None = None) -> Columns:
+    """Render every span of an ExportTraceServiceRequest (object or bytes) as otel_traces rows.
+
+    Raises:
+        ValueError: the bytes are not an ExportTraceServiceRequest.
+    """
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    if isinstance(request, (bytes, bytearray, memoryview)):
+        msg = ExportTraceServiceRequest()
+        try:
+            msg.ParseFromString(bytes(request))
+        except Exception as e:  # protobuf's DecodeError
+            raise ValueError(f"not an OTLP ExportTraceServiceRequest: {e}") from e
+        request = msg
+    cols = into if into is not None else Columns()
+    (c_ts, c_trace, c_span, c_parent, c_state, c_name, c_kind, c_service, c_res, c_scope, c_scopev,
+     c_attrs, c_dur, c_status, c_msg, c_ev_ts, c_ev_name, c_ev_attrs, c_ln_trace, c_ln_span,
+     c_ln_state, c_ln_attrs) = cols.data
+    for rs in request.resource_spans:
+        res_attrs = render_attributes(rs.resource.attributes)
+        service = ""
+        for kv in rs.resource.attributes:
+            if kv.key == "service.name":
+                service = kv.value.string_value  # pcommon Str(): '' unless a string
+        for ss in rs.scope_spans:
+            scope_name, scope_version = ss.scope.name, ss.scope.version
+            for sp in ss.spans:
+                try:
+                    trace_id = hex_id(sp.trace_id, 16, "trace_id")
+                    span_id = hex_id(sp.span_id, 8, "span_id")
+                    parent = hex_id(sp.parent_span_id, 8, "parent_span_id")
+                    if not span_id or not trace_id:
+                        raise ValueError("trace_id and span_id must be set and non-zero")
+                    start, end = sp.start_time_unix_nano, sp.end_time_unix_nano
+                    if end < start:
+                        raise ValueError(f"end time {end} is before start time {start}")
+                    ev_ts, ev_name, ev_attrs = [], [], []
+                    for ev in sp.events:
+                        ev_ts.append(ev.time_unix_nano)
+                        ev_name.append(ev.name)
+                        ev_attrs.append(render_attributes(ev.attributes))
+                    ln_trace, ln_span, ln_state, ln_attrs = [], [], [], []
+                    for ln in sp.links:
+                        ln_trace.append(hex_id(ln.trace_id, 16, "link trace_id"))
+                        ln_span.append(hex_id(ln.span_id, 8, "link span_id"))
+                        ln_state.append(ln.trace_state)
+                        ln_attrs.append(render_attributes(ln.attributes))
+                    kind = SPAN_KINDS[sp.kind] if 0 <= sp.kind < len(SPAN_KINDS) else ""
+                    code = sp.status.code
+                    status = STATUS_CODES[code] if 0 <= code < len(STATUS_CODES) else ""
+                    attrs = render_attributes(sp.attributes)
+                except ValueError as e:
+                    cols.rejected += 1
+                    if len(cols.errors) < 20:
+                        cols.errors.append(f"span {sp.span_id.hex() or '?'} ({sp.name!r}): {e}")
+                    continue
+                c_ts.append(start)
+                c_trace.append(trace_id)
+                c_span.append(span_id)
+                c_parent.append(parent)
+                c_state.append(sp.trace_state)
+                c_name.append(sp.name)
+                c_kind.append(kind)
+                c_service.append(service)
+                c_res.append(res_attrs)
+                c_scope.append(scope_name)
+                c_scopev.append(scope_version)
+                c_attrs.append(attrs)
+                c_dur.append(end - start)
+                c_status.append(status)
+                c_msg.append(sp.status.message)
+                c_ev_ts.append(ev_ts)
+                c_ev_name.append(ev_name)
+                c_ev_attrs.append(ev_attrs)
+                c_ln_trace.append(ln_trace)
+                c_ln_span.append(ln_span)
+                c_ln_state.append(ln_state)
+                c_ln_attrs.append(ln_attrs)
+    return cols
+
+
+def insert_columns(store: Any, cols: Columns, *, dedup_token: str | None = None) -> IngestResult:
+    """Insert rendered rows in one column-oriented insert (with an optional dedup token)."""
+    if len(cols):
+        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        store.insert_columns("insert_spans", TABLE, cols.data, COLUMNS, settings=settings)
+    return IngestResult(accepted=len(cols), rejected=cols.rejected, errors=tuple(cols.errors))
+
+
+def insert_otlp(store: Any, request: bytes | Any, *, dedup_token: str | None = None) -> IngestResult:
+    """Insert an OTLP ExportTraceServiceRequest (object or serialized protobuf).
+
+    Raises:
+        ValueError: bytes that are not an ExportTraceServiceRequest.
+        QueryError / StoreUnavailable: the insert failed.
+    """
+    return insert_columns(store, rows_from_otlp(request), dedup_token=dedup_token)
+
+
+def encode_spans(spans: Sequence[Any]) -> Any:
+    """OTel SDK ReadableSpans → ExportTraceServiceRequest (the OTLP exporters' own encoder)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as _encode
+
+    return _encode(spans)
+
+
+def insert_spans(store: Any, spans: Sequence[Any]) -> IngestResult:
+    """Insert OTel SDK ReadableSpans, rendered exactly as the contrib exporter would."""
+    if not spans:
+        return IngestResult()
+    return insert_otlp(store, encode_spans(spans))
+
+
+# --- spool drain ---------------------------------------------------------------------------------
+def _move_aside(claimed: spool.Claimed, reason: str) -> None:
+    bad = claimed.path.parent / BAD_DIR
+    bad.mkdir(exist_ok=True)
+    target = bad / (claimed.token + spool.SUFFIX)
+    try:
+        os.replace(claimed.path, target)
+    except FileNotFoundError:
+        return
+    log.error("mltrace: spool batch %s moved to %s: %s", claimed.token, target, reason)
+
+
+def drain_spool(store: Any) -> int:
+    """Move every batch of the local spool into the store, exactly once; spans stored.
+
+    Each batch is claimed (an atomic rename, so concurrent drains never share one), inserted
+    with its name as ``insert_deduplication_token`` (a batch re-inserted after a crash between
+    commit and delete is stored once), then deleted. An unreadable batch is moved to
+    ``spool/bad/`` with a logged error and never blocks the rest; when the store goes away the
+    batch is given back and the error raised.
+    """
+    total = 0
+    for claimed in spool.claim_all(store.settings.spool_dir):
+        try:
+            payload = claimed.payload
+            cols = rows_from_otlp(payload)
+        except (OSError, ValueError) as e:
+            _move_aside(claimed, str(e))
+            continue
+        try:
+            result = insert_columns(store, cols, dedup_token=claimed.token)
+        except StoreUnavailable:
+            claimed.release()
+            raise
+        except Exception as e:  # a batch the store refuses must not block the others
+            _move_aside(claimed, f"insert failed: {e}")
+            continue
+        if result.rejected:
+            log.warning("mltrace: spool batch %s: %d spans rejected: %s", claimed.token,
+                        result.rejected, "; ".join(result.errors))
+        claimed.done()
+        total += result.accepted
+    return total
