@@ -195,6 +195,19 @@ def _log_backdated_ingest(raw_name: str, data_dir: Path, seed: int) -> None:
     log_component_run(cr)
 
 
+def _land(store: Any, expected: int, wait_s: float = 20.0) -> None:
+    """Get the spooled runs into the store: drain them here, or (when another process holds
+    the embedded store and serves it) wait for that process to drain them."""
+    import time
+
+    if not store.proxied:
+        store.drain_spool()
+        return
+    deadline = time.monotonic() + wait_s
+    while store.count_runs() < expected and time.monotonic() < deadline:
+        time.sleep(0.25)
+
+
 def _steps(passes: int) -> int:
     # pass 1: 5 runs; pass 2: 4 (no predict); pass 3: 6 (two predicts); later passes: 5 each.
     return 5 + (4 if passes >= 2 else 0) + (6 if passes >= 3 else 0) + 5 * max(0, passes - 3)
@@ -219,6 +232,7 @@ def run_demo(settings: Settings, console: Console, passes: int = 3, seed: int = 
 
     store = open_store(settings, drain=False)  # fail fast when the store is unreachable
     try:
+        before = store.count_runs()
         export.configure(settings=settings.replace(export="spool"))
         fns = _build(data_dir)
 
@@ -272,7 +286,7 @@ def run_demo(settings: Settings, console: Console, passes: int = 3, seed: int = 
             progress.update(task, description="flushing spans")
         export.flush()
 
-        store.drain_spool()
+        _land(store, before + result.runs)
         result.flagged = v1_predictions[1:3] + v1_predictions[-2:] if len(v1_predictions) > 4 \
             else list(v1_predictions)
         for name in result.flagged:

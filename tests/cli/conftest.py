@@ -1,0 +1,3 @@
+"""Fixtures of the CLI tests (helpers live in cli_helpers.py)."""
+
+from __future__ import annotations
