@@ -1,0 +1,187 @@
+"""The SQL behind ``/metrics``: a few aggregate queries over the whole store, run at scrape time.
+
+Each function runs ONE set-based query (never one per run or component) and returns frozen
+dataclasses for :mod:`mltrace_otel.metrics`. Runs are de-duplicated by run id (a span delivered
+twice is one run). Attribute and event names come from :mod:`mltrace_otel.conventions` as bound
+parameters; the database is the only spliced identifier.
+
+Imports only conventions, errors (through the Store) and the schema's identifier quoting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mltrace_otel import conventions as C
+from mltrace_otel.store.schema import quote_ident
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mltrace_otel.store.core import Store
+
+ERROR_STATUSES = ("Error", "STATUS_CODE_ERROR")
+"""StatusCode values of a failed run (current and pre-2024 exporter spellings)."""
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    """Runs of one component with one status (``ok`` or ``error``; Unset counts as ok).
+
+    ``bucket_counts[i]`` = runs whose duration is <= ``buckets[i]`` seconds (cumulative).
+    ``last_end`` = end of the latest of these runs, seconds since the epoch.
+    """
+
+    component: str
+    status: str
+    runs: int
+    duration_sum_s: float
+    bucket_counts: tuple[int, ...]
+    last_end: float
+
+
+@dataclass(frozen=True)
+class TestTotals:
+    """How many times one test method of one component passed (or failed)."""
+
+    __test__ = False
+
+    component: str
+    test: str
+    method: str
+    passed: bool
+    count: int
+
+
+@dataclass(frozen=True)
+class OutputStatsRow:
+    """One output-stats event of one run (the newest ``per_series`` runs per series)."""
+
+    component: str
+    output: str
+    column: str
+    run_id: str
+    start: float  # run start, seconds since the epoch
+    count: int
+    nulls: int
+    min: float | None
+    max: float | None
+    mean: float | None
+    sum: float | None
+    sketch: str
+
+
+def _db(store: Store) -> str:
+    return quote_ident(store.database)
+
+
+def run_totals(store: Store, buckets: Sequence[float]) -> list[RunTotals]:
+    """Per component and status: run count, duration sum, cumulative duration buckets, last end."""
+    db = _db(store)
+    sql = f"""
+        SELECT Component, status, count(), sum(d),
+               sumForEach(arrayMap(b -> toUInt64(d <= b), {{buckets:Array(Float64)}})),
+               max(e)
+        FROM (
+            SELECT RunId, any(Component) AS Component,
+                   if(any(StatusCode) IN {{errors:Array(String)}}, 'error', 'ok') AS status,
+                   any(DurationNs) / 1e9 AS d,
+                   toUnixTimestamp64Milli(any(End)) / 1000.0 AS e
+            FROM {db}.mltrace_runs
+            GROUP BY RunId
+        )
+        GROUP BY Component, status
+        ORDER BY Component, status
+    """
+    rows = store.query("metrics_run_totals", sql,
+                       {"buckets": [float(b) for b in buckets], "errors": list(ERROR_STATUSES)})
+    return [RunTotals(str(c), str(s), int(n), float(ds), tuple(int(x) for x in bc), float(e))
+            for c, s, n, ds, bc, e in rows]
+
+
+def test_totals(store: Store) -> list[TestTotals]:
+    """Per component, test name, method and outcome: how many runs ran it."""
+    db = _db(store)
+    sql = f"""
+        SELECT Component, name, method, passed, count()
+        FROM (
+            SELECT RunId, any(Component) AS Component, any(TestNames) AS names,
+                   any(TestMethods) AS methods, any(TestPassed) AS oks
+            FROM {db}.mltrace_runs
+            GROUP BY RunId
+        )
+        ARRAY JOIN names AS name, methods AS method, oks AS passed
+        GROUP BY Component, name, method, passed
+        ORDER BY Component, name, method, passed
+    """
+    return [TestTotals(str(c), str(t), str(m), bool(p), int(n))
+            for c, t, m, p, n in store.query("metrics_test_totals", sql)]
+
+
+def flagged_outputs(store: Store) -> tuple[int, dict[str, int]]:
+    """(number of flagged outputs, per producing component: how many of them it wrote)."""
+    db = _db(store)
+    sql = f"""
+        WITH flagged AS (
+            SELECT Pointer FROM {db}.mltrace_flags GROUP BY Pointer HAVING argMax(Flagged, Version) = 1
+        )
+        SELECT '' AS Component, count() FROM flagged
+        UNION ALL
+        SELECT Component, uniqExact(Pointer) FROM {db}.mltrace_io
+        WHERE Role = 'out' AND Pointer IN (SELECT Pointer FROM flagged)
+        GROUP BY Component
+    """
+    total, per = 0, {}
+    for comp, n in store.query("metrics_flagged_outputs", sql):
+        if comp == "":
+            total = int(n)
+        else:
+            per[str(comp)] = int(n)
+    return total, per
+
+
+def output_stats(store: Store, per_series: int, lookback_s: int) -> list[OutputStatsRow]:
+    """The newest ``per_series`` runs' output-stats events of each (component, output, column),
+    among spans that started in the last ``lookback_s`` seconds; newest first within a series."""
+    db = _db(store)
+    sql = f"""
+        SELECT component, output, col, run_id, start, cnt, nulls, mn, mx, mean, total, sketch
+        FROM (
+            SELECT SpanAttributes[{{a_component:String}}] AS component,
+                   a[{{a_output:String}}] AS output,
+                   a[{{a_column:String}}] AS col,
+                   SpanId AS run_id,
+                   toUnixTimestamp64Milli(Timestamp) / 1000.0 AS start,
+                   toUInt64OrZero(a[{{a_count:String}}]) AS cnt,
+                   toUInt64OrZero(a[{{a_nulls:String}}]) AS nulls,
+                   toFloat64OrNull(a[{{a_min:String}}]) AS mn,
+                   toFloat64OrNull(a[{{a_max:String}}]) AS mx,
+                   toFloat64OrNull(a[{{a_mean:String}}]) AS mean,
+                   toFloat64OrNull(a[{{a_sum:String}}]) AS total,
+                   a[{{a_sketch:String}}] AS sketch
+            FROM {db}.otel_traces
+            ARRAY JOIN Events.Name AS ev, Events.Attributes AS a
+            WHERE Timestamp >= now64(9) - toIntervalSecond({{lookback:UInt64}})
+              AND SpanAttributes[{{a_component:String}}] != ''
+              AND has(Events.Name, {{event:String}}) AND ev = {{event:String}}
+            ORDER BY component, output, col, start DESC, run_id
+            LIMIT 1 BY component, output, col, run_id
+        )
+        ORDER BY component, output, col, start DESC, run_id
+        LIMIT {{per_series:UInt32}} BY component, output, col
+    """
+    params = {
+        "a_component": C.COMPONENT_NAME, "a_output": C.STATS_OUTPUT, "a_column": C.STATS_COLUMN,
+        "a_count": C.STATS_COUNT, "a_nulls": C.STATS_NULLS, "a_min": C.STATS_MIN,
+        "a_max": C.STATS_MAX, "a_mean": C.STATS_MEAN, "a_sum": C.STATS_SUM,
+        "a_sketch": C.STATS_SKETCH, "event": C.EVENT_OUTPUT_STATS,
+        "lookback": int(lookback_s), "per_series": int(per_series),
+    }
+    return [OutputStatsRow(str(c), str(o), str(col), str(r), float(s), int(n), int(nu),
+                           _f(mn), _f(mx), _f(me), _f(su), str(sk))
+            for c, o, col, r, s, n, nu, mn, mx, me, su, sk
+            in store.query("metrics_output_stats", sql, params)]
+
+
+def _f(v: object) -> float | None:
+    return None if v is None else float(v)  # type: ignore[arg-type]
