@@ -1,0 +1,81 @@
+"""The collector's self-health metrics, in a prometheus_client registry of its own.
+
+Served at ``/metrics`` on the collector's HTTP port (and by ``mltrace server``), together with
+the store-derived metrics of :mod:`mltrace_otel.metrics` when that module provides
+``register_store_metrics(registry, store, settings)``.
+
+Series (all prefixed ``mltrace_collector_``):
+
+- ``spans_received_total{protocol}``: spans in requests that parsed (http/protobuf, http/json, grpc);
+- ``spans_rejected_total{reason}``: spans refused for good (not retryable): ``invalid_span``
+  (bad ids, partial success), ``bad_request`` (the whole request was malformed), ``store``;
+- ``spans_dropped_total{reason}``: spans refused for now, the client was told to retry:
+  ``queue_full`` (429), ``unavailable`` (503: store stalled/failing, shutting down),
+  ``ack_timeout`` (503 after waiting), ``store_error`` (the insert failed);
+- ``spans_committed_total``, ``batches_total``, ``insert_failures_total``,
+  ``spool_drained_spans_total``;
+- ``requests_total{protocol,code}``: requests by protocol and HTTP status / gRPC code name;
+- ``queue_depth_spans`` (gauge), ``insert_duration_seconds`` (histogram).
+
+Imports prometheus_client only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+log = logging.getLogger(__name__)
+PREFIX = "mltrace_collector"
+
+
+class CollectorMetrics:
+    """The collector's counters, gauge and histogram, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.received = Counter(f"{PREFIX}_spans_received", "Spans in OTLP requests that parsed",
+                                ["protocol"], registry=r)
+        self.rejected = Counter(f"{PREFIX}_spans_rejected", "Spans refused for good (bad data)",
+                                ["reason"], registry=r)
+        self.dropped = Counter(f"{PREFIX}_spans_dropped",
+                               "Spans refused for now; the client was told to retry", ["reason"],
+                               registry=r)
+        self.committed = Counter(f"{PREFIX}_spans_committed", "Spans committed to the store",
+                                 registry=r)
+        self.batches = Counter(f"{PREFIX}_batches", "Insert batches committed", registry=r)
+        self.insert_failures = Counter(f"{PREFIX}_insert_failures", "Insert batches that failed",
+                                       registry=r)
+        self.spool_drained = Counter(f"{PREFIX}_spool_drained_spans",
+                                     "Spans moved from the local spool into the store", registry=r)
+        self.requests = Counter(f"{PREFIX}_requests", "OTLP requests by protocol and response code",
+                                ["protocol", "code"], registry=r)
+        self.queue_depth = Gauge(f"{PREFIX}_queue_depth_spans", "Spans queued or being inserted",
+                                 registry=r)
+        self.insert_seconds = Histogram(
+            f"{PREFIX}_insert_duration_seconds", "Duration of one batch insert into the store",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+
+
+def register_store_metrics(registry: CollectorRegistry, store: Any, settings: Any) -> bool:
+    """Add the store-derived metrics (runs, durations, staleness …) when that module exists.
+
+    Returns True when they were registered. A failure is logged, never raised: the collector
+    must run without them.
+    """
+    try:
+        from mltrace_otel import metrics as store_metrics
+    except ImportError:
+        return False
+    register = getattr(store_metrics, "register_store_metrics", None)
+    if register is None:
+        return False
+    try:
+        register(registry, store, settings)
+    except Exception as e:  # noqa: BLE001 - optional feature, logged
+        log.warning("store metrics are not available: %s", e)
+        return False
+    return True

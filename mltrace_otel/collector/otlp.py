@@ -1,0 +1,323 @@
+"""OTLP request decoding: bodies (protobuf or JSON, plain/gzip/deflate) to validated requests.
+
+Both receivers (HTTP and gRPC) call :func:`decode`, so every request goes through one check and
+reaches the store as one serialized ``ExportTraceServiceRequest`` holding only the spans that
+passed. OTLP/JSON is converted to that protobuf request (hex ids, both field casings, enums as
+integers, 64-bit integers as strings), so one ingest path (``Store.insert_otlp``) renders rows.
+
+What is rejected, and how:
+
+- the whole request (:class:`BadRequest`, HTTP 400 / gRPC INVALID_ARGUMENT): undecodable
+  protobuf or JSON, JSON of the wrong shape or types, a compressed body that does not
+  decompress, or a request whose every span is invalid;
+- the whole request (:class:`PayloadTooLarge`, HTTP 413): more than ``max_bytes``, before or
+  after decompression (the decompressor stops at the limit, so a zip bomb costs nothing);
+- single spans (partial success): a trace id that is not 16 non-zero bytes, a span id that is
+  not 8 non-zero bytes, a parent span id or link id of the wrong length. The other spans land.
+
+Imports only :mod:`mltrace_otel.errors` and opentelemetry-proto / protobuf.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from mltrace_otel.errors import MltraceError
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_MEDIA_TYPES = {PROTOBUF: PROTOBUF, "application/protobuf": PROTOBUF, JSON: JSON}
+_ZERO16 = bytes(16)
+_ZERO8 = bytes(8)
+_MAX_ERRORS = 5
+
+
+class BadRequest(MltraceError):
+    """The request cannot be accepted as sent (HTTP 400; gRPC INVALID_ARGUMENT). Not retryable."""
+
+    status = 400
+
+
+class PayloadTooLarge(BadRequest):
+    """The body exceeds the size limit, compressed or decompressed (HTTP 413)."""
+
+    status = 413
+
+
+class UnsupportedMediaType(BadRequest):
+    """A Content-Type or Content-Encoding the collector does not speak (HTTP 415)."""
+
+    status = 415
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A checked request: the serialized request of its good spans, and what was rejected.
+
+    Attributes:
+        payload: a serialized ExportTraceServiceRequest holding only the accepted spans.
+            Serialized requests concatenate into one valid request, which is how batches merge.
+        spans: number of accepted spans.
+        rejected: number of spans dropped as invalid.
+        error: why they were dropped ("" when none were).
+    """
+
+    payload: bytes
+    spans: int
+    rejected: int = 0
+    error: str = ""
+
+
+def media_type(content_type: str | None) -> str:
+    """The OTLP encoding a Content-Type names (protobuf or JSON); UnsupportedMediaType otherwise."""
+    mt = (content_type or "").split(";", 1)[0].strip().lower()
+    try:
+        return _MEDIA_TYPES[mt]
+    except KeyError:
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type or '(none)'!r} is not supported",
+            hint="send application/x-protobuf or application/json",
+        ) from None
+
+
+def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+    """Undo Content-Encoding (identity, gzip, deflate), never producing more than ``max_bytes``."""
+    enc = (encoding or "identity").strip().lower()
+    if enc in ("", "identity", "none"):
+        return body
+    if enc in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif enc == "deflate":
+        wbits = zlib.MAX_WBITS  # zlib-wrapped; raw deflate is tried below
+    else:
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported",
+                                   hint="send gzip, deflate or no encoding")
+    try:
+        return _inflate(body, wbits, max_bytes)
+    except zlib.error as e:
+        if enc == "deflate":
+            try:
+                return _inflate(body, -zlib.MAX_WBITS, max_bytes)
+            except zlib.error:
+                pass
+        raise BadRequest(f"body is not valid {enc} data: {e}") from None
+
+
+def _inflate(body: bytes, wbits: int, max_bytes: int) -> bytes:
+    d = zlib.decompressobj(wbits)
+    out = d.decompress(body, max_bytes + 1)
+    if len(out) > max_bytes or d.unconsumed_tail:
+        raise PayloadTooLarge(f"body decompresses to more than the limit of {max_bytes} bytes",
+                              hint="send smaller batches or raise MLTRACE_MAX_BODY_BYTES")
+    if not d.eof:
+        raise zlib.error("truncated stream")
+    return out
+
+
+def decode(body: bytes, media: str) -> Decoded:
+    """Parse and check one (decompressed) OTLP body in the given encoding.
+
+    Raises:
+        BadRequest: the body does not parse, or no span in it is valid.
+    """
+    if media == PROTOBUF:
+        req = _parse_protobuf(body)
+        rejected, errors = _drop_invalid_spans(req)
+        if not rejected:
+            return Decoded(body, _count_spans(req))
+    else:
+        req, rejected, errors = _parse_json(body)
+        rejected2, errors2 = _drop_invalid_spans(req)
+        rejected += rejected2
+        errors += errors2
+    spans = _count_spans(req)
+    if rejected and not spans:
+        raise BadRequest(f"every span in the request is invalid ({rejected}): {'; '.join(errors)}")
+    message = ""
+    if rejected:
+        message = f"{rejected} invalid span(s) rejected: {'; '.join(errors)}"
+    return Decoded(req.SerializeToString(), spans, rejected, message)
+
+
+def _request_class() -> Any:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    return ExportTraceServiceRequest
+
+
+def _parse_protobuf(body: bytes) -> Any:
+    from google.protobuf.message import DecodeError
+
+    try:
+        return _request_class().FromString(body)
+    except DecodeError as e:
+        raise BadRequest(f"body is not a valid OTLP protobuf ExportTraceServiceRequest: {e}") from None
+
+
+def _count_spans(req: Any) -> int:
+    return sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+
+
+def _drop_invalid_spans(req: Any) -> tuple[int, list[str]]:
+    """Remove spans with unusable ids from ``req`` in place; (how many, first few reasons)."""
+    rejected = 0
+    errors: list[str] = []
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            bad: list[int] = []
+            for i, sp in enumerate(ss.spans):
+                tid = sp.trace_id
+                sid = sp.span_id
+                if (len(tid) == 16 and tid != _ZERO16 and len(sid) == 8 and sid != _ZERO8
+                        and len(sp.parent_span_id) in (0, 8) and not sp.links):
+                    continue
+                why = _span_problem(sp)
+                if why:
+                    bad.append(i)
+                    if len(errors) < _MAX_ERRORS:
+                        errors.append(f"span {sp.name!r}: {why}")
+            for i in reversed(bad):
+                del ss.spans[i]
+            rejected += len(bad)
+    return rejected, errors
+
+
+def _span_problem(sp: Any) -> str:
+    if len(sp.trace_id) != 16:
+        return f"trace id must be 16 bytes, got {len(sp.trace_id)}"
+    if sp.trace_id == _ZERO16:
+        return "trace id is all zeros"
+    if len(sp.span_id) != 8:
+        return f"span id must be 8 bytes, got {len(sp.span_id)}"
+    if sp.span_id == _ZERO8:
+        return "span id is all zeros"
+    if len(sp.parent_span_id) not in (0, 8):
+        return f"parent span id must be 8 bytes or empty, got {len(sp.parent_span_id)}"
+    for link in sp.links:
+        if len(link.trace_id) != 16 or len(link.span_id) != 8:
+            return "a link's trace id / span id must be 16 / 8 bytes"
+    return ""
+
+
+# --- OTLP/JSON ---------------------------------------------------------------------------------
+# json_format would read hex ids as base64 and silently store wrong ids, so ids are converted
+# here (hex -> base64 of the bytes) before ParseDict, which then handles both casings, integer
+# enums and string int64s. A span whose ids are not hex is dropped (partial success).
+
+def _field(obj: dict, camel: str, snake: str) -> tuple[str | None, Any]:
+    if camel in obj:
+        return camel, obj[camel]
+    if snake in obj:
+        return snake, obj[snake]
+    return None, None
+
+
+def _list_field(obj: Any, camel: str, snake: str, where: str) -> list:
+    if not isinstance(obj, dict):
+        raise BadRequest(f"OTLP/JSON: {where} must be an object, got {type(obj).__name__}")
+    _, v = _field(obj, camel, snake)
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise BadRequest(f"OTLP/JSON: {where}.{camel} must be an array, got {type(v).__name__}")
+    return v
+
+
+def _hex_to_b64(value: Any, nbytes: int, what: str, optional: bool) -> str:
+    if value is None or value == "":
+        if optional:
+            return ""
+        raise ValueError(f"{what} is missing")
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a hex string, got {type(value).__name__}")
+    try:
+        raw = binascii.unhexlify(value)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what} {value[:40]!r} is not hex") from None
+    if len(raw) != nbytes:
+        raise ValueError(f"{what} {value[:40]!r} must be {2 * nbytes} hex chars")
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _convert_span_ids(span: dict) -> None:
+    for camel, snake, n, optional in (("traceId", "trace_id", 16, False), ("spanId", "span_id", 8, False),
+                                      ("parentSpanId", "parent_span_id", 8, True)):
+        key, v = _field(span, camel, snake)
+        span[key or camel] = _hex_to_b64(v, n, snake.replace("_", " "), optional)
+    links = span.get("links")
+    if isinstance(links, list):
+        for link in links:
+            if not isinstance(link, dict):
+                continue
+            for camel, snake, n in (("traceId", "trace_id", 16), ("spanId", "span_id", 8)):
+                key, v = _field(link, camel, snake)
+                link[key or camel] = _hex_to_b64(v, n, "link " + snake.replace("_", " "), False)
+
+
+def _parse_json(body: bytes) -> tuple[Any, int, list[str]]:
+    from google.protobuf import json_format
+
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"body is not valid JSON: {e}") from None
+    rejected = 0
+    errors: list[str] = []
+    for r, rs in enumerate(_list_field(doc, "resourceSpans", "resource_spans", "request")):
+        for s, ss in enumerate(_list_field(rs, "scopeSpans", "scope_spans", f"resourceSpans[{r}]")):
+            spans = _list_field(ss, "spans", "spans", f"resourceSpans[{r}].scopeSpans[{s}]")
+            keep = []
+            for i, span in enumerate(spans):
+                if not isinstance(span, dict):
+                    raise BadRequest(f"OTLP/JSON: resourceSpans[{r}].scopeSpans[{s}].spans[{i}] "
+                                     f"must be an object, got {type(span).__name__}")
+                try:
+                    _convert_span_ids(span)
+                except ValueError as e:
+                    rejected += 1
+                    if len(errors) < _MAX_ERRORS:
+                        errors.append(f"span {str(span.get('name', ''))[:80]!r}: {e}")
+                    continue
+                keep.append(span)
+            spans[:] = keep
+    req = _request_class()()
+    try:
+        json_format.ParseDict(doc, req, ignore_unknown_fields=True)
+    except (json_format.ParseError, TypeError, ValueError) as e:
+        raise BadRequest(f"OTLP/JSON does not match ExportTraceServiceRequest: {e}") from None
+    return req, rejected, errors
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+def export_response(media: str, rejected: int = 0, error: str = "") -> bytes:
+    """An ExportTraceServiceResponse in the request's encoding (partial success when rejected)."""
+    if media == JSON:
+        if not rejected and not error:
+            return b"{}"
+        return json.dumps({"partialSuccess": {"rejectedSpans": str(rejected),
+                                              "errorMessage": error}}).encode()
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    resp = ExportTraceServiceResponse()
+    if rejected or error:
+        resp.partial_success.rejected_spans = rejected
+        resp.partial_success.error_message = error
+    return resp.SerializeToString()
+
+
+def status_body(media: str, code: int, message: str) -> bytes:
+    """A google.rpc.Status error body in the request's encoding (the OTLP/HTTP error shape).
+
+    ``code`` is the gRPC status code matching the HTTP status.
+    """
+    if media == PROTOBUF:
+        from google.rpc import status_pb2
+
+        return status_pb2.Status(code=code, message=message).SerializeToString()
+    return json.dumps({"code": code, "message": message}).encode()

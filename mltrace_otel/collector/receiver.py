@@ -1,0 +1,97 @@
+"""The protocol-independent part of a receiver: decode, queue, wait for the commit, answer.
+
+The HTTP and gRPC servers both call :meth:`Exporter.export` with a (decompressed) body and map
+its exceptions to their status codes:
+
+=============================  ===========  ====================
+exception                      HTTP         gRPC
+=============================  ===========  ====================
+:class:`~.otlp.BadRequest`     400          INVALID_ARGUMENT
+:class:`~.otlp.PayloadTooLarge` 413         INVALID_ARGUMENT
+:class:`~.otlp.UnsupportedMediaType` 415    (n/a)
+:class:`~.pipeline.QueueFull`  429 + Retry-After   RESOURCE_EXHAUSTED + RetryInfo
+:class:`~.pipeline.Unavailable` 503 + Retry-After  UNAVAILABLE + RetryInfo
+=============================  ===========  ====================
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from mltrace_otel.collector import otlp
+from mltrace_otel.collector.metrics import CollectorMetrics
+from mltrace_otel.collector.pipeline import AckTimeout, IngestQueue, QueueFull, Unavailable
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A request's outcome: spans rejected as invalid (partial success) and why."""
+
+    accepted: int
+    rejected: int
+    error: str
+
+
+class Exporter:
+    """Decode → queue → wait for the commit, with metrics. Thread-safe."""
+
+    def __init__(self, queue: IngestQueue, metrics: CollectorMetrics, *, max_body_bytes: int,
+                 ack_timeout_s: float, token: str | None) -> None:
+        self.queue = queue
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.ack_timeout_s = ack_timeout_s
+        self._token = ("Bearer " + token).encode() if token else None
+
+    def authorized(self, header: str | None) -> bool:
+        """True when no token is configured or ``header`` is ``Bearer <token>``."""
+        if self._token is None:
+            return True
+        return bool(header) and hmac.compare_digest(header.strip().encode(), self._token)
+
+    def check_size(self, n: int) -> None:
+        """Raise PayloadTooLarge for a body of ``n`` bytes over the limit."""
+        if n > self.max_body_bytes:
+            raise otlp.PayloadTooLarge(
+                f"request body of {n} bytes exceeds the limit of {self.max_body_bytes} bytes",
+                hint="send smaller batches or raise MLTRACE_MAX_BODY_BYTES")
+
+    def export(self, body: bytes, media: str, protocol: str) -> Exported:
+        """Check ``body`` (already decompressed), queue its good spans, wait for the commit.
+
+        Raises:
+            BadRequest / PayloadTooLarge: the request is refused for good.
+            QueueFull / Unavailable: refused for now; the client should retry.
+        """
+        m = self.metrics
+        try:
+            self.check_size(len(body))
+            decoded = otlp.decode(body, media)
+        except otlp.BadRequest:
+            m.rejected.labels("bad_request").inc()
+            raise
+        m.received.labels(protocol).inc(decoded.spans + decoded.rejected)
+        if decoded.rejected:
+            m.rejected.labels("invalid_span").inc(decoded.rejected)
+        if not decoded.spans:
+            return Exported(0, decoded.rejected, decoded.error)
+        try:
+            pending = self.queue.submit(decoded.payload, decoded.spans)
+        except QueueFull:
+            m.dropped.labels("queue_full").inc(decoded.spans)
+            raise
+        except Unavailable:
+            m.dropped.labels("unavailable").inc(decoded.spans)
+            raise
+        try:
+            committed = pending.wait(self.ack_timeout_s)
+        except AckTimeout:
+            m.dropped.labels("ack_timeout").inc(decoded.spans)
+            raise
+        error = decoded.error
+        if committed.store_rejected:
+            note = (f"the store rejected {committed.store_rejected} span(s) of the batch this "
+                    f"request joined: {committed.store_error}")
+            error = f"{error}; {note}" if error else note
+        return Exported(decoded.spans, decoded.rejected, error)

@@ -1,0 +1,334 @@
+"""Running the collector: the :class:`Collector` object, and the ``mltrace collector`` /
+``mltrace server`` entry points.
+
+Contract with the CLI (``mltrace_otel/cli``)::
+
+    mltrace collector [--host H] [--port P] [--grpc-port G] [--store URL] [--token T]
+        -> settings = Settings.from_env(host=H, otlp_http_port=P, otlp_grpc_port=G,
+                                        store_url=URL, token=T)
+        -> return run_collector(settings)          # the process exit code
+    mltrace server [same flags] [--ui-port U]
+        -> ... ui_port=U ...
+        -> return run_server(settings)
+
+Both block until SIGTERM or SIGINT, then stop accepting, commit everything queued, and return 0.
+They raise :class:`~mltrace_otel.errors.MltraceError` (StoreUnavailable, ConfigError for a port
+that cannot be bound) before serving; the CLI prints it as usual. One log line per start names
+every address.
+
+Imports: settings, errors, store (``open_store``), the collector modules; the Dash app and the
+store metrics are imported only when present.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from mltrace_otel.collector.grpc_server import GrpcReceiver
+from mltrace_otel.collector.http_server import TRACES_PATH, OTLPHTTPServer
+from mltrace_otel.collector.metrics import CollectorMetrics, register_store_metrics
+from mltrace_otel.collector.pipeline import IngestQueue
+from mltrace_otel.collector.receiver import Exporter
+from mltrace_otel.errors import ConfigError
+from mltrace_otel.settings import Settings, mask_url
+
+log = logging.getLogger("mltrace_otel.collector")
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """Where a started collector listens (real ports, also when 0 was asked for)."""
+
+    host: str
+    http_port: int
+    grpc_port: int | None
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the OTLP/HTTP receiver (append /v1/traces, or use as OTLP endpoint)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.http_port}"
+
+    @property
+    def traces_url(self) -> str:
+        """Full OTLP/HTTP traces URL."""
+        return self.http_url + TRACES_PATH
+
+    @property
+    def grpc_target(self) -> str | None:
+        """``host:port`` of the OTLP/gRPC receiver (None when gRPC is off)."""
+        if self.grpc_port is None:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.grpc_port}"
+
+
+class Collector:
+    """OTLP/HTTP + OTLP/gRPC receivers, a bounded queue and one writer into a store.
+
+    Args:
+        settings: host, ports (0 = any free port), token, limits, batch sizes.
+        store: an open store to write into; when None, :meth:`start` opens the one the
+            settings name (and :meth:`stop` closes it).
+        grpc: serve OTLP/gRPC too.
+        ack_timeout_s: longest a request waits for its batch's commit before a 503.
+        stall_s: an insert running longer than this makes new requests 503.
+        drain_every_s: drain the local spool this often when idle (0 = never).
+        registry: the prometheus registry for the self-metrics (a fresh one when None).
+    """
+
+    def __init__(self, settings: Settings, store: Any = None, *, grpc: bool = True,
+                 ack_timeout_s: float = 30.0, stall_s: float = 10.0, drain_every_s: float = 2.0,
+                 registry: Any = None) -> None:
+        self.settings = settings
+        self.store = store
+        self._own_store = store is None
+        self._grpc_enabled = grpc
+        self.ack_timeout_s = ack_timeout_s
+        self.stall_s = stall_s
+        self.drain_every_s = drain_every_s
+        self.metrics = CollectorMetrics(registry)
+        self.queue: IngestQueue | None = None
+        self._http: OTLPHTTPServer | None = None
+        self._http_thread: threading.Thread | None = None
+        self._grpc: GrpcReceiver | None = None
+        self.addresses: Addresses | None = None
+        self._stopped = False
+
+    # --- life cycle ------------------------------------------------------------------------------
+    def start(self) -> Addresses:
+        """Open the store (if needed), bind both ports, start serving; the real addresses.
+
+        Raises:
+            StoreUnavailable: the store cannot be opened.
+            ConfigError: a port cannot be bound.
+        """
+        s = self.settings
+        if self.store is None:
+            from mltrace_otel.store import open_store
+
+            self.store = open_store(s)
+        try:
+            self.queue = IngestQueue(
+                self.store, batch_rows=s.batch_rows, batch_delay_s=s.batch_delay_s,
+                queue_spans=s.queue_spans, stall_s=self.stall_s, drain_every_s=self.drain_every_s,
+                metrics=self.metrics)
+            exporter = Exporter(self.queue, self.metrics, max_body_bytes=s.max_body_bytes,
+                                ack_timeout_s=self.ack_timeout_s, token=s.token)
+            register_store_metrics(self.metrics.registry, self.store, s)
+            try:
+                self._http = OTLPHTTPServer((s.host, s.otlp_http_port), exporter, self.metrics_body)
+            except OSError as e:
+                raise ConfigError(f"cannot bind OTLP/HTTP on {s.host}:{s.otlp_http_port}: {e.strerror or e}",
+                                  hint="choose another --port / MLTRACE_OTLP_HTTP_PORT") from None
+            grpc_port = None
+            if self._grpc_enabled:
+                try:
+                    self._grpc = GrpcReceiver(s.host, s.otlp_grpc_port, exporter)
+                except OSError as e:
+                    raise ConfigError(f"cannot bind OTLP/gRPC on {s.host}:{s.otlp_grpc_port}: {e}",
+                                      hint="choose another --grpc-port / MLTRACE_OTLP_GRPC_PORT") from None
+                grpc_port = self._grpc.port
+            self.queue.start()
+            self._http_thread = threading.Thread(
+                target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
+                name="mltrace-collector-http", daemon=True)
+            self._http_thread.start()
+            if self._grpc is not None:
+                self._grpc.start()
+        except BaseException:
+            self._teardown()
+            raise
+        self.addresses = Addresses(s.host, self._http.server_address[1], grpc_port)
+        return self.addresses
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop accepting, commit everything queued, answer in-flight requests, close.
+
+        Safe to call twice. Closes the store only when :meth:`start` opened it.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        grpc_done = None
+        if self._http is not None:
+            self._http.stopping.set()
+            self._http.shutdown()  # no new connections; keep-alive ones get 503 + close
+        if self._grpc is not None:
+            grpc_done = self._grpc.stop(grace=timeout)
+        if self.queue is not None:
+            if not self.queue.stop(timeout):
+                log.error("the writer did not finish within %g s; queued spans were not committed",
+                          timeout)
+        if self._http is not None:
+            self._http.wait_idle(5.0)
+        if grpc_done is not None:
+            grpc_done.wait(5.0)
+        self._teardown()
+
+    def _teardown(self) -> None:
+        if self._http is not None:
+            self._http.server_close()
+        if self._grpc is not None and not self._stopped:
+            self._grpc.stop(grace=0)
+        if self.queue is not None and not self._stopped:
+            self.queue.stop(5.0)
+        if self._own_store and self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def __enter__(self) -> Collector:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- /metrics --------------------------------------------------------------------------------
+    def metrics_body(self) -> tuple[bytes, str]:
+        """The registry in Prometheus text format, and its content type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
+
+    def describe(self) -> str:
+        """One line naming every address and the store (password masked)."""
+        a = self.addresses
+        if a is None:
+            return "collector not started"
+        parts = [f"OTLP/HTTP {a.traces_url}"]
+        if a.grpc_target:
+            parts.append(f"OTLP/gRPC {a.grpc_target}")
+        parts.append(f"metrics {a.http_url}/metrics")
+        url = getattr(self.store, "url", None) or self.settings.resolved_store_url
+        parts.append(f"store {mask_url(url)}")
+        if self.settings.token:
+            parts.append("bearer token required")
+        return ", ".join(parts)
+
+
+# --- entry points --------------------------------------------------------------------------------
+
+def _setup_logging() -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    elif log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
+
+
+def _wait_for_signal() -> None:
+    """Block until SIGTERM or SIGINT (handlers restored afterwards)."""
+    stop = threading.Event()
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in handled:
+            previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_collector(settings: Settings) -> int:
+    """``mltrace collector``: the collector alone, on the store the settings name.
+
+    Opens the store (embedded chDB by default, or the ClickHouse URL), serves OTLP/HTTP on
+    ``settings.host:otlp_http_port`` (with ``/metrics``) and OTLP/gRPC on ``otlp_grpc_port``,
+    drains the local spool when idle, logs one line with the addresses, and blocks until
+    SIGTERM/SIGINT; then stops accepting, commits the queue and returns 0.
+
+    Raises:
+        StoreUnavailable: the store cannot be opened.
+        ConfigError: a port cannot be bound.
+    """
+    _setup_logging()
+    collector = Collector(settings)
+    collector.start()
+    log.info("mltrace collector listening: %s", collector.describe())
+    try:
+        _wait_for_signal()
+        log.info("mltrace collector stopping: committing %d queued spans",
+                 collector.queue.depth if collector.queue else 0)
+    finally:
+        collector.stop()
+    log.info("mltrace collector stopped")
+    return 0
+
+
+def _start_ui(settings: Settings, store: Any, metrics_body: Any) -> tuple[Any, str] | None:
+    """Serve the Dash app (and /metrics on it) on settings.ui_port; None if it is not installed."""
+    try:
+        from mltrace_otel.dashboards.app import create_app
+    except ImportError as e:
+        log.warning("the Dash app is not available (%s); serving the collector only", e)
+        return None
+    from werkzeug.serving import make_server
+
+    app = create_app(settings, store)
+    flask_app = app.server
+    if "mltrace_metrics" not in flask_app.view_functions:
+        from flask import Response
+
+        def mltrace_metrics() -> Any:
+            body, ctype = metrics_body()
+            return Response(body, mimetype=None, content_type=ctype)
+
+        flask_app.add_url_rule("/metrics", "mltrace_metrics", mltrace_metrics)
+    try:
+        httpd = make_server(settings.host, settings.ui_port, flask_app, threaded=True)
+    except OSError as e:
+        raise ConfigError(f"cannot bind the UI on {settings.host}:{settings.ui_port}: {e.strerror or e}",
+                          hint="choose another --ui-port / MLTRACE_UI_PORT") from None
+    threading.Thread(target=httpd.serve_forever, name="mltrace-ui", daemon=True).start()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return httpd, f"http://{host}:{httpd.server_port}/"
+
+
+def run_server(settings: Settings) -> int:
+    """``mltrace server``: collector + Dash app + /metrics on one machine.
+
+    Like :func:`run_collector`, plus: the Dash app (``create_app(settings, store)``) on
+    ``settings.ui_port`` with ``/metrics`` next to it, and ``store.serve_shared()`` so the CLI
+    and the Python API can query the embedded store while the server holds it (it also drains
+    the spool every second). Blocks until SIGTERM/SIGINT, then stops everything and returns 0.
+
+    Raises:
+        StoreUnavailable: the store cannot be opened.
+        ConfigError: a port cannot be bound.
+    """
+    from mltrace_otel.store import open_store
+
+    _setup_logging()
+    store = open_store(settings)
+    ui = None
+    collector = None
+    try:
+        shared = settings.is_embedded and not getattr(store, "proxied", False)
+        if shared:
+            try:
+                store.serve_shared()
+            except NotImplementedError:  # store without sharing: the collector drains instead
+                shared = False
+        collector = Collector(settings, store, drain_every_s=0.0 if shared else 2.0)
+        collector.start()
+        ui = _start_ui(settings, store, collector.metrics_body)
+        ui_text = f", UI {ui[1]}" if ui else ""
+        log.info("mltrace server listening: %s%s", collector.describe(), ui_text)
+        _wait_for_signal()
+        log.info("mltrace server stopping")
+    finally:
+        if ui is not None:
+            ui[0].shutdown()
+        if collector is not None:
+            collector.stop()
+        store.close()
+    log.info("mltrace server stopped")
+    return 0
