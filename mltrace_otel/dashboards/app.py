@@ -1,0 +1,256 @@
+"""The Dash app: command bar, URL routing, run cards, lineage graphs, review; light/dark.
+
+``create_app(settings, store)`` builds the app (used by ``mltrace ui`` and inside
+``mltrace server``); ``make_server`` wraps it in a threaded WSGI server; ``run_ui(settings)``
+opens the store, shares it with other processes, and serves until interrupted.
+
+When ``settings.token`` is set every request needs ``Authorization: Bearer <token>`` or HTTP
+basic auth with the token as password (browsers prompt for it).
+
+May import: dash, plotly, flask/werkzeug, :mod:`mltrace_otel.store`, settings, errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import dash
+from dash import ALL, MATCH, Input, Output, State, ctx, dcc, html, no_update
+
+from mltrace_otel.dashboards import pages
+from mltrace_otel.dashboards.cards import run_card
+from mltrace_otel.dashboards.routes import Action, CommandError, Route, parse_command, route_from_url
+from mltrace_otel.errors import MltraceError
+from mltrace_otel.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).parent / "assets"
+NAV = ("recent", "review", "stale", "components", "tag", "help")
+
+_THEME_TOGGLE_JS = """
+function(n, current) {
+    if (!n) { return window.dash_clientside.no_update; }
+    return current === 'dark' ? 'light' : 'dark';
+}
+"""
+_THEME_APPLY_JS = """
+function(theme) {
+    var t = theme === 'dark' ? 'dark' : 'light';
+    document.documentElement.setAttribute('data-theme', t);
+    return t === 'dark' ? '☀ light' : '☾ dark';
+}
+"""
+
+
+def _layout() -> html.Div:
+    return html.Div([
+        dcc.Location(id="url", refresh=False),
+        dcc.Store(id="theme", storage_type="local"),
+        dcc.Store(id="refresh", data=0),
+        html.Header([
+            dcc.Link("mltrace", href="/recent", className="brand"),
+            html.Div([
+                dcc.Input(id="cmd", type="text", debounce=False, autoComplete="off", spellCheck=False,
+                          placeholder="recent · history COMPONENT · inspect RUN · trace OUTPUT · "
+                                      "impact X · tag TAG · flag OUTPUT · review · stale · help",
+                          className="cmd"),
+                html.Button("Go", id="cmd-go", className="button primary"),
+            ], className="cmd-bar"),
+            html.Button("☾ dark", id="theme-toggle", className="button"),
+        ], className="top"),
+        html.Nav([dcc.Link(n, href=f"/{n}", className="nav") for n in NAV], className="navbar"),
+        html.Div(id="cmd-error", className="cmd-error"),
+        html.Main(id="page"),
+    ], className="shell")
+
+
+def _check_auth(header: str | None, token: str) -> bool:
+    if not header:
+        return False
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(value.strip().encode(), token.encode())
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip()).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return hmac.compare_digest(decoded.partition(":")[2].encode(), token.encode())
+    return False
+
+
+def _install_auth(server: Any, token: str) -> None:
+    from flask import Response, request
+
+    @server.before_request
+    def _require_token() -> Any:
+        if _check_auth(request.headers.get("Authorization"), token):
+            return None
+        return Response("mltrace: this UI needs the token (MLTRACE_TOKEN)\n", 401,
+                        {"WWW-Authenticate": 'Basic realm="mltrace", charset="UTF-8"'})
+
+
+def create_app(settings: Settings | None = None, store: Any = None) -> dash.Dash:
+    """Build the triage UI.
+
+    Args:
+        settings: resolved settings (``Settings.from_env()`` when None); ``token`` turns on auth.
+        store: an open :class:`~mltrace_otel.store.core.Store`; opened from ``settings`` when None
+            (the app then owns it for the life of the process).
+
+    Returns:
+        The Dash app; serve ``app.server`` (a Flask WSGI app), e.g. with :func:`make_server`.
+    """
+    settings = settings or Settings.from_env()
+    if store is None:
+        from mltrace_otel.store import open_store
+
+        store = open_store(settings)
+    lock = threading.RLock()  # one store call at a time from this app's request threads
+
+    app = dash.Dash(__name__, title="mltrace", assets_folder=str(ASSETS), update_title=None,
+                    suppress_callback_exceptions=True, serve_locally=True)
+    app.layout = _layout
+    app.server.config["MLTRACE_STORE"] = store
+    if settings.token:
+        _install_auth(app.server, settings.token)
+
+    @app.callback(Output("page", "children"), Output("cmd", "value"),
+                  Input("url", "pathname"), Input("url", "search"), Input("refresh", "data"))
+    def show_page(pathname: str | None, search: str | None, _refresh: int) -> tuple[list, str]:
+        route = route_from_url(pathname, search)
+        with lock:
+            body = pages.render(route, store)
+        return body, ("" if route.param("unknown") else route.text)
+
+    @app.callback(Output("url", "href", allow_duplicate=True), Output("cmd-error", "children"),
+                  Output("refresh", "data"),
+                  Input("cmd", "n_submit"), Input("cmd-go", "n_clicks"),
+                  State("cmd", "value"), State("refresh", "data"), prevent_initial_call=True)
+    def run_command(_s: int, _c: int, text: str | None, refresh: int) -> tuple:
+        try:
+            parsed = parse_command(text or "")
+            if isinstance(parsed, Action):
+                with lock:
+                    if parsed.all:
+                        store.unflag_all()
+                    elif parsed.command == "flag":
+                        store.flag(parsed.pointer)
+                    else:
+                        store.unflag(parsed.pointer)
+                parsed = Route("review")
+        except CommandError as e:
+            return no_update, str(e), no_update
+        except MltraceError as e:
+            return no_update, str(e), no_update
+        return parsed.url, "", (refresh or 0) + 1
+
+    @app.callback(Output({"type": "flag-status", "key": MATCH, "p": MATCH}, "children"),
+                  Input({"type": "flag", "key": MATCH, "p": MATCH}, "value"), prevent_initial_call=True)
+    def toggle_flag(value: list[str] | None) -> str:
+        pointer = ctx.triggered_id["p"]
+        try:
+            with lock:
+                if value and "flagged" in value:
+                    store.flag(pointer)
+                    return " ✓ flagged"
+                store.unflag(pointer)
+                return " ✓ unflagged"
+        except MltraceError as e:
+            return f" {e}"
+
+    @app.callback(Output({"type": "notes-status", "key": MATCH, "run": MATCH}, "children"),
+                  Output({"type": "notes-view", "key": MATCH, "run": MATCH}, "children"),
+                  Input({"type": "notes-save", "key": MATCH, "run": MATCH}, "n_clicks"),
+                  State({"type": "notes", "key": MATCH, "run": MATCH}, "value"),
+                  prevent_initial_call=True)
+    def save_notes(_n: int, value: str | None) -> tuple[str, Any]:
+        run_id = ctx.triggered_id["run"]
+        try:
+            with lock:
+                saved = store.set_notes(run_id, value or "")
+        except MltraceError as e:
+            return f" not saved: {e}", no_update
+        return " ✓ saved", saved
+
+    @app.callback(Output("selected-card", "children"), Input("lineage-graph", "clickData"),
+                  prevent_initial_call=True)
+    def open_node(click: dict | None) -> Any:
+        points = (click or {}).get("points") or []
+        run_id = points[0].get("customdata") if points else None
+        if not isinstance(run_id, str):
+            return no_update
+        try:
+            with lock:
+                run = store.get_run(run_id)
+        except MltraceError as e:
+            return pages.error_panel(e)
+        return run_card(run, scope="graph", full=True)
+
+    @app.callback(Output("url", "href", allow_duplicate=True),
+                  Input("hist-apply", "n_clicks"),
+                  State("hist-component", "data"), State("hist-since", "value"),
+                  State("hist-until", "value"), State("hist-limit", "value"), prevent_initial_call=True)
+    def apply_range(n: int | None, component: str, since: str | None, until: str | None,
+                    limit: int | None) -> str:
+        if not n:
+            return no_update
+        params = [(k, v) for k, v in (("since", since or ""), ("until", until or ""),
+                                      ("limit", str(limit) if limit else "")) if v]
+        return Route("history", component, tuple(params)).url
+
+    app.clientside_callback(_THEME_TOGGLE_JS, Output("theme", "data"), Input("theme-toggle", "n_clicks"),
+                            State("theme", "data"), prevent_initial_call=True)
+    app.clientside_callback(_THEME_APPLY_JS, Output("theme-toggle", "children"), Input("theme", "data"))
+    _ = ALL  # pattern-matching ids are MATCHed above; ALL kept importable for extensions
+    return app
+
+
+def make_server(app: dash.Dash, host: str, port: int) -> Any:
+    """A threaded WSGI server for the app on host:port (port 0 picks a free one: ``.server_port``).
+
+    Call ``serve_forever()`` (e.g. in a thread) and ``shutdown()`` to stop.
+    """
+    from werkzeug.serving import make_server as _make
+
+    return _make(host, port, app.server, threaded=True)
+
+
+def run_ui(settings: Settings | None = None) -> int:
+    """Serve the UI on ``settings.host:settings.ui_port`` until interrupted; the exit code.
+
+    Opens the store (and, for the embedded one, shares it with other processes and drains the
+    spool while running, so new runs appear).
+
+    Raises:
+        MltraceError: the store cannot be opened, or the port cannot be bound.
+    """
+    from mltrace_otel.store import open_store
+
+    settings = settings or Settings.from_env()
+    store = open_store(settings)
+    try:
+        if settings.is_embedded and not getattr(store, "proxied", False):
+            store.serve_shared()
+        app = create_app(settings, store)
+        try:
+            server = make_server(app, settings.host, settings.ui_port)
+        except OSError as e:
+            raise MltraceError(f"cannot serve the UI on {settings.host}:{settings.ui_port}: {e}",
+                               hint="set MLTRACE_UI_PORT to a free port") from None
+        print(f"mltrace UI: http://{settings.host}:{server.server_port}/", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+    finally:
+        store.close()
+    return 0

@@ -1,0 +1,183 @@
+"""Run cards: one run rendered as Dash components, every store string as plain text.
+
+A card shows the run id, component, owner, start, duration, status, git commit and tags, inputs
+and outputs (each a link to its trace; each output with a flag toggle), dependencies, test
+results, the exception, staleness warnings, the code snapshot (highlighted by ``dcc.Markdown``
+inside a code fence, never as HTML), editable notes, and coverage when reached from review.
+
+Ids of interactive parts are pattern-matching dicts that carry a ``scope`` (so the same run
+shown twice on one page never duplicates an id); the callbacks live in :mod:`.app`.
+Imports dash and :mod:`mltrace_otel.store.models` only.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from dash import dcc, html
+
+from mltrace_otel.dashboards.routes import Route
+from mltrace_otel.store.models import Pointer, Run
+
+
+def fmt_time(t: datetime | None) -> str:
+    """A UTC timestamp as ``YYYY-MM-DD HH:MM:SS UTC``."""
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC") if t else "—"
+
+
+def fmt_duration(seconds: float) -> str:
+    """A duration people read at a glance: 850 ms, 12.3 s, 4 min 05 s, 2 h 03 min."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def link(route: Route, text: str, **kw: object) -> dcc.Link:
+    """A client-side link to a page."""
+    return dcc.Link(text, href=route.url, **kw)
+
+
+def run_link(run_id: str, text: str | None = None, **params: str) -> dcc.Link:
+    """A link to a run's card."""
+    return link(Route("inspect", run_id, tuple(params.items())), text or run_id, className="run-id")
+
+
+def pointer_link(name: str) -> dcc.Link:
+    """A link to a pointer's trace."""
+    return link(Route("trace", name), name, className="pointer")
+
+
+def status_badge(run: Run) -> html.Span:
+    """OK / FAILED / UNSET as a coloured badge."""
+    label = {"ERROR": "FAILED"}.get(run.status, run.status or "UNSET")
+    return html.Span(label, className=f"badge status-{label.lower()}")
+
+
+def _flag_toggle(p: Pointer, key: str) -> html.Span:
+    return html.Span([
+        dcc.Checklist(
+            id={"type": "flag", "key": key, "p": p.name},
+            options=[{"label": " flagged", "value": "flagged"}],
+            value=["flagged"] if p.flagged else [],
+            inline=True, className="flag-toggle",
+        ),
+        html.Span(id={"type": "flag-status", "key": key, "p": p.name}, className="muted"),
+    ])
+
+
+def _pointers(title: str, pointers: tuple[Pointer, ...], key: str, outputs: bool) -> html.Div:
+    items = []
+    for i, p in enumerate(pointers):
+        parts: list = [pointer_link(p.name), html.Span(p.type, className="badge type")]
+        if p.version:
+            parts.append(html.Span(p.version[:12], className="muted mono", title=p.version))
+        if outputs:
+            parts.append(_flag_toggle(p, f"{key}|{i}"))
+        elif p.flagged:
+            parts.append(html.Span("flagged", className="badge flagged"))
+        items.append(html.Li(parts))
+    return html.Div([html.H4(title), html.Ul(items) if items else html.P("none", className="muted")],
+                    className=f"io {title.lower()}")
+
+
+def _fence(code: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", code)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}python\n{code}\n{fence}"
+
+
+def code_block(code: str) -> dcc.Markdown:
+    """Python source, syntax-highlighted, always literal (a fenced block; HTML is never allowed)."""
+    return dcc.Markdown(_fence(code), className="code", dangerously_allow_html=False)
+
+
+def _tests(run: Run) -> html.Div | None:
+    if not run.tests:
+        return None
+    rows = [html.Tr([html.Td(t.phase), html.Td(t.name), html.Td(t.method),
+                     html.Td("passed" if t.passed else "FAILED",
+                             className="pass" if t.passed else "fail"),
+                     html.Td(t.message, className="mono")]) for t in run.tests]
+    head = html.Tr([html.Th(h) for h in ("phase", "test", "method", "result", "message")])
+    return html.Div([html.H4("Tests"), html.Table([html.Thead(head), html.Tbody(rows)])],
+                    className="tests")
+
+
+def _meta(run: Run) -> html.Dl:
+    pairs: list[tuple[str, object]] = [
+        ("owner", run.owner or "—"),
+        ("start", fmt_time(run.start)),
+        ("duration", fmt_duration(run.duration_s)),
+        ("git commit", html.Span(run.git_hash[:12] or "—", title=run.git_hash, className="mono")),
+        ("git tags", ", ".join(run.git_tags) or "—"),
+        ("component tags", ", ".join(run.tags) or "—"),
+    ]
+    if run.code_function or run.code_file:
+        pairs.append(("code", html.Span(f"{run.code_file} :: {run.code_function}", className="mono")))
+    if run.service_name:
+        pairs.append(("service", run.service_name))
+    items: list = []
+    for k, v in pairs:
+        items += [html.Dt(k), html.Dd(v)]
+    return html.Dl(items, className="meta")
+
+
+def run_card(run: Run, *, scope: str = "main", full: bool = False,
+             coverage: tuple[int, int] | None = None) -> html.Div:
+    """One run as a card.
+
+    Args:
+        run: the run (``code_snapshot`` is shown when present).
+        scope: distinguishes cards of the same run on one page (part of every interactive id).
+        full: open the code snapshot (inspect pages) instead of folding it.
+        coverage: (count, flagged) when the card is reached from review.
+    """
+    key = f"{scope}|{run.id}"
+    header: list = [
+        link(Route("history", run.component), run.component, className="component"),
+        run_link(run.id), status_badge(run),
+    ]
+    if run.stale:
+        header.append(html.Span("STALE", className="badge stale"))
+    if coverage is not None:
+        count, flagged = coverage
+        pct = 100.0 * count / flagged if flagged else 0.0
+        header.append(html.Span(f"coverage {pct:.0f}% ({count}/{flagged} flagged)",
+                                className="badge coverage"))
+    body: list = [html.Div(header, className="card-head"), _meta(run)]
+    if run.description:
+        body.append(html.P(run.description, className="muted"))
+    if run.stale:
+        body.append(html.Div([html.Strong("Staleness warnings"),
+                              html.Ul([html.Li(m) for m in run.stale])], className="warning"))
+    if run.exception or run.status_message:
+        body.append(html.Div([html.Strong("Failure"),
+                              html.Pre(run.exception or run.status_message)], className="error"))
+    body.append(html.Div([_pointers("Inputs", run.inputs, key, False),
+                          _pointers("Outputs", run.outputs, key, True)], className="io-row"))
+    if run.dependencies:
+        body.append(html.Div([html.H4("Depends on"),
+                              html.Span([run_link(d) for d in run.dependencies], className="deps")]))
+    tests = _tests(run)
+    if tests is not None:
+        body.append(tests)
+    if run.code_snapshot:
+        body.append(html.Details([html.Summary("Code snapshot"), code_block(run.code_snapshot)],
+                                 open=full, className="code-snapshot"))
+    body.append(html.Div([
+        html.H4("Notes"),
+        html.Pre(run.notes, id={"type": "notes-view", "key": key, "run": run.id},
+                 className="notes-view"),
+        dcc.Textarea(id={"type": "notes", "key": key, "run": run.id}, value=run.notes,
+                     className="notes", rows=3, placeholder="add notes for this run…"),
+        html.Button("Save notes", id={"type": "notes-save", "key": key, "run": run.id},
+                    className="button"),
+        html.Span(id={"type": "notes-status", "key": key, "run": run.id}, className="muted"),
+    ], className="notes-box"))
+    return html.Div(body, className="card" + (" failed" if run.failed else "")
+                    + (" stale" if run.stale else ""), id=f"card-{scope}-{run.id}")

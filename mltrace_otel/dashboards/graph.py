@@ -1,0 +1,150 @@
+"""The lineage graph: a layered layout of a trace or impact walk, drawn as a plotly figure.
+
+Layers come from the edges (longest path from the sources, so every edge points right, even when
+the walk reached a run by a shorter path), and each layer is ordered by the barycenter of its
+neighbours to keep crossings few. Each run appears once; failed runs are red, stale runs have an
+orange ring. Each node's ``customdata`` is its run id, which the app turns into the run's card
+on click. Imports plotly and :mod:`mltrace_otel.store.models` only.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+
+import plotly.graph_objects as go
+
+from mltrace_otel.store.models import Lineage, Run
+
+_ARROWS_MAX_EDGES = 300
+
+
+def layered_layout(lineage: Lineage) -> dict[str, tuple[float, float]]:
+    """(x, y) of each run: x = layer (sources at 0), y = position within the layer."""
+    ids = [n.run.id for n in lineage.nodes]
+    known = set(ids)
+    edges = {(e.producer, e.consumer) for e in lineage.edges
+             if e.producer in known and e.consumer in known and e.producer != e.consumer}
+    preds: dict[str, list[str]] = defaultdict(list)
+    succs: dict[str, list[str]] = defaultdict(list)
+    for p, c in edges:
+        preds[c].append(p)
+        succs[p].append(c)
+    indeg = {i: len(preds[i]) for i in ids}
+    layer = {i: 0 for i in ids}
+    queue = deque(i for i in ids if indeg[i] == 0)
+    seen = 0
+    while queue:
+        n = queue.popleft()
+        seen += 1
+        for c in succs[n]:
+            layer[c] = max(layer[c], layer[n] + 1)
+            indeg[c] -= 1
+            if indeg[c] == 0:
+                queue.append(c)
+    if seen < len(ids):  # a cycle (equal timestamps): fall back on the walk's own depths
+        depth = {n.run.id: n.depth for n in lineage.nodes}
+        top = max(depth.values(), default=0)
+        for i in ids:
+            layer[i] = top - depth[i] if lineage.direction == "trace" else depth[i]
+    layers: dict[int, list[str]] = defaultdict(list)
+    comp = {n.run.id: n.run.component for n in lineage.nodes}
+    for i in ids:
+        layers[layer[i]].append(i)
+    for members in layers.values():
+        members.sort(key=lambda i: (comp[i], i))
+    order = sorted(layers)
+    pos = {i: float(k) for members in layers.values() for k, i in enumerate(members)}
+    for sweep in range(4):  # barycenter sweeps, forwards then backwards
+        seq = order[1:] if sweep % 2 == 0 else list(reversed(order[:-1]))
+        nbrs = preds if sweep % 2 == 0 else succs
+        for li in seq:
+            members = layers[li]
+            bary = {}
+            for i in members:
+                ns = [pos[n] for n in nbrs[i]]
+                bary[i] = sum(ns) / len(ns) if ns else pos[i]
+            members.sort(key=lambda i: (bary[i], pos[i]))
+            for k, i in enumerate(members):
+                pos[i] = float(k)
+    out: dict[str, tuple[float, float]] = {}
+    for li, members in layers.items():
+        mid = (len(members) - 1) / 2
+        for k, i in enumerate(members):
+            out[i] = (float(li), mid - k)
+    return out
+
+
+def _hover(run: Run) -> str:
+    lines = [run.component, f"run {run.id}", run.start.strftime("%Y-%m-%d %H:%M:%S UTC"),
+             "FAILED" if run.failed else (run.status or "UNSET")]
+    lines += [f"stale: {m}" for m in run.stale[:3]]
+    # plotly renders hover text as HTML-ish markup: keep store strings literal
+    return "<br>".join(s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                       for s in lines)
+
+
+def _label(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def lineage_figure(lineage: Lineage) -> go.Figure:
+    """The interactive DAG of a lineage walk (click a node: its run id is the point's customdata)."""
+    xy = layered_layout(lineage)
+    runs = {n.run.id: n.run for n in lineage.nodes}
+    fig = go.Figure()
+    ex: list[float | None] = []
+    ey: list[float | None] = []
+    mx: list[float] = []
+    my: list[float] = []
+    mtext: list[str] = []
+    pairs: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for e in lineage.edges:
+        if e.producer in xy and e.consumer in xy and e.producer != e.consumer:
+            pairs[(e.producer, e.consumer)].append(e.pointer)
+    for (p, c), names in pairs.items():
+        (x0, y0), (x1, y1) = xy[p], xy[c]
+        ex += [x0, x1, None]
+        ey += [y0, y1, None]
+        mx.append(x0 + (x1 - x0) * 0.5)
+        my.append(y0 + (y1 - y0) * 0.5)
+        mtext.append("<br>".join(_label(n) for n in sorted(set(names))))
+    fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", hoverinfo="skip", showlegend=False,
+                             line={"color": "#8a94a6", "width": 1.5}))
+    fig.add_trace(go.Scatter(x=mx, y=my, mode="markers", hovertext=mtext, hoverinfo="text",
+                             marker={"size": 6, "color": "#8a94a6"}, name="pointer",
+                             showlegend=False))
+    if len(pairs) <= _ARROWS_MAX_EDGES:
+        for p, c in pairs:
+            (x0, y0), (x1, y1) = xy[p], xy[c]
+            fig.add_annotation(x=x0 + (x1 - x0) * 0.8, y=y0 + (y1 - y0) * 0.8,
+                               ax=x0 + (x1 - x0) * 0.7, ay=y0 + (y1 - y0) * 0.7,
+                               xref="x", yref="y", axref="x", ayref="y", text="",
+                               showarrow=True, arrowhead=2, arrowsize=1.2, arrowwidth=1.5,
+                               arrowcolor="#8a94a6")
+    groups = (("ok", "#2e9e5b", lambda r: not r.failed), ("failed", "#d64545", lambda r: r.failed))
+    for name, color, pick in groups:
+        ids = [i for i, r in runs.items() if pick(r)]
+        if not ids:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[xy[i][0] for i in ids], y=[xy[i][1] for i in ids], mode="markers+text",
+            name=name, customdata=ids, hovertext=[_hover(runs[i]) for i in ids], hoverinfo="text",
+            text=[_label(runs[i].component) + ("  ⚠" if runs[i].stale else "") for i in ids],
+            textposition="top center",
+            marker={"size": 22, "color": color,
+                    "line": {"color": ["#f0a020" if runs[i].stale else "#ffffff" for i in ids],
+                             "width": [5 if runs[i].stale else 1 for i in ids]}},
+        ))
+    if any(r.stale for r in runs.values()):  # legend entry for the stale ring
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="stale",
+                                 marker={"size": 14, "color": "rgba(0,0,0,0)",
+                                         "line": {"color": "#f0a020", "width": 4}}))
+    widest = max((sum(1 for v in xy.values() if v[0] == x) for x in {v[0] for v in xy.values()}),
+                 default=1)
+    fig.update_layout(
+        height=min(1400, max(320, 90 * widest + 80)), margin={"l": 20, "r": 20, "t": 30, "b": 20},
+        xaxis={"visible": False}, yaxis={"visible": False}, clickmode="event",
+        paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)", font={"color": "#7f8a9a"},
+        legend={"orientation": "h", "y": 1.08}, hovermode="closest", dragmode="pan",
+    )
+    return fig

@@ -1,0 +1,290 @@
+"""Pages of the triage UI: a :class:`~.routes.Route` plus the store in, Dash components out.
+
+``render(route, store)`` is what the page callback runs; it asks the store only through its
+public query methods (no SQL here) and turns :class:`~mltrace_otel.errors.MltraceError` into a
+readable error panel. Every store string reaches the page as text (React escapes it).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, time, timezone
+
+import plotly.graph_objects as go
+from dash import dcc, html
+
+from mltrace_otel.dashboards.cards import fmt_duration, fmt_time, link, pointer_link, run_card, run_link
+from mltrace_otel.dashboards.graph import lineage_figure
+from mltrace_otel.dashboards.routes import ACTIONS, PAGES, Route
+from mltrace_otel.errors import AmbiguousRunId, MltraceError, NotFound
+from mltrace_otel.store.models import Lineage, Run
+
+log = logging.getLogger(__name__)
+
+
+def error_panel(err: Exception) -> html.Div:
+    """An error as one readable box; ambiguous run ids list their candidates as links."""
+    parts: list = [html.Strong(getattr(err, "message", str(err)))]
+    hint = getattr(err, "hint", None)
+    if hint:
+        parts.append(html.P(hint, className="muted"))
+    if isinstance(err, AmbiguousRunId):
+        parts.append(html.Ul([html.Li(run_link(c)) for c in err.candidates[:50]]))
+    return html.Div(parts, className="error", id="page-error")
+
+
+def _title(text: str, *extra: object) -> html.H2:
+    return html.H2([text, *extra], id="page-title")
+
+
+def _parse_day(name: str, raw: str, end: bool) -> datetime | None:
+    if not raw:
+        return None
+    try:
+        t = datetime.fromisoformat(raw)
+    except ValueError:
+        raise MltraceError(f"{name}={raw!r} is not a date", hint="use YYYY-MM-DD") from None
+    if len(raw) <= 10 and end:
+        t = datetime.combine(t.date(), time.max)
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _run_table(runs: list[Run], *, depth: dict[str, int] | None = None) -> html.Table:
+    head = (["depth"] if depth is not None else []) + ["start", "component", "run", "duration",
+                                                        "status", "stale"]
+    rows = []
+    for r in runs:
+        cells = [html.Td(depth[r.id])] if depth is not None else []
+        cells += [html.Td(fmt_time(r.start)), html.Td(link(Route("history", r.component), r.component)),
+                  html.Td(run_link(r.id)), html.Td(fmt_duration(r.duration_s)),
+                  html.Td("FAILED" if r.failed else (r.status or "UNSET"),
+                          className="fail" if r.failed else ""),
+                  html.Td("⚠ stale" if r.stale else "", className="stale-cell",
+                          title="\n".join(r.stale))]
+        rows.append(html.Tr(cells, className="failed" if r.failed else ""))
+    return html.Table([html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(rows)],
+                      className="runs")
+
+
+def page_recent(route: Route, store) -> list:
+    limit = route.limit()
+    before = route.param("before") or None
+    runs = store.recent(limit, before)
+    nav: list = []
+    if before:
+        nav.append(link(Route("recent", params=(("limit", str(limit)),)), "⇤ newest"))
+    if len(runs) == limit:
+        nav.append(link(Route("recent", params=(("before", runs[-1].id), ("limit", str(limit)))),
+                        "older runs →", id="older"))
+    body: list = [_title("Recent runs", html.Span(f" {len(runs)} shown", className="muted"))]
+    if not runs:
+        body.append(html.P("No runs yet. Log a component run and it shows up here.", className="muted"))
+    body += [run_card(r, scope="recent") for r in runs]
+    body.append(html.Div(nav, className="pager"))
+    return body
+
+
+def _history_figure(runs: list[Run]) -> go.Figure:
+    ok = [r for r in runs if not r.failed]
+    bad = [r for r in runs if r.failed]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[r.start for r in reversed(ok)], y=[r.duration_s for r in reversed(ok)],
+                             mode="lines+markers", name="duration (s)", customdata=[r.id for r in ok[::-1]],
+                             line={"color": "#3b7dd8"}))
+    fig.add_trace(go.Scatter(x=[r.start for r in bad], y=[r.duration_s for r in bad], mode="markers",
+                             name="failed run", customdata=[r.id for r in bad],
+                             marker={"symbol": "x", "size": 12, "color": "#d64545"}))
+    fig.update_layout(height=300, margin={"l": 50, "r": 20, "t": 30, "b": 40},
+                      paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
+                      font={"color": "#7f8a9a"}, yaxis={"title": "duration (s)", "rangemode": "tozero"},
+                      legend={"orientation": "h", "y": 1.12})
+    return fig
+
+
+def page_history(route: Route, store) -> list:
+    since_raw, until_raw = route.param("since"), route.param("until")
+    since = _parse_day("since", since_raw, False)
+    until = _parse_day("until", until_raw, True)
+    limit = route.limit()
+    runs = store.history(route.arg, limit, since, until)
+    failures = sum(r.failed for r in runs)
+    form = html.Div([
+        html.Label(["since ", dcc.Input(id="hist-since", type="date", value=since_raw[:10])]),
+        html.Label(["until ", dcc.Input(id="hist-until", type="date", value=until_raw[:10])]),
+        html.Label(["runs ", dcc.Input(id="hist-limit", type="number", min=1, max=1000, value=limit)]),
+        html.Button("Apply", id="hist-apply", className="button"),
+        dcc.Store(id="hist-component", data=route.arg),
+    ], className="range-form")
+    body: list = [_title(f"History of {route.arg}"), form,
+                  html.P(f"{len(runs)} run{'' if len(runs) == 1 else 's'}, {failures} failed"
+                         + (" (newest shown; raise the run count for more)" if len(runs) == limit else ""),
+                         className="muted")]
+    if runs:
+        body.append(dcc.Graph(id="history-chart", figure=_history_figure(runs),
+                              config={"displaylogo": False}))
+        body.append(_run_table(runs))
+    else:
+        body.append(html.P("No runs of this component in that range.", className="muted"))
+    return body
+
+
+def _review_coverage(store, run_id: str) -> tuple[int, int] | None:
+    review = store.review(None)
+    for e in review.entries:
+        if e.run.id == run_id:
+            return e.count, len(review.flagged)
+    return None
+
+
+def page_inspect(route: Route, store) -> list:
+    run = store.get_run(route.arg)
+    coverage = _review_coverage(store, run.id) if route.param("from") == "review" else None
+    return [_title(f"Run {run.id}"), run_card(run, scope="inspect", full=True, coverage=coverage)]
+
+
+def lineage_view(lineage: Lineage, store) -> list:
+    """Graph, run table and the card of the selected run (the walk's start until a click)."""
+    depth = {n.run.id: n.depth for n in lineage.nodes}
+    runs = [n.run for n in lineage.nodes]
+    failed = sum(r.failed for r in runs)
+    stale = sum(bool(r.stale) for r in runs)
+    first = min(lineage.nodes, key=lambda n: n.depth).run if lineage.nodes else None
+    body: list = [html.P(f"{len(runs)} runs, {len(lineage.edges)} edges, {failed} failed, {stale} stale. "
+                         "Click a node to open its card.", className="muted")]
+    body.append(dcc.Graph(id="lineage-graph", figure=lineage_figure(lineage),
+                          config={"displaylogo": False, "scrollZoom": True}))
+    selected = [run_card(store.get_run(first.id), scope="graph", full=True)] if first else []
+    body.append(html.Div(selected, id="selected-card"))
+    body.append(html.H3("Runs"))
+    body.append(_run_table(runs, depth=depth))
+    return body
+
+
+def _looks_like_run_id(s: str) -> bool:
+    return 4 <= len(s) <= 16 and all(c in "0123456789abcdef" for c in s.lower())
+
+
+def page_trace(route: Route, store) -> list:
+    try:
+        lineage = store.trace(route.arg)
+        title = f"Trace of {route.arg}"
+    except NotFound:
+        if not _looks_like_run_id(route.arg):
+            raise
+        lineage = store.trace_run(route.arg)
+        title = f"Trace of run {lineage.root}"
+    return [_title(title), *lineage_view(lineage, store)]
+
+
+def page_impact(route: Route, store) -> list:
+    lineage = store.impact(route.arg)
+    body: list = [_title(f"Impact of {route.arg}"), *lineage_view(lineage, store)]
+    if lineage.outputs:
+        body += [html.H3(f"Outputs downstream ({len(lineage.outputs)})"),
+                 html.Ul([html.Li(pointer_link(p)) for p in lineage.outputs], className="pointer-list")]
+    return body
+
+
+def _component_list(components) -> html.Div:
+    rows = [html.Tr([html.Td(link(Route("history", c.name), c.name)), html.Td(c.owner),
+                     html.Td(c.description), html.Td(", ".join(c.tags)), html.Td(c.runs),
+                     html.Td(fmt_time(c.last_run))]) for c in components]
+    head = html.Tr([html.Th(h) for h in ("component", "owner", "description", "tags", "runs", "last run")])
+    return html.Table([html.Thead(head), html.Tbody(rows)], className="runs")
+
+
+def page_tag(route: Route, store) -> list:
+    if not route.arg:
+        tags = store.tags()
+        return [_title("Tags"), html.Ul([html.Li(link(Route("tag", t), t)) for t in tags])
+                if tags else html.P("No component has a tag.", className="muted")]
+    comps = store.components(None, route.arg)
+    return [_title(f"Components tagged {route.arg}"),
+            _component_list(comps) if comps else html.P("No component has that tag.", className="muted")]
+
+
+def page_components(route: Route, store) -> list:
+    comps = store.components(route.param("owner") or None, route.param("tag") or None)
+    return [_title("Components"), _component_list(comps)]
+
+
+def page_review(route: Route, store) -> list:
+    review = store.review(route.limit())
+    n = len(review.flagged)
+    flagged = []
+    for i, p in enumerate(review.flagged):
+        key = f"review|{i}"
+        flagged.append(html.Li([
+            pointer_link(p),
+            dcc.Checklist(id={"type": "flag", "key": key, "p": p}, value=["flagged"], inline=True,
+                          options=[{"label": " flagged", "value": "flagged"}], className="flag-toggle"),
+            html.Span(id={"type": "flag-status", "key": key, "p": p}, className="muted"),
+            html.Span(" (no run produced this)", className="muted") if p in review.unproduced else None,
+        ]))
+    body: list = [_title("Review"), html.H3(f"Flagged outputs ({n})"),
+                  html.Ul(flagged, id="flagged-list") if flagged else
+                  html.P("Nothing is flagged. Flag an output on a run card or type 'flag OUTPUT'.",
+                         className="muted", id="flagged-list")]
+    if review.unproduced:
+        body.append(html.P(f"{len(review.unproduced)} flagged output(s) have no producing run.",
+                           className="warning"))
+    if review.entries:
+        body.append(html.H3("Runs ranked by coverage"))
+        rows = [html.Tr([html.Td(k + 1), html.Td(f"{100 * e.coverage:.0f}%", className="coverage-pct"),
+                         html.Td(f"{e.count}/{n}"),
+                         html.Td(link(Route("history", e.run.component), e.run.component)),
+                         html.Td(run_link(e.run.id, None, **{"from": "review"})),
+                         html.Td(fmt_time(e.run.start)),
+                         html.Td("FAILED" if e.run.failed else e.run.status,
+                                 className="fail" if e.run.failed else "")])
+                for k, e in enumerate(review.entries)]
+        head = html.Tr([html.Th(h) for h in ("#", "coverage", "count", "component", "run", "start",
+                                              "status")])
+        body.append(html.Table([html.Thead(head), html.Tbody(rows)], className="runs", id="review-table"))
+        body += [run_card(e.run, scope="review", coverage=(e.count, n)) for e in review.entries[:10]]
+    return body
+
+
+def page_stale(route: Route, store) -> list:
+    component = route.param("component") or None
+    runs = store.stale_runs(component, route.limit())
+    title = "Stale runs" + (f" of {component}" if component else "")
+    if not runs:
+        return [_title(title), html.P("No stale runs: every latest run used fresh inputs.",
+                                      className="muted")]
+    return [_title(title, html.Span(f" {len(runs)}", className="muted")),
+            *[run_card(r, scope="stale") for r in runs]]
+
+
+def page_help(route: Route, store) -> list:
+    body: list = [_title("Commands")]
+    unknown = route.param("unknown")
+    if unknown:
+        body.append(html.Div(f"No page at {unknown}.", className="error", id="page-error"))
+    rows = [html.Tr([html.Td(html.Code(usage.split(" — ")[0])), html.Td(usage.split(" — ")[1]),
+                     html.Td(html.Code(f"/{cmd}") if cmd in PAGES else "")])
+            for cmd, usage in {**PAGES, **ACTIONS}.items()]
+    body.append(html.Table([html.Thead(html.Tr([html.Th("command"), html.Th("what it shows"),
+                                                html.Th("URL")])), html.Tbody(rows)], className="runs"))
+    body.append(html.P("Every page is a URL: reload it or share it. Quote names with spaces: "
+                       "trace \"my file.csv\".", className="muted"))
+    return body
+
+
+_PAGES = {
+    "recent": page_recent, "history": page_history, "inspect": page_inspect, "trace": page_trace,
+    "impact": page_impact, "tag": page_tag, "components": page_components, "review": page_review,
+    "stale": page_stale, "help": page_help,
+}
+
+
+def render(route: Route, store) -> list:
+    """The components of one page; store errors become an error panel, never a traceback."""
+    try:
+        return _PAGES[route.command](route, store)
+    except MltraceError as e:
+        return [_title(route.text), error_panel(e)]
+    except Exception as e:  # a bug or an unexpected store failure: show it, log it
+        log.exception("page %s failed", route.url)
+        return [_title(route.text), error_panel(MltraceError(f"{type(e).__name__}: {e}",
+                                                             hint="see the server log"))]
