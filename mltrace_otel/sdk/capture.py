@@ -1,0 +1,75 @@
+"""Capturing a function's local variables at return, without owning ``sys.settrace``.
+
+mltrace read a decorated function's locals by installing a ``sys.settrace`` tracer, which
+turns off debuggers and coverage tools. We use the *profile* hook instead, for the duration
+of the call only, chained: the previous profile function (if any) still receives every event,
+and is restored afterwards. ``sys.settrace`` is never touched, so pdb, IDE debuggers and
+coverage keep working. Generators and coroutines need no hook at all: their frame object is
+reachable from the generator and keeps its locals after it finishes.
+
+Only installed when a run needs locals (input_vars, output_vars, *_kwargs, afterTests,
+auto_log); the fast path calls the function directly.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable
+from types import CodeType, FrameType
+from typing import Any
+
+_warned_c_profiler = False
+
+
+def call_capturing_locals(func: Callable[..., Any], code: CodeType | None, args: tuple,
+                          kwargs: dict) -> tuple[Any, dict[str, Any] | None, BaseException | None]:
+    """Call ``func(*args, **kwargs)``; return (value, locals at return or None, exception or None).
+
+    The exception, if any, is returned (not raised) so the caller can record the run first;
+    the locals are captured on normal return and when the function raises.
+    """
+    global _warned_c_profiler
+    prev = sys.getprofile()
+    if code is None or (prev is not None and not callable(prev)):
+        if prev is not None and not _warned_c_profiler:
+            _warned_c_profiler = True
+            warnings.warn("mltrace: a C-level profiler (e.g. cProfile) owns the profile hook; "
+                          "local variables of decorated functions are not captured while it runs",
+                          RuntimeWarning, stacklevel=3)
+        try:
+            return func(*args, **kwargs), None, None
+        except BaseException as e:  # noqa: BLE001 - handed back to be recorded and re-raised
+            return None, None, e
+
+    target: FrameType | None = None
+    captured: dict[str, Any] | None = None
+
+    def profiler(frame: FrameType, event: str, arg: Any) -> None:
+        nonlocal target, captured
+        if event == "call":
+            if target is None and frame.f_code is code:
+                target = frame
+        elif event == "return" and frame is target:
+            captured = dict(frame.f_locals)
+        if prev is not None:
+            prev(frame, event, arg)
+
+    sys.setprofile(profiler)
+    try:
+        value = func(*args, **kwargs)
+    except BaseException as e:  # noqa: BLE001
+        sys.setprofile(prev)
+        return None, captured, e
+    sys.setprofile(prev)
+    return value, captured, None
+
+
+def frame_locals(frame: FrameType | None) -> dict[str, Any] | None:
+    """The locals of a (finished) generator or coroutine frame."""
+    if frame is None:
+        return None
+    try:
+        return dict(frame.f_locals)
+    except Exception:  # noqa: BLE001
+        return None

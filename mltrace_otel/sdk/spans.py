@@ -1,0 +1,175 @@
+"""Span building shared by decorated runs and ComponentRun: attributes, events, links.
+
+Follows the conventions table (DESIGN.md / :mod:`mltrace_otel.conventions`): one INTERNAL span
+per run, named after the component; pointer names, versions and types as parallel str[]
+attributes; tests and output statistics as span events; failures as status ERROR plus an
+``exception`` event. Same-process links: the span context of the latest run that output each
+pointer is remembered (bounded), and a later run that inputs it links to it with link
+attribute ``mltrace.io.name``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode
+
+from mltrace_otel import conventions as C
+from mltrace_otel.sdk import export
+from mltrace_otel.sdk.pointers import IOPointer, PointerTypeEnum
+from mltrace_otel.sdk.testing import TestOutcome
+
+_log = logging.getLogger("mltrace_otel.sdk")
+
+MAX_REMEMBERED = 10_000
+"""Pointers (and value versions) whose producing span this process remembers for links."""
+
+_lock = threading.Lock()
+_producers: dict[str, SpanContext] = {}
+_names_by_version: dict[str, str] = {}
+
+
+def _forget() -> None:
+    with _lock:
+        _producers.clear()
+        _names_by_version.clear()
+
+
+export._reset_hooks.append(_forget)
+
+
+def links_for(names: Iterable[str]) -> list[Link]:
+    """Links to the remembered producers of these input names."""
+    out = []
+    for n in names:
+        ctx = _producers.get(n)
+        if ctx is not None:
+            out.append(Link(ctx, {C.LINK_IO_NAME: n}))
+    return out
+
+
+def remember_outputs(outputs: Iterable[IOPointer], ctx: SpanContext) -> None:
+    """Record ``ctx`` as the latest producer of each output (and of each value version)."""
+    with _lock:
+        for p in outputs:
+            _producers.pop(p.name, None)
+            _producers[p.name] = ctx
+            v = p._version  # only versions already computed; never hash here
+            if v:
+                _names_by_version.pop(v, None)
+                _names_by_version[v] = p.name
+        while len(_producers) > MAX_REMEMBERED:
+            _producers.pop(next(iter(_producers)))
+        while len(_names_by_version) > MAX_REMEMBERED:
+            _names_by_version.pop(next(iter(_names_by_version)))
+
+
+def name_for_version(version: str) -> str | None:
+    """The name of the latest output of this process whose value had this fingerprint."""
+    return _names_by_version.get(version) if version else None
+
+
+def dedupe(pointers: Iterable[IOPointer]) -> list[IOPointer]:
+    """Pointers without repeated names (first kept; a later one's value fills a missing one)."""
+    seen: dict[str, int] = {}
+    out: list[IOPointer] = []
+    for p in pointers:
+        i = seen.get(p.name)
+        if i is None:
+            seen[p.name] = len(out)
+            out.append(p)
+        elif not has_value(out[i]) and has_value(p):
+            out[i] = p
+    return out
+
+
+def has_value(p: IOPointer) -> bool:
+    """Whether the pointer carries a value (mltrace's "" default means none)."""
+    v = p.value
+    return not (isinstance(v, str) and v == "")
+
+
+def pointer_attributes(inputs: list[IOPointer], outputs: list[IOPointer]) -> dict[str, Any]:
+    """The six parallel pointer attributes (names, versions, types of inputs and outputs)."""
+    return {
+        C.RUN_INPUTS: [p.name for p in inputs],
+        C.RUN_INPUT_VERSIONS: [p.version for p in inputs],
+        C.RUN_INPUT_TYPES: [p.pointer_type.value for p in inputs],
+        C.RUN_OUTPUTS: [p.name for p in outputs],
+        C.RUN_OUTPUT_VERSIONS: [p.version for p in outputs],
+        C.RUN_OUTPUT_TYPES: [p.pointer_type.value for p in outputs],
+    }
+
+
+def component_attributes(name: str, owner: str = "", description: str = "",
+                         tags: Iterable[str] = ()) -> dict[str, Any]:
+    """Static component metadata (empty values omitted so they never blank stored ones)."""
+    attrs: dict[str, Any] = {C.COMPONENT_NAME: name}
+    if owner:
+        attrs[C.COMPONENT_OWNER] = str(owner)
+    if description:
+        attrs[C.COMPONENT_DESCRIPTION] = str(description)
+    tags = [str(t) for t in tags or ()]
+    if tags:
+        attrs[C.COMPONENT_TAGS] = tags
+    return attrs
+
+
+def snapshot(source: str | bytes | None) -> str:
+    """The code snapshot, as text, capped at CODE_SNAPSHOT_MAX_BYTES of UTF-8."""
+    if source is None:
+        return ""
+    if isinstance(source, (bytes, bytearray)):
+        source = bytes(source).decode("utf-8", "replace")
+    b = source.encode("utf-8")
+    if len(b) <= C.CODE_SNAPSHOT_MAX_BYTES:
+        return source
+    return b[: C.CODE_SNAPSHOT_MAX_BYTES].decode("utf-8", "ignore")
+
+
+def add_test_events(span: Span, outcomes: Iterable[TestOutcome]) -> None:
+    for o in outcomes:
+        span.add_event(C.EVENT_TEST, {C.TEST_NAME: o.name, C.TEST_METHOD: o.method, C.TEST_PHASE: o.phase,
+                                      C.TEST_PASSED: o.passed, C.TEST_MESSAGE: o.message},
+                       timestamp=o.time_ns)
+
+
+def add_stats_events(span: Span, values: Mapping[str, Any]) -> None:
+    """One ``mltrace.output.stats`` event per summary the stats module returns; never raises."""
+    if not values:
+        return
+    try:
+        from mltrace_otel.sdk import stats
+
+        for attrs in stats.output_events(values):
+            span.add_event(C.EVENT_OUTPUT_STATS, attrs)
+    except Exception as e:  # noqa: BLE001 - statistics never break a run
+        _log.debug("mltrace: output statistics failed: %s", e)
+
+
+def record_failure(span: Span, exc: BaseException, description: str | None = None) -> None:
+    """Status ERROR and an ``exception`` event."""
+    try:
+        span.record_exception(exc, escaped=True)
+        span.set_status(Status(StatusCode.ERROR, description or f"{type(exc).__name__}: {exc}"[:1000]))
+    except Exception:  # noqa: BLE001
+        _log.debug("mltrace: cannot record the failure", exc_info=True)
+
+
+def to_ns(ts: datetime) -> int:
+    """Nanoseconds since the epoch; naive datetimes are UTC (mltrace used utcnow())."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    delta = ts - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta // timedelta(microseconds=1)) * 1000
+
+
+def endpoint_outputs(pointers: list[IOPointer]) -> list[IOPointer]:
+    """The pointers, typed ENDPOINT (for endpoint=True runs)."""
+    return [p if p.pointer_type is PointerTypeEnum.ENDPOINT
+            else IOPointer(p.name, p.value, PointerTypeEnum.ENDPOINT, p.flag, version=p._version)
+            for p in pointers]
