@@ -259,6 +259,22 @@ def _convert_span_ids(span: dict) -> None:
                 link[key or camel] = _hex_to_b64(v, n, "link " + snake.replace("_", " "), False)
 
 
+def _check_enums(span: dict, where: str) -> None:
+    """json_format ignores unknown enum names under ignore_unknown_fields; refuse them here."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+    checks = [("kind", span.get("kind"), Span.SpanKind)]
+    status = span.get("status")
+    if isinstance(status, dict):
+        checks.append(("status.code", status.get("code"), Status.StatusCode))
+    for name, value, enum in checks:
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            continue
+        if isinstance(value, str) and value in enum.keys():
+            continue
+        raise BadRequest(f"OTLP/JSON: {where}.{name} must be an integer enum value, got {value!r}")
+
+
 def _parse_json(body: bytes) -> tuple[Any, int, list[str]]:
     from google.protobuf import json_format
 
@@ -276,6 +292,7 @@ def _parse_json(body: bytes) -> tuple[Any, int, list[str]]:
                 if not isinstance(span, dict):
                     raise BadRequest(f"OTLP/JSON: resourceSpans[{r}].scopeSpans[{s}].spans[{i}] "
                                      f"must be an object, got {type(span).__name__}")
+                _check_enums(span, f"resourceSpans[{r}].scopeSpans[{s}].spans[{i}]")
                 try:
                     _convert_span_ids(span)
                 except ValueError as e:

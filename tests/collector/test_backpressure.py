@@ -1,0 +1,151 @@
+"""With the store stalled or failing, clients get 429/503 (HTTP) or RESOURCE_EXHAUSTED/UNAVAILABLE
+(gRPC) with a retry delay, never a silent drop; everything acknowledged is in the store."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from typing import Any
+
+import grpc
+import pytest
+
+from mltrace_otel.collector.server import Collector
+from mltrace_otel.errors import StoreUnavailable
+from tests.collector.conftest import collector_settings, make_spans, run_ids, stored_runs
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+class FaultyStore:
+    """Failure injection around the real store: inserts block on ``gate`` or raise while ``fail``."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.gate = threading.Event()
+        self.gate.set()
+        self.inside = threading.Event()
+        self.fail = False
+
+    def insert_otlp(self, payload: bytes, **kw: Any) -> Any:
+        self.inside.set()
+        self.gate.wait()
+        if self.fail:
+            raise StoreUnavailable("injected: server went away")
+        return self.store.insert_otlp(payload, **kw)
+
+
+def _body(n: int) -> tuple[bytes, list[str]]:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    spans = make_spans(n)
+    return encode_spans(spans).SerializeToString(), run_ids(spans)
+
+
+def _post(c: Collector, body: bytes) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection(c.addresses.host, c.addresses.http_port, timeout=60)
+    try:
+        conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+        r = conn.getresponse()
+        r.read()
+        return r.status, dict(r.getheaders())
+    finally:
+        conn.close()
+
+
+def _retry_delay(err: grpc.RpcError) -> float:
+    from google.rpc.error_details_pb2 import RetryInfo
+
+    raw = dict(err.trailing_metadata())["google.rpc.retryinfo-bin"]
+    info = RetryInfo.FromString(raw)
+    return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+
+
+def test_stalled_store_gives_429_then_503_and_loses_nothing_acknowledged(
+        tmp_settings: Any, store: Any) -> None:
+    faulty = FaultyStore(store)
+    settings = collector_settings(tmp_settings, queue_spans=50, batch_rows=10, batch_delay_s=0.01)
+    acked: list[str] = []
+    refused: list[int] = []
+    lock = threading.Lock()
+
+    def send(body: bytes, ids: list[str]) -> None:
+        status, _ = _post(c, body)
+        with lock:
+            if status == 200:
+                acked.extend(ids)
+            else:
+                refused.append(status)
+
+    with Collector(settings, faulty, drain_every_s=0, stall_s=3600, ack_timeout_s=120) as c:
+        faulty.gate.clear()
+        first = _body(10)
+        threads = [threading.Thread(target=send, args=first)]
+        threads[0].start()
+        assert faulty.inside.wait(30)  # the first batch is stuck inside the store
+        for _ in range(4):  # 4 x 10 more spans fill the queue (50 = 10 in flight + 40 queued)
+            t = threading.Thread(target=send, args=_body(10))
+            t.start()
+            threads.append(t)
+        while c.queue.depth < 50:
+            threading.Event().wait(0.01)
+
+        status, headers = _post(c, _body(10)[0])
+        assert status == 429 and int(headers["Retry-After"]) >= 1
+        with grpc.insecure_channel(c.addresses.grpc_target) as ch:
+            with pytest.raises(grpc.RpcError) as info:
+                ch.unary_unary(EXPORT)(_body(3)[0], timeout=30)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert _retry_delay(info.value) >= 1
+
+            c.queue.stall_s = 0.0  # the insert now counts as stalled: 503, not 429
+            status, headers = _post(c, _body(1)[0])
+            assert status == 503 and int(headers["Retry-After"]) >= 1
+            with pytest.raises(grpc.RpcError) as info:
+                ch.unary_unary(EXPORT)(_body(1)[0], timeout=30)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert _retry_delay(info.value) > 0
+
+        # the store comes back: every queued request is committed and acknowledged
+        c.queue.stall_s = 3600
+        faulty.gate.set()
+        for t in threads:
+            t.join(60)
+        assert refused == [] and len(acked) == 50
+
+        # a failing store: the batch's clients get 503, and later requests land again
+        faulty.fail = True
+        assert _post(c, _body(5)[0])[0] == 503
+        c.queue.retry_after_s = 0.0
+        faulty.fail = False
+        late = _body(5)
+        assert _post(c, late[0])[0] == 200
+        acked.extend(late[1])
+
+        text = c.metrics_body()[0].decode()
+        assert 'mltrace_collector_spans_dropped_total{reason="queue_full"} 13.0' in text
+        assert 'mltrace_collector_spans_dropped_total{reason="store_error"} 5.0' in text
+        assert "mltrace_collector_insert_failures_total 1.0" in text
+
+    assert set(stored_runs(store, acked)) == set(acked)
+
+
+def test_sigterm_like_stop_commits_everything_queued(tmp_settings: Any, store: Any) -> None:
+    """stop() while requests wait in the queue: they are committed and answered 200."""
+    faulty = FaultyStore(store)
+    settings = collector_settings(tmp_settings, batch_rows=100_000, batch_delay_s=3600)
+    results: list[int] = []
+    c = Collector(settings, faulty, drain_every_s=0)
+    c.start()
+    bodies = [_body(4) for _ in range(3)]
+    threads = [threading.Thread(target=lambda b=b: results.append(_post(c, b[0])[0])) for b in bodies]
+    for t in threads:
+        t.start()
+    while c.queue.depth < 12:  # all three wait for the (hour-long) batch delay
+        threading.Event().wait(0.01)
+    c.stop()
+    for t in threads:
+        t.join(30)
+    assert results == [200, 200, 200]
+    ids = [i for b in bodies for i in b[1]]
+    assert set(stored_runs(store, ids)) == set(ids)
