@@ -64,3 +64,34 @@ def test_flag_usage_errors(tmp_settings: Settings) -> None:
     err = _one_error_line(invoke(tmp_settings, "history", "x", "--since", "last tuesday"))
     assert "--since" in err
     assert invoke(tmp_settings, "recent", "--nope").exit_code == 2  # click's usage error
+
+
+def test_ambiguous_prefix_lists_the_candidates(tmp_settings: Settings) -> None:
+    """Log runs through the SDK until two run ids share their first 4 hex chars (birthday bound:
+    a few hundred), then type that prefix."""
+    from cli_helpers import log_with_sdk
+
+    from mltrace_otel.sdk.run import ComponentRun, log_component_run
+
+    pair: list[str] = []
+
+    def body() -> None:
+        seen: dict[str, str] = {}
+        for _ in range(20000):
+            cr = ComponentRun("noise")
+            cr.set_start_timestamp()
+            cr.set_end_timestamp()
+            log_component_run(cr)
+            other = seen.setdefault(cr.id[:4], cr.id)
+            if other != cr.id:
+                pair.extend([other, cr.id])
+                return
+
+    log_with_sdk(tmp_settings, body)
+    assert len(pair) == 2
+    prefix = pair[0][:4]
+    for args in (["inspect", prefix], ["notes", prefix, "x"], ["trace", "--run", prefix]):
+        result = invoke(tmp_settings, *args)
+        err = _one_error_line(result)
+        assert prefix in err and pair[0] in err and pair[1] in err, args
+        assert "hint:" in err
