@@ -58,8 +58,7 @@ def open_store(settings: Settings | None = None, *, drain: bool = True) -> Store
 
     Args:
         settings: resolved settings; ``Settings.from_env()`` when None.
-        drain: move the local spool into the store first (skipped when the store is reached
-            through another process's shared endpoint: that process drains).
+        drain: move the local spool into the store first.
 
     Raises:
         StoreUnavailable: the server cannot be reached, or the embedded store stayed locked
@@ -72,7 +71,7 @@ def open_store(settings: Settings | None = None, *, drain: bool = True) -> Store
     store = Store(settings, conn)
     try:
         store.migrate()
-        if drain and not conn.proxied:
+        if drain:
             store.drain_spool()
     except BaseException:
         store.close()
@@ -129,37 +128,54 @@ class Store:
         if isinstance(e, OperationalError) or (isinstance(e, OSError) and not isinstance(e, DatabaseError)):
             return StoreUnavailable(f"store {mask_url(self.url)} cannot be reached: {e}",
                                     hint="check the ClickHouse server and MLTRACE_CLICKHOUSE_URL")
-        return QueryError(name, parameters, str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+        return QueryError(name, parameters, " ".join(str(e).split()) or repr(e))
+
+    def _call(self, name: str, parameters: dict[str, Any] | None, fn: Any) -> Any:
+        """Run ``fn(client)``; map errors once. Through a shared endpoint whose holder went
+        away, reconnect (to a new holder, or the now free directory) and retry once."""
+        self._check_open(name)
+        for attempt in (0, 1):
+            client = self.client
+            try:
+                return fn(client)
+            except Exception as e:  # clickhouse-connect has no narrower base for engine errors
+                err = self._error(name, parameters, e)
+                if attempt == 0 and self.proxied and isinstance(err, StoreUnavailable):
+                    self._reconnect(client)
+                    continue
+                raise err from e
+        raise AssertionError("unreachable")
+
+    def _reconnect(self, failed_client: Any) -> None:
+        from mltrace_otel.store import share
+
+        with self._lock:
+            if self.client is not failed_client:  # another thread already reconnected
+                return
+            old = self._conn
+            self._conn = share.connect(self.settings)
+            self._conn.client.database = self.database
+            self.client, self.proxied = self._conn.client, self._conn.proxied
+            old.close()
+            log.info("mltrace: reconnected to store %s (%s)", mask_url(self.url),
+                     "shared endpoint" if self.proxied else "embedded")
 
     def query(self, name: str, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
         """Run a named SELECT with bound parameters; rows as tuples. Errors become QueryError."""
-        self._check_open(name)
-        try:
-            return list(self.client.query(sql, parameters=parameters or None).result_rows)
-        except Exception as e:  # clickhouse-connect has no narrower base for engine errors
-            raise self._error(name, parameters, e) from e
+        return self._call(name, parameters, lambda c: list(
+            c.query(sql, parameters=parameters or None).result_rows))
 
     def command(self, name: str, sql: str, parameters: dict[str, Any] | None = None) -> None:
         """Run a named statement with bound parameters. Errors become QueryError."""
-        self._check_open(name)
-        try:
-            self.client.command(sql, parameters=parameters or None)
-        except Exception as e:
-            raise self._error(name, parameters, e) from e
+        self._call(name, parameters, lambda c: c.command(sql, parameters=parameters or None))
 
     def insert_columns(self, name: str, table: str, columns: Sequence[Sequence[Any]],
                        column_names: Sequence[str], settings: dict[str, Any] | None = None) -> None:
         """Insert column-oriented data into a table of this database (ingest's fast path)."""
-        self._check_open(name)
-        if self.proxied:
-            raise StoreUnavailable(
-                f"store {mask_url(self.url)} is shared by another process; data blocks cannot be "
-                "inserted through it", hint="write spans to the spool; the holding process drains it")
-        try:
-            self.client.insert(table, columns, column_names=list(column_names), column_oriented=True,
-                               database=self.database, settings=settings or None)
-        except Exception as e:
-            raise self._error(name, {"table": table, "rows": len(columns[0]) if columns else 0}, e) from e
+        self._call(name, {"table": table, "rows": len(columns[0]) if columns else 0},
+                   lambda c: c.insert(table, columns, column_names=list(column_names),
+                                      column_oriented=True, database=self.database,
+                                      settings=settings or None))
 
     # --- schema ---------------------------------------------------------------------------
     def schema_version(self) -> int:

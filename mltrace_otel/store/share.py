@@ -22,16 +22,25 @@ May import: settings, errors, clickhouse-connect, chdb.
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import hmac
 import json
 import logging
 import os
+import re
+import secrets
+import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import default as email_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from mltrace_otel.errors import StoreUnavailable
 from mltrace_otel.settings import Settings, mask_url
@@ -100,7 +109,7 @@ def _connect_http(url: str, *, token: str | None = None, proxied: bool = False,
             host=parts.hostname, port=parts.port or (8443 if parts.scheme == "https" else 8123),
             username=parts.username or "default", password=token or parts.password or "",
             secure=parts.scheme == "https", database="default", connect_timeout=5,
-            send_receive_timeout=300, autogenerate_session_id=False,
+            send_receive_timeout=300, autogenerate_session_id=False, compress=not proxied,
         )
     except Exception as e:
         raise StoreUnavailable(f"store {shown or mask_url(url)} cannot be reached: {e}",
@@ -209,15 +218,273 @@ def _connect_embedded(settings: Settings, directory: Path) -> Connection:
         time.sleep(_POLL_S)
 
 
+# --- the shared endpoint ------------------------------------------------------------------------
+_TRANSPORT_PARAMS = frozenset({
+    "database", "query", "query_id", "session_id", "session_timeout", "session_check",
+    "wait_end_of_query", "client_protocol_version", "send_progress_in_http_headers",
+    "http_headers_progress_interval_ms", "enable_http_compression", "compress", "decompress",
+    "buffer_size", "quota_key", "role", "user", "password", "default_format",
+})
+_SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INSERT_FORMAT = re.compile(rb"^\s*(INSERT\s+INTO\s.*?)\s+FORMAT\s+(\w+)[ \t]*\r?\n", re.S | re.I)
+_TRAILING_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.I)
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        log.debug("shared store: " + format, *args)
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self._headers_buffer.append(b"\r\n")
+        if self.command != "HEAD":
+            self._headers_buffer.append(body)  # one write: no Nagle / delayed-ACK stall
+        self.flush_headers()
+
+    def _error(self, status: int, message: str, code: int = 0) -> None:
+        self._send(status, message.encode(errors="replace") + b"\n",
+                   {"X-ClickHouse-Exception-Code": str(code or 1000),
+                    "Content-Type": "text/plain; charset=UTF-8"})
+
+    def _authorized(self, params: dict[str, str]) -> bool:
+        token = self.server.token
+        given = self.headers.get("X-ClickHouse-Key") or params.get("password") or ""
+        auth = self.headers.get("Authorization") or ""
+        if auth.startswith("Basic "):
+            try:
+                given = base64.b64decode(auth[6:]).decode().partition(":")[2]
+            except ValueError:
+                given = ""
+        elif auth.startswith("Bearer "):
+            given = auth[7:]
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline().strip():
+                        pass
+                    break
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(parts)
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        self._safely(b"")
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._safely(b"")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._safely(self._body())
+
+    def _safely(self, body: bytes) -> None:
+        try:
+            self._handle(body)
+        except Exception as e:  # a broken request must get an answer, not a dropped connection
+            log.exception("mltrace: shared store request failed")
+            self._error(500, f"Code: 1001. DB::Exception: mltrace shared store: {e}. (STD_EXCEPTION)", 1001)
+
+    def _handle(self, body: bytes) -> None:
+        url = urlsplit(self.path)
+        params = dict(parse_qsl(url.query, keep_blank_values=True))
+        if url.path.rstrip("/") == "/ping" or (url.path == "/" and not body and "query" not in params):
+            self._send(200, b"Ok.\n", {"Content-Type": "text/plain; charset=UTF-8"})
+            return
+        ctype = self.headers.get("Content-Type", "")
+        if ctype.startswith("multipart/form-data"):
+            msg = BytesParser(policy=email_policy).parsebytes(
+                b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body)
+            for part in msg.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                if name:
+                    params[name] = part.get_payload(decode=True).decode()
+            body = b""
+        if not self._authorized(params):
+            self._error(401, "Code: 516. DB::Exception: mltrace shared store: wrong token. "
+                        "(AUTHENTICATION_FAILED)", 516)
+            return
+        data: bytes | None = None
+        if "query" in params:
+            sql = params["query"]
+            data = body or None
+        else:
+            m = _INSERT_FORMAT.match(body)
+            if m and body[m.end():]:
+                sql, data = (m.group(1) + b" FORMAT " + m.group(2)).decode(), body[m.end():]
+            else:
+                sql = body.decode()
+        try:
+            out, fmt = self.server.execute(sql, data, params)
+        except _QueryFailed as e:
+            self._error(500, e.message, e.code)
+            return
+        headers = {"Content-Type": "application/octet-stream"}
+        if fmt:
+            headers["X-ClickHouse-Format"] = fmt
+        self._send(200, out, headers)
+
+
+class _QueryFailed(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, engine_path: str, token: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.engine_path = engine_path
+        self.token = token
+        self.slots = threading.BoundedSemaphore(4)
+
+    def execute(self, sql: str, data: bytes | None, params: dict[str, str]) -> tuple[bytes, str | None]:
+        """Run one request on a fresh chDB handle (session state never leaks between requests)."""
+        import chdb
+
+        binds = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
+        settings = {k: v for k, v in params.items()
+                    if k not in _TRANSPORT_PARAMS and not k.startswith("param_")}
+        db = params.get("database") or ""
+        tmp: str | None = None
+        with self.slots:
+            conn = chdb.connect(self.engine_path)
+            try:
+                if db:
+                    if not _SETTING_NAME.fullmatch(db):
+                        raise _QueryFailed(f"Code: 81. DB::Exception: bad database name {db!r}. "
+                                           "(UNKNOWN_DATABASE)", 81)
+                    conn.query(f"USE `{db}`", "TabSeparated")
+                for k, v in settings.items():
+                    if not _SETTING_NAME.fullmatch(k):
+                        raise _QueryFailed(f"Code: 115. DB::Exception: bad setting {k!r}. "
+                                           "(UNKNOWN_SETTING)", 115)
+                    conn.query(f"SET {k} = {_quote(v)}", "TabSeparated")
+                if data is not None:
+                    m = re.match(r"^\s*(INSERT\s+INTO\s.*?)\s+FORMAT\s+(\w+)\s*$", sql, re.S | re.I)
+                    if not m:
+                        raise _QueryFailed("Code: 62. DB::Exception: mltrace shared store: data "
+                                           "needs INSERT ... FORMAT. (SYNTAX_ERROR)", 62)
+                    fd, tmp = tempfile.mkstemp(suffix=".mltrace-insert")
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                    sql = f"{m.group(1)} FROM INFILE {_quote(tmp)} FORMAT {m.group(2)}"
+                fmt_m = _TRAILING_FORMAT.search(sql)
+                try:
+                    res = conn.query(sql, "TabSeparated", params=binds) if binds else conn.query(
+                        sql, "TabSeparated")
+                except Exception as e:  # chDB raises RuntimeError with ClickHouse's message
+                    text = str(e)
+                    idx = text.find("Code: ")
+                    text = text[idx:] if idx > 0 else text
+                    m2 = re.search(r"Code: (\d+)", text)
+                    raise _QueryFailed(text.strip(), int(m2.group(1)) if m2 else 1000) from None
+                out = res.bytes() or b""
+                return out, (fmt_m.group(1) if fmt_m else ("TabSeparated" if out else None))
+            finally:
+                conn.close()
+                if tmp:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+
+
 class SharedServer:
-    """Loopback HTTP endpoint over this process's embedded store (see module docstring)."""
+    """Loopback HTTP endpoint over this process's embedded store, plus a periodic spool drain.
+
+    Started by :meth:`Store.serve_shared`; stopped by ``Store.close()``. Announces itself in
+    ``DIR/mltrace-share.json`` and ``MLTRACE_DIR/store.json`` as ``{pid, url, token, dir}``
+    (mode 0600: the token is the only key to the endpoint).
+    """
 
     def __init__(self, store: Any, drain_interval_s: float = 1.0) -> None:
         self.store = store
         self.drain_interval_s = drain_interval_s
+        self.url = ""
+        self._server: _Server | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._files: list[Path] = []
 
     def start(self) -> None:
-        raise NotImplementedError
+        """Serve the endpoint, announce it, and start the drain thread."""
+        conn = self.store._conn
+        if conn.engine_dir is None:
+            raise StoreUnavailable(f"store {mask_url(self.store.url)} is not an embedded store held by "
+                                   "this process; only its holder can share it")
+        token = secrets.token_urlsafe(32)
+        self._server = _Server(conn.engine_dir, token)
+        host, port = self._server.server_address[:2]
+        self.url = f"http://{host}:{port}"
+        t = threading.Thread(target=self._server.serve_forever, name="mltrace-shared-store", daemon=True)
+        t.start()
+        self._threads.append(t)
+        info = {"pid": os.getpid(), "url": self.url, "token": token, "dir": conn.engine_dir}
+        for path in (Path(conn.engine_dir) / SHARE_FILE, self.store.settings.mltrace_dir / "store.json"):
+            try:
+                _write_private_json(path, info)
+                self._files.append(path)
+            except OSError as e:
+                log.warning("mltrace: cannot write %s: %s", path, e)
+        if self.drain_interval_s > 0:
+            d = threading.Thread(target=self._drain_loop, name="mltrace-spool-drain", daemon=True)
+            d.start()
+            self._threads.append(d)
+
+    def _drain_loop(self) -> None:
+        while not self._stop.wait(self.drain_interval_s):
+            try:
+                self.store.drain_spool()
+            except Exception:  # keep serving; the next round retries
+                log.exception("mltrace: spool drain failed")
 
     def stop(self) -> None:
-        pass
+        """Stop draining and serving; remove the announcement files."""
+        self._stop.set()
+        for path in self._files:
+            try:
+                if json.loads(path.read_text()).get("url") == self.url:
+                    path.unlink()
+            except (OSError, ValueError):
+                pass
+        self._files.clear()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout=10)
+        self._threads.clear()
+
+
+def _write_private_json(path: Path, info: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f)
+    os.replace(tmp, path)

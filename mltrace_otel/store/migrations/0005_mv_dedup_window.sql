@@ -1,0 +1,8 @@
+-- The tables the materialized views fill get the same insert de-duplication window as
+-- otel_traces: a spool batch re-inserted with its token after a crash is then dropped by the
+-- views too, so no duplicate run, IO or component rows reach them (readers still de-duplicate:
+-- a collector retry without a token can deliver a span twice).
+ALTER TABLE {{db}}.otel_traces_trace_id_ts {{on_cluster}} MODIFY SETTING non_replicated_deduplication_window = 10000;
+ALTER TABLE {{db}}.mltrace_runs {{on_cluster}} MODIFY SETTING non_replicated_deduplication_window = 10000;
+ALTER TABLE {{db}}.mltrace_io {{on_cluster}} MODIFY SETTING non_replicated_deduplication_window = 10000;
+ALTER TABLE {{db}}.mltrace_components {{on_cluster}} MODIFY SETTING non_replicated_deduplication_window = 10000;
