@@ -8,10 +8,13 @@ passes are arranged so that a new user sees every view filled in:
   ``ComponentRun`` + ``log_component_run``): its clean run is **stale** ("was run 45 days ago");
 - pass 2 gets mislabelled data, so train's ``AccuracyTest`` **fails** (the demo catches the
   error and goes on, like a scheduler would); its predictions are skipped;
-- pass 3 first predicts with the last good model (v1) although a fresher train run exists
-  (**stale**: "has 1 fresher run(s)..."), then retrains and predicts again;
-- four predictions made with model v1 are **flagged**, so ``mltrace review`` ranks the runs they
-  share.
+- the last pass (of 3 or more) falls back to the first extract and the first model, as a job
+  whose source is down and whose config is old would: its clean run read a 45-day-old input and
+  its predict run used a model whose component has a fresher run (both **stale**, and they are
+  the latest runs of their components, so ``mltrace stale`` lists them); passes in between are
+  normal;
+- four predictions made with model v1 (two from pass 1, two from the last pass) are
+  **flagged**, so ``mltrace review`` ranks the runs they share (train v1 first).
 
 Spans go to the local spool through the SDK (configured with the CLI's settings), then the
 store is opened, drains the spool, and the flags are set. Every name carries a short session
@@ -57,7 +60,7 @@ class DemoResult:
 # --- data (pure Python) ----------------------------------------------------------------------
 def generate_rows(seed: int, n: int = 240, mislabel: bool = False) -> list[dict[str, Any]]:
     """Generated wine samples: four features, label 1 = "good"; a few rows have a missing value.
-    ``mislabel`` flips most labels (the bad extract that makes train's test fail)."""
+    ``mislabel`` makes half the labels random (the bad extract that makes train's test fail)."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
@@ -70,7 +73,7 @@ def generate_rows(seed: int, n: int = 240, mislabel: bool = False) -> list[dict[
             "sulphates": rng.gauss(0.75 if good else 0.55, 0.1),
             "label": int(good),
         }
-        if mislabel and rng.random() < 0.7:
+        if mislabel and rng.random() < 0.5:
             row["label"] = 1 - row["label"]
         if rng.random() < 0.04:
             row[rng.choice(FEATURES)] = None
@@ -209,8 +212,8 @@ def _land(store: Any, expected: int, wait_s: float = 20.0) -> None:
 
 
 def _steps(passes: int) -> int:
-    # pass 1: 5 runs; pass 2: 4 (no predict); pass 3: 6 (two predicts); later passes: 5 each.
-    return 5 + (4 if passes >= 2 else 0) + (6 if passes >= 3 else 0) + 5 * max(0, passes - 3)
+    # pass 1: 5 runs; pass 2: 4 (train fails, no predict); middle passes: 5; last (>= 3): 3.
+    return 5 + (4 if passes >= 2 else 0) + 5 * max(0, passes - 3) + (3 if passes >= 3 else 0)
 
 
 def run_demo(settings: Settings, console: Console, passes: int = 3, seed: int = 7) -> DemoResult:
@@ -255,8 +258,8 @@ def run_demo(settings: Settings, console: Console, passes: int = 3, seed: int = 
                     result.runs += 1
                     progress.advance(task)
 
-            def predict(i: int, suffix: str, model: str, features: str) -> list[str]:
-                ids = [f"pred-{tag}-{i}{suffix}{j:02d}" for j in range(1, PREDICTIONS_PER_RUN + 1)]
+            def predict(i: int, model: str, features: str) -> list[str]:
+                ids = [f"pred-{tag}-{i}{j:02d}" for j in range(1, PREDICTIONS_PER_RUN + 1)]
                 label = f"pass {i}: predict with model {model.rsplit('_', 1)[-1]}"
                 step(label, fns["predict"], model, features, ids)
                 result.predictions.extend(ids)
@@ -264,6 +267,13 @@ def run_demo(settings: Settings, console: Console, passes: int = 3, seed: int = 
 
             for i in range(1, passes + 1):
                 raw, clean, features, model = names(i)
+                if i > 2 and i == passes:
+                    # the last pass falls back to the first extract and the first model (the
+                    # source is down, the job config is old): both of its runs end up stale
+                    step(f"pass {i}: clean (old extract)", fns["clean"], result.raw[0], clean)
+                    step(f"pass {i}: featuregen", fns["featuregen"], clean, features)
+                    v1_predictions += predict(i, good_models[0], features)
+                    continue
                 result.raw.append(raw)
                 if i == 1:
                     step(f"pass {i}: ingest (45 days ago)", _log_backdated_ingest, raw, data_dir, seed)
@@ -271,8 +281,6 @@ def run_demo(settings: Settings, console: Console, passes: int = 3, seed: int = 
                     step(f"pass {i}: ingest", fns["ingest"], raw, seed + i, i == 2)
                 step(f"pass {i}: clean", fns["clean"], raw, clean)
                 step(f"pass {i}: featuregen", fns["featuregen"], clean, features)
-                if i == 3 and good_models:  # serve with the last good model before retraining
-                    v1_predictions += predict(i, "a", good_models[-1], features)
                 try:
                     step(f"pass {i}: train", fns["train"], features, model)
                 except Exception as e:  # the demo's failing test: record it and go on
@@ -280,10 +288,10 @@ def run_demo(settings: Settings, console: Console, passes: int = 3, seed: int = 
                                            f"[dim]({type(e).__name__}: {e})[/dim]")
                     continue
                 good_models.append(model)
-                ids = predict(i, "", model, features)
+                ids = predict(i, model, features)
                 if i == 1:
                     v1_predictions += ids
-            progress.update(task, description="flushing spans")
+            progress.update(task, description="done")
         export.flush()
 
         _land(store, before + result.runs)
@@ -319,7 +327,8 @@ def _print_next(console: Console, settings: Settings, result: DemoResult) -> Non
         tries.append((f"mltrace inspect {result.failed_runs[0][:8]}", "the train run whose test failed"))
     if result.raw:
         tries.append((f"mltrace impact {result.raw[0]}", "everything the old extract fed"))
-    tries += [("mltrace history train", "one component's runs"), ("mltrace components --tag demo", ""),
+    tries += [("mltrace history train", "one component's runs"),
+              ("mltrace components --tag demo", "owners, tags, run counts"),
               ("mltrace ui", "the same in a browser")]
     console.print("\n[bold]Try next:[/bold]")
     width = max(len(c) for c, _ in tries) + len(store)
