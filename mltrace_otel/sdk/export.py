@@ -119,12 +119,15 @@ class _Counters:
             if warn:
                 self.warned = True
         if warn:
-            warnings.warn(
-                f"mltrace: {n} run span(s) could not be delivered ({error or 'unknown reason'}); "
-                "see mltrace_otel.delivery_stats()",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            try:
+                warnings.warn(
+                    f"mltrace: {n} run span(s) could not be delivered ({error or 'unknown reason'}); "
+                    "see mltrace_otel.delivery_stats()",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            except Exception:  # noqa: BLE001 - warnings turned into errors must not break a run
+                _log.warning("mltrace: %d run span(s) could not be delivered (%s)", n, error)
 
 
 _counters = _Counters()
