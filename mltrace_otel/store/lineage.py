@@ -1,0 +1,406 @@
+"""Lineage: who produced what a run read (dependencies), trace (upstream) and impact (downstream).
+
+Semantics (DESIGN.md "Semantics"):
+
+- The producer of an input is the latest run that wrote that pointer and started no later than
+  the consumer started; where both sides carry a version fingerprint, the latest such run that
+  wrote that version. A run that reads and rewrites a pointer is not its own producer.
+- ``set_upstream`` names (the run's ``Upstream``) resolve to that component's latest run that
+  started no later than the run.
+- A walk visits each run once; depth = hops from where it started (first visit wins).
+
+Set-based: one query resolves the producers of a whole frontier (every input of every run in
+it), so a trace costs one query per lineage level, never one per run. Candidates come from
+``mltrace_io`` (ordered by pointer) as the top few writers per pointer started before the
+frontier's latest consumer; when that window cannot decide a consumer (many newer writers),
+those consumers alone are asked again with their own bound, until decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mltrace_otel.errors import NotFound
+from mltrace_otel.store import queries
+from mltrace_otel.store.models import Lineage, LineageEdge, LineageNode
+
+WINDOW = 8
+"""Writers fetched per pointer (and per (pointer, version), per component) in one step."""
+
+_LINEAGE_COLUMNS = """RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inputs, InputVersions,
+    Upstream, Outputs, OutputVersions"""
+
+# candidates: writers of the needed pointers (top WINDOW per pointer started before the bound),
+# version-matched writers (top WINDOW per (pointer, version)), and runs of set_upstream
+# components (top WINDOW per component); each with what the next level needs.
+_CAND_POINTERS = """
+    SELECT RunId FROM (
+        SELECT Pointer, RunId, Start FROM {{db}}.mltrace_io
+        WHERE Role = 'out' AND Pointer IN {ptrs:Array(String)}
+          AND toUnixTimestamp64Nano(Start) <= {pns:Array(Int64)}[indexOf({ptrs:Array(String)}, Pointer)]
+        LIMIT 1 BY Pointer, RunId)
+    ORDER BY Pointer, Start DESC, RunId DESC
+    LIMIT {k:UInt32} BY Pointer"""
+
+_CAND_VERSIONS = """
+    SELECT RunId FROM (
+        SELECT Pointer, Version, RunId, Start FROM {{db}}.mltrace_io
+        WHERE Role = 'out' AND Pointer IN {vptrs:Array(String)}
+          AND (Pointer, Version) IN {pv:Array(Tuple(String, String))}
+          AND toUnixTimestamp64Nano(Start) <= {vns:Array(Int64)}[indexOf({vptrs:Array(String)}, Pointer)]
+        LIMIT 1 BY Pointer, Version, RunId)
+    ORDER BY Pointer, Version, Start DESC, RunId DESC
+    LIMIT {k:UInt32} BY Pointer, Version"""
+
+_CAND_COMPONENTS = """
+    SELECT RunId FROM (
+        SELECT Component, RunId, Start FROM {{db}}.mltrace_runs
+        WHERE Component IN {comps:Array(String)}
+          AND toUnixTimestamp64Nano(Start) <= {cns:Array(Int64)}[indexOf({comps:Array(String)}, Component)]
+        LIMIT 1 BY Component, RunId)
+    ORDER BY Component, Start DESC, RunId DESC
+    LIMIT {k:UInt32} BY Component"""
+
+LINEAGE_BY_ID = f"""
+SELECT {_LINEAGE_COLUMNS} FROM {{{{db}}}}.mltrace_runs
+WHERE RunId IN {{ids:Array(String)}}
+LIMIT 1 BY RunId
+"""
+
+# consumers of pointers (impact): readers started no earlier than the earliest writer given.
+READERS = f"""
+SELECT {_LINEAGE_COLUMNS} FROM {{{{db}}}}.mltrace_runs
+WHERE RunId IN (
+    SELECT RunId FROM {{{{db}}}}.mltrace_io
+    WHERE Role = 'in' AND Pointer IN {{ptrs:Array(String)}}
+      AND toUnixTimestamp64Nano(Start) >= {{min_ns:Int64}})
+LIMIT 1 BY RunId
+"""
+
+
+@dataclass(frozen=True)
+class Info:
+    """What lineage needs of a run: its inputs (with versions), set_upstream names, outputs."""
+
+    id: str
+    component: str
+    ns: int
+    inputs: tuple[tuple[str, str], ...]
+    upstream: tuple[str, ...]
+    outputs: dict[str, str] = field(hash=False, compare=False)
+
+
+def _info(r: tuple) -> Info:
+    rid, comp, ns, ins, in_v, up, outs, out_v = r
+    inputs = tuple((p, in_v[i] if i < len(in_v) else "") for i, p in enumerate(ins))
+    outputs: dict[str, str] = {}
+    for i, p in enumerate(outs):
+        outputs.setdefault(p, out_v[i] if i < len(out_v) else "")
+    return Info(rid, comp, int(ns), inputs, tuple(up), outputs)
+
+
+def lineage_info(store: Any, ids: Iterable[str]) -> dict[str, Info]:
+    """Lineage columns of runs by full id: one query."""
+    ids = sorted(set(ids))
+    if not ids:
+        return {}
+    rows = queries.run_query(store, "lineage_by_id", LINEAGE_BY_ID, {"ids": ids})
+    return {r[0]: _info(r) for r in rows}
+
+
+@dataclass(frozen=True)
+class Need:
+    """One thing to resolve: ``consumer``'s input ``pointer`` (``version``), or (``upstream``
+    set) the component named by a set_upstream call. ``consumer`` "" = no consumer (the latest
+    writer of an output)."""
+
+    consumer: str
+    ns: int
+    pointer: str = ""
+    version: str = ""
+    upstream: str = ""
+
+
+_NO_BOUND = 2**63 - 1
+
+
+def needs_of(info: Info) -> list[Need]:
+    """Everything a run depends on: each input (once per pointer) and each upstream name."""
+    seen: set[str] = set()
+    out = []
+    for p, v in info.inputs:
+        if p not in seen:
+            seen.add(p)
+            out.append(Need(info.id, info.ns, pointer=p, version=v))
+    out += [Need(info.id, info.ns, upstream=u) for u in dict.fromkeys(info.upstream) if u]
+    return out
+
+
+def _candidates(store: Any, needs: Sequence[Need]) -> dict[str, Info]:
+    """One query: candidate producers (with lineage columns) for a batch of needs."""
+    pbound: dict[str, int] = {}
+    vbound: dict[str, int] = {}
+    pairs: set[tuple[str, str]] = set()
+    cbound: dict[str, int] = {}
+    for n in needs:
+        if n.upstream:
+            cbound[n.upstream] = max(cbound.get(n.upstream, 0), n.ns)
+            continue
+        pbound[n.pointer] = max(pbound.get(n.pointer, 0), n.ns)
+        if n.version:
+            vbound[n.pointer] = max(vbound.get(n.pointer, 0), n.ns)
+            pairs.add((n.pointer, n.version))
+    parts, params = [], {"k": WINDOW}
+    if pbound:
+        parts.append(_CAND_POINTERS)
+        params.update(ptrs=list(pbound), pns=list(pbound.values()))
+    if pairs:
+        parts.append(_CAND_VERSIONS)
+        params.update(vptrs=list(vbound), vns=list(vbound.values()), pv=sorted(pairs))
+    if cbound:
+        parts.append(_CAND_COMPONENTS)
+        params.update(comps=list(cbound), cns=list(cbound.values()))
+    if not parts:
+        return {}
+    text = (f"SELECT {_LINEAGE_COLUMNS} FROM {{{{db}}}}.mltrace_runs\nWHERE RunId IN ("
+            + "\n    UNION ALL".join(parts) + ")\nLIMIT 1 BY RunId")
+    rows = queries.run_query(store, "producer_candidates", text, params)
+    return {r[0]: _info(r) for r in rows}
+
+
+def _order(i: Info) -> tuple[int, str]:
+    return (i.ns, i.id)
+
+
+def _decide(n: Need, cands: Sequence[Info]) -> tuple[bool, Info | None]:
+    """(decided, producer) for one need from its candidates (see module docstring)."""
+    if n.upstream:
+        pool = sorted((c for c in cands if c.component == n.upstream), key=_order, reverse=True)
+        valid = [c for c in pool if c.ns <= n.ns and c.id != n.consumer]
+        if valid:
+            return True, valid[0]
+        return len(pool) < WINDOW, None
+    pool = sorted((c for c in cands if n.pointer in c.outputs), key=_order, reverse=True)
+    valid = [c for c in pool if c.ns <= n.ns and c.id != n.consumer]
+    if n.version:
+        vpool = [c for c in pool if c.outputs[n.pointer] == n.version]
+        vvalid = [c for c in valid if c.outputs[n.pointer] == n.version]
+        if vvalid:
+            return True, vvalid[0]
+        if len(vpool) >= WINDOW:
+            return False, None
+    if valid:
+        return True, valid[0]
+    return len(pool) < WINDOW, None
+
+
+def resolve(store: Any, needs: Sequence[Need], known: dict[str, Info] | None = None
+            ) -> tuple[list[tuple[Need, Info]], dict[str, Info]]:
+    """Producers of a batch of needs: ([(need, producer)], every candidate seen by id).
+
+    One query per round; a second round only for needs the first window could not decide.
+    """
+    seen: dict[str, Info] = dict(known or {})
+    out: list[tuple[Need, Info]] = []
+    todo = list(needs)
+    while todo:
+        cands = _candidates(store, todo)
+        seen.update(cands)
+        pool = list(cands.values())
+        undecided = []
+        for n in todo:
+            decided, producer = _decide(n, pool)
+            if not decided:
+                undecided.append(n)
+            elif producer is not None:
+                out.append((n, producer))
+        if len(undecided) == len(todo):  # no progress is impossible; never loop forever
+            break
+        todo = undecided
+    return out, seen
+
+
+def dependencies(store: Any, runs: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """Dependencies of runs (``{id: (Run, start_ns)}``): ``{id: [(producer_id, pointer)]}``,
+    pointer "" for set_upstream dependencies. One query (plus rare extra rounds)."""
+    needs = []
+    for rid, (run, ns) in runs.items():
+        info = Info(rid, run.component, ns, tuple((p.name, p.version) for p in run.inputs),
+                    tuple(run.upstream), {})
+        needs += needs_of(info)
+    found, _ = resolve(store, needs)
+    deps: dict[str, list[tuple[str, str]]] = {rid: [] for rid in runs}
+    for n, prod in found:
+        pair = (prod.id, n.pointer)
+        if pair not in deps[n.consumer]:
+            deps[n.consumer].append(pair)
+    return deps
+
+
+# --- walks ------------------------------------------------------------------------------------
+def _latest_writer(store: Any, output: str) -> Info:
+    found, _ = resolve(store, [Need("", _NO_BOUND, pointer=str(output))])
+    if not found:
+        raise NotFound(f"no run wrote {output!r}", hint="check the output id (`mltrace recent`)")
+    return found[0][1]
+
+
+def _walk_up(store: Any, root: Info) -> tuple[dict[str, int], list[LineageEdge],
+                                               dict[str, list[tuple[str, str]]]]:
+    """Breadth-first upstream walk: depth per run, edges, and each run's dependencies."""
+    depth = {root.id: 0}
+    edges: list[LineageEdge] = []
+    deps: dict[str, list[tuple[str, str]]] = {}
+    frontier = [root]
+    level = 0
+    while frontier:
+        needs = [n for info in frontier for n in needs_of(info)]
+        for info in frontier:
+            deps[info.id] = []
+        found, _ = resolve(store, needs)
+        level += 1
+        nxt: list[Info] = []
+        for n, prod in found:
+            pair = (prod.id, n.pointer)
+            if pair not in deps[n.consumer]:
+                deps[n.consumer].append(pair)
+                edges.append(LineageEdge(producer=prod.id, consumer=n.consumer, pointer=n.pointer))
+            if prod.id not in depth:
+                depth[prod.id] = level
+                nxt.append(prod)
+        frontier = nxt
+    return depth, edges, deps
+
+
+def _lineage(store: Any, root: str, direction: str, depth: dict[str, int], edges: list[LineageEdge],
+             deps: dict[str, list[tuple[str, str]]] | None, outputs: tuple[str, ...] = ()) -> Lineage:
+    """Full runs (with dependencies and staleness) for a walk's nodes, ordered by depth then
+    newest first."""
+    from mltrace_otel.store import staleness
+
+    found = queries.fetch_runs(store, depth)
+    if deps is None or any(rid not in deps for rid in found):
+        deps = {**dependencies(store, {r: found[r] for r in found if not deps or r not in deps}),
+                **(deps or {})}
+    ordered = sorted(found, key=lambda r: (depth[r], -found[r][1], r))
+    runs = staleness.annotate(store, [found[r] for r in ordered], deps)
+    nodes = tuple(LineageNode(depth=depth[r.id], run=r) for r in runs)
+    return Lineage(root=root, direction=direction, nodes=nodes, edges=tuple(edges), outputs=outputs)
+
+
+def trace(store: Any, output: str) -> Lineage:
+    """The runs that produced ``output``: its latest writer (depth 0), then upstream, each once.
+
+    Raises:
+        NotFound: no run wrote ``output``.
+    """
+    root = _latest_writer(store, output)
+    depth, edges, deps = _walk_up(store, root)
+    return _lineage(store, str(output), "trace", depth, edges, deps)
+
+
+def trace_run(store: Any, run_id: str) -> Lineage:
+    """The runs upstream of a run (prefix allowed), the run itself at depth 0."""
+    rid = queries.resolve_run_id(store, run_id)
+    info = lineage_info(store, [rid])
+    if rid not in info:
+        raise NotFound(f"no run with id {run_id!r}")
+    depth, edges, deps = _walk_up(store, info[rid])
+    return _lineage(store, rid, "trace", depth, edges, deps)
+
+
+def _looks_like_run_id(store: Any, target: str) -> str | None:
+    t = str(target).strip().lower()
+    if len(t) < queries.MIN_PREFIX or not queries._HEX.fullmatch(t):
+        return None
+    try:
+        return queries.resolve_run_id(store, t)
+    except NotFound:
+        return None
+
+
+def impact(store: Any, target: str) -> Lineage:
+    """Runs downstream of an output pointer or a run id (prefix allowed).
+
+    From a run: the run (depth 0), then every run whose producer of some input is a reached
+    run, level by level. From a pointer: the runs that read its latest version (depth 0; every
+    reader when no run wrote it), then downstream likewise. ``outputs``: every pointer the
+    reached runs wrote.
+
+    Raises:
+        NotFound: neither a run id nor a pointer any run read or wrote.
+        AmbiguousRunId: a run-id prefix matching several runs.
+    """
+    rid = _looks_like_run_id(store, target)
+    if rid is not None:
+        frontier = list(lineage_info(store, [rid]).values())
+        depth = {rid: 0}
+    else:
+        pointer = str(target)
+        try:
+            writer: Info | None = _latest_writer(store, pointer)
+        except NotFound:
+            writer = None
+        frontier = _readers_fed_by(store, {pointer: writer.id if writer else None},
+                                   writer.ns if writer else 0)
+        if not frontier and writer is None:
+            raise NotFound(f"no run read or wrote {target!r}",
+                           hint="give an output id or a run id (`mltrace recent`)")
+        depth = {i.id: 0 for i in frontier}
+    edges: list[LineageEdge] = []
+    level = 0
+    while frontier:
+        level += 1
+        fed = {}
+        for info in frontier:
+            for p in info.outputs:
+                fed.setdefault(p, set()).add(info.id)
+        readers = _readers(store, fed, min(i.ns for i in frontier))
+        if not readers:
+            break
+        found, _ = resolve(store, [n for r in readers for n in needs_of(r) if not n.upstream])
+        found += _upstream_hits(store, readers, {i.component for i in frontier})
+        by_id = {r.id: r for r in readers}
+        nxt = []
+        frontier_ids = {i.id for i in frontier}
+        for n, prod in found:
+            if prod.id in frontier_ids:
+                edges.append(LineageEdge(producer=prod.id, consumer=n.consumer, pointer=n.pointer))
+                if n.consumer not in depth:
+                    depth[n.consumer] = level
+                    nxt.append(by_id[n.consumer])
+        frontier = nxt
+    outs = tuple(sorted({p for i in lineage_info(store, depth).values() for p in i.outputs}))
+    return _lineage(store, str(target) if rid is None else rid, "impact", depth, edges, None, outs)
+
+
+def _readers(store: Any, fed: dict[str, set[str]], min_ns: int) -> list[Info]:
+    if not fed:
+        return []
+    rows = queries.run_query(store, "readers", READERS, {"ptrs": sorted(fed), "min_ns": min_ns})
+    return [_info(r) for r in rows]
+
+
+def _readers_fed_by(store: Any, fed: dict[str, str | None], min_ns: int) -> list[Info]:
+    """Readers of each pointer whose producer of it is the given writer (any reader if None)."""
+    readers = _readers(store, {p: set() for p in fed}, min_ns)
+    found, _ = resolve(store, [n for r in readers for n in needs_of(r) if n.pointer in fed])
+    producer = {(n.consumer, n.pointer): prod.id for n, prod in found}
+    out = []
+    for r in readers:
+        for p, _v in r.inputs:
+            if p in fed and producer.get((r.id, p)) == fed[p]:
+                out.append(r)
+                break
+    return out
+
+
+def _upstream_hits(store: Any, readers: list[Info], components: set[str]) -> list[tuple[Need, Info]]:
+    """set_upstream dependencies of readers on the frontier's components (impact)."""
+    needs = [n for r in readers for n in needs_of(r) if n.upstream in components]
+    if not needs:
+        return []
+    found, _ = resolve(store, needs)
+    return found

@@ -1,0 +1,424 @@
+"""Read queries of the store: runs, history, recent, components, tags, pointers.
+
+Lineage (trace, impact), staleness and review live in :mod:`.lineage`, :mod:`.staleness` and
+:mod:`.review`; this module re-exports their entry points because :class:`.core.Store`
+delegates to ``queries.*``.
+
+Every query is set-based (one query for a batch of runs, never one per run) and every user value
+reaches SQL as a typed server-side parameter; the database name is the only spliced identifier.
+mltrace_* tables are ReplacingMergeTree: a span delivered twice is two rows until a merge, so
+every read de-duplicates (``LIMIT 1 BY RunId``, or argMax over the version column).
+
+Imports: store internals, models, errors, conventions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any
+
+from mltrace_otel.conventions import CODE_SNAPSHOT
+from mltrace_otel.errors import AmbiguousRunId, MltraceError, NotFound
+from mltrace_otel.store.models import ComponentInfo, Pointer, PointerInfo, Run, TestResult
+from mltrace_otel.store.schema import quote_ident
+
+__all__ = [
+    "resolve_run_id", "get_run", "get_runs", "recent", "history", "count_runs", "components",
+    "component", "tags", "pointer", "trace", "trace_run", "impact", "stale_runs", "review",
+]
+
+_HEX = re.compile(r"[0-9a-f]+")
+MIN_PREFIX = 4
+"""Shortest run-id prefix accepted wherever a run id is typed."""
+
+
+# --- SQL helpers --------------------------------------------------------------------------------
+def sql(store: Any, text: str) -> str:
+    """``text`` with ``{{db}}`` replaced by the store's quoted database (the only splice)."""
+    return text.replace("{{db}}", quote_ident(store.database))
+
+
+def run_query(store: Any, name: str, text: str, params: dict[str, Any] | None = None) -> list[tuple]:
+    """Run a named read query with bound parameters (see :meth:`Store.query`)."""
+    return store.query(name, sql(store, text), params or {})
+
+
+def utc(dt: datetime) -> datetime:
+    """A naive datetime from the store, as timezone-aware UTC."""
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+def to_ns(dt: datetime) -> int:
+    """Nanoseconds since the epoch (naive datetimes are UTC)."""
+    dt = utc(dt)
+    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+
+
+# --- run rows -----------------------------------------------------------------------------------
+# Columns of one run as the lists show it (no code snapshot); notes written later
+# (mltrace_notes, latest Version wins) override the run-time notes; pointers carry flags.
+_RUN_COLUMNS = """
+    RunId, TraceId, Component, Start, End, StatusCode, StatusMessage, Owner, Description, Tags,
+    ServiceName, Inputs, InputVersions, InputTypes, Outputs, OutputVersions, OutputTypes, Upstream,
+    StalenessThresholdS, Endpoint, GitHash, GitTags, CodeFunction, CodeFile,
+    if(mapContains(notes_map, RunId), notes_map[RunId], Notes) AS RunNotes,
+    TestNames, TestMethods, TestPhases, TestPassed, TestMessages, Exception,
+    toUnixTimestamp64Nano(Start) AS StartNs,
+    arrayMap(p -> has(flagged_set, p), Outputs) AS OutputFlags,
+    arrayMap(p -> has(flagged_set, p), Inputs) AS InputFlags"""
+
+_RUN_WITH = """
+WITH
+    (SELECT CAST(mapFromArrays(groupArray(RunId), groupArray(n)), 'Map(String, String)') FROM (
+        SELECT RunId, argMax(Notes, Version) AS n FROM {{db}}.mltrace_notes
+        WHERE RunId IN {ids:Array(String)} GROUP BY RunId)) AS notes_map,
+    (SELECT groupArray(Pointer) FROM (
+        SELECT Pointer, argMax(Flagged, Version) AS f FROM {{db}}.mltrace_flags GROUP BY Pointer)
+     WHERE f = 1) AS flagged_set
+"""
+
+# runs_by_id: full rows of several runs, one row per run.
+RUNS_BY_ID = _RUN_WITH + f"""
+SELECT {_RUN_COLUMNS}
+FROM {{{{db}}}}.mltrace_runs
+WHERE RunId IN {{ids:Array(String)}}
+LIMIT 1 BY RunId
+"""
+
+_STATUS = {"ok": "OK", "error": "ERROR", "unset": "UNSET", "status_code_ok": "OK",
+           "status_code_error": "ERROR", "status_code_unset": "UNSET"}
+
+
+def _pointers(names: Sequence[str], versions: Sequence[str], types: Sequence[str],
+              flags: Sequence[int]) -> tuple[Pointer, ...]:
+    return tuple(
+        Pointer(name=n, type=(types[i] if i < len(types) else "") or "UNKNOWN",
+                version=versions[i] if i < len(versions) else "",
+                flagged=bool(flags[i]) if i < len(flags) else False)
+        for i, n in enumerate(names)
+    )
+
+
+def row_to_run(r: tuple) -> tuple[Run, int]:
+    """A RUNS_BY_ID row as a Run (without dependencies/stale) and its start in nanoseconds."""
+    (rid, trace_id, comp, start, end, status, status_msg, owner, desc, tags, service, inputs,
+     in_versions, in_types, outputs, out_versions, out_types, upstream, threshold, endpoint,
+     git_hash, git_tags, code_fn, code_file, notes, t_names, t_methods, t_phases, t_passed,
+     t_messages, exception, start_ns, out_flags, in_flags) = r
+    tests = tuple(
+        TestResult(name=t_names[i], method=t_methods[i] if i < len(t_methods) else "",
+                   phase=t_phases[i] if i < len(t_phases) else "",
+                   passed=bool(t_passed[i]) if i < len(t_passed) else False,
+                   message=t_messages[i] if i < len(t_messages) else "")
+        for i in range(len(t_names))
+    )
+    run = Run(
+        id=rid, trace_id=trace_id, component=comp, start=utc(start), end=utc(end),
+        status=_STATUS.get(str(status).lower(), "UNSET"), status_message=status_msg, owner=owner,
+        description=desc, tags=tuple(tags), service_name=service,
+        inputs=_pointers(inputs, in_versions, in_types, in_flags),
+        outputs=_pointers(outputs, out_versions, out_types, out_flags),
+        upstream=tuple(upstream), staleness_threshold_s=int(threshold), endpoint=bool(endpoint),
+        git_hash=git_hash, git_tags=tuple(git_tags), code_function=code_fn, code_file=code_file,
+        notes=notes, tests=tests, exception=exception,
+    )
+    return run, int(start_ns)
+
+
+def fetch_runs(store: Any, ids: Iterable[str]) -> dict[str, tuple[Run, int]]:
+    """Runs by full id (missing ids absent), without dependencies or staleness: one query."""
+    ids = sorted(set(ids))
+    if not ids:
+        return {}
+    rows = run_query(store, "runs_by_id", RUNS_BY_ID, {"ids": ids})
+    out = {}
+    for r in rows:
+        run, ns = row_to_run(r)
+        out[run.id] = (run, ns)
+    return out
+
+
+def complete_runs(store: Any, ids: Sequence[str],
+                  found: dict[str, tuple[Run, int]] | None = None) -> list[Run]:
+    """Runs by full id, in the given order, with dependencies and staleness (a few queries)."""
+    from mltrace_otel.store import lineage, staleness
+
+    if found is None:
+        found = fetch_runs(store, ids)
+    deps = lineage.dependencies(store, found)
+    return staleness.annotate(store, [found[i] for i in ids if i in found], deps)
+
+
+# --- run ids ------------------------------------------------------------------------------------
+RESOLVE_PREFIX = """
+SELECT DISTINCT RunId FROM {{db}}.mltrace_runs
+WHERE startsWith(RunId, {prefix:String})
+ORDER BY RunId
+LIMIT 51
+"""
+
+
+def resolve_run_id(store: Any, prefix: str) -> str:
+    """Full run id for a unique prefix of at least 4 hex characters.
+
+    Raises:
+        NotFound: no run id starts with it (or it is not hex / too short).
+        AmbiguousRunId: several runs start with it (candidates listed).
+    """
+    p = str(prefix).strip().lower()
+    if len(p) < MIN_PREFIX or not _HEX.fullmatch(p):
+        raise NotFound(f"no run with id {prefix!r}",
+                       hint=f"a run id is hex; type at least {MIN_PREFIX} characters of it")
+    rows = run_query(store, "resolve_run_id", RESOLVE_PREFIX, {"prefix": p})
+    ids = [r[0] for r in rows]
+    if not ids:
+        raise NotFound(f"no run with id {prefix!r}", hint="list run ids with `mltrace recent`")
+    if p in ids:
+        return p
+    if len(ids) > 1:
+        raise AmbiguousRunId(prefix, ids)
+    return ids[0]
+
+
+CODE_SNAPSHOT_SQL = """
+SELECT SpanAttributes[{key:String}] FROM {{db}}.otel_traces
+WHERE ServiceName = {service:String}
+  AND toDate(Timestamp) = toDate(fromUnixTimestamp64Nano({start:Int64}))
+  AND Timestamp = fromUnixTimestamp64Nano({start:Int64})
+  AND SpanId = {id:String}
+LIMIT 1
+"""
+
+
+def get_run(store: Any, run_id: str) -> Run:
+    """One run (prefix allowed) with its code snapshot, notes, tests, dependencies, staleness."""
+    rid = resolve_run_id(store, run_id)
+    found = fetch_runs(store, [rid])
+    if rid not in found:
+        raise NotFound(f"no run with id {run_id!r}")
+    run = complete_runs(store, [rid], found)[0]
+    rows = run_query(store, "code_snapshot", CODE_SNAPSHOT_SQL,
+                     {"key": CODE_SNAPSHOT, "service": run.service_name, "start": found[rid][1],
+                      "id": rid})
+    return replace(run, code_snapshot=rows[0][0] if rows else "")
+
+
+def fetch_start_ns(store: Any, rid: str) -> int:
+    """A run's exact start (nanoseconds; Python datetimes keep only microseconds)."""
+    rows = run_query(store, "run_start_ns",
+                     "SELECT toUnixTimestamp64Nano(Start) FROM {{db}}.mltrace_runs "
+                     "WHERE RunId = {id:String} LIMIT 1", {"id": rid})
+    return int(rows[0][0]) if rows else 0
+
+
+def get_runs(store: Any, run_ids: Sequence[str]) -> list[Run]:
+    """Several runs by full id (missing ids skipped), with dependencies and staleness."""
+    return complete_runs(store, list(dict.fromkeys(run_ids)))
+
+
+# --- recent, history, count -------------------------------------------------------------------
+# Ids only (the runs_by_start / runs_by_component projections answer these), over-fetched so
+# duplicate rows of a run cannot shorten the page; full rows then come from RUNS_BY_ID.
+RECENT_IDS = """
+SELECT RunId, toUnixTimestamp64Nano(Start) AS ns FROM {{db}}.mltrace_runs
+WHERE Start < fromUnixTimestamp64Nano({before_ns:Int64})
+   OR (Start = fromUnixTimestamp64Nano({before_ns:Int64}) AND RunId < {before_id:String})
+ORDER BY Start DESC, RunId DESC
+LIMIT {n:UInt32}
+"""
+
+HISTORY_IDS = """
+SELECT RunId, toUnixTimestamp64Nano(Start) AS ns FROM {{db}}.mltrace_runs
+WHERE Component = {component:String}
+  AND Start >= fromUnixTimestamp64Nano({since_ns:Int64})
+  AND Start <= fromUnixTimestamp64Nano({until_ns:Int64})
+ORDER BY Start DESC, RunId DESC
+LIMIT {n:UInt32}
+"""
+
+_MAX_NS = 2**63 - 1
+
+
+def _page(store: Any, name: str, text: str, params: dict[str, Any], limit: int) -> list[str]:
+    """Distinct run ids of an ordered id query, at most ``limit``, over-fetching past duplicates."""
+    n = max(limit, 1) * 2 + 8
+    while True:
+        rows = run_query(store, name, text, {**params, "n": n})
+        ids = list(dict.fromkeys(r[0] for r in rows))
+        if len(ids) >= limit or len(rows) < n:
+            return ids[:limit]
+        n *= 4
+
+
+def recent(store: Any, limit: int = 5, before: str | None = None) -> list[Run]:
+    """Newest runs first; ``before`` (a run id or prefix) pages past that run (mltrace's
+    last_run_id)."""
+    if limit is None or limit <= 0:
+        return []
+    params: dict[str, Any] = {"before_ns": _MAX_NS, "before_id": ""}
+    if before:
+        rid = resolve_run_id(store, before)
+        params = {"before_ns": fetch_start_ns(store, rid), "before_id": rid}
+    ids = _page(store, "recent_ids", RECENT_IDS, params, int(limit))
+    return complete_runs(store, ids)
+
+
+def _bound_ns(dt: datetime | str | None, default: int) -> int:
+    if dt is None or dt == "":
+        return default
+    if isinstance(dt, str):
+        try:
+            dt = datetime.fromisoformat(dt)
+        except ValueError:
+            raise MltraceError(f"date {dt!r} is not an ISO 8601 date",
+                               hint="use e.g. 2026-01-31 or 2026-01-31T12:00:00") from None
+    if dt.year <= 1 or dt.year >= 9999:  # datetime.min / datetime.max (mltrace's defaults)
+        return default
+    return to_ns(dt)
+
+
+def history(store: Any, component: str, limit: int = 10, since: datetime | str | None = None,
+            until: datetime | str | None = None) -> list[Run]:
+    """A component's runs, newest first, started within [since, until] (naive = UTC)."""
+    if limit is None:
+        limit = 1_000_000
+    if limit <= 0:
+        return []
+    params = {"component": str(component), "since_ns": _bound_ns(since, 0),
+              "until_ns": _bound_ns(until, _MAX_NS)}
+    ids = _page(store, "history_ids", HISTORY_IDS, params, int(limit))
+    return complete_runs(store, ids)
+
+
+def count_runs(store: Any) -> int:
+    """Number of distinct runs in the store."""
+    return int(run_query(store, "count_runs", "SELECT count() FROM {{db}}.mltrace_runs FINAL")[0][0])
+
+
+# --- components, tags ---------------------------------------------------------------------------
+# A component's metadata: the latest of its span rows and create_component rows (by Version);
+# tags = span tags ∪ tag_component tags not deleted (latest row per (Name, Tag) wins).
+COMPONENTS_SQL = """
+WITH
+    meta AS (
+        SELECT Name, argMaxIf(Owner, Version, Owner != '') AS Owner,
+               argMaxIf(Description, Version, Description != '') AS Description,
+               argMaxIf(Tags, Version, notEmpty(Tags)) AS SpanTags
+        FROM {{db}}.mltrace_components GROUP BY Name),
+    extra AS (
+        SELECT Name, groupArray(Tag) AS ExtraTags FROM (
+            SELECT Name, Tag, argMax(Deleted, Version) AS d FROM {{db}}.mltrace_component_tags
+            GROUP BY Name, Tag) WHERE d = 0 GROUP BY Name),
+    runs AS (
+        SELECT Component AS Name, uniqExact(RunId) AS n, max(Start) AS last
+        FROM {{db}}.mltrace_runs GROUP BY Component)
+SELECT m.Name, m.Owner, m.Description,
+       arraySort(arrayDistinct(arrayConcat(m.SpanTags, e.ExtraTags))) AS AllTags,
+       r.n, r.last
+FROM meta AS m
+LEFT JOIN extra AS e ON e.Name = m.Name
+LEFT JOIN runs AS r ON r.Name = m.Name
+WHERE ({name:String} = '' OR m.Name = {name:String})
+  AND ({owner:String} = '' OR m.Owner = {owner:String})
+  AND ({tag:String} = '' OR has(AllTags, {tag:String}))
+ORDER BY m.Name
+SETTINGS join_use_nulls = 0
+"""
+
+
+def _components(store: Any, name: str = "", owner: str = "", tag: str = "") -> list[ComponentInfo]:
+    rows = run_query(store, "components", COMPONENTS_SQL,
+                     {"name": name or "", "owner": owner or "", "tag": tag or ""})
+    return [
+        ComponentInfo(name=r[0], owner=r[1], description=r[2], tags=tuple(r[3]), runs=int(r[4] or 0),
+                      last_run=utc(r[5]) if r[4] else None)
+        for r in rows
+    ]
+
+
+def components(store: Any, owner: str | None = None, tag: str | None = None) -> list[ComponentInfo]:
+    """Components (sorted by name), filtered by owner and/or tag."""
+    return _components(store, "", owner or "", tag or "")
+
+
+def component(store: Any, name: str) -> ComponentInfo:
+    """One component; NotFound."""
+    if not name:
+        raise NotFound("no component with an empty name")
+    found = _components(store, str(name))
+    if not found:
+        raise NotFound(f"no component named {name!r}", hint="list them with `mltrace components`")
+    return found[0]
+
+
+def tags(store: Any) -> list[str]:
+    """Every tag of every component, sorted."""
+    return sorted({t for c in _components(store) for t in c.tags})
+
+
+# --- pointers -----------------------------------------------------------------------------------
+POINTER_SQL = """
+SELECT Role, RunId, any(PointerType), max(Start) AS s
+FROM {{db}}.mltrace_io
+WHERE Pointer = {name:String}
+GROUP BY Role, RunId
+ORDER BY s DESC, RunId DESC
+"""
+
+FLAG_OF = """
+SELECT argMax(Flagged, Version) FROM {{db}}.mltrace_flags WHERE Pointer = {name:String}
+"""
+
+
+def pointer(store: Any, name: str) -> PointerInfo:
+    """An IO pointer: its type, whether flagged, its producers and consumers; NotFound."""
+    rows = run_query(store, "pointer", POINTER_SQL, {"name": str(name)})
+    flag = run_query(store, "flag_of", FLAG_OF, {"name": str(name)})
+    flagged = bool(flag and flag[0][0])
+    if not rows and not flagged:
+        raise NotFound(f"no run read or wrote {name!r}", hint="check the output id (`mltrace recent`)")
+    types = [r[2] for r in rows if r[2] and r[2] != "UNKNOWN"]
+    return PointerInfo(
+        name=str(name), type=types[0] if types else "UNKNOWN", flagged=flagged,
+        producers=tuple(r[1] for r in rows if r[0] == "out"),
+        consumers=tuple(r[1] for r in rows if r[0] == "in"),
+    )
+
+
+# --- lineage, staleness, review (implemented in their own modules) ------------------------------
+def trace(store: Any, output: str):  # noqa: ANN201 - re-export
+    """Runs that produced ``output`` (see :func:`.lineage.trace`)."""
+    from mltrace_otel.store import lineage
+
+    return lineage.trace(store, output)
+
+
+def trace_run(store: Any, run_id: str):  # noqa: ANN201
+    """Runs upstream of a run (see :func:`.lineage.trace_run`)."""
+    from mltrace_otel.store import lineage
+
+    return lineage.trace_run(store, run_id)
+
+
+def impact(store: Any, target: str):  # noqa: ANN201
+    """Runs downstream of an output or a run (see :func:`.lineage.impact`)."""
+    from mltrace_otel.store import lineage
+
+    return lineage.impact(store, target)
+
+
+def stale_runs(store: Any, component: str | None = None, limit: int = 100) -> list[Run]:
+    """Latest run of each component that is stale now (see :func:`.staleness.stale_runs`)."""
+    from mltrace_otel.store import staleness
+
+    return staleness.stale_runs(store, component, limit)
+
+
+def review(store: Any, limit: int | None = None):  # noqa: ANN201
+    """Flagged outputs' common runs (see :func:`.review.review`)."""
+    from mltrace_otel.store import review as review_mod
+
+    return review_mod.review(store, limit)

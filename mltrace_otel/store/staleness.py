@@ -1,0 +1,148 @@
+"""Staleness, computed at query time so it is always current.
+
+For each dependency ``dep`` of a run (the producer of an input, or a set_upstream run):
+
+1. mltrace's first rule: the run started more than its threshold (``StalenessThresholdS``, from
+   the span; 30 days by default) after ``dep`` started:
+   ``"{component} (ID {id}) was run {N} days ago."``
+2. mltrace's second rule: when the run started, ``dep``'s component had ``k`` fresher runs that
+   began between ``dep`` and the run:
+   ``"{component} (ID {id}) has {k} fresher run(s) that began before this component run started."``
+   (``run`` when k == 1, ``runs`` otherwise).
+3. Ours: since this run started, ``dep``'s component has written the pointer again (for a
+   set_upstream dependency: has run again), so what the run read is superseded now:
+   ``"{component} (ID {id}) has a newer run now (ID {newer_id})."``
+
+One query for a whole batch of runs (the runs_by_component projection answers it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from mltrace_otel.store import queries
+from mltrace_otel.store.models import Run
+
+_NS_PER_S = 1_000_000_000
+_DAY_S = 86400
+
+# Part 'w': runs of the dependencies' components that began inside some [dep start, run start]
+# window (rule 2). Part 'p': the latest writer of each read pointer, per writing component,
+# that began after the earliest of the runs (rule 3). Part 'c': the same per component, for
+# set_upstream dependencies.
+STALENESS_SQL = """
+SELECT 'w' AS kind, Component, '' AS Pointer, RunId, toUnixTimestamp64Nano(Start) AS ns
+FROM {{db}}.mltrace_runs
+WHERE Component IN {comps:Array(String)}
+  AND Start >= fromUnixTimestamp64Nano({lo:Int64}) AND Start <= fromUnixTimestamp64Nano({hi:Int64})
+  AND arrayExists(w -> w.1 = Component AND ns >= w.2 AND ns <= w.3,
+                  {windows:Array(Tuple(String, Int64, Int64))})
+LIMIT 1 BY RunId
+UNION ALL
+SELECT 'p' AS kind, Component, Pointer, argMax(RunId, (Start, RunId)), max(toUnixTimestamp64Nano(Start))
+FROM {{db}}.mltrace_io
+WHERE Role = 'out' AND Pointer IN {ptrs:Array(String)} AND Start > fromUnixTimestamp64Nano({after:Int64})
+GROUP BY Component, Pointer
+UNION ALL
+SELECT 'c' AS kind, Component, '' AS Pointer, argMax(RunId, (Start, RunId)), max(toUnixTimestamp64Nano(Start))
+FROM {{db}}.mltrace_runs
+WHERE Component IN {ucomps:Array(String)} AND Start > fromUnixTimestamp64Nano({after:Int64})
+GROUP BY Component
+"""
+
+
+def fresher_message(component: str, dep_id: str, k: int) -> str:
+    """mltrace's second staleness message."""
+    word = "run" if k == 1 else "runs"
+    return (f"{component} (ID {dep_id}) has {k} fresher {word} that began before this "
+            "component run started.")
+
+
+def old_message(component: str, dep_id: str, days: int) -> str:
+    """mltrace's first staleness message."""
+    return f"{component} (ID {dep_id}) was run {days} days ago."
+
+
+def newer_message(component: str, dep_id: str, newer_id: str) -> str:
+    """Our third rule's message, in mltrace's style."""
+    return f"{component} (ID {dep_id}) has a newer run now (ID {newer_id})."
+
+
+def annotate(store: Any, runs: Sequence[tuple[Run, int]],
+             deps: dict[str, list[tuple[str, str]]]) -> list[Run]:
+    """Runs with ``dependencies`` and ``stale`` filled, in the given order.
+
+    Args:
+        runs: (run, start in ns) pairs.
+        deps: ``{run id: [(producer id, pointer)]}`` from :func:`.lineage.dependencies`.
+    """
+    from mltrace_otel.store import lineage
+
+    known = {run.id: (run.component, ns) for run, ns in runs}
+    missing = {p for run, _ in runs for p, _ptr in deps.get(run.id, ()) if p not in known}
+    for rid, info in lineage.lineage_info(store, missing).items():
+        known[rid] = (info.component, info.ns)
+    pairs = []  # (run, run_ns, dep_id, dep_component, dep_ns, pointers read from dep)
+    for run, ns in runs:
+        by_dep: dict[str, list[str]] = {}
+        for dep_id, ptr in deps.get(run.id, ()):
+            by_dep.setdefault(dep_id, []).append(ptr)
+        for dep_id, ptrs in by_dep.items():
+            if dep_id in known:
+                comp, dns = known[dep_id]
+                pairs.append((run, ns, dep_id, comp, dns, ptrs))
+    window_rows: dict[str, list[tuple[str, int]]] = {}
+    latest: dict[tuple[str, str], tuple[str, int]] = {}
+    if pairs:
+        windows = sorted({(c, dns, ns) for _r, ns, _d, c, dns, _p in pairs if dns <= ns})
+        rows = queries.run_query(store, "staleness", STALENESS_SQL, {
+            "comps": sorted({p[3] for p in pairs}),
+            "windows": windows or [("", 0, 0)],
+            "lo": min((w[1] for w in windows), default=0),
+            "hi": max((w[2] for w in windows), default=0),
+            "ptrs": sorted({x for p in pairs for x in p[5] if x}),
+            "ucomps": sorted({p[3] for p in pairs if "" in p[5]}),
+            "after": min(p[1] for p in pairs),
+        })
+        for kind, comp, ptr, rid, rns in rows:
+            if kind == "w":
+                window_rows.setdefault(comp, []).append((rid, int(rns)))
+            else:
+                latest[(comp, ptr)] = (rid, int(rns))
+    stale: dict[str, list[str]] = {}
+    for run, ns, dep_id, comp, dns, ptrs in pairs:
+        msgs = stale.setdefault(run.id, [])
+        diff_s = (ns - dns) / _NS_PER_S
+        if diff_s > run.staleness_threshold_s:
+            msgs.append(old_message(comp, dep_id, int(diff_s // _DAY_S)))
+        k = sum(1 for rid, rns in window_rows.get(comp, ())
+                if dns <= rns <= ns and rid not in (dep_id, run.id))
+        if k >= 1:
+            msgs.append(fresher_message(comp, dep_id, k))
+        newer = [latest[(comp, p)] for p in ptrs if (comp, p) in latest]
+        newer = [n for n in newer if n[1] > ns and n[0] not in (dep_id, run.id)]
+        if newer:
+            msgs.append(newer_message(comp, dep_id, max(newer, key=lambda n: (n[1], n[0]))[0]))
+    return [
+        replace(run, dependencies=tuple(dict.fromkeys(p for p, _ptr in deps.get(run.id, ()))),
+                stale=tuple(stale.get(run.id, ())))
+        for run, _ns in runs
+    ]
+
+
+LATEST_PER_COMPONENT = """
+SELECT Component, argMax(RunId, (Start, RunId)) FROM {{db}}.mltrace_runs
+WHERE {component:String} = '' OR Component = {component:String}
+GROUP BY Component
+"""
+
+
+def stale_runs(store: Any, component: str | None = None, limit: int = 100) -> list[Run]:
+    """The latest run of each component (or of one) that is stale now, newest first."""
+    rows = queries.run_query(store, "latest_per_component", LATEST_PER_COMPONENT,
+                             {"component": component or ""})
+    runs = queries.complete_runs(store, [r[1] for r in rows])
+    stale = sorted((r for r in runs if r.stale), key=lambda r: (r.start, r.id), reverse=True)
+    return stale[: max(int(limit), 0)]
