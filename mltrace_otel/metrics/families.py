@@ -173,11 +173,14 @@ def render(snap: Snapshot, limiter: LabelLimiter, window_runs: int = DEFAULT_WIN
     out: list[Metric] = []
     comp = ["component"]
 
+    # Both statuses (and both test results) are exposed from a component's (test's) first run on,
+    # at 0 when none: a counter that appears at 1 is invisible to increase() and to alerts.
     runs = CounterMetricFamily("mltrace_component_runs", "Component runs, by final status "
                                "(error = the function or a test raised)", labels=comp + ["status"])
-    for lv, rs in limiter.admit("mltrace_component_runs", comp + ["status"],
-                                ((k, v) for k, v in sorted(snap.runs.items()))):
-        runs.add_metric(lv, rs.runs)
+    run_counts = {(c, st): 0 for c, _ in snap.runs for st in ("ok", "error")}
+    run_counts.update({k: v.runs for k, v in snap.runs.items()})
+    for lv, n in limiter.admit("mltrace_component_runs", comp + ["status"], sorted(run_counts.items())):
+        runs.add_metric(lv, n)
     out.append(runs)
 
     per_comp: dict[str, RunSeries] = {}
@@ -207,7 +210,9 @@ def render(snap: Snapshot, limiter: LabelLimiter, window_runs: int = DEFAULT_WIN
     tl = comp + ["test", "method", "result"]
     tests = CounterMetricFamily("mltrace_component_tests", "Test method executions by outcome "
                                 "(result = passed | failed)", labels=tl)
-    for lv, n in limiter.admit("mltrace_component_tests", tl, sorted(snap.tests.items())):
+    test_counts = {(c, t, m, r): 0 for c, t, m, _ in snap.tests for r in ("passed", "failed")}
+    test_counts.update(snap.tests)
+    for lv, n in limiter.admit("mltrace_component_tests", tl, sorted(test_counts.items())):
         tests.add_metric(lv, n)
     out.append(tests)
 
