@@ -13,7 +13,9 @@ What is rejected, and how:
 - the whole request (:class:`PayloadTooLarge`, HTTP 413): more than ``max_bytes``, before or
   after decompression (the decompressor stops at the limit, so a zip bomb costs nothing);
 - single spans (partial success): a trace id that is not 16 non-zero bytes, a span id that is
-  not 8 non-zero bytes, a parent span id or link id of the wrong length. The other spans land.
+  not 8 non-zero bytes, a parent span id or link id of the wrong length, an end before the
+  start (the checks ``store.ingest`` makes, done per request so each response counts its own).
+  The other spans land.
 
 Imports only :mod:`mltrace_otel.errors` and opentelemetry-proto / protobuf.
 """
@@ -174,7 +176,8 @@ def _drop_invalid_spans(req: Any) -> tuple[int, list[str]]:
                 tid = sp.trace_id
                 sid = sp.span_id
                 if (len(tid) == 16 and tid != _ZERO16 and len(sid) == 8 and sid != _ZERO8
-                        and len(sp.parent_span_id) in (0, 8) and not sp.links):
+                        and len(sp.parent_span_id) in (0, 8) and not sp.links
+                        and sp.end_time_unix_nano >= sp.start_time_unix_nano):
                     continue
                 why = _span_problem(sp)
                 if why:
@@ -201,6 +204,8 @@ def _span_problem(sp: Any) -> str:
     for link in sp.links:
         if len(link.trace_id) != 16 or len(link.span_id) != 8:
             return "a link's trace id / span id must be 16 / 8 bytes"
+    if sp.end_time_unix_nano < sp.start_time_unix_nano:
+        return f"end time {sp.end_time_unix_nano} is before start time {sp.start_time_unix_nano}"
     return ""
 
 

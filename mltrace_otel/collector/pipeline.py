@@ -1,11 +1,14 @@
-"""The ingest pipeline: a bounded queue of checked requests and ONE writer thread.
+"""The ingest pipeline: a bounded queue of checked requests, a renderer and ONE inserter.
 
-Receivers :meth:`IngestQueue.submit` a :class:`~.otlp.Decoded` request and wait on the returned
-:class:`Pending` until the batch it joined is committed; only then do they acknowledge. The
-writer takes queued requests until ``batch_rows`` spans, or ``batch_delay_s`` after the oldest
-arrived (whichever comes first), concatenates their serialized requests (protobuf messages
-concatenate into one valid message) and calls ``Store.insert_otlp`` once. Only this thread
-touches the store for writing, so inserts (and periodic spool drains) never interleave.
+Receivers :meth:`IngestQueue.submit` a checked request (serialized protobuf, see
+:mod:`.otlp`) and wait on the returned :class:`Pending` until the batch it joined is
+committed; only then do they acknowledge. The renderer thread takes queued requests until
+``batch_rows`` spans, or ``batch_delay_s`` after the oldest arrived (whichever comes first),
+concatenates their serialized requests (protobuf messages concatenate into one valid message)
+and renders the rows with ``ingest.rows_from_otlp``; the inserter thread writes them with
+``ingest.insert_columns`` -- the two halves of ``Store.insert_otlp``, so there is one ingest
+path, split so rendering batch N+1 overlaps inserting batch N (ClickHouse releases the GIL).
+Only the inserter writes to the store, so inserts and spool drains never interleave.
 
 Backpressure, never a silent drop:
 
@@ -18,22 +21,24 @@ Backpressure, never a silent drop:
   is answered 503 too; it may still land later (the client's retry then duplicates spans, which
   the run tables absorb: they are ReplacingMergeTree by run id).
 
-Imports the store only through the object it is given (duck-typed ``insert_otlp`` /
-``drain_spool``), plus :mod:`mltrace_otel.errors`.
+Imports :mod:`mltrace_otel.errors` and :mod:`mltrace_otel.store.ingest`.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mltrace_otel.errors import MltraceError
 
 log = logging.getLogger(__name__)
+_DRAIN = object()  # hand-off marker: the inserter drains the spool
 
 
 class QueueFull(MltraceError):
@@ -95,8 +100,8 @@ class IngestQueue:
     """Bounded queue + single writer thread in front of a store.
 
     Args:
-        store: anything with ``insert_otlp(bytes) -> IngestResult`` (and optionally
-            ``drain_spool() -> int``). Only the writer thread calls it.
+        store: the store (``insert_columns`` and ``drain_spool`` are used). Only the inserter
+            thread writes to it.
         batch_rows, batch_delay_s: flush when this many spans are queued, or this long after
             the oldest queued request arrived.
         queue_spans: the bound (queued + in flight) above which submit raises QueueFull.
@@ -104,11 +109,16 @@ class IngestQueue:
         retry_after_s: how long after a failed insert submit keeps raising Unavailable.
         drain_every_s: when idle, drain the local spool this often (0 = never).
         metrics: a :class:`~.metrics.CollectorMetrics` or None.
+        render, insert: the two halves of ``Store.insert_otlp`` (default
+            ``ingest.rows_from_otlp`` and ``ingest.insert_columns``), split so that rendering
+            the next batch overlaps inserting this one.
     """
 
     def __init__(self, store: Any, *, batch_rows: int = 5000, batch_delay_s: float = 1.0,
                  queue_spans: int = 200_000, stall_s: float = 10.0, retry_after_s: float = 1.0,
-                 drain_every_s: float = 0.0, metrics: Any = None) -> None:
+                 drain_every_s: float = 0.0, metrics: Any = None,
+                 render: Callable[[bytes], Any] | None = None,
+                 insert: Callable[[Any], Any] | None = None) -> None:
         self.store = store
         self.batch_rows = max(1, batch_rows)
         self.batch_delay_s = max(0.0, batch_delay_s)
@@ -124,8 +134,13 @@ class IngestQueue:
         self._stopping = False
         self._insert_started: float | None = None
         self._failed_at: float | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
         self.last_error = ""
+        from mltrace_otel.store import ingest
+
+        self._render = render or ingest.rows_from_otlp
+        self._insert = insert or (lambda cols: ingest.insert_columns(store, cols))
 
     # --- producer side ---------------------------------------------------------------------
     @property
@@ -163,30 +178,37 @@ class IngestQueue:
         return p
 
     # --- writer side ---------------------------------------------------------------------------
+    # Two threads, so ClickHouse's work (which releases the GIL) overlaps Python's: the renderer
+    # takes a batch from the queue and renders its rows; the inserter inserts the previous
+    # batch meanwhile. At most one rendered batch waits between them.
+
     def start(self) -> None:
-        """Start the writer thread."""
-        self._thread = threading.Thread(target=self._run, name="mltrace-collector-writer", daemon=True)
-        self._thread.start()
+        """Start the renderer and inserter threads."""
+        self._threads = [
+            threading.Thread(target=self._render_loop, name="mltrace-collector-render", daemon=True),
+            threading.Thread(target=self._insert_loop, name="mltrace-collector-insert", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
 
     def stop(self, timeout: float = 60.0) -> bool:
-        """Refuse new requests, commit everything queued, stop the writer. True if it finished."""
+        """Refuse new requests, commit everything queued, stop the threads. True if they finished."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
 
     def _take_batch(self) -> list[Pending] | None:
-        """Wait for a full batch, the delay, or stop; None when stopped and empty."""
+        """Wait for a full batch, the delay, or stop; None when stopped and empty, [] when idle."""
         with self._cond:
             last_drain = time.monotonic()
             while not self._items:
                 if self._stopping:
                     return None
-                wait = self.drain_every_s or None
-                self._cond.wait(wait)
+                self._cond.wait(self.drain_every_s or None)
                 if (not self._items and self.drain_every_s
                         and time.monotonic() - last_drain >= self.drain_every_s and not self._stopping):
                     return []  # idle: time for a spool drain
@@ -203,33 +225,52 @@ class IngestQueue:
                 batch.append(p)
                 rows += p.spans
             self._queued -= rows
-            self._inflight = rows
-            self._insert_started = time.monotonic()
+            self._inflight += rows
             return batch
 
-    def _run(self) -> None:
+    def _render_loop(self) -> None:
+        try:
+            while True:
+                batch = self._take_batch()
+                if batch is None:
+                    return
+                if not batch:
+                    self._handoff.put(_DRAIN)
+                    continue
+                try:
+                    cols = self._render(b"".join(p.payload for p in batch))
+                except Exception as e:  # noqa: BLE001 - fail the batch, keep serving
+                    log.exception("rendering a batch of %d requests failed", len(batch))
+                    self._finish(batch, None, e, 0.0)
+                    continue
+                self._handoff.put((batch, cols))
+        finally:
+            self._handoff.put(None)
+
+    def _insert_loop(self) -> None:
         while True:
-            batch = self._take_batch()
-            if batch is None:
+            item = self._handoff.get()
+            if item is None:
                 return
-            if not batch:
+            if item is _DRAIN:
                 self._drain_spool()
                 continue
-            self._insert(batch)
+            batch, cols = item
+            with self._cond:
+                self._insert_started = time.monotonic()
+            t0 = time.perf_counter()
+            try:
+                result = self._insert(cols)
+            except BaseException as e:  # noqa: BLE001 - any store failure fails the batch, not the thread
+                self._finish(batch, None, e, 0.0)
+            else:
+                self._finish(batch, result, None, time.perf_counter() - t0)
 
-    def _insert(self, batch: list[Pending]) -> None:
+    def _finish(self, batch: list[Pending], result: Any, error: BaseException | None,
+                elapsed: float) -> None:
         rows = sum(p.spans for p in batch)
-        payload = b"".join(p.payload for p in batch)
-        t0 = time.perf_counter()
-        error: BaseException | None = None
-        result: Any = None
-        try:
-            result = self.store.insert_otlp(payload)
-        except BaseException as e:  # noqa: BLE001 - any store failure fails the batch, not the thread
-            error = e
-        elapsed = time.perf_counter() - t0
         with self._cond:
-            self._inflight = 0
+            self._inflight -= rows
             self._insert_started = None
             if error is None:
                 self._failed_at = None

@@ -18,7 +18,7 @@ EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 class FaultyStore:
-    """Failure injection around the real store: inserts block on ``gate`` or raise while ``fail``."""
+    """Failure injection around the real store: inserts block on ``gate``, or raise while ``fail``."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
@@ -27,12 +27,12 @@ class FaultyStore:
         self.inside = threading.Event()
         self.fail = False
 
-    def insert_otlp(self, payload: bytes, **kw: Any) -> Any:
+    def insert_columns(self, *args: Any, **kw: Any) -> None:
         self.inside.set()
         self.gate.wait()
         if self.fail:
             raise StoreUnavailable("injected: server went away")
-        return self.store.insert_otlp(payload, **kw)
+        self.store.insert_columns(*args, **kw)
 
 
 def _body(n: int) -> tuple[bytes, list[str]]:
