@@ -46,8 +46,11 @@ def window_label(runs: int) -> str:
 
 
 def stale_rule(message: str) -> str:
-    """The staleness rule a message (mltrace's wording) reports."""
-    m = message.lower()
+    """The staleness rule a message (mltrace's wording) reports, read after "(ID ...)" so a
+    component's own name cannot mislead it."""
+    at = message.find("(ID ")
+    end = message.find(")", at) if at >= 0 else -1
+    m = (message[end + 1:] if end >= 0 else message).lower()
     if "days ago" in m:
         return "old_input"
     if "fresher run" in m:

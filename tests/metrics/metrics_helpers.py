@@ -30,6 +30,8 @@ class RunSpec:
     tests: Sequence[tuple[str, str, bool]] = ()  # (name, method, passed)
     outputs: dict[str, Any] = field(default_factory=dict)  # name -> value (summarized by stats)
     pointers: Sequence[str] = ()
+    inputs: Sequence[str] = ()
+    staleness_threshold_s: int | None = None
 
     @property
     def start_ns(self) -> int:
@@ -58,7 +60,10 @@ class SpanFactory:
     def emit(self, runs: Sequence[RunSpec]) -> list[ReadableSpan]:
         self.exporter.clear()
         for r in runs:
-            attrs = {C.COMPONENT_NAME: r.component, C.RUN_OUTPUTS: list(r.pointers or r.outputs)}
+            attrs = {C.COMPONENT_NAME: r.component, C.RUN_OUTPUTS: list(r.pointers or r.outputs),
+                     C.RUN_INPUTS: list(r.inputs)}
+            if r.staleness_threshold_s is not None:
+                attrs[C.RUN_STALENESS_THRESHOLD_S] = r.staleness_threshold_s
             span = self.tracer.start_span(r.component, attributes=attrs, start_time=r.start_ns)
             for name, method, passed in r.tests:
                 span.add_event(C.EVENT_TEST, {C.TEST_NAME: name, C.TEST_METHOD: method, C.TEST_PHASE: "after",

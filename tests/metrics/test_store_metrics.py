@@ -169,3 +169,31 @@ def test_flagged_outputs_per_producing_component(store, tmp_settings, load, regi
     assert get("mltrace_flagged_outputs") == 2
     assert get("mltrace_component_flagged_outputs", {"component": "clean"}) == 1
     assert get("mltrace_component_flagged_outputs", {"component": "train"}) == 1
+
+
+def test_stale_latest_runs_by_rule(store, tmp_settings, load, registry):
+    load([
+        RunSpec("ingest", ago_s=500, duration_s=1.0, pointers=["raw.csv"]),
+        RunSpec("train", ago_s=100, duration_s=1.0, inputs=["raw.csv"], pointers=["model.pkl"],
+                staleness_threshold_s=60),  # its input was produced 400 s before it started
+        RunSpec("ingest", ago_s=50, duration_s=1.0, pointers=["raw.csv"]),  # and is newer now
+    ])
+    register_store_metrics(registry, store, tmp_settings)
+
+    def stale(component: str, rule: str) -> float | None:
+        return registry.get_sample_value("mltrace_component_stale_runs", {"component": component, "rule": rule})
+
+    assert [stale("train", r) for r in ("old_input", "fresher_run", "newer_upstream")] == [1, 0, 1]
+    assert [stale("ingest", r) for r in ("old_input", "fresher_run", "newer_upstream")] == [0, 0, 0]
+
+
+def test_stale_rule_reads_the_store_wording():
+    from mltrace_otel.metrics.families import stale_rule
+    from mltrace_otel.store.staleness import fresher_message, newer_message, old_message
+
+    tricky = "newer fresher runs 3 days ago"  # a component name cannot mislead the rule
+    assert stale_rule(old_message(tricky, "ab12", 40)) == "old_input"
+    assert stale_rule(fresher_message(tricky, "ab12", 1)) == "fresher_run"
+    assert stale_rule(fresher_message(tricky, "ab12", 3)) == "fresher_run"
+    assert stale_rule(newer_message("x days ago", "ab12", "cd34")) == "newer_upstream"
+    assert stale_rule("something else") == "other"
