@@ -134,7 +134,8 @@ def test_prometheus_scrapes_pipeline_series_and_sees_the_prediction_shift(
     prom = Prometheus(tmp_path, server.server_address[1])
     try:
         wait_for("prometheus ready", lambda: prom.get("/-/ready"), lambda body: "Ready" in body)
-        p50 = 'mltrace_output_quantile{component="predict",output="predictions",window="last_run",quantile="0.5"}'
+        p50 = ('mltrace_output_quantile{component="predict",output="predictions",'
+               'window="last_run",quantile="0.5"}')
         before = wait_for("the first p50 sample", lambda: prom.value(p50), lambda v: v is not None)
         assert abs(before) < 0.1
         assert prom.value('mltrace_component_runs_total{component="predict",status="ok"}') == 2
@@ -149,7 +150,8 @@ def test_prometheus_scrapes_pipeline_series_and_sees_the_prediction_shift(
         after = wait_for("the shifted p50", lambda: prom.value(p50), lambda v: v is not None and v > 2)
         assert after == pytest.approx(3.0, abs=0.1)
         # both levels are in Prometheus's history: the shift is a series
-        assert prom.value(f"max_over_time({p50}[5m]) - min_over_time({p50}[5m])") == pytest.approx(3.0, abs=0.15)
+        moved = prom.value(f"max_over_time({p50}[5m]) - min_over_time({p50}[5m])")
+        assert moved == pytest.approx(3.0, abs=0.15)
         assert prom.value('mltrace_component_runs_total{component="predict",status="error"}') == 1
         assert prom.value('mltrace_component_tests_total{component="predict",test="RangeCheck",'
                           'method="testNoNulls",result="failed"}') == 1
@@ -172,9 +174,11 @@ def test_prometheus_scrapes_pipeline_series_and_sees_the_prediction_shift(
         groups = prom.get("/api/v1/rules")["data"]["groups"]
         rules = [r for g in groups for r in g["rules"]]
         assert len(rules) == 8 and all(r["health"] == "ok" for r in rules), rules
-        firing = wait_for("alerts firing",
-                          lambda: {a["labels"]["alertname"] for a in prom.get("/api/v1/alerts")["data"]["alerts"]
-                                   if a["state"] == "firing"},
+        def firing_alerts() -> set[str]:
+            alerts = prom.get("/api/v1/alerts")["data"]["alerts"]
+            return {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
+
+        firing = wait_for("alerts firing", firing_alerts,
                           lambda names: {"MltraceTestsFailing", "MltraceRunsFailing"} <= names)
         assert "MltraceMetricsStoreDown" not in firing
     finally:

@@ -181,7 +181,8 @@ def test_stale_latest_runs_by_rule(store, tmp_settings, load, registry):
     register_store_metrics(registry, store, tmp_settings)
 
     def stale(component: str, rule: str) -> float | None:
-        return registry.get_sample_value("mltrace_component_stale_runs", {"component": component, "rule": rule})
+        labels = {"component": component, "rule": rule}
+        return registry.get_sample_value("mltrace_component_stale_runs", labels)
 
     assert [stale("train", r) for r in ("old_input", "fresher_run", "newer_upstream")] == [1, 0, 1]
     assert [stale("ingest", r) for r in ("old_input", "fresher_run", "newer_upstream")] == [0, 0, 0]
