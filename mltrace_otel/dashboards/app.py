@@ -24,7 +24,7 @@ from dash import ALL, MATCH, Input, Output, State, ctx, dcc, html, no_update
 
 from mltrace_otel.dashboards import pages
 from mltrace_otel.dashboards.cards import run_card
-from mltrace_otel.dashboards.routes import Action, CommandError, Route, parse_command, route_from_url
+from mltrace_otel.dashboards.routes import Action, Route, parse_command, route_from_url
 from mltrace_otel.errors import MltraceError
 from mltrace_otel.settings import Settings
 
@@ -129,7 +129,8 @@ def create_app(settings: Settings | None = None, store: Any = None) -> dash.Dash
             body = pages.render(route, store)
         return body, ("" if route.param("unknown") else route.text)
 
-    @app.callback(Output("url", "href", allow_duplicate=True), Output("cmd-error", "children"),
+    @app.callback(Output("url", "pathname", allow_duplicate=True),
+                  Output("url", "search", allow_duplicate=True), Output("cmd-error", "children"),
                   Output("refresh", "data"),
                   Input("cmd", "n_submit"), Input("cmd-go", "n_clicks"),
                   State("cmd", "value"), State("refresh", "data"), prevent_initial_call=True)
@@ -145,11 +146,10 @@ def create_app(settings: Settings | None = None, store: Any = None) -> dash.Dash
                     else:
                         store.unflag(parsed.pointer)
                 parsed = Route("review")
-        except CommandError as e:
-            return no_update, str(e), no_update
-        except MltraceError as e:
-            return no_update, str(e), no_update
-        return parsed.url, "", (refresh or 0) + 1
+        except MltraceError as e:  # a CommandError, or the store refused the flag
+            return no_update, no_update, str(e), no_update
+        path, _, query = parsed.url.partition("?")
+        return path, f"?{query}" if query else "", "", (refresh or 0) + 1
 
     @app.callback(Output({"type": "flag-status", "key": MATCH, "p": MATCH}, "children"),
                   Input({"type": "flag", "key": MATCH, "p": MATCH}, "value"), prevent_initial_call=True)
@@ -193,17 +193,18 @@ def create_app(settings: Settings | None = None, store: Any = None) -> dash.Dash
             return pages.error_panel(e)
         return run_card(run, scope="graph", full=True)
 
-    @app.callback(Output("url", "href", allow_duplicate=True),
-                  Input("hist-apply", "n_clicks"),
+    @app.callback(Output("url", "pathname", allow_duplicate=True),
+                  Output("url", "search", allow_duplicate=True), Input("hist-apply", "n_clicks"),
                   State("hist-component", "data"), State("hist-since", "value"),
                   State("hist-until", "value"), State("hist-limit", "value"), prevent_initial_call=True)
     def apply_range(n: int | None, component: str, since: str | None, until: str | None,
-                    limit: int | None) -> str:
+                    limit: int | None) -> tuple[str, str]:
         if not n:
-            return no_update
+            return no_update, no_update
         params = [(k, v) for k, v in (("since", since or ""), ("until", until or ""),
                                       ("limit", str(limit) if limit else "")) if v]
-        return Route("history", component, tuple(params)).url
+        path, _, query = Route("history", component, tuple(params)).url.partition("?")
+        return path, f"?{query}" if query else ""
 
     app.clientside_callback(_THEME_TOGGLE_JS, Output("theme", "data"), Input("theme-toggle", "n_clicks"),
                             State("theme", "data"), prevent_initial_call=True)
@@ -212,14 +213,21 @@ def create_app(settings: Settings | None = None, store: Any = None) -> dash.Dash
     return app
 
 
-def make_server(app: dash.Dash, host: str, port: int) -> Any:
+def make_server(app: dash.Dash, host: str, port: int, *, log_requests: bool = False) -> Any:
     """A threaded WSGI server for the app on host:port (port 0 picks a free one: ``.server_port``).
 
-    Call ``serve_forever()`` (e.g. in a thread) and ``shutdown()`` to stop.
+    Call ``serve_forever()`` (e.g. in a thread) and ``shutdown()`` to stop. Requests are not
+    logged unless ``log_requests`` (a page load is a dozen requests).
     """
+    from werkzeug.serving import WSGIRequestHandler
     from werkzeug.serving import make_server as _make
 
-    return _make(host, port, app.server, threaded=True)
+    class Handler(WSGIRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            if log_requests:
+                super().log_request(code, size)
+
+    return _make(host, port, app.server, threaded=True, request_handler=Handler)
 
 
 def run_ui(settings: Settings | None = None) -> int:

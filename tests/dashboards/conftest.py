@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import ui_pipeline as pipeline
 
 from mltrace_otel.settings import Settings
-import ui_pipeline as pipeline
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 CHROMEDRIVER = "/usr/bin/chromedriver"

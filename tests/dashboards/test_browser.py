@@ -11,6 +11,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 import ui_pipeline as P
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -93,7 +94,8 @@ def test_bad_command_says_what_is_wrong(browser, ui_url, filled):
 
 def test_pointer_link_opens_its_trace_and_reload_keeps_the_page(browser, ui_url, filled, screenshot):
     open_page(browser, ui_url, f"/inspect/{filled.ids['train'][:8]}", "Run ")
-    links = [a for a in browser.find_elements(By.CSS_SELECTOR, ".io.inputs a.pointer") if a.text == P.FEATURES]
+    links = [a for a in browser.find_elements(By.CSS_SELECTOR, ".io.inputs a.pointer")
+             if a.text == P.FEATURES]
     assert links, "the train card lists its features input as a link"
     links[0].click()
     _wait(browser, lambda d: f"Trace of {P.FEATURES}" in _title(d))
@@ -127,9 +129,20 @@ def test_clicking_a_graph_node_opens_its_card(browser, ui_url, filled, screensho
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#lineage-graph path.point"))
     card = browser.find_element(By.ID, "selected-card")
     assert filled.ids["train"] in card.text  # the trace starts at the model's producer
-    node = _node_element(browser, filled.ids["split"])
-    ActionChains(browser).move_to_element(node).pause(0.3).click().perform()
-    _wait(browser, lambda d: filled.ids["split"] in d.find_element(By.ID, "selected-card").text)
+
+    def opened(d) -> bool:
+        head = d.find_element(By.CSS_SELECTOR, "#selected-card .card-head a.run-id")
+        return head.text == filled.ids["split"]
+
+    for attempt in range(3):  # plotly may still be laying out when the first click lands
+        node = _node_element(browser, filled.ids["split"])
+        ActionChains(browser).move_to_element(node).pause(0.3).click().perform()
+        try:
+            _wait(browser, opened, timeout=4)
+            break
+        except TimeoutException:
+            if attempt == 2:
+                raise
     card_text = browser.find_element(By.ID, "selected-card").text
     assert "FAILED" in card_text and "label column is empty" in card_text
     # every run of the trace is drawn once: model <- train <- (featuregen, split) <- clean <- ingest
@@ -221,7 +234,8 @@ def test_recent_pages_through_older_runs(browser, ui_url, filled):
     second = [a.text for a in browser.find_elements(By.CSS_SELECTOR, ".card-head a.run-id")]
     assert len(second) == 10 and not set(first) & set(second)
     browser.refresh()
-    _wait(browser, lambda d: [a.text for a in d.find_elements(By.CSS_SELECTOR, ".card-head a.run-id")] == second)
+    _wait(browser, lambda d: [a.text for a in d.find_elements(By.CSS_SELECTOR, ".card-head a.run-id")]
+          == second)
 
 
 def test_history_chart_and_date_range(browser, ui_url, filled, screenshot):

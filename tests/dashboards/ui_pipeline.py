@@ -108,8 +108,8 @@ def fill(store, now: datetime | None = None) -> Filled:
         run(f"predict{i}", "predict", t + timedelta(minutes=30 + i), 0.4, inputs=[MODEL, FEATURES],
             outputs=[p], owner="bo")
     for i in range(25):
-        run("", "heartbeat", t + timedelta(minutes=40 + i), 0.2 + 0.1 * (i % 5), failed="timeout" if i % 7 == 3
-            else "", tags=("ops",), owner="ops")
+        run("", "heartbeat", t + timedelta(minutes=40 + i), 0.2 + 0.1 * (i % 5),
+            failed="timeout" if i % 7 == 3 else "", tags=("ops",), owner="ops")
     provider.shutdown()
     result = store.insert_spans(exporter.get_finished_spans())
     assert result.rejected == 0, result.errors
