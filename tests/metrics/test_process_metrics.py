@@ -6,6 +6,7 @@ import urllib.request
 
 import numpy as np
 from metrics_helpers import RunSpec, SpanFactory
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -76,3 +77,36 @@ def test_serve_process_metrics_serves_over_http(tmp_settings):
         assert 'mltrace_output_count{column="",component="predict",output="preds"} 500.0' in text
     finally:
         pm.stop()
+
+
+def test_endpoint_process_serves_its_own_runs_through_the_sdk(tmp_settings):
+    import mltrace_otel as mltrace
+    from mltrace_otel.sdk import config, export
+
+    export.reset()
+    config.clear_overrides()
+    export.configure(settings=tmp_settings, exporter=InMemorySpanExporter())
+    pm = serve_process_metrics(0, registry=CollectorRegistry(), settings=tmp_settings)  # SDK's provider
+    try:
+        endpoint = mltrace.Component("scorer", owner="ml")
+
+        @endpoint.run(outputs=["scores"], endpoint=True)
+        def score(xs: list[float]) -> np.ndarray:
+            return np.asarray(xs) * 2
+
+        score([1.0, 2.0, 3.0])
+        score([10.0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{pm.port}/metrics", timeout=10) as resp:
+            fams = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+        values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                  for f in fams.values() for s in f.samples}
+        series = (("column", ""), ("component", "scorer"), ("output", "scores"))
+        assert values[("mltrace_component_runs_total", (("component", "scorer"), ("status", "ok")))] == 2
+        assert values[("mltrace_output_count", series)] == 1  # the latest request
+        assert values[("mltrace_output_max", series)] == 20.0
+        window = series + (("quantile", "0.01"), ("window", "last_10_runs"))
+        assert abs(values[("mltrace_output_quantile", window)] - 2.0) <= 0.02  # merged over requests
+    finally:
+        pm.stop()
+        export.reset()
+        config.clear_overrides()
