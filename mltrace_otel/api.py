@@ -1,0 +1,318 @@
+"""mltrace's query functions (``backtrace``, ``review_flagged_outputs``, ...) on the store.
+
+Same names, arguments and return shapes as mltrace 0.17: runs come back as
+:class:`mltrace_otel.sdk.run.ComponentRun`, components as :class:`mltrace_otel.sdk.component.Component`.
+Differences users may notice are fixes: a trace lists each run once; run ids are span ids (hex
+strings; a unique prefix of at least 4 characters works everywhere an id is taken); staleness is
+computed when asked; a flagged id that no run wrote does not break the review.
+
+One store per process, opened on first use from :func:`mltrace_otel.sdk.config.current_settings`
+(re-opened when ``set_db_uri`` changes the URL). Before each query the SDK's pending spans are
+flushed and, on the embedded store, the spool is drained, so the caller's own runs are visible.
+
+Imports: store, sdk (run, component, pointers, config, export), models, errors.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from mltrace_otel.errors import NotFound
+from mltrace_otel.store.models import ComponentInfo, Lineage, Run
+
+_lock = threading.RLock()
+_store: Any = None
+_store_url: str | None = None
+
+
+# --- the store ----------------------------------------------------------------------------------
+def _get_store() -> Any:
+    """The process's store for the current settings; flushed and drained, ready to query."""
+    global _store, _store_url
+    from mltrace_otel.sdk import config, export
+
+    export.flush()
+    settings = config.current_settings()
+    url = settings.resolved_store_url
+    with _lock:
+        if _store is None or _store_url != url or getattr(_store, "_closed", False):
+            if _store is not None:
+                _store.close()
+                _store = None
+            from mltrace_otel.store import open_store
+
+            _store = open_store(settings)
+            _store_url = url
+        elif settings.is_embedded and not getattr(_store, "proxied", False):
+            _store.drain_spool()
+        return _store
+
+
+def close() -> None:
+    """Close the process's store (releases the embedded engine). Queries reopen it."""
+    global _store, _store_url
+    with _lock:
+        if _store is not None:
+            _store.close()
+        _store, _store_url = None, None
+
+
+# --- conversions --------------------------------------------------------------------------------
+def _component_names(store: Any, runs: Sequence[Run], known: dict[str, str] | None = None
+                     ) -> dict[str, str]:
+    """Component name of every dependency of ``runs`` (one query for those not known)."""
+    from mltrace_otel.store import lineage
+
+    names = dict(known or {})
+    names.update({r.id: r.component for r in runs})
+    missing = {d for r in runs for d in r.dependencies if d not in names}
+    names.update({i: info.component for i, info in lineage.lineage_info(store, missing).items()})
+    return names
+
+
+def _pointer(p: Any) -> Any:
+    from mltrace_otel.sdk.pointers import IOPointer
+
+    return IOPointer(p.name, pointer_type=p.type, flag=p.flagged, version=p.version or None)
+
+
+def to_component_run(run: Run, names: dict[str, str] | None = None) -> Any:
+    """A store Run as mltrace's ComponentRun (dependencies as component names, like mltrace)."""
+    from mltrace_otel.sdk.run import ComponentRun
+
+    names = names or {}
+    deps = list(dict.fromkeys(names.get(d, d) for d in run.dependencies))
+    return ComponentRun(
+        run.component, notes=run.notes, start_timestamp=run.start, end_timestamp=run.end,
+        inputs=[_pointer(p) for p in run.inputs], outputs=[_pointer(p) for p in run.outputs],
+        git_hash=run.git_hash or None, git_tags=list(run.git_tags) or None,
+        code_snapshot=run.code_snapshot or None, id=run.id, stale=list(run.stale), dependencies=deps,
+        status=run.status, test_results=[t.to_json() for t in run.tests] or None,
+        exception=run.exception, owner=run.owner,
+    )
+
+
+def _runs(store: Any, runs: Sequence[Run]) -> list[Any]:
+    names = _component_names(store, runs)
+    return [to_component_run(r, names) for r in runs]
+
+
+def to_component(info: ComponentInfo) -> Any:
+    """A store ComponentInfo as mltrace's Component."""
+    from mltrace_otel.sdk.component import Component
+
+    return Component(name=info.name, owner=info.owner, description=info.description,
+                     tags=list(info.tags))
+
+
+# --- lineage ------------------------------------------------------------------------------------
+def backtrace(output_pointer: str) -> list[tuple[int, Any]]:
+    """The runs that produced an output: ``[(depth, ComponentRun)]``, depth = hops from the run
+    that wrote it (0). Each run appears once, at its smallest depth.
+
+    Raises:
+        NotFound: no run wrote ``output_pointer``.
+    """
+    store = _get_store()
+    lin = store.trace(str(output_pointer))
+    runs = [n.run for n in lin.nodes]
+    names = _component_names(store, runs)
+    return [(n.depth, to_component_run(n.run, names)) for n in lin.nodes]
+
+
+_ICONS = {"DATA": "database", "MODEL": "function", "ENDPOINT": "flow-end"}
+
+
+def web_tree(lin: Lineage) -> dict[str, Any]:
+    """mltrace's UI tree for a trace: run nodes (outputs first, then producers by id).
+
+    A run reached again through another path (a diamond) appears as a collapsed node without
+    children, so the tree stays as large as the trace (mltrace re-expanded it per path).
+    """
+    runs = {n.run.id: n.run for n in lin.nodes}
+    root = next(n.run for n in lin.nodes if n.depth == 0)
+    expanded: set[str] = set()
+
+    def node(run: Run) -> dict[str, Any]:
+        rid = f"componentrun_{run.id}"
+        res: dict[str, Any] = {"id": rid, "label": run.component, "hasCaret": True,
+                               "isExpanded": run.id not in expanded, "stale": list(run.stale),
+                               "childNodes": []}
+        if run.id in expanded:
+            res["hasCaret"] = False
+            return res
+        expanded.add(run.id)
+        for out in sorted(run.outputs, key=lambda p: p.name):
+            child = {"id": f"iopointer_{out.name}", "label": out.name, "hasCaret": False, "parent": rid}
+            if out.type in _ICONS:
+                child["icon"] = _ICONS[out.type]
+            res["childNodes"].append(child)
+        for dep in sorted(d for d in run.dependencies if d in runs):
+            res["childNodes"].append(node(runs[dep]))
+        return res
+
+    return node(root)
+
+
+def web_trace(output_id: str) -> list[dict[str, Any]]:
+    """mltrace's UI trace: a one-element list holding the tree of the output's latest producer
+    (``{"id": "componentrun_<id>", "label", "hasCaret", "isExpanded", "stale", "childNodes"}``,
+    output pointers as ``{"id": "iopointer_<name>", "label", "hasCaret", "parent", "icon"?}``).
+
+    Raises:
+        NotFound: no run wrote ``output_id``.
+    """
+    return [web_tree(_get_store().trace(str(output_id)))]
+
+
+def impact(target: str) -> list[tuple[int, Any]]:
+    """What an output or a run fed (mltrace never had it): ``[(depth, ComponentRun)]``
+    downstream, depth 0 = the run itself (or the readers of the output)."""
+    store = _get_store()
+    lin = store.impact(str(target))
+    runs = [n.run for n in lin.nodes]
+    names = _component_names(store, runs)
+    return [(n.depth, to_component_run(n.run, names)) for n in lin.nodes]
+
+
+def get_stale_runs(component_name: str | None = None, limit: int = 100) -> list[Any]:
+    """The latest run of each component (or of one) that is stale now, newest first."""
+    store = _get_store()
+    return _runs(store, store.stale_runs(component_name, limit))
+
+
+def review_flagged_outputs() -> tuple[list[str], list[tuple[Any, int]]]:
+    """The runs the flagged outputs have in common: ``(flagged_ids, [(ComponentRun, count)])``,
+    sorted by count (desc), then newest first. Flagged ids that no run wrote are still listed
+    in ``flagged_ids`` and simply reach no run."""
+    store = _get_store()
+    rv = store.review()
+    runs = _runs(store, [e.run for e in rv.entries])
+    return list(rv.flagged), [(cr, e.count) for cr, e in zip(runs, rv.entries, strict=True)]
+
+
+# --- runs ---------------------------------------------------------------------------------------
+def get_history(component_name: str, limit: int = 10, date_lower: datetime | str | None = datetime.min,
+                date_upper: datetime | str | None = datetime.max) -> list[Any]:
+    """A component's runs, newest first, started within [date_lower, date_upper] (naive = UTC)."""
+    store = _get_store()
+    return _runs(store, store.history(str(component_name), limit, date_lower or None, date_upper or None))
+
+
+def get_recent_run_ids(limit: int = 5, last_run_id: str | None = None) -> list[str]:
+    """Ids of the newest runs; ``last_run_id`` pages past that run (prefix allowed)."""
+    store = _get_store()
+    return [r.id for r in store.recent(limit, last_run_id)]
+
+
+def get_component_run_information(component_run_id: str) -> Any:
+    """One run (prefix allowed) with code snapshot, notes, tests, dependencies and staleness.
+
+    Raises:
+        NotFound / AmbiguousRunId: the id does not name exactly one run.
+    """
+    store = _get_store()
+    run = store.get_run(str(component_run_id))
+    return to_component_run(run, _component_names(store, [run]))
+
+
+def add_notes_to_component_run(component_run_id: str, notes: str) -> str:
+    """Replace a run's notes (prefix allowed); returns the notes."""
+    return _get_store().set_notes(component_run_id, notes)
+
+
+# --- components ---------------------------------------------------------------------------------
+def get_component_information(component_name: str) -> Any:
+    """A Component with its name, description, owner and tags.
+
+    Raises:
+        NotFound: no component of that name.
+    """
+    return to_component(_get_store().component(str(component_name)))
+
+
+def get_components(tag: str = "", owner: str = "") -> list[Any]:
+    """Components with the tag and/or owner given, else all of them."""
+    return [to_component(c) for c in _get_store().components(owner or None, tag or None)]
+
+
+def get_components_with_owner(owner: str) -> list[Any]:
+    """Components owned by ``owner``."""
+    return get_components(owner=owner)
+
+
+def get_components_with_tag(tag: str) -> list[Any]:
+    """Components carrying ``tag``."""
+    return get_components(tag=tag)
+
+
+def get_all_tags() -> list[str]:
+    """Every tag of every component, sorted."""
+    return _get_store().tags()
+
+
+def create_component(name: str, description: str = "", owner: str = "",
+                     tags: Sequence[str] | None = None) -> None:
+    """Create (or update) a component's metadata."""
+    _get_store().create_component(name, description, owner, list(tags or []))
+
+
+def tag_component(component_name: str, tags: Sequence[str]) -> None:
+    """Add tags to an existing component.
+
+    Raises:
+        NotFound: no component of that name.
+    """
+    _get_store().tag_component(component_name, list(tags))
+
+
+# --- flags, pointers, housekeeping --------------------------------------------------------------
+def flag_output_id(output_id: str) -> bool:
+    """Flag an output for review; True."""
+    return _get_store().flag(output_id)
+
+
+def unflag_output_id(output_id: str) -> bool:
+    """Unflag an output; False (the flag's new value, as mltrace returns)."""
+    return _get_store().unflag(output_id)
+
+
+def unflag_all() -> None:
+    """Unflag every output."""
+    _get_store().unflag_all()
+
+
+def get_io_pointer(io_pointer_id: str, io_pointer_val: Any = None, create: bool = True) -> Any:
+    """An IOPointer: its name, type (from the runs that used it, else from the name) and flag.
+
+    Raises:
+        NotFound: no run used it and ``create`` is False.
+    """
+    from mltrace_otel.sdk.pointers import IOPointer
+
+    try:
+        info = _get_store().pointer(str(io_pointer_id))
+    except NotFound:
+        if not create:
+            raise
+        return IOPointer(str(io_pointer_id), value=io_pointer_val if io_pointer_val is not None else "")
+    ptype = info.type if info.type != "UNKNOWN" else None
+    return IOPointer(info.name, value=io_pointer_val if io_pointer_val is not None else "",
+                     pointer_type=ptype, flag=info.flagged)
+
+
+def clean_db() -> None:
+    """Delete every run, flag, note and tag in the store (mltrace's clean_db)."""
+    _get_store().clean()
+
+
+__all__ = [
+    "backtrace", "web_trace", "get_history", "get_recent_run_ids", "get_component_information",
+    "get_component_run_information", "get_components", "get_components_with_owner",
+    "get_components_with_tag", "get_all_tags", "tag_component", "create_component",
+    "add_notes_to_component_run", "flag_output_id", "unflag_output_id", "unflag_all",
+    "review_flagged_outputs", "get_io_pointer", "clean_db", "impact", "get_stale_runs", "close",
+]

@@ -1,0 +1,135 @@
+"""mltrace's query functions, end to end: runs logged with the SDK, read back through the API."""
+
+from __future__ import annotations
+
+import pytest
+
+import mltrace_otel as mltrace
+from mltrace_otel import api
+from mltrace_otel.errors import AmbiguousRunId, NotFound
+from mltrace_otel.sdk import config, export
+
+
+@pytest.fixture
+def env(tmp_settings):
+    """The SDK spools runs for tmp_settings' store; the API opens that store."""
+    export.reset()
+    config.clear_overrides()
+    export.configure(settings=tmp_settings.replace(export="spool"), sync=True)
+    yield tmp_settings
+    try:
+        store = api._store
+        if store is not None:
+            store.command("drop_test_database", f"DROP DATABASE IF EXISTS `{store.database}`")
+    finally:
+        api.close()
+        export.reset()
+        config.clear_overrides()
+
+
+def _pipeline():
+    ingest = mltrace.Component("ingest", owner="ann", description="reads raw", tags=["etl"])
+    train = mltrace.Component("train", owner="bob", tags=["ml"])
+
+    @ingest.run(inputs=["raw.csv"], outputs=["clean.csv"])
+    def do_ingest():
+        return 1
+
+    @train.run(inputs=["clean.csv"], outputs=["model.pkl"])
+    def do_train():
+        return 2
+
+    do_ingest()
+    do_train()
+
+
+def test_backtrace_history_recent_inspect(env):
+    _pipeline()
+    trace = mltrace.backtrace("model.pkl")
+    assert [(d, cr.component_name) for d, cr in trace] == [(0, "train"), (1, "ingest")]
+    train_run = trace[0][1]
+    assert train_run.dependencies == ["ingest"]  # mltrace gives dependency component names
+    assert [p.name for p in train_run.inputs] == ["clean.csv"]
+    assert train_run.outputs[0].pointer_type == mltrace.PointerTypeEnum.MODEL
+    assert len(train_run.id) == 16 and train_run.start_timestamp <= train_run.end_timestamp
+
+    ids = mltrace.get_recent_run_ids()
+    assert ids == [train_run.id, trace[1][1].id]
+    assert mltrace.get_recent_run_ids(5, ids[0][:6]) == [ids[1]]
+    hist = mltrace.get_history("ingest")
+    assert [h.id for h in hist] == [ids[1]]
+
+    info = mltrace.get_component_run_information(ids[0][:5])
+    assert info.id == ids[0]
+    assert "do_train" in (info.code_snapshot or "")
+    assert mltrace.add_notes_to_component_run(ids[0][:6], "looks off") == "looks off"
+    assert mltrace.get_component_run_information(ids[0]).notes == "looks off"
+    with pytest.raises(NotFound):
+        mltrace.get_component_run_information("ffffffffffffffff")
+
+
+def test_web_trace_has_mltraces_shape(env):
+    _pipeline()
+    [tree] = mltrace.web_trace("model.pkl")
+    assert tree["id"].startswith("componentrun_") and tree["label"] == "train"
+    assert tree["hasCaret"] is True and tree["isExpanded"] is True and tree["stale"] == []
+    out, dep = tree["childNodes"]
+    assert out == {"id": "iopointer_model.pkl", "label": "model.pkl", "hasCaret": False,
+                   "parent": tree["id"], "icon": "function"}
+    assert dep["label"] == "ingest" and dep["childNodes"][0]["id"] == "iopointer_clean.csv"
+
+
+def test_components_tags_flags_review_and_clean(env):
+    _pipeline()
+    assert [c.name for c in mltrace.get_components()] == ["ingest", "train"]
+    assert [c.name for c in mltrace.get_components(owner="bob")] == ["train"]
+    assert [c.name for c in mltrace.get_components_with_tag("etl")] == ["ingest"]
+    mltrace.tag_component("train", ["prod"])
+    assert mltrace.get_all_tags() == ["etl", "ml", "prod"]
+    c = mltrace.get_component_information("train")
+    assert (c.name, c.owner, sorted(c.tags)) == ("train", "bob", ["ml", "prod"])
+    with pytest.raises(NotFound):
+        mltrace.tag_component("nope", ["x"])
+    mltrace.create_component("score", "scores", "cy", ["ml"])
+    assert mltrace.get_components_with_owner("cy")[0].description == "scores"
+
+    assert mltrace.flag_output_id("model.pkl") is True
+    assert mltrace.get_io_pointer("model.pkl").flag is True
+    flagged, ranked = mltrace.review_flagged_outputs()
+    assert flagged == ["model.pkl"]
+    assert [(cr.component_name, n) for cr, n in ranked] == [("train", 1), ("ingest", 1)]
+    assert mltrace.unflag_output_id("model.pkl") is False
+    mltrace.flag_output_id("model.pkl")
+    mltrace.unflag_all()
+    assert mltrace.review_flagged_outputs() == ([], [])
+
+    mltrace.clean_db()
+    assert mltrace.get_recent_run_ids() == []
+
+
+def test_ambiguous_prefix_lists_candidates(env):
+    _pipeline()
+    ids = mltrace.get_recent_run_ids()
+    common = 0
+    while ids[0][: common + 1] == ids[1][: common + 1]:
+        common += 1
+    if common >= 4:  # random ids rarely share 4 characters; then the prefix is ambiguous
+        with pytest.raises(AmbiguousRunId):
+            mltrace.get_component_run_information(ids[0][:common])
+    with pytest.raises(NotFound):
+        mltrace.get_component_run_information("abc")  # shorter than 4
+
+
+def test_set_db_uri_reopens_the_store(env, tmp_path):
+    _pipeline()
+    assert len(mltrace.get_recent_run_ids()) == 2
+    first = api._store
+    other = env.resolved_store_url.replace(env.database, env.database + "_b")
+    mltrace.set_db_uri(other)
+    try:
+        assert api._store is first
+        assert mltrace.get_recent_run_ids() == []  # a different database: nothing logged there
+        assert api._store is not first
+    finally:
+        api._store.command("drop", f"DROP DATABASE IF EXISTS `{env.database}_b`")
+        config.clear_overrides()
