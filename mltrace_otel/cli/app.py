@@ -186,7 +186,7 @@ def recent(
         return _friendly("No runs yet. Decorate a function with @Component.run, or try `mltrace demo`.")
     _console().print(render.runs_table(runs, title="Recent runs"))
     if len(runs) == n:
-        _friendly(f"more: mltrace recent -n {n} --before {runs[-1].id}")
+        _friendly(f"more: mltrace recent -n {n} --before {runs[-1].id[:8]}")
 
 
 @app.command()
@@ -275,11 +275,17 @@ def trace(
         if run is not None:
             lineage = store.trace_run(run)
         else:
-            lineage = store.trace(output)
-            if not lineage.nodes:
-                info = store.pointer(output)  # NotFound for an unknown pointer
+            try:
+                lineage = store.trace(output)
+            except NotFound:
+                lineage = None
+            if lineage is None or not lineage.nodes:
+                # a pointer runs only read is not an error (zero results); an unknown one is
+                info = store.pointer(output)
                 if as_json:
-                    return _emit_json(lineage.to_json())
+                    from mltrace_otel.store.models import Lineage
+
+                    return _emit_json(Lineage(root=output, direction="trace").to_json())
                 return _friendly(f"No run produced {output!r}: it is an input only "
                                  f"(read by {len(info.consumers)} run(s)).")
     if as_json:
@@ -492,8 +498,9 @@ def server(
     """Collector (OTLP :4318/:4317) + Dash app + /metrics on this machine, on one store."""
     from mltrace_otel.collector.server import run_server
 
-    run_server(_serve_settings(ctx, host=host, otlp_http_port=http_port, otlp_grpc_port=grpc_port,
-                               ui_port=ui_port))
+    code = run_server(_serve_settings(ctx, host=host, otlp_http_port=http_port, otlp_grpc_port=grpc_port,
+                                      ui_port=ui_port))
+    raise typer.Exit(code or 0)
 
 
 @app.command()
@@ -506,7 +513,8 @@ def collector(
     """Only the OTLP collector, writing into the store."""
     from mltrace_otel.collector.server import run_collector
 
-    run_collector(_serve_settings(ctx, host=host, otlp_http_port=http_port, otlp_grpc_port=grpc_port))
+    code = run_collector(_serve_settings(ctx, host=host, otlp_http_port=http_port, otlp_grpc_port=grpc_port))
+    raise typer.Exit(code or 0)
 
 
 @app.command()
@@ -518,7 +526,8 @@ def ui(
     """Only the Dash app, on the store."""
     from mltrace_otel.dashboards.app import run_ui
 
-    run_ui(_serve_settings(ctx, host=host, ui_port=port))
+    code = run_ui(_serve_settings(ctx, host=host, ui_port=port))
+    raise typer.Exit(code or 0)
 
 
 @app.command()

@@ -88,9 +88,8 @@ def log_with_sdk(settings: Settings, body: Any) -> None:
 
 def log_pipeline() -> list[str]:
     """The pipeline of the module docstring; returns the prediction ids."""
-    from mltrace_otel.sdk.run import ComponentRun, log_component_run
-
     from mltrace_otel.sdk.component import Component
+    from mltrace_otel.sdk.run import ComponentRun, log_component_run
     from mltrace_otel.sdk.testing import Test
 
     class AccuracyTest(Test):
@@ -113,7 +112,7 @@ def log_pipeline() -> list[str]:
                         afterTests=[AccuracyTest])
     predict_c = Component(name="predict", owner="carol", description="scores", tags=["serving"])
 
-    @clean_c.run(inputs=["raw.csv"], outputs=["clean.csv"])
+    @clean_c.run(inputs=["raw.csv", "rules.yaml"], outputs=["clean.csv"])
     def clean() -> None:
         pass
 

@@ -5,6 +5,7 @@ MLTRACE_DIR and drains it into its own database of the session's engine director
 
     ingest (ComponentRun, 40 days ago) → raw.csv → clean → clean.csv ─┬→ feat_a → a.csv ─┬→ join
                                                                      └→ feat_b → b.csv ─┘
+    (clean also reads rules.yaml, which no run wrote)
     join → features.csv → train → model.pkl (passes its test)
                         → train → model_bad.pkl (its AccuracyTest fails: a failed run)
     predict(model.pkl, features.csv) → pred-1, pred-2, pred-3

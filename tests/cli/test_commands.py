@@ -111,11 +111,12 @@ def test_trace_a_run(pipeline: Pipeline) -> None:
     assert "✗ failed" in tree and "test accuracy.testAccuracy failed" in tree
 
 
-def test_trace_of_an_input_only_pointer_is_not_an_error(pipeline: Pipeline) -> None:
-    # model.pkl is produced; "raw.csv" is produced by the backdated ingest. An input nobody
-    # wrote does not exist in this pipeline, so use an output: its trace is non-empty.
-    result = invoke(pipeline.settings, "trace", "raw.csv")
-    assert result.exit_code == 0 and "ingest" in result.stdout
+def test_trace_of_an_input_no_run_wrote_is_not_an_error(pipeline: Pipeline) -> None:
+    s = pipeline.settings
+    result = invoke(s, "trace", "rules.yaml")
+    assert result.exit_code == 0, result.output
+    assert "No run produced 'rules.yaml'" in result.stdout and "read by 1 run(s)" in result.stdout
+    assert ok_json(invoke(s, "trace", "rules.yaml", "--json"))["nodes"] == []
 
 
 def test_impact(pipeline: Pipeline) -> None:
@@ -208,6 +209,28 @@ def test_unknown_ids_outputs_components(pipeline: Pipeline) -> None:
         err = _error(invoke(s, *args))
         assert name in err, args
         assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1
+
+
+def test_migrate(fresh: Settings) -> None:
+    result = invoke(fresh, "migrate")
+    assert result.exit_code == 0, result.output
+    assert "schema is up to date" in result.stdout and fresh.database in result.stdout
+    from mltrace_otel.store import open_store
+
+    with open_store(fresh) as store:
+        assert store.schema_version() >= 1
+        store.command("drop", f"DROP DATABASE IF EXISTS `{store.database}`")
+
+
+def test_console_script_is_installed() -> None:
+    import shutil
+    import subprocess
+
+    exe = shutil.which("mltrace")
+    if exe is None:
+        pytest.skip("the mltrace console script is not on PATH")
+    out = subprocess.run([exe, "version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("mltrace-otel "), out.stderr
 
 
 def test_version(pipeline: Pipeline) -> None:
