@@ -213,6 +213,7 @@ class _Spec:
         self.needs_locals = bool(opts.input_vars or opts.output_vars or opts.input_kwargs
                                  or opts.output_kwargs or opts.auto_log
                                  or (component.afterTests and not opts.skip_after))
+        self.slow = bool(self.needs_locals or opts.auto_log or component.afterTests)
         lit_out = [IOPointer(n) for n in opts.outputs]
         self.lit_inputs = [IOPointer(n) for n in opts.inputs]
         self.lit_outputs = spans.endpoint_outputs(lit_out) if opts.endpoint else lit_out
@@ -285,6 +286,15 @@ class _Spec:
                before: list[TestOutcome]) -> None:
         """Collect pointers, run afterTests, emit. Raises ValueError (nothing logged) for a missing
         variable, or the after test's exception (run logged)."""
+        if (not self.slow and exc is None and value is None and not before and not io.loaded
+                and not io.saved):  # the common case: literal pointers only, nothing to add
+            try:
+                span.end(end_time=end)
+                if self.lit_outputs:
+                    spans.remember_outputs(self.lit_outputs, span.get_span_context())
+            except Exception:  # noqa: BLE001
+                _log.warning("mltrace: could not emit the run of %s", self.name, exc_info=True)
+            return
         opts = self.opts
         inputs = list(self.lit_inputs)
         outputs = list(self.lit_outputs)

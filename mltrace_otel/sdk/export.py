@@ -317,7 +317,7 @@ def _otlp_exporter(settings: Settings, timeout_s: float) -> tuple[SpanExporter, 
 
 
 def _build(settings: Settings, exporter: SpanExporter | None, sync: bool,
-           otlp_timeout_s: float | None) -> _Pipeline:
+           otlp_timeout_s: float | None, batch: bool = False) -> _Pipeline:
     from mltrace_otel import __version__
 
     limits = SpanLimits(max_attributes=256, max_events=4096, max_links=1024,
@@ -327,7 +327,10 @@ def _build(settings: Settings, exporter: SpanExporter | None, sync: bool,
     processor: object = None
     if exporter is not None:
         destination = "custom"
-        processor = SimpleSpanProcessor(_CountingExporter(exporter))
+        counting = _CountingExporter(exporter)
+        processor = (_CountingBatchProcessor(counting, max_queue_size=MAX_QUEUE_SPANS,
+                                             schedule_delay_millis=SCHEDULE_DELAY_MS)
+                     if batch else SimpleSpanProcessor(counting))
     elif settings.export == "none":
         destination = "none"
     else:
@@ -384,14 +387,14 @@ def configured_settings() -> Settings | None:
 
 
 def configure(settings: Settings | None = None, exporter: SpanExporter | None = None, *,
-              sync: bool = False, otlp_timeout_s: float | None = None) -> None:
+              sync: bool = False, otlp_timeout_s: float | None = None, batch: bool = False) -> None:
     """Replace the export pipeline now (the old one is flushed and shut down) and zero the counts.
 
     Args:
         settings: settings to use instead of the environment's (spool dir, OTLP endpoint...);
             they also become what :func:`mltrace_otel.sdk.config.current_settings` returns.
         exporter: send spans to this exporter synchronously (e.g. an InMemorySpanExporter),
-            instead of OTLP / the spool.
+            instead of OTLP / the spool; with ``batch=True`` through a BatchSpanProcessor.
         sync: export each span as it ends instead of batching in the background (tests).
         otlp_timeout_s: the OTLP timeout (default :data:`OTLP_TIMEOUT_S`).
     """
@@ -401,7 +404,7 @@ def configure(settings: Settings | None = None, exporter: SpanExporter | None = 
         _counters = _Counters()
         from mltrace_otel.sdk.config import current_settings
 
-        _install(_build(current_settings(), exporter, sync, otlp_timeout_s))
+        _install(_build(current_settings(), exporter, sync, otlp_timeout_s, batch))
 
 
 def reconfigure() -> None:
