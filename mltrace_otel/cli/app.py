@@ -169,7 +169,7 @@ def _limit(n: int) -> int:
 @app.command()
 def recent(
     ctx: typer.Context,
-    n: int = typer.Option(10, "-n", "--limit", help="How many runs."),
+    n: int = typer.Option(10, "-n", "--limit", metavar="N", help="How many runs."),
     before: Optional[str] = typer.Option(None, "--before", metavar="RUN_ID",
                                          help="Page past this run (id or unique prefix)."),
     as_json: bool = JsonOpt,
@@ -192,10 +192,12 @@ def recent(
 @app.command()
 def history(
     ctx: typer.Context,
-    component: str = typer.Argument(..., help="Component name."),
-    n: int = typer.Option(10, "-n", "--limit", help="How many runs."),
-    since: Optional[str] = typer.Option(None, "--since", help="Started at or after (2026-11-01, 7d)."),
-    until: Optional[str] = typer.Option(None, "--until", help="Started at or before (2026-11-28T12:00, 1h)."),
+    component: str = typer.Argument(..., metavar="COMPONENT", help="Component name."),
+    n: int = typer.Option(10, "-n", "--limit", metavar="N", help="How many runs."),
+    since: Optional[str] = typer.Option(None, "--since", metavar="WHEN",
+                                        help="Started at or after (2026-11-01, 7d)."),
+    until: Optional[str] = typer.Option(None, "--until", metavar="WHEN",
+                                        help="Started at or before (2026-11-28T12:00, 1h)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """A component's runs, newest first."""
@@ -235,7 +237,7 @@ def inspect(
 def tag(
     ctx: typer.Context,
     tag_name: str = typer.Argument(..., metavar="TAG", help="A component tag."),
-    n: int = typer.Option(10, "-n", "--limit", help="How many runs."),
+    n: int = typer.Option(10, "-n", "--limit", metavar="N", help="How many runs."),
     as_json: bool = JsonOpt,
 ) -> None:
     """The newest runs of the components with this tag."""
@@ -318,8 +320,9 @@ def impact(
 @app.command()
 def stale(
     ctx: typer.Context,
-    component: Optional[str] = typer.Option(None, "--component", "-c", help="Only this component."),
-    n: int = typer.Option(100, "-n", "--limit", help="How many runs."),
+    component: Optional[str] = typer.Option(None, "--component", "-c", metavar="NAME",
+                                            help="Only this component."),
+    n: int = typer.Option(100, "-n", "--limit", metavar="N", help="How many runs."),
     as_json: bool = JsonOpt,
 ) -> None:
     """The latest run of each component that is stale now, and why."""
@@ -340,8 +343,10 @@ def stale(
 @app.command()
 def components(
     ctx: typer.Context,
-    owner: Optional[str] = typer.Option(None, "--owner", help="Only components with this owner."),
-    tag_name: Optional[str] = typer.Option(None, "--tag", help="Only components with this tag."),
+    owner: Optional[str] = typer.Option(None, "--owner", metavar="OWNER",
+                                        help="Only components with this owner."),
+    tag_name: Optional[str] = typer.Option(None, "--tag", metavar="TAG",
+                                           help="Only components with this tag."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Components with their owner, tags and number of runs."""
@@ -374,7 +379,7 @@ def tags(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
 @app.command()
 def flag(
     ctx: typer.Context,
-    outputs: list[str] = typer.Argument(..., metavar="OUTPUT...", help="Output pointers to flag."),
+    outputs: list[str] = typer.Argument(..., metavar="OUTPUT", help="Output pointers to flag."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Flag outputs as wrong, for `mltrace review`."""
@@ -391,7 +396,7 @@ def flag(
 @app.command()
 def unflag(
     ctx: typer.Context,
-    outputs: Optional[list[str]] = typer.Argument(None, metavar="OUTPUT...", help="Outputs to unflag."),
+    outputs: Optional[list[str]] = typer.Argument(None, metavar="OUTPUT", help="Outputs to unflag."),
     all_: bool = typer.Option(False, "--all", help="Unflag every flagged output."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -416,7 +421,7 @@ def unflag(
 @app.command()
 def review(
     ctx: typer.Context,
-    n: Optional[int] = typer.Option(None, "-n", "--limit", help="How many runs (default all)."),
+    n: Optional[int] = typer.Option(None, "-n", "--limit", metavar="N", help="How many runs (default all)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """The runs the flagged outputs have in common, most common first."""
@@ -484,16 +489,20 @@ def _serve_settings(ctx: typer.Context, **changes: object) -> Settings:
     return _settings(ctx).replace(**{k: v for k, v in changes.items() if v is not None})
 
 
-HostOpt = typer.Option(None, "--host", help="Address to bind (default MLTRACE_HOST or 127.0.0.1).")
+HostOpt = typer.Option(None, "--host", metavar="HOST",
+                       help="Address to bind (default MLTRACE_HOST or 127.0.0.1).")
 
 
 @app.command()
 def server(
     ctx: typer.Context,
     host: Optional[str] = HostOpt,
-    http_port: Optional[int] = typer.Option(None, "--http-port", help="OTLP/HTTP port (default 4318)."),
-    grpc_port: Optional[int] = typer.Option(None, "--grpc-port", help="OTLP/gRPC port (default 4317)."),
-    ui_port: Optional[int] = typer.Option(None, "--ui-port", help="Dash app port (default 8050)."),
+    http_port: Optional[int] = typer.Option(None, "--http-port", metavar="PORT",
+                                            help="OTLP/HTTP port (default 4318)."),
+    grpc_port: Optional[int] = typer.Option(None, "--grpc-port", metavar="PORT",
+                                            help="OTLP/gRPC port (default 4317)."),
+    ui_port: Optional[int] = typer.Option(None, "--ui-port", metavar="PORT",
+                                          help="Dash app port (default 8050)."),
 ) -> None:
     """Collector (OTLP :4318/:4317) + Dash app + /metrics on this machine, on one store."""
     from mltrace_otel.collector.server import run_server
@@ -507,8 +516,10 @@ def server(
 def collector(
     ctx: typer.Context,
     host: Optional[str] = HostOpt,
-    http_port: Optional[int] = typer.Option(None, "--http-port", help="OTLP/HTTP port (default 4318)."),
-    grpc_port: Optional[int] = typer.Option(None, "--grpc-port", help="OTLP/gRPC port (default 4317)."),
+    http_port: Optional[int] = typer.Option(None, "--http-port", metavar="PORT",
+                                            help="OTLP/HTTP port (default 4318)."),
+    grpc_port: Optional[int] = typer.Option(None, "--grpc-port", metavar="PORT",
+                                            help="OTLP/gRPC port (default 4317)."),
 ) -> None:
     """Only the OTLP collector, writing into the store."""
     from mltrace_otel.collector.server import run_collector
@@ -521,7 +532,7 @@ def collector(
 def ui(
     ctx: typer.Context,
     host: Optional[str] = HostOpt,
-    port: Optional[int] = typer.Option(None, "--port", help="Dash app port (default 8050)."),
+    port: Optional[int] = typer.Option(None, "--port", metavar="PORT", help="Dash app port (default 8050)."),
 ) -> None:
     """Only the Dash app, on the store."""
     from mltrace_otel.dashboards.app import run_ui
@@ -543,8 +554,9 @@ def migrate(ctx: typer.Context) -> None:
 @app.command()
 def demo(
     ctx: typer.Context,
-    runs: int = typer.Option(3, "--runs", help="How many times to run the pipeline (>= 3 shows every view)."),
-    seed: int = typer.Option(7, "--seed", help="Seed of the generated data."),
+    runs: int = typer.Option(3, "--runs", metavar="N",
+                             help="How many times to run the pipeline (>= 3 shows every view)."),
+    seed: int = typer.Option(7, "--seed", metavar="SEED", help="Seed of the generated data."),
 ) -> None:
     """Run a small instrumented ML pipeline a few times, so every view has data."""
     from mltrace_otel.cli.demo import run_demo
