@@ -7,9 +7,9 @@ application's own tracing is untouched), set up lazily at the first run from
 Destinations (``MLTRACE_EXPORT``):
 
 * ``auto`` (default): OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``..._TRACES_ENDPOINT`` is set
-  (``OTEL_EXPORTER_OTLP_PROTOCOL`` http/protobuf or grpc; http/json is sent as http/protobuf,
-  which every OTLP receiver also accepts; ``OTEL_EXPORTER_OTLP_HEADERS`` sent along), else the
-  durable spool under ``MLTRACE_DIR/spool`` that the store drains.
+  (``OTEL_EXPORTER_OTLP_PROTOCOL`` http/protobuf, http/json or grpc;
+  ``OTEL_EXPORTER_OTLP_HEADERS`` sent along), else the durable spool under
+  ``MLTRACE_DIR/spool`` that the store drains.
 * ``otlp``: OTLP, to ``http://localhost:4318`` when no endpoint is set.
 * ``spool``: the spool only.  ``none``: runs are not exported at all.
 
@@ -203,6 +203,52 @@ class DeliveringExporter(SpanExporter):
         return True
 
 
+class OTLPJsonExporter(SpanExporter):
+    """OTLP/HTTP with JSON bodies (the Python OTel SDK ships only protobuf): the same request,
+    rendered per the OTLP/JSON rules (lowerCamelCase fields, hex trace/span ids, integer enums).
+    One attempt per batch; a failure is reported, and the caller spools the batch."""
+
+    def __init__(self, endpoint: str, headers: dict[str, str], timeout_s: float) -> None:
+        self.endpoint = endpoint
+        self.headers = {"Content-Type": "application/json", **headers}
+        self.timeout_s = timeout_s
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        import json
+        import urllib.request
+
+        from google.protobuf.json_format import MessageToDict
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        try:
+            body = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
+            for rs in body.get("resourceSpans", []):
+                for ss in rs.get("scopeSpans", []):
+                    for sp in ss.get("spans", []):
+                        _hex_ids(sp, ("traceId", "spanId", "parentSpanId"))
+                        for lk in sp.get("links", []):
+                            _hex_ids(lk, ("traceId", "spanId"))
+            req = urllib.request.Request(self.endpoint, data=json.dumps(body).encode(), method="POST",
+                                         headers=self.headers)
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
+                ok = 200 <= resp.status < 300
+        except Exception as e:  # noqa: BLE001
+            _log.warning("mltrace: OTLP/JSON export to %s failed: %s", self.endpoint, e)
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _hex_ids(d: dict, keys: tuple[str, ...]) -> None:
+    import base64
+
+    for k in keys:
+        if k in d:
+            d[k] = base64.b64decode(d[k]).hex()
+
+
 class _CountingExporter(SpanExporter):
     """Wraps a test exporter so its spans are counted as exported."""
 
@@ -309,8 +355,7 @@ def _otlp_exporter(settings: Settings, timeout_s: float) -> tuple[SpanExporter, 
         return GrpcExporter(endpoint=ep, insecure=not ep.startswith("https://"), headers=headers or None,
                             timeout=timeout_s), ep
     if settings.otlp_protocol == "http/json":
-        warnings.warn("mltrace: OTEL_EXPORTER_OTLP_PROTOCOL=http/json is sent as http/protobuf "
-                      "(every OTLP/HTTP receiver accepts both)", RuntimeWarning, stacklevel=2)
+        return OTLPJsonExporter(ep, headers, timeout_s), ep
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
     return HttpExporter(endpoint=ep, headers=headers, timeout=timeout_s), ep

@@ -189,15 +189,20 @@ class _Receiver(ThreadingHTTPServer):
 
     def __init__(self) -> None:
         self.requests: list[tuple[dict, ExportTraceServiceRequest]] = []
+        self.json_bodies: list[dict] = []
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(h) -> None:  # noqa: N802, N805
                 body = h.rfile.read(int(h.headers["Content-Length"]))
-                if h.path != "/v1/traces" or h.headers["Content-Type"] != "application/x-protobuf":
+                if h.path != "/v1/traces" or h.headers["Content-Type"] not in (
+                        "application/x-protobuf", "application/json"):
                     h.send_response(400)
                     h.end_headers()
                     return
-                self.requests.append((dict(h.headers), ExportTraceServiceRequest.FromString(body)))
+                if h.headers["Content-Type"] == "application/json":
+                    self.json_bodies.append(json.loads(body))
+                else:
+                    self.requests.append((dict(h.headers), ExportTraceServiceRequest.FromString(body)))
                 out = ExportTraceServiceResponse().SerializeToString()
                 h.send_response(200)
                 h.send_header("Content-Type", "application/x-protobuf")
@@ -260,6 +265,33 @@ def test_runs_export_over_otlp_http_to_a_real_receiver(receiver, sdk_settings):
     assert t["links"] == [(clean_id, {C.LINK_IO_NAME: "clean.csv"})]
     stats = mltrace.delivery_stats()
     assert (stats.exported, stats.spooled, stats.dropped) == (2, 0, 0)
+
+
+def test_runs_export_over_otlp_http_json(receiver, sdk_settings):
+    export.configure(settings=sdk_settings.replace(otlp_endpoint=receiver.url, otlp_protocol="http/json"))
+
+    @mltrace.register("producer", outputs=["p.csv"])
+    def produce():
+        pass
+
+    @mltrace.register("consumer", inputs=["p.csv"])
+    def consume():
+        pass
+
+    produce()
+    consume()
+    assert mltrace.flush()
+    spans = [sp for b in receiver.json_bodies for rs in b["resourceSpans"] for ss in rs["scopeSpans"]
+             for sp in ss["spans"]]
+    by_name = {sp["name"]: sp for sp in spans}
+    prod, cons = by_name["producer"], by_name["consumer"]
+    assert len(prod["spanId"]) == 16 and len(prod["traceId"]) == 32
+    int(prod["spanId"], 16)  # hex ids, as OTLP/JSON requires (not base64)
+    assert cons["links"][0]["spanId"] == prod["spanId"]
+    assert cons["kind"] == 1
+    attrs = {a["key"]: a["value"] for a in cons["attributes"]}
+    assert attrs[C.RUN_INPUTS] == {"arrayValue": {"values": [{"stringValue": "p.csv"}]}}
+    assert mltrace.delivery_stats().exported == 2
 
 
 def test_endpoint_down_runs_land_in_the_spool(sdk_settings):
