@@ -16,6 +16,7 @@ import math
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -102,25 +103,49 @@ class Snapshot:
         return sorted({c for c, _ in self.runs} | {k[0] for k in self.tests} | {k[0] for k in self.outputs})
 
 
-def merged_quantiles(sketches: Iterable[str], lo: float | None, hi: float | None) -> dict[float, float]:
-    """QUANTILES of the merged sketches (JSON), clamped to [lo, hi]; {} when they hold nothing.
-    Sketches that do not parse are skipped."""
-    merged = Sketch()
-    for text in sketches:
-        try:
-            merged.merge(Sketch.from_json(text))
-        except (ValueError, TypeError, AttributeError):
-            continue
+def parse_sketch(text: str) -> Sketch | None:
+    """A sketch from its JSON, None when it does not parse (another format, garbage)."""
+    try:
+        return Sketch.from_json(text)
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return None
+
+
+def merged_quantiles(sketches: Iterable[Sketch | None], lo: float | None, hi: float | None
+                     ) -> dict[float, float]:
+    """QUANTILES of the merged sketches (None entries skipped), clamped to [lo, hi];
+    {} when they hold nothing."""
+    parts = [s for s in sketches if s is not None]
+    if len(parts) == 1:
+        merged = parts[0]
+    else:
+        merged = Sketch()
+        for s in parts:
+            merged.merge(s)
+    values = merged.quantiles(QUANTILES)
+    if values[0] is None:
+        return {}
     out = {}
-    for q in QUANTILES:
-        v = merged.quantile(q)
-        if v is None:
-            return {}
+    for q, v in zip(QUANTILES, values, strict=True):
         if lo is not None:
             v = max(v, lo)
         if hi is not None:
             v = min(v, hi)
         out[q] = v
+    return out
+
+
+def window_quantiles(runs: Sequence[Any], windows: Iterable[int]) -> dict[str, dict[float, float]]:
+    """Quantiles per window label for one output series; ``runs`` newest first, each with
+    ``min``, ``max`` and ``sketch`` (JSON). Each sketch is parsed once."""
+    parsed = [parse_sketch(r.sketch) for r in runs]
+    out = {}
+    for n in sorted(set(windows)):
+        part = runs[:n]
+        qs = merged_quantiles(parsed[:n], min((r.min for r in part if r.min is not None), default=None),
+                              max((r.max for r in part if r.max is not None), default=None))
+        if qs:
+            out[window_label(n)] = qs
     return out
 
 

@@ -34,9 +34,8 @@ from mltrace_otel.metrics.families import (
     OutputSeries,
     RunSeries,
     Snapshot,
-    merged_quantiles,
     render,
-    window_label,
+    window_quantiles,
 )
 from mltrace_otel.settings import Settings
 
@@ -147,13 +146,7 @@ class MetricsSpanProcessor(SpanProcessor, Collector):
             latest = runs[0]
             s = OutputSeries(latest.count, latest.nulls, latest.min, latest.max, latest.mean,
                              latest.sum, latest.start)
-            for n in sorted({1, self.window_runs}):
-                part = runs[:n]
-                qs = merged_quantiles((r.sketch for r in part),
-                                      min((r.min for r in part if r.min is not None), default=None),
-                                      max((r.max for r in part if r.max is not None), default=None))
-                if qs:
-                    s.quantiles[window_label(n)] = qs
+            s.quantiles = window_quantiles(runs, (1, self.window_runs))
             snap.outputs[key] = s
         return snap
 

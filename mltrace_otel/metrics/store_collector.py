@@ -28,10 +28,9 @@ from mltrace_otel.metrics.families import (
     OutputSeries,
     RunSeries,
     Snapshot,
-    merged_quantiles,
     render,
     stale_rule,
-    window_label,
+    window_quantiles,
 )
 from mltrace_otel.settings import Settings
 
@@ -159,15 +158,7 @@ class StoreCollector(Collector):
             latest = rs[0]
             s = OutputSeries(latest.count, latest.nulls, latest.min, latest.max, latest.mean,
                              latest.sum, latest.start)
-            windows = {1, self.window_runs}
-            for n in sorted(windows):
-                part = rs[:n]
-                lows = [r.min for r in part if r.min is not None]
-                highs = [r.max for r in part if r.max is not None]
-                qs = merged_quantiles((r.sketch for r in part), min(lows, default=None),
-                                      max(highs, default=None))
-                if qs:
-                    s.quantiles[window_label(n)] = qs
+            s.quantiles = window_quantiles(rs, (1, self.window_runs))
             snap.outputs[key] = s
 
 

@@ -50,7 +50,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import accumulate
 from typing import Any
 
 from mltrace_otel import conventions as C
@@ -110,24 +111,30 @@ class Sketch:
 
     def quantile(self, q: float) -> float | None:
         """The q-quantile (0 <= q <= 1), within relative accuracy α; None when empty."""
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: Sequence[float]) -> list[float | None]:
+        """Several quantiles in one walk over the buckets (None each when empty)."""
         n = self.count
         if n == 0:
-            return None
-        rank = q * (n - 1)
-        seen = 0
-        for k in sorted(self.neg, reverse=True):
-            seen += self.neg[k]
-            if seen > rank:
-                return -_bucket_value(k)
-        seen += self.zeros
-        if seen > rank:
-            return 0.0
-        keys = sorted(self.pos)
-        for k in keys:
-            seen += self.pos[k]
-            if seen > rank:
-                return _bucket_value(k)
-        return _bucket_value(keys[-1]) if keys else 0.0
+            return [None] * len(qs)
+        order = sorted(range(len(qs)), key=lambda i: qs[i])
+        out: list[float | None] = [None] * len(qs)
+        buckets = [(-_bucket_value(k), self.neg[k]) for k in sorted(self.neg, reverse=True)]
+        if self.zeros:
+            buckets.append((0.0, self.zeros))
+        buckets += [(_bucket_value(k), self.pos[k]) for k in sorted(self.pos)]
+        j, seen = 0, 0
+        for value, c in buckets:
+            seen += c
+            while j < len(order) and seen > qs[order[j]] * (n - 1):
+                out[order[j]] = value
+                j += 1
+            if j == len(order):
+                break
+        for i in order[j:]:
+            out[i] = buckets[-1][0]
+        return out
 
     def to_json(self) -> str:
         """The compact JSON form (format version 1)."""
@@ -155,9 +162,7 @@ class Sketch:
             keys, counts = d.get(prefix + "k", []), d.get(prefix + "c", [])
             if len(keys) != len(counts):
                 raise ValueError("sketch keys and counts differ in length")
-            k = 0
-            for i, (dk, c) in enumerate(zip(keys, counts, strict=True)):
-                k = int(dk) if i == 0 else k + int(dk)
+            for k, c in zip(accumulate(int(dk) for dk in keys), counts, strict=True):
                 store[k] = store.get(k, 0) + int(c)
         return s
 
