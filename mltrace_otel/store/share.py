@@ -51,6 +51,7 @@ SHARE_FILE = "mltrace-share.json"
 """Name of the endpoint announcement inside the engine directory."""
 
 _POLL_S = 0.1
+_SLOTS = 4  # concurrent requests the shared endpoint runs on the engine
 _engine_lock = threading.Lock()
 _engine_users: dict[str, int] = {}  # engine dir -> open Connections in this process
 
@@ -336,6 +337,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             out, fmt = self.server.execute(sql, data, params)
         except _QueryFailed as e:
+            if e.code == 210:  # closing: drop the connection so the client reconnects elsewhere
+                self.close_connection = True
+                return
             self._error(500, e.message, e.code)
             return
         headers = {"Content-Type": "application/octet-stream"}
@@ -358,7 +362,16 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.engine_path = engine_path
         self.token = token
-        self.slots = threading.BoundedSemaphore(4)
+        self.slots = threading.BoundedSemaphore(_SLOTS)
+        self.closing = False
+
+    def quiesce(self, timeout_s: float = 30.0) -> None:
+        """Refuse new requests and wait for the running ones (no chDB call may outlive us)."""
+        self.closing = True
+        deadline = time.monotonic() + timeout_s
+        taken = 0
+        while taken < _SLOTS and self.slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            taken += 1
 
     def execute(self, sql: str, data: bytes | None, params: dict[str, str]) -> tuple[bytes, str | None]:
         """Run one request on a fresh chDB handle (session state never leaks between requests)."""
@@ -370,6 +383,9 @@ class _Server(ThreadingHTTPServer):
         db = params.get("database") or ""
         tmp: str | None = None
         with self.slots:
+            if self.closing:
+                raise _QueryFailed("Code: 210. DB::Exception: mltrace shared store is closing. "
+                                   "(NETWORK_ERROR)", 210)
             conn = chdb.connect(self.engine_path)
             try:
                 if db:
@@ -473,6 +489,7 @@ class SharedServer:
         self._files.clear()
         if self._server is not None:
             self._server.shutdown()
+            self._server.quiesce()
             self._server.server_close()
             self._server = None
         for t in self._threads:

@@ -1,0 +1,121 @@
+"""The embedded store shared by several processes: pipelines, a serving holder, readers, drainers.
+
+Every role is a real OS process (tests/store/store_worker.py) on its own engine directory under
+tmp_path (this pytest process holds the session's directory, and chDB allows one per process).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+WORKER = str(Path(__file__).with_name("store_worker.py"))
+
+
+def start(*args: object) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, WORKER, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def result(proc: subprocess.Popen, timeout: float = 180) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    assert proc.returncode == 0 and lines, f"worker failed ({proc.returncode}): {out}\n{err[-3000:]}"
+    proc.stderr_text = err  # type: ignore[attr-defined]
+    return json.loads(lines[-1])
+
+
+def run(*args: object, timeout: float = 180) -> dict:
+    return result(start(*args), timeout)
+
+
+def first_line(proc: subprocess.Popen) -> dict:
+    line = proc.stdout.readline()
+    assert line.startswith("{"), f"worker said {line!r}: {proc.stderr.read()[-3000:] if not line else ''}"
+    return json.loads(line)
+
+
+def wait_for_empty_spool(base: Path, timeout: float = 120) -> None:
+    spool = base / "mltrace" / "spool"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not [p for p in spool.glob("*") if p.is_file()]:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"spool not drained: {sorted(p.name for p in spool.glob('*'))[:10]}")
+
+
+@pytest.mark.slow
+def test_four_pipelines_and_a_reader_share_the_store(tmp_path: Path) -> None:
+    """Must-show: 4 processes log 2,500 runs each (SDK → spool) while a holder serves the
+    store and drains, and another process opens and queries it in a loop: 10,000 runs, no errors."""
+    stop = tmp_path / "stop"
+    holder = start("hold", tmp_path, stop)
+    assert "serving" in first_line(holder)
+    reader = start("query", tmp_path, stop)
+    pipelines = [start("log", tmp_path, 2500, tag) for tag in "abcd"]
+    for p in pipelines:
+        out = result(p)
+        assert out["logged"] == 2500 and out["flushed"], out
+    wait_for_empty_spool(tmp_path)
+    stop.touch()
+    read = result(reader)
+    assert read["errors"] == [] and read["rounds"] > 0, read
+    result(holder)
+    final = run("count", tmp_path)
+    assert final == {"runs": 10_000, "span_rows": 10_000, "span_ids": 10_000, "spool_left": []}
+
+
+def test_three_drainers_at_once_lose_nothing_and_duplicate_nothing(tmp_path: Path) -> None:
+    """A serving holder drains every 0.2 s while two other processes drain through it."""
+    assert run("spool", tmp_path, 3000, 100, "x")["batches"] == 30
+    stop = tmp_path / "stop"
+    holder = start("hold", tmp_path, stop)
+    first_line(holder)
+    drainers = [start("drain", tmp_path) for _ in range(2)]
+    moved = [result(d)["drained"] for d in drainers]
+    wait_for_empty_spool(tmp_path)
+    stop.touch()
+    result(holder)
+    assert sum(moved) <= 3000
+    assert run("count", tmp_path) == {"runs": 3000, "span_rows": 3000, "span_ids": 3000, "spool_left": []}
+
+
+def test_kill_9_mid_drain_then_the_next_drain_recovers_exactly_once(tmp_path: Path) -> None:
+    run("spool", tmp_path, 200, 10, "k")
+    dead = start("drain-die", tmp_path, 7)  # SIGKILL after committing batch 7, before deleting it
+    dead.communicate(timeout=120)
+    assert dead.returncode == -9
+    left = sorted(p.name for p in (tmp_path / "mltrace" / "spool").glob("*"))
+    assert any(".claim-" in name for name in left)  # the dead drainer's claim is still there
+    assert run("count", tmp_path) == {"runs": 200, "span_rows": 200, "span_ids": 200, "spool_left": []}
+
+
+def test_an_opener_waits_for_a_holder_then_gets_the_store(tmp_path: Path) -> None:
+    stop = tmp_path / "stop"
+    holder = start("hold-plain", tmp_path, stop)
+    first_line(holder)
+    waiter = start("open-wait", tmp_path, 60)
+    time.sleep(1.5)
+    assert waiter.poll() is None  # still waiting, no error
+    stop.touch()
+    out = result(waiter)
+    result(holder)
+    assert out["opened"] and not out["proxied"] and out["waited_s"] >= 1.0
+    assert "Cannot lock" not in waiter.stderr_text  # type: ignore[attr-defined]
+
+
+def test_waiting_too_long_names_the_directory_and_the_holder(tmp_path: Path) -> None:
+    stop = tmp_path / "stop"
+    holder = start("hold-plain", tmp_path, stop)
+    pid = first_line(holder)["holding"]
+    out = run("open-wait", tmp_path, 0.5)
+    stop.touch()
+    result(holder)
+    assert not out["opened"]
+    assert str((tmp_path / "store").resolve()) in out["error"] and f"process {pid}" in out["error"]
