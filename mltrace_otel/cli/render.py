@@ -160,11 +160,11 @@ def run_detail(run: Run) -> list[object]:
     return parts
 
 
-def _run_label(run: Run, via: str | None = None) -> Text:
+def _run_label(run: Run, via: str | None = None, arrow: str = "←") -> Text:
     label = Text()
     if via:
         label.append(f"{via} ", style="magenta")
-        label.append("← ", style="dim")
+        label.append(f"{arrow} ", style="dim")
     label.append(run.component, style="bold red" if run.failed else "bold")
     label.append(f"  {short_id(run.id)}", style="cyan")
     label.append(f"  {format_time(run.start)}  {format_duration(run.duration_s)}", style="dim")
@@ -191,8 +191,14 @@ def lineage_tree(lineage: Lineage) -> Tree:
     for kids in children.values():
         kids.sort(key=lambda kv: (runs[kv[0]].start, kv[1]), reverse=True)
 
-    arrow = "produced by" if upstream else "feeds"
-    tree = Tree(Text.assemble((escape(lineage.root), "bold magenta"), (f"  {arrow}", "dim")))
+    heading = "produced by" if upstream else "feeds"
+    arrow = "←" if upstream else "→"  # pointer ← the run that wrote it / pointer → the run that read it
+    if any(n.run.id == lineage.root for n in lineage.nodes):  # walked from a run, not a pointer
+        title = Text.assemble(("run ", "dim"), (short_id(lineage.root), "bold cyan"),
+                              ("  upstream" if upstream else "  downstream", "dim"))
+    else:
+        title = Text.assemble((lineage.root, "bold magenta"), (f"  {heading}", "dim"))
+    tree = Tree(title)
     shown: set[str] = set()
 
     def add(branch: Tree, run_id: str, via: str | None) -> None:
@@ -200,12 +206,12 @@ def lineage_tree(lineage: Lineage) -> Tree:
         if run_id in shown:
             ref = Text()
             if via:
-                ref.append(f"{via} ← ", style="magenta")
+                ref.append(f"{via} {arrow} ", style="magenta")
             ref.append(f"{run.component}  {short_id(run_id)}  (shown above)", style="dim")
             branch.add(ref)
             return
         shown.add(run_id)
-        node = branch.add(_run_label(run, via if upstream else None))
+        node = branch.add(_run_label(run, via, arrow))
         for msg in run.stale:
             node.add(Text(f"⚠ {msg}", style="yellow"))
         for t in run.tests:
