@@ -462,9 +462,13 @@ def reconfigure() -> None:
 
 
 def reset() -> None:
-    """Flush and drop the pipeline, forget :func:`configure`'s settings, zero the counts and the
-    same-process link memory; the next run sets up from the environment again."""
+    """Flush and drop the pipeline, forget :func:`configure`'s settings and set_address /
+    set_db_uri, zero the counts and the same-process link memory; the next run sets up from the
+    environment again."""
     global _pipeline, _configured_settings, _counters
+    from mltrace_otel.sdk.config import clear_overrides
+
+    clear_overrides()
     with _lock:
         old, _pipeline = _pipeline, None
         if old is not None:
