@@ -33,10 +33,11 @@ def ui_settings(tmp_path_factory: pytest.TempPathFactory, store_dir: Path) -> Se
 
 @pytest.fixture(scope="module")
 def ui_store(ui_settings: Settings) -> Iterator[object]:
-    """An open store holding the test pipeline; dropped after the module."""
+    """An open store holding the test pipeline, logged by the SDK; dropped after the module."""
     from mltrace_otel.store import open_store
 
-    s = open_store(ui_settings)
+    pipeline.log(ui_settings)
+    s = open_store(ui_settings)  # drains the spool the SDK wrote
     try:
         yield s
     finally:
@@ -48,8 +49,8 @@ def ui_store(ui_settings: Settings) -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def filled(ui_store: object) -> pipeline.Filled:
-    """Run ids of the pipeline written into ``ui_store``."""
-    return pipeline.fill(ui_store)
+    """Run ids of the pipeline in ``ui_store``, by role."""
+    return pipeline.ids(ui_store)
 
 
 @pytest.fixture(scope="module")

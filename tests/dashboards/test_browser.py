@@ -11,7 +11,11 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 import ui_pipeline as P
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -21,7 +25,9 @@ pytestmark = pytest.mark.browser
 
 
 def _wait(driver, predicate, timeout: float = 15.0):
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: predicate(d))
+    return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+                         ).until(lambda d: predicate(d))
 
 
 def _title(driver) -> str:
@@ -179,7 +185,8 @@ def test_flag_and_unflag_an_output_changes_the_review(browser, ui_url, ui_store,
 
     # coverage shows on the card when reached from review
     browser.find_element(By.CSS_SELECTOR, f"#review-table a[href*='{filled.ids['predict0']}']").click()
-    _wait(browser, lambda d: "coverage 50%" in d.find_element(By.CSS_SELECTOR, ".card").text)
+    _wait(browser, lambda d: f"Run {filled.ids['predict0']}" in _title(d))
+    assert "coverage 50% (1/2 flagged)" in browser.find_element(By.CSS_SELECTOR, ".card").text
 
     # unflag one from the review page itself, then the other with the command bar
     open_page(browser, ui_url, "/review", "Review")

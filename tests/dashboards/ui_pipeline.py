@@ -1,25 +1,19 @@
-"""A small pipeline written into a store as component-run spans, for the UI tests and bench.
+"""A small pipeline logged through the real SDK, for the UI tests.
 
-``fill(store)`` logs, through a private OTel TracerProvider and ``store.insert_spans`` (exactly
-what the SDK emits: the span conventions of :mod:`mltrace_otel.conventions`), a pipeline whose
-names are awkward on purpose (slashes, spaces, quotes, unicode, ``<script>``):
+``log(settings)`` runs it with the SDK writing to ``settings``' spool (opening the store then
+drains it); ``ids(store)`` finds the run ids by role. Names are awkward on purpose (slashes,
+spaces, quotes, unicode, ``<script>``)::
 
-ingest → clean → featuregen ─┐
-              └→ split (FAILED) ─→ train → predict ×3      plus an ingest run 45 days old whose
-                                                        consumer (audit) is stale, and 25 heartbeat runs.
+    ingest → clean ─┬→ featuregen ──────┬→ train → predict ×3
+                    └→ split (raises) ──┘
+    ingest (ComponentRun, 45 days ago) → audit (stale: its input is 45 days old)
+    heartbeat ×25 (every 7th raises), for paging and the history chart
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Status, StatusCode
-
-from mltrace_otel import conventions as c
 
 RAW = "raw/wine data.csv"
 CLEAN = "clean/wine.csv"
@@ -33,84 +27,106 @@ SCRIPT_NOTE = '<script>window.__pwned = 1</script><img src=x onerror="window.__p
 CLEAN_CODE = ('def clean(df):\n    """Drop rows with nulls. <script>window.__pwned = 3</script>"""\n'
               "    out = df.dropna()  # ``` fences inside code must not break the block\n"
               "    return out\n")
+HEARTBEATS = 25
 
 
 @dataclass
 class Filled:
-    """Run ids of the filled pipeline, by role."""
+    """Run ids of the logged pipeline, by role."""
 
     ids: dict[str, str] = field(default_factory=dict)
-    heartbeat: list[str] = field(default_factory=list)
 
 
-def _ns(t: datetime) -> int:
-    return int(t.timestamp() * 1e9)
+def log(settings) -> None:
+    """Log the pipeline with the SDK into ``settings``' spool (exactly once per settings)."""
+    from mltrace_otel.sdk import export
+    from mltrace_otel.sdk.component import Component
+    from mltrace_otel.sdk.run import ComponentRun, log_component_run
+    from mltrace_otel.sdk.testing import Test
+
+    class RowCount(Test):
+        def testRows(self, rows: int) -> None:  # noqa: N802 - mltrace's naming
+            assert rows > 0, "no rows"
+
+    export.configure(settings=settings.replace(export="spool"))
+    try:
+        now = datetime.now(timezone.utc)
+        old = ComponentRun("ingest", start_timestamp=now - timedelta(days=45),
+                           end_timestamp=now - timedelta(days=45) + timedelta(seconds=30))
+        old.add_output(OLD_RAW)
+        log_component_run(old)
+        audit = ComponentRun("audit", start_timestamp=now - timedelta(hours=3),
+                             end_timestamp=now - timedelta(hours=3) + timedelta(seconds=2))
+        audit.add_input(OLD_RAW)
+        audit.add_output(OLD_CLEAN)
+        log_component_run(audit)
+
+        ingest_c = Component(name="ingest", owner="ana", description="reads the extract", tags=["wine"])
+        feat_c = Component(name="featuregen", owner="ana", description="builds features", tags=["wine"],
+                           afterTests=[RowCount])
+        split_c = Component(name="split", owner="ana", description="train/test split", tags=["wine"])
+        train_c = Component(name="train", owner="bo", description="fits the model", tags=["wine", "model"])
+        predict_c = Component(name="predict", owner="bo", description="scores", tags=["wine"])
+        beat_c = Component(name="heartbeat", owner="ops", description="liveness", tags=["ops"])
+
+        @ingest_c.run(outputs=[RAW])
+        def ingest() -> None:
+            pass
+
+        @feat_c.run(inputs=[CLEAN], outputs=[FEATURES])
+        def featuregen() -> int:
+            rows = 120
+            return rows
+
+        @split_c.run(inputs=[CLEAN], outputs=[TRAIN_SET])
+        def split() -> None:
+            raise ValueError("label column is empty")
+
+        @train_c.run(inputs=[FEATURES, TRAIN_SET], outputs=[MODEL])
+        def train() -> None:
+            pass
+
+        @predict_c.run(inputs=[MODEL, FEATURES], output_vars=["pred_id"])
+        def predict(pred_id: str) -> str:
+            return pred_id
+
+        @beat_c.run
+        def heartbeat(i: int) -> None:
+            if i % 7 == 3:
+                raise TimeoutError("no answer in 5 s")
+
+        ingest()
+        clean = ComponentRun("clean", notes=SCRIPT_NOTE, code_snapshot=CLEAN_CODE,
+                             start_timestamp=datetime.now(timezone.utc))
+        clean.add_input(RAW)
+        clean.add_output(CLEAN)
+        clean.set_end_timestamp(datetime.now(timezone.utc) + timedelta(seconds=3))
+        log_component_run(clean)
+        featuregen()
+        try:
+            split()
+        except ValueError:
+            pass
+        train()
+        for p in PREDICTIONS:
+            predict(p)
+        for i in range(HEARTBEATS):
+            try:
+                heartbeat(i)
+            except TimeoutError:
+                pass
+        assert export.flush()
+    finally:
+        export.reset()
 
 
-def fill(store, now: datetime | None = None) -> Filled:
-    """Write the pipeline's runs into ``store``; their ids by role."""
-    now = now or datetime.now(timezone.utc).replace(microsecond=0)
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer(c.SCOPE_NAME)
+def ids(store) -> Filled:
+    """The run ids of the logged pipeline, looked up in the store."""
     filled = Filled()
-
-    def run(role: str, component: str, start: datetime, seconds: float, inputs=(), outputs=(),
-            failed: str = "", tests=(), code: str = "", notes: str = "", owner: str = "ana",
-            tags=("wine",)) -> None:
-        attrs = {
-            c.COMPONENT_NAME: component, c.COMPONENT_OWNER: owner, c.COMPONENT_TAGS: list(tags),
-            c.COMPONENT_DESCRIPTION: f"the {component} step",
-            c.RUN_INPUTS: list(inputs), c.RUN_OUTPUTS: list(outputs),
-            c.RUN_INPUT_TYPES: ["DATA"] * len(inputs),
-            c.RUN_OUTPUT_TYPES: ["MODEL" if o.endswith(".pkl") else "DATA" for o in outputs],
-            c.VCS_REVISION: "3f2a9c1d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a39", c.GIT_TAGS: ["v1.2"],
-            c.CODE_FUNCTION: component, c.CODE_FILE: "pipeline.py",
-        }
-        if code:
-            attrs[c.CODE_SNAPSHOT] = code
-        if notes:
-            attrs[c.RUN_NOTES] = notes
-        span = tracer.start_span(component, start_time=_ns(start), attributes=attrs)
-        for name, method, phase, passed, message in tests:
-            span.add_event(c.EVENT_TEST, {c.TEST_NAME: name, c.TEST_METHOD: method, c.TEST_PHASE: phase,
-                                          c.TEST_PASSED: passed, c.TEST_MESSAGE: message},
-                           timestamp=_ns(start))
-        if failed:
-            span.add_event(c.EVENT_EXCEPTION, {"exception.type": "ValueError", "exception.message": failed},
-                           timestamp=_ns(start + timedelta(seconds=seconds)))
-            span.set_status(Status(StatusCode.ERROR, f"ValueError: {failed}"))
-        else:
-            span.set_status(Status(StatusCode.OK))
-        span.end(end_time=_ns(start + timedelta(seconds=seconds)))
-        sid = format(span.get_span_context().span_id, "016x")
-        if role:
-            filled.ids[role] = sid
-        else:
-            filled.heartbeat.append(sid)
-
-    t = now - timedelta(hours=3)
-    run("old_ingest", "ingest", now - timedelta(days=45), 2.0, outputs=[OLD_RAW])
-    run("audit", "audit", t - timedelta(minutes=30), 1.5, inputs=[OLD_RAW], outputs=[OLD_CLEAN],
-        tags=("ops",))
-    run("ingest", "ingest", t, 4.0, outputs=[RAW])
-    run("clean", "clean", t + timedelta(minutes=5), 3.0, inputs=[RAW], outputs=[CLEAN], code=CLEAN_CODE,
-        notes=SCRIPT_NOTE,
-        tests=[("NullTest", "testNoNulls", "after", True, "")])
-    run("featuregen", "featuregen", t + timedelta(minutes=10), 6.5, inputs=[CLEAN], outputs=[FEATURES])
-    run("split", "split", t + timedelta(minutes=12), 1.0, inputs=[CLEAN], outputs=[TRAIN_SET],
-        failed="label column is empty",
-        tests=[("LabelTest", "testLabels", "before", False, "AssertionError: no labels")])
-    run("train", "train", t + timedelta(minutes=20), 42.0, inputs=[FEATURES, TRAIN_SET], outputs=[MODEL],
-        owner="bo", tags=("wine", "model"))
+    for role in ("audit", "clean", "featuregen", "split", "train"):
+        filled.ids[role] = store.history(role, 1)[0].id
+    ingests = store.history("ingest", 2)
+    filled.ids["ingest"], filled.ids["old_ingest"] = ingests[0].id, ingests[1].id
     for i, p in enumerate(PREDICTIONS):
-        run(f"predict{i}", "predict", t + timedelta(minutes=30 + i), 0.4, inputs=[MODEL, FEATURES],
-            outputs=[p], owner="bo")
-    for i in range(25):
-        run("", "heartbeat", t + timedelta(minutes=40 + i), 0.2 + 0.1 * (i % 5),
-            failed="timeout" if i % 7 == 3 else "", tags=("ops",), owner="ops")
-    provider.shutdown()
-    result = store.insert_spans(exporter.get_finished_spans())
-    assert result.rejected == 0, result.errors
+        filled.ids[f"predict{i}"] = store.pointer(p).producers[0]
     return filled
