@@ -52,6 +52,12 @@ def exposed_names(store, settings, load) -> set[str]:
     load([RunSpec("other", ago_s=20, duration_s=1.0)])  # cut by the cap: the dropped counter shows
     names = {s.name for fam in text_string_to_metric_families(generate_latest(reg).decode())
              for s in fam.samples}
+    from mltrace_otel.collector.metrics import CollectorMetrics  # the collector's own series
+
+    collector_registry = CollectorRegistry()
+    CollectorMetrics(collector_registry)
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    names |= {fam.name + sfx for fam in collector_registry.collect() for sfx in suffixes.get(fam.type, ())}
     snap = Snapshot(stale={("clean", "old_input"): 1}, flagged_total=0)
     for fam in render(snap, LabelLimiter(10)):
         names.add(fam.name)
