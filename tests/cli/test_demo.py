@@ -48,14 +48,11 @@ def test_demo_fills_every_view(tmp_path: Path) -> None:
     top = review["entries"][0]
     assert top["count"] == 4 and top["coverage"] == 1.0
     assert any(e["run"]["component"] == "train" and e["count"] == 4 for e in review["entries"])
-    human_review = _mltrace(home, "review").stdout
-    assert "This component has 100% coverage: it was used 4 time(s)" in human_review
 
     stale = json.loads(_mltrace(home, "stale", "--json").stdout)
     stale_by = {r["component"]: r["stale"] for r in stale}
     assert any(re.search(r"ingest \(ID \w+\) was run 45 days ago", m) for m in stale_by["clean"]), stale
     assert any(re.search(r"train \(ID \w+\) has 1 fresher run", m) for m in stale_by["predict"]), stale
-    assert "was run 45 days ago" in _mltrace(home, "stale").stdout
 
     trace = _mltrace(home, "trace", flagged_pred)
     assert trace.returncode == 0, trace.stderr

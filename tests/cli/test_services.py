@@ -1,6 +1,6 @@
 """`mltrace server`, `collector` and `ui` start for real on free loopback ports, serve, and stop
 cleanly on Ctrl-C; while `mltrace server` holds the embedded store, a pipeline exporting OTLP to
-it and `mltrace recent` in other processes see the same runs."""
+it, `mltrace recent` and `mltrace demo` in other processes see the same runs."""
 
 from __future__ import annotations
 
@@ -98,6 +98,13 @@ def test_server_serves_otlp_ui_and_the_cli(tmp_path: Path) -> None:
             time.sleep(0.3)
         assert [(r["component"], r["owner"], [p["name"] for p in r["outputs"]]) for r in runs] == [
             ("served", "ops", ["out.csv"])]
+        # the demo also works while the server holds the embedded store (the server drains)
+        demo = subprocess.run([sys.executable, "-m", "mltrace_otel.cli.app", "demo"], env=_env(home),
+                              capture_output=True, text=True, timeout=180)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        review = subprocess.run([sys.executable, "-m", "mltrace_otel.cli.app", "review", "--json"],
+                                env=_env(home), capture_output=True, text=True, timeout=120)
+        assert len(json.loads(review.stdout)["flagged"]) == 4
     finally:
         if proc.poll() is None:
             _stop(proc)
