@@ -21,46 +21,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from sdk_helpers import _spans_of, spooled_spans
 
 import mltrace_otel as mltrace
 from mltrace_otel import conventions as C
-from mltrace_otel import spool
 from mltrace_otel.sdk import config, export
 from mltrace_otel.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def spooled_spans(spool_dir: Path) -> dict[str, dict]:
-    """{span id hex: {"name", "attrs", "service"}} of every span in the spool's sealed files."""
-    out = {}
-    for p in spool.pending(spool_dir):
-        req = ExportTraceServiceRequest.FromString(p.read_bytes())
-        out.update(_spans_of(req))
-    return out
-
-
-def _value(v) -> object:  # noqa: ANN001
-    kind = v.WhichOneof("value")
-    if kind == "array_value":
-        return [_value(x) for x in v.array_value.values]
-    return getattr(v, kind)
-
-
-def _spans_of(req: ExportTraceServiceRequest) -> dict[str, dict]:
-    out = {}
-    for rs in req.resource_spans:
-        res = {a.key: _value(a.value) for a in rs.resource.attributes}
-        for ss in rs.scope_spans:
-            for s in ss.spans:
-                out[s.span_id.hex()] = {
-                    "name": s.name, "kind": s.kind, "scope": ss.scope.name, "resource": res,
-                    "attrs": {a.key: _value(a.value) for a in s.attributes},
-                    "trace_id": s.trace_id.hex(), "parent": s.parent_span_id.hex(),
-                    "links": [(lk.span_id.hex(), {a.key: _value(a.value) for a in lk.attributes})
-                              for lk in s.links],
-                }
-    return out
 
 
 def _free_port() -> int:
