@@ -440,6 +440,7 @@ class SharedServer:
         self.store = store
         self.drain_interval_s = drain_interval_s
         self.url = ""
+        self.token = ""
         self._server: _Server | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -451,7 +452,7 @@ class SharedServer:
         if conn.engine_dir is None:
             raise StoreUnavailable(f"store {mask_url(self.store.url)} is not an embedded store held by "
                                    "this process; only its holder can share it")
-        token = secrets.token_urlsafe(32)
+        token = self.token = secrets.token_urlsafe(32)
         self._server = _Server(conn.engine_dir, token)
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"

@@ -119,3 +119,48 @@ def test_waiting_too_long_names_the_directory_and_the_holder(tmp_path: Path) -> 
     result(holder)
     assert not out["opened"]
     assert str((tmp_path / "store").resolve()) in out["error"] and f"process {pid}" in out["error"]
+
+
+def test_the_shared_endpoint_answers_like_the_embedded_store(store, otel_tracer) -> None:
+    """Same SQL, same results: typed values, hostile and 20 KB parameters, errors, inserts."""
+    from mltrace_otel.errors import QueryError
+    from mltrace_otel.store import share
+    from mltrace_otel.store.core import Store
+
+    tracer, exporter = otel_tracer
+    with tracer.start_as_current_span("r", attributes={"mltrace.component.name": "r",
+                                                       "mltrace.run.inputs": ["a", "b"]}) as sp:
+        sp.add_event("e", {"k": 1.5})
+    store.insert_spans(exporter.get_finished_spans())
+    server = store.serve_shared(drain_interval_s=0)
+    remote = Store(store.settings, share._connect_http(server.url, token=server.token, proxied=True))
+    try:
+        remote.migrate()
+        sql = ("SELECT Timestamp, SpanAttributes, Events.Attributes, Duration, StatusCode, "
+               "{s:String} AS s, {ids:Array(String)} AS ids, length({big:String}) FROM otel_traces")
+        params = {"s": "'; DROP TABLE otel_traces; --\\ \"ü", "ids": ["x'", "y"], "big": "é" * 20_000}
+        assert remote.query("same", sql, params) == store.query("same", sql, params)
+        remote.command("flag", "INSERT INTO mltrace_flags (Pointer, Flagged, Version) "
+                       "VALUES ({p:String}, 1, now64())", {"p": "o'1"})
+        assert store.query("f", "SELECT Pointer FROM mltrace_flags") == [("o'1",)]
+        try:
+            remote.query("broken", "SELECT nope FROM otel_traces")
+        except QueryError as e:
+            assert e.query == "broken" and "nope" in str(e)
+        else:
+            raise AssertionError("no QueryError")
+        with tracer.start_as_current_span("r2", attributes={"mltrace.component.name": "r2"}):
+            pass
+        assert remote.insert_spans(exporter.get_finished_spans()[-1:]).accepted == 1
+        assert store.query("n", "SELECT count() FROM mltrace_runs FINAL") == [(2,)]
+    finally:
+        remote.close()
+
+
+def test_the_shared_endpoint_refuses_a_wrong_token(store) -> None:
+    from mltrace_otel.errors import StoreUnavailable
+    from mltrace_otel.store import share
+
+    server = store.serve_shared(drain_interval_s=0)
+    with pytest.raises(StoreUnavailable, match="AUTHENTICATION_FAILED|wrong token"):
+        share._connect_http(server.url, token="not-the-token", proxied=True)

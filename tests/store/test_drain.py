@@ -1,0 +1,89 @@
+"""Spool drain: every batch once, corrupt batches aside, re-inserts after a crash de-duplicated."""
+
+from __future__ import annotations
+
+import logging
+
+from mltrace_otel import conventions as c
+from mltrace_otel import spool
+from mltrace_otel.store import open_store
+from mltrace_otel.store.ingest import encode_spans
+
+TABLES = ("otel_traces", "otel_traces_trace_id_ts", "mltrace_runs", "mltrace_io", "mltrace_components")
+
+
+def spool_runs(settings, tracer, exporter, n: int, tag: str = "r") -> bytes:
+    """Write n runs as one spool batch (as the SDK's spool exporter does); the payload."""
+    exporter.clear()
+    for i in range(n):
+        with tracer.start_as_current_span(tag, attributes={c.COMPONENT_NAME: tag, c.RUN_INPUTS: [f"i{i}"],
+                                                           c.RUN_OUTPUTS: [f"o{i}"]}):
+            pass
+    payload = encode_spans(exporter.get_finished_spans()).SerializeToString()
+    spool.write_batch(settings.spool_dir, payload)
+    return payload
+
+
+def raw_counts(store) -> dict[str, int]:
+    """Rows physically present (no FINAL, merges stopped by the caller): duplicates would show."""
+    return {t: store.query("raw", f"SELECT count() FROM {t}")[0][0] for t in TABLES}
+
+
+def test_open_store_drains_the_spool(tmp_settings, otel_tracer) -> None:
+    tracer, exporter = otel_tracer
+    for k in range(3):
+        spool_runs(tmp_settings, tracer, exporter, 5, f"c{k}")
+    with open_store(tmp_settings) as store:
+        assert store.query("n", "SELECT uniqExact(RunId) FROM mltrace_runs") == [(15,)]
+        assert spool.pending(tmp_settings.spool_dir) == []
+        assert store.drain_spool() == 0
+
+
+def test_corrupt_batch_is_moved_aside_and_the_rest_drains(store, otel_tracer, caplog) -> None:
+    tracer, exporter = otel_tracer
+    spool_runs(store.settings, tracer, exporter, 4, "before")
+    bad = spool.write_batch(store.settings.spool_dir, b"\x0a\xff\xff garbage")
+    spool_runs(store.settings, tracer, exporter, 6, "after")
+    with caplog.at_level(logging.ERROR, logger="mltrace_otel.store.ingest"):
+        assert store.drain_spool() == 10
+    assert store.query("n", "SELECT count() FROM mltrace_runs FINAL") == [(10,)]
+    aside = store.settings.spool_dir / "bad" / bad.name
+    assert aside.read_bytes() == b"\x0a\xff\xff garbage"
+    assert any(bad.name[:-5] in r.getMessage() and "bad" in r.getMessage() for r in caplog.records)
+    assert spool.pending(store.settings.spool_dir) == []
+
+
+def test_reinserting_a_committed_batch_adds_nothing_anywhere(store, otel_tracer) -> None:
+    """A drainer killed after the insert but before deleting the file: the next drain re-inserts
+    the batch under the same token and no table, MV targets included, gets a second copy."""
+    for t in TABLES:
+        store.command("stop_merges", f"SYSTEM STOP MERGES {t}")
+    tracer, exporter = otel_tracer
+    payload = spool_runs(store.settings, tracer, exporter, 8)
+    (claimed,) = spool.claim_all(store.settings.spool_dir)
+    assert store.insert_otlp(claimed.payload, dedup_token=claimed.token).accepted == 8
+    once = raw_counts(store)
+    assert once["mltrace_runs"] == 8 and once["mltrace_io"] == 16
+    claimed.release()  # as if its drainer died: the file is back, unprocessed
+    assert store.drain_spool() == 8
+    assert raw_counts(store) == once
+    assert spool.pending(store.settings.spool_dir) == []
+    # the same spans spooled twice (two tokens) are two inserts, yet readers see each run once
+    spool.write_batch(store.settings.spool_dir, payload)
+    store.drain_spool()
+    assert store.query("n", "SELECT uniqExact(RunId), count() FROM mltrace_runs FINAL") == [(8, 8)]
+
+
+def test_rejected_spans_do_not_block_their_batch(store, otel_tracer, caplog) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    tracer, exporter = otel_tracer
+    spool_runs(store.settings, tracer, exporter, 3)
+    (path,) = spool.pending(store.settings.spool_dir)
+    req = ExportTraceServiceRequest.FromString(path.read_bytes())
+    req.resource_spans[0].scope_spans[0].spans[1].span_id = b"\x01"  # invalid length
+    path.write_bytes(req.SerializeToString())
+    with caplog.at_level(logging.WARNING, logger="mltrace_otel.store.ingest"):
+        assert store.drain_spool() == 2
+    assert any("1 spans rejected" in r.getMessage() for r in caplog.records)
+    assert spool.pending(store.settings.spool_dir) == []
