@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from mltrace_otel.errors import ConfigError, MltraceError, NotFound, StoreUnavailable
+from mltrace_otel.errors import AmbiguousRunId, ConfigError, MltraceError, NotFound, StoreUnavailable
 from mltrace_otel.settings import Settings, mask_url
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -115,8 +115,28 @@ def _store(ctx: typer.Context) -> Iterator[Store]:
                                hint=check) from None
     try:
         yield store
+    except AmbiguousRunId as e:
+        _describe_candidates(store, e)
+        raise
     finally:
         store.close()
+
+
+def _describe_candidates(store: Store, e: AmbiguousRunId) -> None:
+    """Name each candidate of an ambiguous prefix with its component and start (one query)."""
+    from mltrace_otel.cli.render import format_time
+
+    try:
+        runs = {r.id: r for r in store.get_runs(e.candidates[:20])}
+    except MltraceError:
+        return  # keep the plain list of ids
+    lines = [f"run id prefix {e.prefix!r} matches {len(e.candidates)} runs:"]
+    for rid in e.candidates[:20]:
+        r = runs.get(rid)
+        lines.append(f"  {rid}  {r.component}  {format_time(r.start)}" if r else f"  {rid}")
+    if len(e.candidates) > 20:
+        lines.append(f"  … and {len(e.candidates) - 20} more")
+    e.message = "\n".join(lines)
 
 
 def _console() -> Console:

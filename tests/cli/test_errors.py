@@ -94,4 +94,5 @@ def test_ambiguous_prefix_lists_the_candidates(tmp_settings: Settings) -> None:
         result = invoke(tmp_settings, *args)
         err = _one_error_line(result)
         assert prefix in err and pair[0] in err and pair[1] in err, args
+        assert err.count("noise") == 2  # each candidate named with its component
         assert "hint:" in err
