@@ -53,6 +53,8 @@ ENV_VARS: dict[str, str] = {
     "MLTRACE_BATCH_ROWS": "collector insert batch size in rows (default 5000)",
     "MLTRACE_BATCH_DELAY_S": "collector insert batch delay in seconds (default 1.0)",
     "MLTRACE_METRICS_LABEL_CAP": "most distinct label values per metric label (default 1000)",
+    "DB_SERVER": "mltrace's variable: host of an mltrace server, like set_address(host): OTLP to "
+    "http://host:4318, store http://host:8123 (MLTRACE_CLICKHOUSE_URL / OTEL_* endpoints win)",
 }
 """Every environment variable mltrace-otel reads, with a one-line meaning (README table)."""
 
@@ -301,6 +303,12 @@ class Settings:
         take("MLTRACE_BATCH_ROWS", "batch_rows", lambda n, v: parse_int(n, v, 1))
         take("MLTRACE_BATCH_DELAY_S", "batch_delay_s", lambda n, v: parse_float(n, v, 0))
         take("MLTRACE_METRICS_LABEL_CAP", "metrics_label_cap", lambda n, v: parse_int(n, v, 1))
+
+        db_server = (env.get("DB_SERVER") or "").strip()
+        if db_server:  # mltrace's variable: one host for both export and queries
+            kw.setdefault("store_url", f"http://{db_server}:8123")
+            if "otlp_traces_endpoint" not in kw:
+                kw.setdefault("otlp_endpoint", f"http://{db_server}:4318")
 
         for k, v in overrides.items():
             if v is not None:
