@@ -390,3 +390,13 @@ def test_drop_warning_never_raises_into_user_code(sdk_settings):
         warnings.simplefilter("error")
         assert mltrace.register("x")(lambda: 7)() == 7
     assert mltrace.delivery_stats().dropped == 1
+
+
+def test_mltrace_db_server_variable_works_like_set_address(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLTRACE_DIR", str(tmp_path))
+    monkeypatch.setenv("DB_SERVER", "10.1.2.3")
+    s = config.current_settings()
+    assert (s.otlp_endpoint, mltrace.get_db_uri()) == ("http://10.1.2.3:4318", "http://10.1.2.3:8123")
+    assert export.otlp_endpoint(s) == "http://10.1.2.3:4318/v1/traces"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    assert config.current_settings().otlp_endpoint == "http://collector:4318"  # the standard one wins
