@@ -160,10 +160,10 @@ def output_stats(store: Store, per_series: int, lookback_s: int) -> list[OutputS
                    toFloat64OrNull(a[{{a_sum:String}}]) AS total,
                    a[{{a_sketch:String}}] AS sketch
             FROM {db}.otel_traces
-            ARRAY JOIN Events.Name AS ev, Events.Attributes AS a
+            ARRAY JOIN arrayFilter((x, n) -> n = {{event:String}}, Events.Attributes, Events.Name) AS a
             WHERE Timestamp >= now64(9) - toIntervalSecond({{lookback:UInt64}})
               AND SpanAttributes[{{a_component:String}}] != ''
-              AND has(Events.Name, {{event:String}}) AND ev = {{event:String}}
+              AND has(Events.Name, {{event:String}})
             ORDER BY component, output, col, start DESC, run_id
             LIMIT 1 BY component, output, col, run_id
         )
