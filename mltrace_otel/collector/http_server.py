@@ -16,6 +16,7 @@ bodies are ``google.rpc.Status`` as OTLP/HTTP specifies. Status codes:
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
@@ -65,6 +66,14 @@ class OTLPHTTPServer(ThreadingHTTPServer):
         with self._idle:
             return self._idle.wait_for(lambda: self._active == 0, timeout)
 
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = super().get_request()
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        return sock, addr
+
     def handle_error(self, request: Any, client_address: Any) -> None:  # no tracebacks on stderr
         log.debug("HTTP connection from %s failed", client_address, exc_info=True)
 
@@ -90,9 +99,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection or self.server.stopping.is_set():
             self.send_header("Connection", "close")
             self.close_connection = True
-        self.end_headers()
+        # headers and body in one write: two small writes meet Nagle + delayed ACK (40 ms stalls)
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(body)
+        self.flush_headers()
 
     def _error(self, status: int, message: str, media: str = otlp.JSON,
                headers: dict[str, str] | None = None, protocol: str = "http") -> None:

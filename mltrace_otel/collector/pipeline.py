@@ -3,7 +3,8 @@
 Receivers :meth:`IngestQueue.submit` a checked request (serialized protobuf, see
 :mod:`.otlp`) and wait on the returned :class:`Pending` until the batch it joined is
 committed; only then do they acknowledge. The renderer thread takes queued requests until
-``batch_rows`` spans, or ``batch_delay_s`` after the oldest arrived (whichever comes first),
+``batch_rows`` spans, or ``batch_delay_s`` after the oldest arrived (whichever comes first;
+or, when the inserter is idle, as soon as arrivals pause for ``linger_s``: group commit),
 concatenates their serialized requests (protobuf messages concatenate into one valid message)
 and renders the rows with ``ingest.rows_from_otlp``; the inserter thread writes them with
 ``ingest.insert_columns`` -- the two halves of ``Store.insert_otlp``, so there is one ingest
@@ -104,6 +105,10 @@ class IngestQueue:
             thread writes to it.
         batch_rows, batch_delay_s: flush when this many spans are queued, or this long after
             the oldest queued request arrived.
+        linger_s: also flush when the inserter is idle and no request arrived for this long
+            (group commit: at low load a request is not held back for ``batch_delay_s``;
+            under load batches still fill up while the previous insert runs). None: only
+            ``batch_rows`` / ``batch_delay_s`` close a batch.
         queue_spans: the bound (queued + in flight) above which submit raises QueueFull.
         stall_s: an insert running longer than this makes submit raise Unavailable.
         retry_after_s: how long after a failed insert submit keeps raising Unavailable.
@@ -116,7 +121,7 @@ class IngestQueue:
 
     def __init__(self, store: Any, *, batch_rows: int = 5000, batch_delay_s: float = 1.0,
                  queue_spans: int = 200_000, stall_s: float = 10.0, retry_after_s: float = 1.0,
-                 drain_every_s: float = 0.0, metrics: Any = None,
+                 drain_every_s: float = 0.0, linger_s: float | None = 0.005, metrics: Any = None,
                  render: Callable[[bytes], Any] | None = None,
                  insert: Callable[[Any], Any] | None = None) -> None:
         self.store = store
@@ -134,6 +139,8 @@ class IngestQueue:
         self._stopping = False
         self._insert_started: float | None = None
         self._failed_at: float | None = None
+        self.linger_s = linger_s
+        self._last_arrival = 0.0
         self._threads: list[threading.Thread] = []
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
         self.last_error = ""
@@ -169,6 +176,7 @@ class IngestQueue:
                 raise QueueFull(f"the collector queue is full ({depth} of {self.queue_spans} spans)",
                                 1.0)
             p = Pending(payload, spans)
+            self._last_arrival = p.enqueued
             self._items.append(p)
             self._queued += spans
             if self._queued >= self.batch_rows or len(self._items) == 1:
@@ -213,10 +221,19 @@ class IngestQueue:
                         and time.monotonic() - last_drain >= self.drain_every_s and not self._stopping):
                     return []  # idle: time for a spool drain
             deadline = self._items[0].enqueued + self.batch_delay_s
+            linger = self.linger_s
             while self._queued < self.batch_rows and not self._stopping:
-                remaining = deadline - time.monotonic()
+                now = time.monotonic()
+                remaining = deadline - now
                 if remaining <= 0:
                     break
+                if linger is not None and self._handoff.empty():
+                    # group commit: the inserter has nothing to do, so holding the batch back
+                    # only adds latency; close it once arrivals pause for linger_s
+                    quiet = self._last_arrival + linger - now
+                    if quiet <= 0:
+                        break
+                    remaining = min(remaining, quiet)
                 self._cond.wait(remaining)
             batch: list[Pending] = []
             rows = 0
@@ -250,6 +267,8 @@ class IngestQueue:
     def _insert_loop(self) -> None:
         while True:
             item = self._handoff.get()
+            with self._cond:
+                self._cond.notify_all()  # the renderer may close its batch now (group commit)
             if item is None:
                 return
             if item is _DRAIN:

@@ -78,12 +78,14 @@ class Collector:
         ack_timeout_s: longest a request waits for its batch's commit before a 503.
         stall_s: an insert running longer than this makes new requests 503.
         drain_every_s: drain the local spool this often when idle (0 = never).
+        linger_s: group commit: close a batch early when the inserter is idle and no request
+            came for this long (None: only batch_rows / batch_delay_s close a batch).
         registry: the prometheus registry for the self-metrics (a fresh one when None).
     """
 
     def __init__(self, settings: Settings, store: Any = None, *, grpc: bool = True,
                  ack_timeout_s: float = 30.0, stall_s: float = 10.0, drain_every_s: float = 2.0,
-                 registry: Any = None) -> None:
+                 linger_s: float | None = 0.005, registry: Any = None) -> None:
         self.settings = settings
         self.store = store
         self._own_store = store is None
@@ -91,6 +93,7 @@ class Collector:
         self.ack_timeout_s = ack_timeout_s
         self.stall_s = stall_s
         self.drain_every_s = drain_every_s
+        self.linger_s = linger_s
         self.metrics = CollectorMetrics(registry)
         self.queue: IngestQueue | None = None
         self._http: OTLPHTTPServer | None = None
@@ -116,7 +119,7 @@ class Collector:
             self.queue = IngestQueue(
                 self.store, batch_rows=s.batch_rows, batch_delay_s=s.batch_delay_s,
                 queue_spans=s.queue_spans, stall_s=self.stall_s, drain_every_s=self.drain_every_s,
-                metrics=self.metrics)
+                linger_s=self.linger_s, metrics=self.metrics)
             exporter = Exporter(self.queue, self.metrics, max_body_bytes=s.max_body_bytes,
                                 ack_timeout_s=self.ack_timeout_s, token=s.token)
             register_store_metrics(self.metrics.registry, self.store, s)

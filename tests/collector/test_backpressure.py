@@ -135,7 +135,7 @@ def test_sigterm_like_stop_commits_everything_queued(tmp_settings: Any, store: A
     faulty = FaultyStore(store)
     settings = collector_settings(tmp_settings, batch_rows=100_000, batch_delay_s=3600)
     results: list[int] = []
-    c = Collector(settings, faulty, drain_every_s=0)
+    c = Collector(settings, faulty, drain_every_s=0, linger_s=None)
     c.start()
     bodies = [_body(4) for _ in range(3)]
     threads = [threading.Thread(target=lambda b=b: results.append(_post(c, b[0])[0])) for b in bodies]

@@ -1,0 +1,236 @@
+"""Benchmark: sustained OTLP/HTTP protobuf ingest through the collector into the embedded store.
+
+    python bench/bench_collector.py [--seconds 20] [--senders 4] [--spans 512]
+
+What it measures, in one run on this machine:
+
+1. **baseline**: a bulk insert of pre-built rows (the same kind of spans, already rendered to
+   otel_traces columns) straight into an embedded store, 5,120 rows per insert -- the floor
+   any writer in Python pays (ClickHouse work incl. the mltrace materialized views, plus
+   clickhouse-connect's serialization). Also ``Store.insert_otlp`` (render + insert) on one
+   thread.
+2. **collector**: ``python -m mltrace_otel.collector`` in a subprocess on its own embedded store;
+   ``--senders`` processes POST ``--spans``-span protobuf requests over keep-alive HTTP/1.1
+   for ``--seconds`` (after a warm-up); throughput = spans acknowledged (200) per second. Each
+   request gets a fresh trace id, so no two inserted blocks are identical (ClickHouse would
+   de-duplicate those and flatter the numbers). 429 answers are counted and retried after
+   Retry-After, as OTel exporters do.
+3. peak RSS (VmHWM) of the collector process.
+
+Prints spans/s, the ratio collector / bulk insert, and writes bench/results/collector.json.
+Spans look like mltrace runs: 9 attributes (4 string arrays), one resource with service.name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = bytes(range(1, 17))  # the trace id senders replace per request
+
+
+def make_request(n: int, seq: int, marker: bool = False) -> bytes:
+    """A serialized ExportTraceServiceRequest of ``n`` run-like spans."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+
+    from mltrace_otel import conventions as C
+
+    def kv(k: str, v: object) -> KeyValue:
+        if isinstance(v, list):
+            return KeyValue(key=k, value=AnyValue(array_value=ArrayValue(
+                values=[AnyValue(string_value=x) for x in v])))
+        return KeyValue(key=k, value=AnyValue(string_value=str(v)))
+
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend([kv("service.name", "bench"), kv("telemetry.sdk.language", "python")])
+    ss = rs.scope_spans.add()
+    ss.scope.name = C.SCOPE_NAME
+    t0 = time.time_ns()
+    trace = MARKER if marker else os.urandom(16)
+    for i in range(n):
+        comp = f"component_{i % 20}"
+        sp = ss.spans.add()
+        sp.trace_id = trace
+        sp.span_id = os.urandom(8)
+        sp.name = comp
+        sp.kind = 1
+        sp.start_time_unix_nano = t0 + i * 1000
+        sp.end_time_unix_nano = t0 + i * 1000 + 5_000_000
+        sp.status.code = 1
+        sp.attributes.extend([
+            kv(C.COMPONENT_NAME, comp), kv(C.COMPONENT_OWNER, "team"),
+            kv(C.RUN_INPUTS, [f"s3://bucket/in/{seq}/{i}.parquet"]),
+            kv(C.RUN_OUTPUTS, [f"s3://bucket/out/{seq}/{i}.parquet"]),
+            kv(C.RUN_INPUT_TYPES, ["DATA"]), kv(C.RUN_OUTPUT_TYPES, ["DATA"]),
+            kv(C.VCS_REVISION, "0123456789abcdef0123456789abcdef01234567"),
+            kv(C.CODE_FUNCTION, "pipeline.step"), kv(C.CODE_FILE, "/src/pipeline.py"),
+        ])
+    return req.SerializeToString()
+
+
+def baseline(spans_per_request: int, total_rows: int) -> dict:
+    """Bulk insert of pre-built rows, and insert_otlp on one thread, into a fresh store."""
+    from mltrace_otel.settings import Settings
+    from mltrace_otel.store import ingest, open_store
+
+    per_insert = 5120
+    n_inserts = max(2, total_rows // per_insert)
+    bodies = [make_request(per_insert, 10_000 + k) for k in range(n_inserts * 2 + 1)]
+    with tempfile.TemporaryDirectory() as d:
+        store = open_store(Settings.from_env({}, mltrace_dir=Path(d)))
+        ingest.insert_otlp(store, bodies[-1])  # warm-up
+        t = time.perf_counter()
+        cols = [ingest.rows_from_otlp(b) for b in bodies[:n_inserts]]
+        render_s = time.perf_counter() - t
+        t = time.perf_counter()
+        for c in cols:
+            ingest.insert_columns(store, c)
+        bulk_s = time.perf_counter() - t
+        t = time.perf_counter()
+        for b in bodies[n_inserts:2 * n_inserts]:
+            store.insert_otlp(b)
+        otlp_s = time.perf_counter() - t
+        store.close()
+    rows = n_inserts * per_insert
+    return {"rows": rows, "bulk_insert_spans_per_s": rows / bulk_s,
+            "render_spans_per_s": rows / render_s, "insert_otlp_spans_per_s": rows / otlp_s}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sender(port: int, spans: int, seed: int, warmup: float, seconds: float, out: mp.Queue) -> None:
+    templates = [make_request(spans, seed * 100 + k, marker=True) for k in range(4)]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    headers = {"Content-Type": "application/x-protobuf"}
+    start = time.monotonic()
+    measure_from, end = start + warmup, start + warmup + seconds
+    acked = refused = requests = 0
+    k = 0
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        body = templates[k % len(templates)].replace(MARKER, os.urandom(16))
+        k += 1
+        conn.request("POST", "/v1/traces", body=body, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        done = time.monotonic()
+        if r.status == 200:
+            if now >= measure_from and done <= end:
+                acked += spans
+                requests += 1
+        else:
+            refused += 1
+            time.sleep(float(r.getheader("Retry-After") or 1))
+    conn.close()
+    out.put({"acked": acked, "refused": refused, "requests": requests})
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def collector_run(senders: int, spans: int, warmup: float, seconds: float) -> dict:
+    """Start the collector subprocess, load it, measure; stop it with SIGTERM."""
+    port, gport = _free_port(), _free_port()
+    with tempfile.TemporaryDirectory() as d:
+        env = {**os.environ, "MLTRACE_DIR": d, "MLTRACE_OTLP_HTTP_PORT": str(port),
+               "MLTRACE_OTLP_GRPC_PORT": str(gport)}
+        proc = subprocess.Popen([sys.executable, "-m", "mltrace_otel.collector"], env=env, cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                    c.request("GET", "/healthz")
+                    if c.getresponse().status == 200:
+                        break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError("collector did not start: " + (proc.stderr.read() if
+                                                                          proc.poll() is not None else ""))
+                    time.sleep(0.2)
+            out: mp.Queue = mp.Queue()
+            procs = [mp.Process(target=_sender, args=(port, spans, i, warmup, seconds, out))
+                     for i in range(senders)]
+            cpu0 = _cpu_seconds(proc.pid)
+            for p in procs:
+                p.start()
+            results = [out.get(timeout=warmup + seconds + 300) for _ in procs]
+            for p in procs:
+                p.join()
+            cpu = _cpu_seconds(proc.pid) - cpu0
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/metrics")
+            metrics = conn.getresponse().read().decode()
+            rss = _peak_rss_mb(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = -9
+    acked = sum(r["acked"] for r in results)
+    committed = next((float(line.split()[-1]) for line in metrics.splitlines()
+                      if line.startswith("mltrace_collector_spans_committed_total ")), 0.0)
+    return {"spans_per_s": acked / seconds, "acked_spans": acked, "committed_total": committed,
+            "refused_429_503": sum(r["refused"] for r in results), "peak_rss_mb": rss,
+            "collector_cpu_s_per_s": cpu / (warmup + seconds), "exit_code": code}
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--senders", type=int, default=4)
+    ap.add_argument("--spans", type=int, default=512)
+    ap.add_argument("--baseline-rows", type=int, default=51_200)
+    args = ap.parse_args()
+    base = baseline(args.spans, args.baseline_rows)
+    run = collector_run(args.senders, args.spans, args.warmup, args.seconds)
+    ratio = run["spans_per_s"] / base["bulk_insert_spans_per_s"]
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"bulk insert of pre-built rows:      {base['bulk_insert_spans_per_s']:>9,.0f} spans/s")
+    print(f"rendering rows (rows_from_otlp):    {base['render_spans_per_s']:>9,.0f} spans/s")
+    print(f"Store.insert_otlp, one thread:      {base['insert_otlp_spans_per_s']:>9,.0f} spans/s")
+    print(f"collector, {args.senders} senders x {args.spans} spans/request: {run['spans_per_s']:>9,.0f} spans/s "
+          f"acknowledged ({ratio:.2f}x the bulk insert)")
+    print(f"collector peak RSS {run['peak_rss_mb']:.0f} MiB, CPU {run['collector_cpu_s_per_s']:.2f} cores, "
+          f"429/503 answers {run['refused_429_503']}, SIGTERM exit code {run['exit_code']}")
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "collector.json").write_text(json.dumps({"args": vars(args), "baseline": base,
+                                                        "collector": run, "ratio": ratio}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
