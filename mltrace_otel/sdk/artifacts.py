@@ -25,12 +25,14 @@ AUTO_LOG_MIN_BYTES = 1024 * 1024
 class RunIO:
     """Pointers added by save()/load() while a decorated run is active (internal)."""
 
-    __slots__ = ("component", "loaded", "saved")
+    __slots__ = ("component", "loaded", "saved", "auto_in", "arg_names")
 
     def __init__(self, component: str) -> None:
         self.component = component
         self.loaded: list[IOPointer] = []
         self.saved: list[IOPointer] = []
+        self.auto_in: list[IOPointer] = []
+        self.arg_names: set[str] = set()
 
 
 ACTIVE: contextvars.ContextVar[RunIO | None] = contextvars.ContextVar("mltrace_active_run", default=None)

@@ -269,8 +269,16 @@ class _Spec:
                 values.update(values.pop(p.name))
         return values
 
-    def before_tests(self, span: Any, args: tuple, kwargs: dict) -> list[TestOutcome]:
-        """Run beforeTests; on failure record the run and raise the test's exception."""
+    def before_tests(self, span: Any, args: tuple, kwargs: dict, io: artifacts.RunIO) -> list[TestOutcome]:
+        """auto_log the arguments (before the function can change them), run beforeTests; on a
+        test failure record the run and raise the test's exception."""
+        if self.opts.auto_log:
+            call = self.call_args(args, kwargs)
+            io.arg_names = set(call)
+            try:
+                io.auto_in = artifacts.auto_log_pointers(call, self.name, inputs=True)
+            except Exception as e:  # noqa: BLE001 - auto_log never breaks the run
+                _log.warning("mltrace: auto_log failed: %s", e)
         tests = self.component.beforeTests
         if not tests or self.opts.skip_before:
             return []
@@ -283,7 +291,7 @@ class _Spec:
 
     def finish(self, span: Any, end: int, args: tuple, kwargs: dict, value: Any,
                local_vars: dict[str, Any] | None, exc: BaseException | None, io: artifacts.RunIO,
-               before: list[TestOutcome]) -> None:
+               before: list[TestOutcome], strict: bool = True) -> None:
         """Collect pointers, run afterTests, emit. Raises ValueError (nothing logged) for a missing
         variable, or the after test's exception (run logged)."""
         if (not self.slow and exc is None and value is None and not before and not io.loaded
@@ -301,7 +309,7 @@ class _Spec:
         values: dict[str, Any] = {}
         if local_vars is not None or (self.needs_locals and exc is None):
             loc = local_vars or {}
-            strict = exc is None and local_vars is not None
+            strict = strict and exc is None and local_vars is not None
             new_in, new_out = _pointers_from_locals(opts, loc, strict, values)
             inputs += new_in
             outputs += spans.endpoint_outputs(new_out) if opts.endpoint else new_out
@@ -311,11 +319,11 @@ class _Spec:
             outputs += io.saved
             for p in io.saved:
                 values[p.name] = p.value
+        if io.auto_in:
+            inputs += io.auto_in
         if opts.auto_log and exc is None:
             try:
-                call = self.call_args(args, kwargs)
-                inputs += artifacts.auto_log_pointers(call, self.name, inputs=True)
-                rest = {k: v for k, v in (local_vars or {}).items() if k not in call}
+                rest = {k: v for k, v in (local_vars or {}).items() if k not in io.arg_names}
                 auto_out = artifacts.auto_log_pointers(rest, self.name, inputs=False)
                 outputs += auto_out
                 for p in auto_out:
@@ -429,7 +437,7 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
         span, _ = spec.start()
         ctx_token, io_token, io = _enter(span, spec.name)
         try:
-            before = spec.before_tests(span, args, kwargs)
+            before = spec.before_tests(span, args, kwargs, io)
             if spec.needs_locals:
                 value, loc, exc = call_capturing_locals(func, spec.code, args, kwargs)
             else:
@@ -457,7 +465,7 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
         ctx_token, io_token, io = _enter(span, spec.name)
         loc = exc = value = None
         try:
-            before = spec.before_tests(span, args, kwargs)
+            before = spec.before_tests(span, args, kwargs, io)
             coro = func(*args, **kwargs)
             frame = getattr(coro, "cr_frame", None)
             try:
@@ -484,13 +492,14 @@ def _gen_wrapper(spec: _Spec) -> Callable[..., Any]:
         span, _ = spec.start()
         ctx_token, io_token, io = _enter(span, spec.name)
         try:
-            before = spec.before_tests(span, args, kwargs)
+            before = spec.before_tests(span, args, kwargs, io)
             gen = func(*args, **kwargs)
         finally:
             _leave(ctx_token, io_token)
         frame = gen.gi_frame
         exc: BaseException | None = None
         value = None
+        closed = False
         try:
             while True:
                 ctx_token = otel_context.attach(trace.set_span_in_context(span))
@@ -505,11 +514,12 @@ def _gen_wrapper(spec: _Spec) -> Callable[..., Any]:
                 yield item
         except GeneratorExit:
             gen.close()
+            closed = True
         except BaseException as e:  # noqa: BLE001
             exc = e
         end = _time_ns()
         spec.finish(span, end, args, kwargs, value, frame_locals(frame) if spec.needs_locals else None,
-                    exc, io, before)
+                    exc, io, before, strict=not closed)
         if exc is not None:
             raise exc
         return value
@@ -524,12 +534,13 @@ def _async_gen_wrapper(spec: _Spec) -> Callable[..., Any]:
         span, _ = spec.start()
         ctx_token, io_token, io = _enter(span, spec.name)
         try:
-            before = spec.before_tests(span, args, kwargs)
+            before = spec.before_tests(span, args, kwargs, io)
             agen = func(*args, **kwargs)
         finally:
             _leave(ctx_token, io_token)
         frame = agen.ag_frame
         exc: BaseException | None = None
+        closed = False
         try:
             while True:
                 ctx_token = otel_context.attach(trace.set_span_in_context(span))
@@ -543,11 +554,12 @@ def _async_gen_wrapper(spec: _Spec) -> Callable[..., Any]:
                 yield item
         except GeneratorExit:
             await agen.aclose()
+            closed = True
         except BaseException as e:  # noqa: BLE001
             exc = e
         end = _time_ns()
         spec.finish(span, end, args, kwargs, None, frame_locals(frame) if spec.needs_locals else None,
-                    exc, io, before)
+                    exc, io, before, strict=not closed)
         if exc is not None:
             raise exc
 

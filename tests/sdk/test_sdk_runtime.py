@@ -355,3 +355,31 @@ def test_nothing_per_call_touches_the_file_system_or_runs_git(sdk_settings):
     assert any(e == "subprocess.Popen" for e, _ in first)  # git, looked up once
     assert later == []
     assert mltrace.flush() and mltrace.delivery_stats().spooled == 301
+
+
+def test_auto_log_fingerprints_inputs_before_the_function_changes_them(spans):
+    @mltrace.register("mutator", auto_log=True)
+    def mutate(train_data: pd.DataFrame):
+        train_data.loc[0, "x"] = 99  # in place
+        return None
+
+    df = pd.DataFrame({"x": [1, 2, 3]})
+    original = fingerprint(df.copy())
+    mutate(df)
+    (run,) = runs(spans)
+    assert attr(run, C.RUN_INPUT_VERSIONS) == [original]
+
+
+def test_generator_closed_before_a_var_is_set_is_still_logged(spans):
+    @mltrace.register("lazy", output_vars=["final"])
+    def lazy():
+        yield 1
+        yield 2
+        final = "done.csv"
+
+    g = lazy()
+    next(g)
+    g.close()  # `final` never assigned: no ValueError at close
+    (run,) = runs(spans)
+    assert attr(run, C.RUN_OUTPUTS) == []
+    assert list(lazy()) == [1, 2] and attr(runs(spans)[1], C.RUN_OUTPUTS) == ["done.csv"]
