@@ -495,7 +495,7 @@ def clear(
         count = store.count_runs()
         if not yes:
             where = mask_url(settings.resolved_store_url)
-            if not typer.confirm(f"Delete all {count} run(s) and every flag and note in {where}?"):
+            if not typer.confirm(f"Delete all {count} run(s) and every flag and note in {where}?", err=True):
                 _friendly("Nothing deleted.")
                 raise typer.Exit(1)
         store.clean()

@@ -313,7 +313,7 @@ def _print_next(console: Console, settings: Settings, result: DemoResult) -> Non
 
     from mltrace_otel.settings import mask_url
 
-    store = "" if settings.store_url is None else f" --store {settings.store_url}"
+    store = "" if settings.store_url is None else f" --store {mask_url(settings.store_url)}"
     console.print(f"\n[bold green]Logged {result.runs} runs[/bold green] (session [cyan]{result.tag}[/cyan]) "
                   f"into {escape(mask_url(settings.resolved_store_url))}; data in {result.data_dir}.")
     if result.flagged:

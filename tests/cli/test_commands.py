@@ -189,6 +189,18 @@ def test_flag_review_unflag(pipeline: Pipeline) -> None:
         store.unflag_all()
 
 
+def test_review_reports_a_flagged_input_no_run_produced(pipeline: Pipeline) -> None:
+    s, store = pipeline.settings, pipeline.store
+    try:
+        invoke(s, "flag", "rules.yaml", "pred-3")
+        review = ok_json(invoke(s, "review", "--json"))
+        assert review["unproduced"] == ["rules.yaml"] and review == store.review().to_json()
+        human = invoke(s, "review")
+        assert human.exit_code == 0 and "no run produced" in human.stdout and "rules.yaml" in human.stdout
+    finally:
+        store.unflag_all()
+
+
 def test_notes(pipeline: Pipeline) -> None:
     s, store = pipeline.settings, pipeline.store
     rid = _run_id(pipeline, "feat_a")
