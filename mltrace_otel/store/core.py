@@ -223,9 +223,8 @@ class Store:
         """Empty every table (mltrace's clean_db)."""
         from mltrace_otel.store import schema
 
-        for table in schema.data_tables(self):
-            self.command("clean", f"TRUNCATE TABLE IF EXISTS {schema.quote_ident(self.database)}."
-                         f"{schema.quote_ident(table)} {schema.on_cluster(self.settings.cluster)}")
+        for stmt in schema.clean_statements(self):
+            self.command("clean", stmt)
 
     # --- runs -----------------------------------------------------------------------------
     def resolve_run_id(self, prefix: str) -> str:

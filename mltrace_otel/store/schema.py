@@ -96,19 +96,73 @@ def load_migrations(database: str, cluster: str | None = None, ttl_days: int = 0
 # --- applying migrations ------------------------------------------------------------------------
 MIGRATIONS_TABLE = "mltrace_schema_migrations"
 
-_MIGRATIONS_DDL = """
-CREATE TABLE IF NOT EXISTS {{db}}.mltrace_schema_migrations {{on_cluster}} (
-    Version UInt32,
-    Name String,
-    Applied DateTime64(6) DEFAULT now64(6)
-) ENGINE = {{engine ReplacingMergeTree(Applied)}}
-ORDER BY Version
-"""
+DISTRIBUTED_KEYS: dict[str, str] = {
+    "otel_traces": "cityHash64(TraceId)",
+    "otel_traces_trace_id_ts": "cityHash64(TraceId)",
+    "mltrace_runs": "cityHash64(TraceId)",
+    "mltrace_io": "cityHash64(RunId)",
+    "mltrace_components": "cityHash64(Name)",
+    "mltrace_component_tags": "cityHash64(Name)",
+    "mltrace_flags": "cityHash64(Pointer)",
+    "mltrace_notes": "cityHash64(RunId)",
+}
+"""With a cluster: every data table gets a Distributed table of the same name in the store's
+database, sharded by this key (a span's rows and its run's rows land on one shard; user state
+by its primary key, so latest-row-wins reads stay per shard)."""
 
 
 def on_cluster(cluster: str | None) -> str:
     """``ON CLUSTER `name``` when a cluster is configured, else ''."""
     return f"ON CLUSTER {quote_ident(cluster)}" if cluster else ""
+
+
+def local_database(database: str, cluster: str | None) -> str:
+    """Where the tables and materialized views live: the database itself, or with a cluster
+    ``<database>_local`` on every node (the database then holds the Distributed tables)."""
+    return f"{database}_local" if cluster else database
+
+
+def setup_statements(database: str, cluster: str | None = None) -> list[str]:
+    """The databases and the migrations record, created before any migration runs."""
+    oc = on_cluster(cluster)
+    out = [f"CREATE DATABASE IF NOT EXISTS {quote_ident(database)} {oc}".strip()]
+    if cluster:
+        out.append(f"CREATE DATABASE IF NOT EXISTS {quote_ident(local_database(database, cluster))} {oc}")
+        # one replication path for the whole cluster: every node sees every recorded version
+        engine = (f"ReplicatedReplacingMergeTree('/clickhouse/mltrace/{database}/schema_migrations', "
+                  "'{replica}', Applied)")
+    else:
+        engine = "ReplacingMergeTree(Applied)"
+    out.append(
+        f"CREATE TABLE IF NOT EXISTS {quote_ident(database)}.{MIGRATIONS_TABLE} {oc} (\n"
+        "    Version UInt32,\n    Name String,\n    Applied DateTime64(6) DEFAULT now64(6)\n"
+        f") ENGINE = {engine}\nORDER BY Version"
+    )
+    return out
+
+
+def distributed_statements(database: str, cluster: str | None) -> list[str]:
+    """With a cluster: the Distributed table over each data table (none without a cluster).
+
+    A later migration that changes a table's columns must also alter its Distributed table.
+    """
+    if not cluster:
+        return []
+    local = local_database(database, cluster)
+    return [
+        f"CREATE TABLE IF NOT EXISTS {quote_ident(database)}.{table} {on_cluster(cluster)} "
+        f"AS {quote_ident(local)}.{table} "
+        f"ENGINE = Distributed({quote_ident(cluster)}, {quote_ident(local)}, {table}, {key})"
+        for table, key in DISTRIBUTED_KEYS.items()
+    ]
+
+
+def plan(database: str, cluster: str | None = None, ttl_days: int = 0) -> list[str]:
+    """Every statement migrating an empty database runs, in order (for tests and docs)."""
+    out = setup_statements(database, cluster)
+    for m in load_migrations(local_database(database, cluster), cluster, ttl_days):
+        out.extend(m.statements)
+    return out + distributed_statements(database, cluster)
 
 
 def _missing(e: Exception) -> bool:
@@ -134,16 +188,17 @@ def migrate(store: Any) -> list[int]:
     """Apply every migration not yet recorded, in order; the versions applied.
 
     One query when the schema is current. Each statement is idempotent (IF NOT EXISTS,
-    MODIFY SETTING), so a migration interrupted before it was recorded is simply re-run.
+    MODIFY SETTING), so a migration interrupted before it was recorded is simply re-run, and
+    two processes migrating one server at once do no harm.
     """
     s = store.settings
-    migrations = load_migrations(store.database, s.cluster, s.ttl_days)
+    migrations = load_migrations(local_database(store.database, s.cluster), s.cluster, s.ttl_days)
     done = applied_versions(store)
     todo = [m for m in migrations if m.version not in done]
     if todo:
         db = quote_ident(store.database)
-        store.command("create_database", f"CREATE DATABASE IF NOT EXISTS {db} {on_cluster(s.cluster)}")
-        store.command("create_migrations_table", render(_MIGRATIONS_DDL, store.database, s.cluster))
+        for stmt in setup_statements(store.database, s.cluster):
+            store.command("migration_setup", stmt)
         for m in todo:
             for stmt in m.statements:
                 store.command(f"migration_{m.version:04d}_{m.name}", stmt)
@@ -152,17 +207,23 @@ def migrate(store: Any) -> list[int]:
                 f"INSERT INTO {db}.{MIGRATIONS_TABLE} (Version, Name) VALUES ({{v:UInt32}}, {{n:String}})",
                 {"v": m.version, "n": m.name},
             )
+        for stmt in distributed_statements(store.database, s.cluster):
+            store.command("migration_distributed", stmt)
     if store.client.database != store.database:
         store.client.database = store.database
     return [m.version for m in todo]
 
 
-def data_tables(store: Any) -> list[str]:
-    """Every table of the store's database except the migrations record (clean_db empties them)."""
+def clean_statements(store: Any) -> list[str]:
+    """TRUNCATE of every data table (mltrace's clean_db); with a cluster, the local tables on
+    every node. The migrations record stays."""
+    s = store.settings
+    local = local_database(store.database, s.cluster)
     rows = store.query(
         "data_tables",
         "SELECT name FROM system.tables WHERE database = {db:String} AND engine NOT IN "
-        "('MaterializedView', 'View') AND name != {m:String} ORDER BY name",
-        {"db": store.database, "m": MIGRATIONS_TABLE},
+        "('MaterializedView', 'View', 'Distributed') AND name != {m:String} ORDER BY name",
+        {"db": local, "m": MIGRATIONS_TABLE},
     )
-    return [r[0] for r in rows]
+    return [f"TRUNCATE TABLE IF EXISTS {quote_ident(local)}.{quote_ident(r[0])} {on_cluster(s.cluster)}".strip()
+            for r in rows]

@@ -56,3 +56,88 @@ def test_unreachable_server_is_store_unavailable_with_password_masked(tmp_settin
         open_store(settings)
     assert "secret" not in str(e.value)
     assert f"127.0.0.1:{port}" in str(e.value)
+
+
+def _statements(cluster: str | None = None, ttl_days: int = 0) -> list[str]:
+    from mltrace_otel.store.schema import plan
+
+    return [" ".join(s.split()) for s in plan("mlt", cluster, ttl_days)]
+
+
+def test_without_a_cluster_the_sql_is_plain() -> None:
+    sql = _statements()
+    assert not any("ON CLUSTER" in s or "Replicated" in s or "Distributed" in s for s in sql)
+    assert not any(" TTL " in s for s in sql)
+    assert all("`mlt`." in s or s.startswith("CREATE DATABASE") for s in sql)
+
+
+def test_a_cluster_gets_on_cluster_replicated_engines_and_distributed_tables() -> None:
+    import re
+
+    sql = _statements("prod")
+    ddl = [s for s in sql if s.startswith(("CREATE", "ALTER"))]
+    assert ddl == sql and all("ON CLUSTER `prod`" in s for s in ddl)
+    engines = [m.group(1) for s in sql for m in [re.search(r"ENGINE = (\w+)", s)] if m]
+    assert engines and all(e.startswith("Replicated") or e == "Distributed" for e in engines)
+    # tables and views live in mlt_local on every node; mlt holds a Distributed table per data table
+    creates = {m.group(1): s for s in sql
+               for m in [re.match(r"CREATE (?:TABLE|MATERIALIZED VIEW) IF NOT EXISTS (\S+)", s)] if m}
+    data_tables = ["otel_traces", "otel_traces_trace_id_ts", "mltrace_runs", "mltrace_io",
+                   "mltrace_components", "mltrace_component_tags", "mltrace_flags", "mltrace_notes"]
+    for t in data_tables:
+        assert f"`mlt_local`.{t}" in creates
+        dist = creates[f"`mlt`.{t}"]
+        assert f"AS `mlt_local`.{t} ENGINE = Distributed(`prod`, `mlt_local`, {t}, cityHash64(" in dist
+    assert "TO `mlt_local`.mltrace_runs" in creates["`mlt_local`.mltrace_runs_mv"]
+    assert "FROM `mlt_local`.otel_traces" in creates["`mlt_local`.mltrace_runs_mv"]
+    # the migrations record is replicated on one path for the whole cluster
+    assert "ReplicatedReplacingMergeTree('/clickhouse/mltrace/mlt/schema_migrations'" in \
+        creates["`mlt`.mltrace_schema_migrations"]
+    # Distributed tables come after the local tables they copy
+    order = list(creates)
+    assert all(order.index(f"`mlt`.{t}") > order.index(f"`mlt_local`.{t}") for t in data_tables)
+
+
+def test_ttl_is_rendered_for_span_and_run_tables() -> None:
+    sql = "\n".join(_statements(ttl_days=7))
+    assert "TTL toDateTime(Timestamp) + toIntervalDay(7)" in sql
+    assert "TTL toDateTime(Start) + toIntervalDay(7)" in sql
+    assert "ttl_only_drop_parts = 1" in sql
+
+
+def test_ttl_applies_on_the_embedded_store(tmp_settings) -> None:
+    with open_store(tmp_settings.replace(ttl_days=3)) as s:
+        (ddl,), = s.query("ddl", "SELECT create_table_query FROM system.tables "
+                          "WHERE database = {d:String} AND name = 'otel_traces'", {"d": s.database})
+        assert "TTL toDateTime(Timestamp) + toIntervalDay(3)" in ddl
+        s.command("drop", f"DROP DATABASE `{s.database}`")
+
+
+def test_clean_empties_every_table_and_keeps_the_schema(store, otel_tracer) -> None:
+    tracer, exporter = otel_tracer
+    with tracer.start_as_current_span("r", attributes={"mltrace.component.name": "r",
+                                                       "mltrace.run.outputs": ["o"]}):
+        pass
+    store.insert_spans(exporter.get_finished_spans())
+    store.command("flag", "INSERT INTO mltrace_flags (Pointer, Flagged, Version) VALUES ('o', 1, now64())")
+    store.clean()
+    counts = store.query("counts", "SELECT name, total_rows FROM system.tables WHERE database = {d:String} "
+                         "AND engine LIKE '%MergeTree' AND name != 'mltrace_schema_migrations'",
+                         {"d": store.database})
+    assert counts and all(n == 0 for _, n in counts), counts
+    assert store.migrate() == []
+    assert store.query("n", "SELECT count() FROM mltrace_schema_migrations") != [(0,)]
+
+
+def test_opening_a_migrated_store_costs_one_query(store, tmp_settings, monkeypatch) -> None:
+    from mltrace_otel.store.core import Store
+
+    calls: list[str] = []
+    real_query, real_command = Store.query, Store.command
+    monkeypatch.setattr(Store, "query", lambda self, name, *a, **k: (calls.append(name),
+                                                                     real_query(self, name, *a, **k))[1])
+    monkeypatch.setattr(Store, "command", lambda self, name, *a, **k: (calls.append(name),
+                                                                       real_command(self, name, *a, **k))[1])
+    with open_store(tmp_settings):
+        pass
+    assert calls == ["schema_versions"]
