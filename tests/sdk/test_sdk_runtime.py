@@ -86,6 +86,27 @@ def test_coverage_style_line_tracing_is_unaffected(spans):
     assert attr(runs(spans)[0], C.RUN_OUTPUTS) == ["6"]
 
 
+def test_stdlib_trace_coverage_counts_every_line_of_a_capturing_run(spans):
+    import trace
+
+    def body(n):
+        total = 0
+        for i in range(n):
+            total += i
+        dest = f"sum-{total}.txt"
+        return dest
+
+    decorated = mltrace.register("counted", output_vars=["dest"])(body)
+    tracer = trace.Trace(count=1, trace=0)
+    assert tracer.runfunc(decorated, 3) == "sum-3.txt"
+    counts = {line: c for (fname, line), c in tracer.results().counts.items()
+              if fname == body.__code__.co_filename and body.__code__.co_firstlineno < line
+              <= body.__code__.co_firstlineno + 6}
+    first = body.__code__.co_firstlineno
+    assert counts[first + 1] == 1 and counts[first + 3] == 3 and counts[first + 5] == 1
+    assert attr(runs(spans)[0], C.RUN_OUTPUTS) == ["sum-3.txt"]
+
+
 def test_existing_profile_function_is_chained_and_restored(spans):
     events: list[tuple[str, str]] = []
 
