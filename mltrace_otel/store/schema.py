@@ -225,5 +225,5 @@ def clean_statements(store: Any) -> list[str]:
         "('MaterializedView', 'View', 'Distributed') AND name != {m:String} ORDER BY name",
         {"db": local, "m": MIGRATIONS_TABLE},
     )
-    return [f"TRUNCATE TABLE IF EXISTS {quote_ident(local)}.{quote_ident(r[0])} {on_cluster(s.cluster)}".strip()
-            for r in rows]
+    oc = on_cluster(s.cluster)
+    return [f"TRUNCATE TABLE IF EXISTS {quote_ident(local)}.{quote_ident(r[0])} {oc}".strip() for r in rows]
