@@ -60,7 +60,7 @@ def exposed_names(store, settings, load) -> set[str]:
     names |= {fam.name + sfx for fam in collector_registry.collect() for sfx in suffixes.get(fam.type, ())}
     snap = Snapshot(stale={("clean", "old_input"): 1}, flagged_total=0)
     for fam in render(snap, LabelLimiter(10)):
-        names.add(fam.name)
+        names |= {s.name for s in fam.samples}
     return names
 
 
@@ -105,3 +105,13 @@ def test_alert_rules_pass_promtool_check_and_unit_tests():
                           capture_output=True, text=True)
     assert test.returncode == 0, test.stdout + test.stderr
     assert "SUCCESS" in test.stdout
+
+
+def test_every_exposed_series_is_documented(store, tmp_settings, load):
+    doc = (HERE.parents[1] / "docs" / "metrics.md").read_text(encoding="utf-8")
+    histogram = "mltrace_component_run_duration_seconds"
+    names = {histogram if n.startswith(histogram) else n for n in exposed_names(store, tmp_settings, load)
+             if not n.startswith("mltrace_collector_") and not n.endswith("_created")}
+    assert len(names) >= 15
+    missing = sorted(n for n in names if f"`{n}`" not in doc)
+    assert not missing, f"series missing from docs/metrics.md: {missing}"
