@@ -400,3 +400,14 @@ def test_mltrace_db_server_variable_works_like_set_address(monkeypatch, tmp_path
     assert export.otlp_endpoint(s) == "http://10.1.2.3:4318/v1/traces"
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
     assert config.current_settings().otlp_endpoint == "http://collector:4318"  # the standard one wins
+
+
+def test_endpoint_down_at_exit_runs_still_land_in_the_spool(tmp_path):
+    script = ("import mltrace_otel as m\n"
+              "for i in range(30): m.register('late', outputs=[f'o{i}'])(lambda: 0)()\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env=_child_env(MLTRACE_DIR=str(tmp_path),
+                                        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{_free_port()}"))
+    assert out.returncode == 0, out.stderr
+    got = spooled_spans(tmp_path / "spool")
+    assert sorted(s["attrs"][C.RUN_OUTPUTS][0] for s in got.values()) == sorted(f"o{i}" for i in range(30))
