@@ -3,7 +3,8 @@
 One :class:`~mltrace_otel.settings.Settings` is built in the callback (``--store`` beats
 ``MLTRACE_CLICKHOUSE_URL`` beats the embedded store under ``MLTRACE_DIR``) and passed down.
 Errors are turned into one red line, a hint and exit code 1 in ONE place,
-:class:`_MltraceGroup.invoke`; commands just raise :class:`~mltrace_otel.errors.MltraceError`.
+:class:`~mltrace_otel.cli.common.MltraceGroup`; commands just raise
+:class:`~mltrace_otel.errors.MltraceError`.
 
 Every query command takes ``--json`` and prints the store models' ``to_json()`` (shapes in
 docs/cli.md). Heavy modules (the store, chDB, rich rendering, the collector, dash) are imported
@@ -14,50 +15,27 @@ May import: mltrace_otel.settings, .errors, .store, .sdk (demo), .collector, .da
 
 from __future__ import annotations
 
-import json
-import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Optional
 
 import typer
-from typer.core import TyperGroup
 
-from mltrace_otel.errors import AmbiguousRunId, ConfigError, MltraceError, NotFound, StoreUnavailable
+from mltrace_otel.cli.common import (
+    MltraceGroup,
+    cli_settings,
+    console,
+    emit_json,
+    friendly,
+    open_cli_store,
+    parse_when,
+    positive,
+)
+from mltrace_otel.errors import ConfigError, NotFound
 from mltrace_otel.settings import Settings, mask_url
-
-if TYPE_CHECKING:  # pragma: no cover
-    from rich.console import Console
-
-    from mltrace_otel.store.core import Store
-
-
-class _MltraceGroup(TyperGroup):
-    """The one place where errors become output: MltraceError → ``error: ...`` + hint, exit 1."""
-
-    def invoke(self, ctx: typer.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except MltraceError as e:
-            _print_error(e)
-            raise typer.Exit(1) from None
-
-
-def _print_error(e: MltraceError) -> None:
-    from rich.console import Console
-    from rich.text import Text
-
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    err.print(Text(f"error: {e.message}", style="bold red"))
-    if e.hint:
-        err.print(Text(f"hint: {e.hint}", style="dim"))
-
 
 app = typer.Typer(
     name="mltrace",
-    cls=_MltraceGroup,
+    cls=MltraceGroup,
     help="mltrace-otel: trace, review and check the staleness of ML pipeline runs.",
     no_args_is_help=True,
     add_completion=False,
@@ -81,110 +59,6 @@ def _main(
     ctx.obj = Settings.from_env(store_url=store)
 
 
-# --- helpers ---------------------------------------------------------------------------------
-def _settings(ctx: typer.Context) -> Settings:
-    obj = ctx.find_root().obj
-    return obj if isinstance(obj, Settings) else Settings.from_env()
-
-
-@contextmanager
-def _store(ctx: typer.Context) -> Iterator[Store]:
-    """Open the configured store (drains the local spool) and close it afterwards.
-
-    Any failure to open becomes a StoreUnavailable naming the (masked) URL and what to check.
-    """
-    settings = _settings(ctx)
-    url = mask_url(settings.resolved_store_url)
-    if settings.is_embedded:
-        check = ("check that MLTRACE_DIR is writable and that no other process (mltrace server, "
-                 "ui) holds the embedded store for longer than MLTRACE_STORE_WAIT_S")
-    else:
-        check = ("check that the ClickHouse server is running and reachable, and the URL given by "
-                 "--store or MLTRACE_CLICKHOUSE_URL (host, port, user, password, database)")
-    from mltrace_otel.store import open_store
-
-    try:
-        store = open_store(settings)
-    except StoreUnavailable as e:
-        msg = e.message if url in e.message else f"cannot open the store at {url}: {e.message}"
-        raise StoreUnavailable(msg, hint=e.hint or check) from None
-    except MltraceError:
-        raise
-    except Exception as e:  # a driver error the store did not map: still one clear line
-        raise StoreUnavailable(f"cannot open the store at {url}: {type(e).__name__}: {e}",
-                               hint=check) from None
-    try:
-        yield store
-    except AmbiguousRunId as e:
-        _describe_candidates(store, e)
-        raise
-    finally:
-        store.close()
-
-
-def _describe_candidates(store: Store, e: AmbiguousRunId) -> None:
-    """Name each candidate of an ambiguous prefix with its component and start (one query)."""
-    from mltrace_otel.cli.render import format_time
-
-    try:
-        runs = {r.id: r for r in store.get_runs(e.candidates[:20])}
-    except MltraceError:
-        return  # keep the plain list of ids
-    lines = [f"run id prefix {e.prefix!r} matches {len(e.candidates)} runs:"]
-    for rid in e.candidates[:20]:
-        r = runs.get(rid)
-        lines.append(f"  {rid}  {r.component}  {format_time(r.start)}" if r else f"  {rid}")
-    if len(e.candidates) > 20:
-        lines.append(f"  … and {len(e.candidates) - 20} more")
-    e.message = "\n".join(lines)
-
-
-def _console() -> Console:
-    from rich.console import Console
-
-    return Console(highlight=False)
-
-
-def _emit_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def _friendly(message: str) -> None:
-    """Zero results: a friendly line, exit code 0."""
-    _console().print(f"[dim]{message}[/dim]")
-
-
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.I)
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_when(option: str, value: str | None) -> datetime | None:
-    """A --since/--until value as an aware UTC datetime.
-
-    Accepts ISO dates and times (``2026-11-01``, ``2026-11-01T09:30``; local time unless a zone
-    is given) and ages (``30m``, ``12h``, ``7d``, ``2w`` ago).
-    """
-    if value is None:
-        return None
-    m = _RELATIVE.match(value)
-    if m:
-        return datetime.now(timezone.utc) - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2).lower()])
-    try:
-        dt = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ConfigError(f"{option} {value!r} is not a date, time or age",
-                          hint="use e.g. 2026-11-01, 2026-11-01T09:30, 12h or 7d") from None
-    if dt.tzinfo is None:
-        dt = dt.astimezone()  # local time
-    return dt.astimezone(timezone.utc)
-
-
-def _limit(n: int) -> int:
-    if n < 1:
-        raise ConfigError(f"-n {n} is not a positive number", hint="use -n 1 or more")
-    return n
-
-
 # --- runs ------------------------------------------------------------------------------------
 @app.command()
 def recent(
@@ -197,16 +71,16 @@ def recent(
     """The newest runs of any component, newest first."""
     from mltrace_otel.cli import render
 
-    with _store(ctx) as store:
+    with open_cli_store(ctx) as store:
         before_id = store.resolve_run_id(before) if before else None
-        runs = store.recent(_limit(n), before_id)
+        runs = store.recent(positive(n), before_id)
     if as_json:
-        return _emit_json([r.to_json() for r in runs])
+        return emit_json([r.to_json() for r in runs])
     if not runs:
-        return _friendly("No runs yet. Decorate a function with @Component.run, or try `mltrace demo`.")
-    _console().print(render.runs_table(runs, title="Recent runs"))
+        return friendly("No runs yet. Decorate a function with @Component.run, or try `mltrace demo`.")
+    console().print(render.runs_table(runs, title="Recent runs"))
     if len(runs) == n:
-        _friendly(f"more: mltrace recent -n {n} --before {runs[-1].id[:8]}")
+        friendly(f"more: mltrace recent -n {n} --before {runs[-1].id[:8]}")
 
 
 @app.command()
@@ -224,15 +98,15 @@ def history(
     from mltrace_otel.cli import render
 
     lo, hi = parse_when("--since", since), parse_when("--until", until)
-    with _store(ctx) as store:
-        runs = store.history(component, _limit(n), lo, hi)
+    with open_cli_store(ctx) as store:
+        runs = store.history(component, positive(n), lo, hi)
         if not runs:
             store.component(component)  # NotFound for an unknown component
     if as_json:
-        return _emit_json([r.to_json() for r in runs])
+        return emit_json([r.to_json() for r in runs])
     if not runs:
-        return _friendly(f"{component} has no runs in that window.")
-    _console().print(render.runs_table(runs, title=f"History of {component}"))
+        return friendly(f"{component} has no runs in that window.")
+    console().print(render.runs_table(runs, title=f"History of {render.escape(component)}"))
 
 
 @app.command()
@@ -244,13 +118,13 @@ def inspect(
     """Everything about one run: IO, code, git, tests, notes, staleness."""
     from mltrace_otel.cli import render
 
-    with _store(ctx) as store:
+    with open_cli_store(ctx) as store:
         run = store.get_run(run_id)
     if as_json:
-        return _emit_json(run.to_json())
-    console = _console()
+        return emit_json(run.to_json())
+    out = console()
     for part in render.run_detail(run):
-        console.print(part)
+        out.print(part)
 
 
 @app.command()
@@ -263,8 +137,8 @@ def tag(
     """The newest runs of the components with this tag."""
     from mltrace_otel.cli import render
 
-    limit = _limit(n)
-    with _store(ctx) as store:
+    limit = positive(n)
+    with open_cli_store(ctx) as store:
         comps = store.components(tag=tag_name)
         if not comps:
             raise NotFound(f"no component has the tag {tag_name!r}", hint="`mltrace tags` lists them")
@@ -272,10 +146,10 @@ def tag(
     runs.sort(key=lambda r: (r.start, r.id), reverse=True)
     runs = runs[:limit]
     if as_json:
-        return _emit_json([r.to_json() for r in runs])
+        return emit_json([r.to_json() for r in runs])
     if not runs:
-        return _friendly(f"The components tagged {tag_name!r} have no runs yet.")
-    _console().print(render.runs_table(runs, title=f"Runs tagged {tag_name}"))
+        return friendly(f"The components tagged {tag_name!r} have no runs yet.")
+    console().print(render.runs_table(runs, title=f"Runs tagged {render.escape(tag_name)}"))
 
 
 # --- lineage ---------------------------------------------------------------------------------
@@ -293,7 +167,7 @@ def trace(
     if (output is None) == (run is None):
         raise ConfigError("give an OUTPUT or --run RUN_ID (one of them)",
                           hint="e.g. mltrace trace predictions.csv")
-    with _store(ctx) as store:
+    with open_cli_store(ctx) as store:
         if run is not None:
             lineage = store.trace_run(run)
         else:
@@ -307,12 +181,12 @@ def trace(
                 if as_json:
                     from mltrace_otel.store.models import Lineage
 
-                    return _emit_json(Lineage(root=output, direction="trace").to_json())
-                return _friendly(f"No run produced {output!r}: it is an input only "
+                    return emit_json(Lineage(root=output, direction="trace").to_json())
+                return friendly(f"No run produced {output!r}: it is an input only "
                                  f"(read by {len(info.consumers)} run(s)).")
     if as_json:
-        return _emit_json(lineage.to_json())
-    _console().print(render.lineage_tree(lineage))
+        return emit_json(lineage.to_json())
+    console().print(render.lineage_tree(lineage))
 
 
 @app.command()
@@ -324,17 +198,17 @@ def impact(
     """What an output or a run fed: the runs downstream of it and every output they wrote."""
     from mltrace_otel.cli import render
 
-    with _store(ctx) as store:
+    with open_cli_store(ctx) as store:
         lineage = store.impact(target)
     if as_json:
-        return _emit_json(lineage.to_json())
+        return emit_json(lineage.to_json())
     if not lineage.nodes:
-        return _friendly(f"Nothing downstream of {target!r}.")
-    console = _console()
-    console.print(render.lineage_tree(lineage))
+        return friendly(f"Nothing downstream of {target!r}.")
+    out = console()
+    out.print(render.lineage_tree(lineage))
     if lineage.outputs:
-        console.print(f"[bold]{len(lineage.outputs)} output(s) affected[/bold]: "
-                      + ", ".join(lineage.outputs), highlight=False, markup=True)
+        out.print(f"[bold]{len(lineage.outputs)} output(s) affected[/bold]: "
+                  + ", ".join(render.escape(o) for o in lineage.outputs))
 
 
 @app.command()
@@ -348,15 +222,15 @@ def stale(
     """The latest run of each component that is stale now, and why."""
     from mltrace_otel.cli import render
 
-    with _store(ctx) as store:
+    with open_cli_store(ctx) as store:
         if component is not None:
             store.component(component)  # NotFound for an unknown component
-        runs = store.stale_runs(component, _limit(n))
+        runs = store.stale_runs(component, positive(n))
     if as_json:
-        return _emit_json([r.to_json() for r in runs])
+        return emit_json([r.to_json() for r in runs])
     if not runs:
-        return _friendly("Nothing is stale.")
-    _console().print(render.stale_table(runs))
+        return friendly("Nothing is stale.")
+    console().print(render.stale_table(runs))
 
 
 # --- components ------------------------------------------------------------------------------
@@ -372,27 +246,27 @@ def components(
     """Components with their owner, tags and number of runs."""
     from mltrace_otel.cli import render
 
-    with _store(ctx) as store:
+    with open_cli_store(ctx) as store:
         comps = store.components(owner, tag_name)
     if as_json:
-        return _emit_json([c.to_json() for c in comps])
+        return emit_json([c.to_json() for c in comps])
     if not comps:
-        return _friendly("No components match." if owner or tag_name else "No components yet.")
-    _console().print(render.components_table(comps))
+        return friendly("No components match." if owner or tag_name else "No components yet.")
+    console().print(render.components_table(comps))
 
 
 @app.command()
 def tags(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
     """Every tag of every component."""
-    with _store(ctx) as store:
+    with open_cli_store(ctx) as store:
         names = store.tags()
     if as_json:
-        return _emit_json(list(names))
+        return emit_json(list(names))
     if not names:
-        return _friendly("No tags yet.")
+        return friendly("No tags yet.")
     from rich.markup import escape
 
-    _console().print("\n".join(escape(t) for t in names))
+    console().print("\n".join(escape(t) for t in names))
 
 
 # --- flags and review ------------------------------------------------------------------------
@@ -403,14 +277,14 @@ def flag(
     as_json: bool = JsonOpt,
 ) -> None:
     """Flag outputs as wrong, for `mltrace review`."""
-    with _store(ctx) as store:
+    with open_cli_store(ctx) as store:
         for name in outputs:
             store.pointer(name)  # NotFound before anything is flagged
         for name in outputs:
             store.flag(name)
     if as_json:
-        return _emit_json({"flagged": list(outputs)})
-    _console().print(f"flagged {len(outputs)} output(s); see [bold]mltrace review[/bold]")
+        return emit_json({"flagged": list(outputs)})
+    console().print(f"flagged {len(outputs)} output(s); see [bold]mltrace review[/bold]")
 
 
 @app.command()
@@ -424,7 +298,7 @@ def unflag(
     outputs = list(outputs or [])
     if bool(outputs) == all_:
         raise ConfigError("give OUTPUT... or --all (one of them)", hint="e.g. mltrace unflag --all")
-    with _store(ctx) as store:
+    with open_cli_store(ctx) as store:
         if all_:
             outputs = list(store.flagged())
             store.unflag_all()
@@ -434,8 +308,8 @@ def unflag(
             for name in outputs:
                 store.unflag(name)
     if as_json:
-        return _emit_json({"unflagged": outputs})
-    _console().print(f"unflagged {len(outputs)} output(s)")
+        return emit_json({"unflagged": outputs})
+    console().print(f"unflagged {len(outputs)} output(s)")
 
 
 @app.command()
@@ -449,21 +323,21 @@ def review(
 
     from mltrace_otel.cli import render
 
-    with _store(ctx) as store:
-        result = store.review(_limit(n) if n is not None else None)
+    with open_cli_store(ctx) as store:
+        result = store.review(positive(n) if n is not None else None)
     if as_json:
-        return _emit_json(result.to_json())
+        return emit_json(result.to_json())
     if not result.flagged:
-        return _friendly("Nothing is flagged. Flag wrong outputs with `mltrace flag OUTPUT...`.")
-    console = _console()
-    console.print(f"[bold]{len(result.flagged)} flagged output(s)[/bold]: "
+        return friendly("Nothing is flagged. Flag wrong outputs with `mltrace flag OUTPUT...`.")
+    out = console()
+    out.print(f"[bold]{len(result.flagged)} flagged output(s)[/bold]: "
                   + ", ".join(escape(f) for f in result.flagged))
     if result.unproduced:
-        console.print("[yellow]no run produced[/yellow]: " + ", ".join(escape(u) for u in result.unproduced))
+        out.print("[yellow]no run produced[/yellow]: " + ", ".join(escape(u) for u in result.unproduced))
     if result.entries:
-        console.print(render.review_table(result))
+        out.print(render.review_table(result))
         top = result.entries[0]
-        console.print(f"Start with [bold]{escape(top.run.component)}[/bold] "
+        out.print(f"Start with [bold]{escape(top.run.component)}[/bold] "
                       f"([cyan]mltrace inspect {render.short_id(top.run.id)}[/cyan]).")
 
 
@@ -475,12 +349,12 @@ def notes(
     as_json: bool = JsonOpt,
 ) -> None:
     """Replace a run's notes."""
-    with _store(ctx) as store:
+    with open_cli_store(ctx) as store:
         full = store.resolve_run_id(run_id)
         saved = store.set_notes(full, text)
     if as_json:
-        return _emit_json({"run": full, "notes": saved})
-    _console().print(f"notes saved on run [cyan]{full[:8]}[/cyan]")
+        return emit_json({"run": full, "notes": saved})
+    console().print(f"notes saved on run [cyan]{full[:8]}[/cyan]")
 
 
 @app.command()
@@ -490,23 +364,23 @@ def clear(
     as_json: bool = JsonOpt,
 ) -> None:
     """Delete every run, flag, note and tag in the store (asks first)."""
-    settings = _settings(ctx)
-    with _store(ctx) as store:
+    settings = cli_settings(ctx)
+    with open_cli_store(ctx) as store:
         count = store.count_runs()
         if not yes:
             where = mask_url(settings.resolved_store_url)
             if not typer.confirm(f"Delete all {count} run(s) and every flag and note in {where}?", err=True):
-                _friendly("Nothing deleted.")
+                friendly("Nothing deleted.")
                 raise typer.Exit(1)
         store.clean()
     if as_json:
-        return _emit_json({"cleared": True, "runs": count})
-    _console().print(f"cleared {count} run(s)")
+        return emit_json({"cleared": True, "runs": count})
+    console().print(f"cleared {count} run(s)")
 
 
 # --- services --------------------------------------------------------------------------------
 def _serve_settings(ctx: typer.Context, **changes: object) -> Settings:
-    return _settings(ctx).replace(**{k: v for k, v in changes.items() if v is not None})
+    return cli_settings(ctx).replace(**{k: v for k, v in changes.items() if v is not None})
 
 
 HostOpt = typer.Option(None, "--host", metavar="HOST",
@@ -564,10 +438,12 @@ def ui(
 @app.command()
 def migrate(ctx: typer.Context) -> None:
     """Create or upgrade the schema in the store (a ClickHouse server needs this once)."""
-    settings = _settings(ctx)
-    with _store(ctx):
+    settings = cli_settings(ctx)
+    with open_cli_store(ctx):
         pass  # open_store applies every pending migration
-    _console().print(f"schema is up to date in {mask_url(settings.resolved_store_url)} "
+    from rich.markup import escape
+
+    console().print(f"schema is up to date in {escape(mask_url(settings.resolved_store_url))} "
                      f"(database {settings.database})")
 
 
@@ -581,7 +457,7 @@ def demo(
     """Run a small instrumented ML pipeline a few times, so every view has data."""
     from mltrace_otel.cli.demo import run_demo
 
-    run_demo(_settings(ctx), _console(), passes=max(1, runs), seed=seed)
+    run_demo(cli_settings(ctx), console(), passes=max(1, runs), seed=seed)
 
 
 @app.command()
@@ -592,7 +468,7 @@ def version(as_json: bool = JsonOpt) -> None:
     from mltrace_otel import __version__
 
     if as_json:
-        return _emit_json({"mltrace_otel": __version__, "python": platform.python_version()})
+        return emit_json({"mltrace_otel": __version__, "python": platform.python_version()})
     typer.echo(f"mltrace-otel {__version__} (Python {platform.python_version()})")
 
 

@@ -291,3 +291,29 @@ def test_json_is_the_only_stdout(pipeline: Pipeline) -> None:
 def test_service_commands_have_help(cmd: str) -> None:
     result = invoke(None, cmd, "--help")
     assert result.exit_code == 0 and "Usage" in result.stdout
+
+
+def test_names_with_markup_print_literally(fresh: Settings) -> None:
+    """Component and pointer names are data, never rich markup."""
+    from mltrace_otel.sdk.component import Component
+
+    def body() -> None:
+        @Component(name="[red]odd[/]", owner="[b]me", tags=["[x]"]).run(
+            inputs=["in[1].csv"], outputs=["out[/bold].csv"])
+        def f() -> None:
+            pass
+
+        f()
+
+    log_with_sdk(fresh, body)
+    rid = ok_json(invoke(fresh, "recent", "--json"))[0]["id"]
+    for args in (["recent"], ["inspect", rid], ["impact", "in[1].csv"], ["tags"], ["tag", "[x]"]):
+        result = invoke(fresh, *args)
+        assert result.exit_code == 0, (args, result.output)
+    assert "[red]odd[/]" in invoke(fresh, "history", "[red]odd[/]").stdout
+    assert "out[/bold].csv" in invoke(fresh, "trace", "out[/bold].csv").stdout
+    assert "[b]me" in invoke(fresh, "components").stdout
+    invoke(fresh, "flag", "out[/bold].csv")
+    assert "out[/bold].csv" in invoke(fresh, "review").stdout
+    err = invoke(fresh, "history", "[nope]")
+    assert err.exit_code == 1 and "[nope]" in err.stderr

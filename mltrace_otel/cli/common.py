@@ -1,0 +1,156 @@
+"""What every ``mltrace`` command shares: the error wrapper, the store context, output helpers.
+
+:class:`MltraceGroup` is the ONE place where :class:`~mltrace_otel.errors.MltraceError` becomes
+``error: ...`` + ``hint: ...`` on stderr and exit code 1. :func:`open_cli_store` opens the
+configured store and turns any failure to reach it into a StoreUnavailable that names the
+(masked) URL and what to check. Rich and the store are imported inside the functions, so
+importing this module (``mltrace --help``) stays cheap.
+
+May import: mltrace_otel.settings, .errors, .store (lazily), rich (lazily), typer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import typer
+from typer.core import TyperGroup
+
+from mltrace_otel.errors import AmbiguousRunId, ConfigError, MltraceError, StoreUnavailable
+from mltrace_otel.settings import Settings, mask_url
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+
+    from mltrace_otel.store.core import Store
+
+
+class MltraceGroup(TyperGroup):
+    """The one place where errors become output: MltraceError → ``error: ...`` + hint, exit 1."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MltraceError as e:
+            print_error(e)
+            raise typer.Exit(1) from None
+
+
+def print_error(e: MltraceError) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print(Text(f"error: {e.message}", style="bold red"))
+    if e.hint:
+        err.print(Text(f"hint: {e.hint}", style="dim"))
+
+
+def cli_settings(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Settings) else Settings.from_env()
+
+
+@contextmanager
+def open_cli_store(ctx: typer.Context) -> Iterator[Store]:
+    """Open the configured store (drains the local spool) and close it afterwards.
+
+    Any failure to open becomes a StoreUnavailable naming the (masked) URL and what to check.
+    """
+    settings = cli_settings(ctx)
+    url = mask_url(settings.resolved_store_url)
+    if settings.is_embedded:
+        check = ("check that MLTRACE_DIR is writable and that no other process (mltrace server, "
+                 "ui) holds the embedded store for longer than MLTRACE_STORE_WAIT_S")
+    else:
+        check = ("check that the ClickHouse server is running and reachable, and the URL given by "
+                 "--store or MLTRACE_CLICKHOUSE_URL (host, port, user, password, database)")
+    from mltrace_otel.store import open_store
+
+    try:
+        store = open_store(settings)
+    except StoreUnavailable as e:
+        msg = e.message if url in e.message else f"cannot open the store at {url}: {e.message}"
+        raise StoreUnavailable(msg, hint=e.hint or check) from None
+    except MltraceError:
+        raise
+    except Exception as e:  # a driver error the store did not map: still one clear line
+        raise StoreUnavailable(f"cannot open the store at {url}: {type(e).__name__}: {e}",
+                               hint=check) from None
+    try:
+        yield store
+    except AmbiguousRunId as e:
+        describe_candidates(store, e)
+        raise
+    finally:
+        store.close()
+
+
+def describe_candidates(store: Store, e: AmbiguousRunId) -> None:
+    """Name each candidate of an ambiguous prefix with its component and start (one query)."""
+    from mltrace_otel.cli.render import format_time
+
+    try:
+        runs = {r.id: r for r in store.get_runs(e.candidates[:20])}
+    except MltraceError:
+        return  # keep the plain list of ids
+    lines = [f"run id prefix {e.prefix!r} matches {len(e.candidates)} runs:"]
+    for rid in e.candidates[:20]:
+        r = runs.get(rid)
+        lines.append(f"  {rid}  {r.component}  {format_time(r.start)}" if r else f"  {rid}")
+    if len(e.candidates) > 20:
+        lines.append(f"  … and {len(e.candidates) - 20} more")
+    e.message = "\n".join(lines)
+
+
+def console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def friendly(message: str) -> None:
+    """Zero results: a friendly line, exit code 0."""
+    from rich.text import Text
+
+    console().print(Text(message, style="dim"))
+
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.I)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(option: str, value: str | None) -> datetime | None:
+    """A --since/--until value as an aware UTC datetime.
+
+    Accepts ISO dates and times (``2026-11-01``, ``2026-11-01T09:30``; local time unless a zone
+    is given) and ages (``30m``, ``12h``, ``7d``, ``2w`` ago).
+    """
+    if value is None:
+        return None
+    m = _RELATIVE.match(value)
+    if m:
+        return datetime.now(timezone.utc) - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2).lower()])
+    try:
+        dt = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ConfigError(f"{option} {value!r} is not a date, time or age",
+                          hint="use e.g. 2026-11-01, 2026-11-01T09:30, 12h or 7d") from None
+    if dt.tzinfo is None:
+        dt = dt.astimezone()  # local time
+    return dt.astimezone(timezone.utc)
+
+
+def positive(n: int) -> int:
+    if n < 1:
+        raise ConfigError(f"-n {n} is not a positive number", hint="use -n 1 or more")
+    return n
