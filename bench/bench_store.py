@@ -1,0 +1,97 @@
+"""Store benchmark: queries on a store holding 1,000,000 runs (embedded chDB).
+
+    python bench/bench_store.py [--runs 1000000] [--repeat 20]
+
+Builds a throwaway store under a temp dir: 100,000 ten-stage chain pipelines generated
+server-side (INSERT ... SELECT FROM numbers() into otel_traces; the materialized views fill the
+mltrace tables), merged (OPTIMIZE FINAL, the state background merges reach at rest). Then times,
+as medians over --repeat calls: trace of a final output (10 levels deep), review of 100 flagged
+outputs, history (10 runs) and recent (10 runs), and reports bytes per run on disk. Each time is
+also printed as a ratio to a trivial query (SELECT 1) measured in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def median_ms(fn, repeat: int) -> float:  # noqa: ANN001
+    fn()  # warm
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t) * 1000)
+    return statistics.median(ts)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--dir", type=Path, default=None, help="store directory (default: a temp dir)")
+    args = ap.parse_args()
+
+    from mltrace_otel.settings import Settings
+    from mltrace_otel.store import bench_data, open_store
+
+    root = args.dir or Path(tempfile.mkdtemp(prefix="mltrace-bench-"))
+    settings = Settings.from_env({}, mltrace_dir=root, store_url=f"chdb://{root / 'store'}?database=bench")
+    stages = 10
+    with open_store(settings) as store:
+        t = time.perf_counter()
+        if store.count_runs() < args.runs:
+            store.clean()
+            bench_data.generate_chain_runs(store, args.runs, stages)
+            bench_data.merge_all(store)
+        n = store.count_runs()
+        print(f"store: {n:,} runs ready in {time.perf_counter() - t:.1f} s "
+              "(INSERT ... SELECT FROM numbers() into otel_traces, MVs fill the mltrace tables)")
+        pipelines = n // stages
+        last = pipelines - 1
+        base = median_ms(lambda: store.query("baseline", "SELECT 1"), args.repeat)
+
+        lin = store.trace(f"p{last}_s{stages - 1}")
+        assert len(lin.nodes) == stages and lin.nodes[-1].depth == stages - 1, lin
+        store.unflag_all()
+        for i in range(100):
+            store.flag(f"p{last - i}_s{stages - 1}")
+        rv = store.review()
+        assert len(rv.entries) == 100 * stages and rv.entries[0].count == 1
+        assert len(store.history("stage_3", 10)) == 10 and len(store.recent(10)) == 10
+
+        results = {
+            "trace (10 levels deep)": (median_ms(lambda: store.trace(f"p{last}_s{stages - 1}"),
+                                                 args.repeat), 50),
+            "trace of an older output (10 levels)": (
+                median_ms(lambda: store.trace(f"p{pipelines // 2}_s{stages - 1}"), args.repeat), None),
+            "review of 100 flagged outputs": (median_ms(store.review, max(3, args.repeat // 4)), 1000),
+            "history (10 runs)": (median_ms(lambda: store.history("stage_3", 10), args.repeat), 20),
+            "recent (10 runs)": (median_ms(lambda: store.recent(10), args.repeat), 20),
+            "inspect (one run)": (median_ms(lambda: store.get_run(lin.nodes[3].run.id[:8]),
+                                            args.repeat), None),
+        }
+        sizes = bench_data.bytes_on_disk(store)
+        total = sum(sizes.values())
+        store.unflag_all()
+
+    print(f"baseline SELECT 1: {base:.2f} ms")
+    print(f"{'query':40} {'median ms':>10} {'target':>8} {'x SELECT 1':>10}")
+    for name, (ms, target) in results.items():
+        tgt = f"<= {target}" if target else ""
+        print(f"{name:40} {ms:10.1f} {tgt:>8} {ms / base:10.1f}")
+    print(f"bytes per run on disk: {total / n:.0f} (all tables; "
+          + ", ".join(f"{k} {v / n:.0f}" for k, v in sorted(sizes.items()) if v) + ")")
+    if args.dir is None:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

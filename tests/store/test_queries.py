@@ -1,0 +1,107 @@
+"""Runs, ids, history, recent, inspect, components, tags, pointers (issue 3 item 4)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from query_helpers import BASE, Runs
+
+from mltrace_otel.errors import AmbiguousRunId, NotFound
+
+
+def test_run_id_prefixes(store):
+    r = Runs()
+    a = r.run("c", [], ["x"], span_id=0xABCD000000000001)
+    b = r.run("c", [], ["y"], span_id=0xABCD000000000002)
+    r.flush(store)
+    assert store.resolve_run_id("abcd000000000001") == a
+    assert store.resolve_run_id("abcd000000000002"[:16]) == b
+    with pytest.raises(AmbiguousRunId) as e:
+        store.get_run("abcd")
+    assert sorted(e.value.candidates) == sorted([a, b])
+    with pytest.raises(NotFound):
+        store.get_run("abc")  # shorter than 4
+    with pytest.raises(NotFound):
+        store.get_run("zzzz")  # not hex
+    with pytest.raises(NotFound):
+        store.get_run("ffff")
+    assert store.get_run("ABCD000000000002").id == b  # case does not matter
+
+
+def test_inspect_has_code_notes_tests_and_exception(store):
+    r = Runs()
+    rid = r.run("train", ["d.csv"], ["m.pkl"], notes="run-time note", code="def train(): pass",
+                owner="ann", error="boom")
+    r.flush(store)
+    run = store.get_run(rid[:6])
+    assert run.code_snapshot == "def train(): pass"
+    assert run.notes == "run-time note" and run.owner == "ann"
+    assert run.failed and run.exception == "ValueError: boom" and run.status_message == "boom"
+    assert store.set_notes(rid[:6], "later note") == "later note"
+    assert store.get_run(rid).notes == "later note"
+    assert store.set_notes(rid, "latest note") == "latest note"
+    assert store.get_run(rid).notes == "latest note"
+    assert store.recent(1)[0].code_snapshot == ""  # lists stay light
+
+
+def test_recent_pages_and_history_ranges(store):
+    r = Runs()
+    ids = [r.run("a" if i % 2 else "b", [], [f"o{i}"], at=3600 * i) for i in range(12)]
+    r.flush(store)
+    newest = list(reversed(ids))
+    assert [x.id for x in store.recent(5)] == newest[:5]
+    assert [x.id for x in store.recent(5, before=newest[4][:8])] == newest[5:10]
+    assert [x.id for x in store.recent(50, before=newest[10])] == newest[11:]
+    assert store.recent(0) == []
+    a_runs = [i for n, i in enumerate(ids) if n % 2]
+    assert [x.id for x in store.history("a")] == list(reversed(a_runs))
+    assert [x.id for x in store.history("a", limit=2)] == list(reversed(a_runs))[:2]
+    since, until = BASE + timedelta(hours=3), BASE + timedelta(hours=7)
+    assert [x.id for x in store.history("a", since=since, until=until)] == [ids[7], ids[5], ids[3]]
+    assert [x.id for x in store.history("a", since=since.replace(tzinfo=None),
+                                        until=until.isoformat())] == [ids[7], ids[5], ids[3]]
+    assert store.history("nobody") == []
+
+
+def test_duplicate_deliveries_are_one_run(store):
+    r = Runs()
+    a = r.run("c", [], ["x"])
+    b = r.run("d", ["x"], ["y"])
+    spans = list(r.exporter.get_finished_spans())
+    store.insert_spans(spans)
+    store.insert_spans(spans)  # a retry without a dedup token: duplicate rows until a merge
+    assert store.count_runs() == 2
+    assert [x.id for x in store.recent(10)] == [b, a]
+    assert [n.run.id for n in store.trace("y").nodes] == [b, a]
+    assert store.get_run(b).dependencies == (a,)
+
+
+def test_components_owner_tags_and_pointer(store):
+    r = Runs()
+    r.run("ingest", ["raw"], ["clean.csv"], owner="ann", tags=["etl"])
+    t = r.run("train", ["clean.csv"], ["model.pkl"], owner="bob", tags=["ml"])
+    r.flush(store)
+    assert [c.name for c in store.components()] == ["ingest", "train"]
+    assert [c.name for c in store.components(owner="ann")] == ["ingest"]
+    assert [c.name for c in store.components(tag="ml")] == ["train"]
+    assert store.components(owner="ann", tag="ml") == []
+    store.tag_component("ingest", ["prod", "etl"])
+    assert store.component("ingest").tags == ("etl", "prod")
+    assert store.tags() == ["etl", "ml", "prod"]
+    with pytest.raises(NotFound):
+        store.tag_component("nobody", ["x"])
+    with pytest.raises(NotFound):
+        store.component("nobody")
+    made = store.create_component("serve", "serves it", "cy", ["api"])
+    assert (made.name, made.owner, made.description, made.tags, made.runs) == ("serve", "cy",
+                                                                              "serves it", ("api",), 0)
+    info = store.component("train")
+    assert info.runs == 1 and info.owner == "bob"
+    p = store.pointer("clean.csv")
+    assert p.producers and p.consumers == (t,) and not p.flagged
+    store.flag("model.pkl")
+    assert store.pointer("model.pkl").flagged
+    assert store.get_run(t).outputs[0].flagged
+    with pytest.raises(NotFound):
+        store.pointer("nothing")
