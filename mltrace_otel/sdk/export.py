@@ -405,8 +405,29 @@ def _install(pipeline: _Pipeline) -> _Pipeline:
         old.close()
     if not _atexit_registered:
         atexit.register(_at_exit)
+        _register_fork_flush()
         _atexit_registered = True
     return pipeline
+
+
+class _ForkHook:
+    """Weak-referenceable anchor for multiprocessing's after-fork registry."""
+
+
+_fork_hook = _ForkHook()
+
+
+def _register_fork_flush() -> None:
+    """multiprocessing's fork children leave through os._exit (no atexit): flush there too."""
+    try:
+        from multiprocessing import util
+
+        def after_fork(_: object) -> None:
+            util.Finalize(None, _at_exit, exitpriority=10)
+
+        util.register_after_fork(_fork_hook, after_fork)
+    except Exception:  # noqa: BLE001
+        _log.debug("mltrace: cannot hook multiprocessing", exc_info=True)
 
 
 def _setup() -> _Pipeline:
