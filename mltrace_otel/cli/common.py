@@ -31,7 +31,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class MltraceGroup(TyperGroup):
-    """The one place where errors become output: MltraceError → ``error: ...`` + hint, exit 1."""
+    """The one place where errors become output: MltraceError → ``error: ...`` + hint, exit 1.
+
+    Also lets ``--store URL`` follow the command (``mltrace recent --store URL``), as people type it.
+    """
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_store(args))
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -154,3 +160,21 @@ def positive(n: int) -> int:
     if n < 1:
         raise ConfigError(f"-n {n} is not a positive number", hint="use -n 1 or more")
     return n
+
+
+def hoist_store(args: list[str]) -> list[str]:
+    """Move every ``--store URL`` / ``--store=URL`` before the command (nothing after ``--``)."""
+    cut = args.index("--") if "--" in args else len(args)
+    head, tail = args[:cut], args[cut:]
+    hoisted: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(head):
+        a = head[i]
+        if a == "--store" and i + 1 < len(head):
+            hoisted += head[i:i + 2]
+            i += 2
+            continue
+        (hoisted if a.startswith("--store=") else rest).append(a)
+        i += 1
+    return hoisted + rest + tail

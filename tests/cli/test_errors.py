@@ -24,6 +24,11 @@ def test_unreachable_store_names_the_url_masked_and_what_to_check() -> None:
     assert "hint:" in err and "ClickHouse" in err
 
 
+def test_store_option_may_follow_the_command() -> None:
+    for args in (["recent", "--store", "http://127.0.0.1:1/db"], ["stale", "--store=http://127.0.0.1:1/db"]):
+        assert "127.0.0.1:1" in _one_error_line(invoke(None, *args))
+
+
 def test_unreachable_store_from_the_environment(tmp_settings: Settings) -> None:
     result = invoke(tmp_settings, "stale", store=False,
                     env={"MLTRACE_CLICKHOUSE_URL": "http://127.0.0.1:1/db"})
