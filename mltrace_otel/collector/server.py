@@ -3,13 +3,16 @@
 
 Contract with the CLI (``mltrace_otel/cli``)::
 
-    mltrace collector [--host H] [--port P] [--grpc-port G] [--store URL] [--token T]
-        -> settings = Settings.from_env(host=H, otlp_http_port=P, otlp_grpc_port=G,
-                                        store_url=URL, token=T)
+    mltrace [--store URL] collector [--host H] [--http-port P] [--grpc-port G]
+        -> settings = Settings.from_env(store_url=URL).replace(host=H, otlp_http_port=P,
+                                                               otlp_grpc_port=G)  # flags given
         -> return run_collector(settings)          # the process exit code
-    mltrace server [same flags] [--ui-port U]
+    mltrace [--store URL] server [same flags] [--ui-port U]
         -> ... ui_port=U ...
         -> return run_server(settings)
+
+The token, limits and batch sizes come from the environment (MLTRACE_TOKEN,
+MLTRACE_MAX_BODY_BYTES, MLTRACE_QUEUE_SPANS, MLTRACE_BATCH_ROWS, MLTRACE_BATCH_DELAY_S).
 
 Both block until SIGTERM or SIGINT, then stop accepting, commit everything queued, and return 0.
 They raise :class:`~mltrace_otel.errors.MltraceError` (StoreUnavailable, ConfigError for a port
