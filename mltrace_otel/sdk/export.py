@@ -418,14 +418,19 @@ _fork_hook = _ForkHook()
 
 
 def _register_fork_flush() -> None:
-    """multiprocessing's fork children leave through os._exit (no atexit): flush there too."""
+    """multiprocessing's fork children leave through os._exit (no atexit): flush there too,
+    whether the pipeline was set up before the fork or first in the child."""
     try:
+        import sys
         from multiprocessing import util
 
         def after_fork(_: object) -> None:
             util.Finalize(None, _at_exit, exitpriority=10)
 
         util.register_after_fork(_fork_hook, after_fork)
+        mp = sys.modules.get("multiprocessing")
+        if mp is not None and mp.parent_process() is not None:  # set up inside a worker
+            util.Finalize(None, _at_exit, exitpriority=10)
     except Exception:  # noqa: BLE001
         _log.debug("mltrace: cannot hook multiprocessing", exc_info=True)
 

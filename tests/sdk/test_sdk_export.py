@@ -413,7 +413,8 @@ def test_endpoint_down_at_exit_runs_still_land_in_the_spool(tmp_path):
     assert sorted(s["attrs"][C.RUN_OUTPUTS][0] for s in got.values()) == sorted(f"o{i}" for i in range(30))
 
 
-def test_runs_in_multiprocessing_fork_workers_are_flushed_when_they_exit(tmp_path):
+@pytest.mark.parametrize("parent_first", [True, False])
+def test_runs_in_multiprocessing_fork_workers_are_flushed_when_they_exit(tmp_path, parent_first):
     script = textwrap.dedent("""
         import multiprocessing as mp
         import mltrace_otel as m
@@ -424,15 +425,16 @@ def test_runs_in_multiprocessing_fork_workers_are_flushed_when_they_exit(tmp_pat
             return i
 
         if __name__ == "__main__":
-            work(-1)  # the parent sets up first; workers inherit the pipeline
+            if PARENT_FIRST:
+                work(-1)  # the parent sets up first; workers inherit the pipeline
             with mp.get_context("fork").Pool(2) as pool:
                 assert pool.map(work, range(10)) == list(range(10))
                 pool.close()
                 pool.join()
-    """)
+    """).replace("PARENT_FIRST", str(parent_first))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          env=_child_env(MLTRACE_DIR=str(tmp_path)))
     assert out.returncode == 0, out.stderr
     got = spooled_spans(tmp_path / "spool")
     assert sorted(s["attrs"][C.RUN_INPUTS][0] for s in got.values()) == sorted(
-        f"shard-{i}" for i in range(-1, 10))
+        f"shard-{i}" for i in range(-1 if parent_first else 0, 10))
