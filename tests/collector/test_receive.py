@@ -214,3 +214,37 @@ def test_metrics_endpoint_reports_spans_and_batches(collector: Collector, store:
     assert 'mltrace_collector_requests_total{code="400",protocol="http/protobuf"} 1.0' in text
     assert "mltrace_collector_insert_duration_seconds_count" in text
     assert "mltrace_collector_queue_depth_spans 0.0" in text
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc", "http/json"])
+def test_mltrace_sdk_exports_runs_over_otlp_that_the_queries_find(
+        collector: Collector, store: Any, tmp_settings: Any, tmp_path: Any, protocol: str) -> None:
+    import mltrace_otel as mltrace
+    from mltrace_otel.sdk import export
+
+    a = collector.addresses
+    endpoint = f"http://{a.grpc_target}" if protocol == "grpc" else a.http_url
+    sdk_dir = tmp_path / "sdk"
+    sdk_dir.mkdir()
+    export.configure(settings=tmp_settings.replace(otlp_endpoint=endpoint, otlp_protocol=protocol,
+                                                   export="otlp", mltrace_dir=sdk_dir))
+    try:
+        @mltrace.register("sdk_clean", inputs=["raw.csv"], outputs=["clean.csv"])
+        def clean() -> None:
+            pass
+
+        @mltrace.register("sdk_train", inputs=["clean.csv"], outputs=["model.pkl"])
+        def train() -> None:
+            pass
+
+        clean()
+        train()
+        assert mltrace.flush()
+        stats = mltrace.delivery_stats()
+    finally:
+        export.reset()
+    assert (stats.exported, stats.spooled, stats.dropped) == (2, 0, 0)
+    [run] = store.history("sdk_train")
+    assert [p.name for p in run.outputs] == ["model.pkl"]
+    lineage = store.trace("model.pkl")
+    assert {n.run.component for n in lineage.nodes} == {"sdk_clean", "sdk_train"}
