@@ -53,9 +53,10 @@ def pointer_link(name: str) -> dcc.Link:
 
 
 def status_badge(run: Run) -> html.Span:
-    """OK / FAILED / UNSET as a coloured badge."""
-    label = {"ERROR": "FAILED"}.get(run.status, run.status or "UNSET")
-    return html.Span(label, className=f"badge status-{label.lower()}")
+    """FAILED (status ERROR) or OK (status OK or UNSET: nothing raised) as a coloured badge."""
+    label = "FAILED" if run.failed else "OK"
+    return html.Span(label, className=f"badge status-{label.lower()}",
+                     title=f"span status {run.status or 'UNSET'}")
 
 
 def _flag_toggle(p: Pointer, key: str) -> html.Span:
@@ -169,15 +170,19 @@ def run_card(run: Run, *, scope: str = "main", full: bool = False,
     if run.code_snapshot:
         body.append(html.Details([html.Summary("Code snapshot"), code_block(run.code_snapshot)],
                                  open=full, className="code-snapshot"))
-    body.append(html.Div([
-        html.H4("Notes"),
-        html.Pre(run.notes, id={"type": "notes-view", "key": key, "run": run.id},
-                 className="notes-view"),
+    editor = [
         dcc.Textarea(id={"type": "notes", "key": key, "run": run.id}, value=run.notes,
                      className="notes", rows=3, placeholder="add notes for this run…"),
         html.Button("Save notes", id={"type": "notes-save", "key": key, "run": run.id},
                     className="button"),
         html.Span(id={"type": "notes-status", "key": key, "run": run.id}, className="muted"),
+    ]
+    body.append(html.Div([
+        html.H4("Notes"),
+        html.Pre(run.notes, id={"type": "notes-view", "key": key, "run": run.id},
+                 className="notes-view"),
+        html.Div(editor) if full else html.Details([html.Summary("edit notes"), *editor],
+                                                   className="notes-edit"),
     ], className="notes-box"))
     return html.Div(body, className="card" + (" failed" if run.failed else "")
                     + (" stale" if run.stale else ""), id=f"card-{scope}-{run.id}")

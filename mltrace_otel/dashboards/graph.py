@@ -76,7 +76,7 @@ def layered_layout(lineage: Lineage) -> dict[str, tuple[float, float]]:
 
 def _hover(run: Run) -> str:
     lines = [run.component, f"run {run.id}", run.start.strftime("%Y-%m-%d %H:%M:%S UTC"),
-             "FAILED" if run.failed else (run.status or "UNSET")]
+             "FAILED" if run.failed else "OK"]
     lines += [f"stale: {m}" for m in run.stale[:3]]
     # plotly renders hover text as HTML-ish markup: keep store strings literal
     return "<br>".join(s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

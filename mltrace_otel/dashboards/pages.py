@@ -57,7 +57,7 @@ def _run_table(runs: list[Run], *, depth: dict[str, int] | None = None) -> html.
         cells = [html.Td(depth[r.id])] if depth is not None else []
         cells += [html.Td(fmt_time(r.start)), html.Td(link(Route("history", r.component), r.component)),
                   html.Td(run_link(r.id)), html.Td(fmt_duration(r.duration_s)),
-                  html.Td("FAILED" if r.failed else (r.status or "UNSET"),
+                  html.Td("FAILED" if r.failed else "OK",
                           className="fail" if r.failed else ""),
                   html.Td("⚠ stale" if r.stale else "", className="stale-cell",
                           title="\n".join(r.stale))]
@@ -235,7 +235,7 @@ def page_review(route: Route, store) -> list:
                          html.Td(link(Route("history", e.run.component), e.run.component)),
                          html.Td(run_link(e.run.id, None, **{"from": "review"})),
                          html.Td(fmt_time(e.run.start)),
-                         html.Td("FAILED" if e.run.failed else e.run.status,
+                         html.Td("FAILED" if e.run.failed else "OK",
                                  className="fail" if e.run.failed else "")])
                 for k, e in enumerate(review.entries)]
         head = html.Tr([html.Th(h) for h in ("#", "coverage", "count", "component", "run", "start",

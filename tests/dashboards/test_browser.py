@@ -58,6 +58,9 @@ def type_command(driver, text: str) -> None:
 def _settled(driver) -> None:
     """Wait until Dash has no callback in flight (plotly/markdown chunks loaded too)."""
     _wait(driver, lambda d: d.execute_script(
+        "var graphs = document.querySelectorAll('#lineage-graph, #history-chart');"
+        "for (var i = 0; i < graphs.length; i++) {"
+        "  if (!graphs[i].querySelector('.main-svg')) { return false; } }"
         "return document.readyState === 'complete' && "
         "!document.querySelector('[data-dash-is-loading=\"true\"]');"))
 
