@@ -71,9 +71,10 @@ def recent(
     """The newest runs of any component, newest first."""
     from mltrace_otel.cli import render
 
+    limit = positive(n)
     with open_cli_store(ctx) as store:
         before_id = store.resolve_run_id(before) if before else None
-        runs = store.recent(positive(n), before_id)
+        runs = store.recent(limit, before_id)
     if as_json:
         return emit_json([r.to_json() for r in runs])
     if not runs:
@@ -98,8 +99,9 @@ def history(
     from mltrace_otel.cli import render
 
     lo, hi = parse_when("--since", since), parse_when("--until", until)
+    limit = positive(n)
     with open_cli_store(ctx) as store:
-        runs = store.history(component, positive(n), lo, hi)
+        runs = store.history(component, limit, lo, hi)
         if not runs:
             store.component(component)  # NotFound for an unknown component
     if as_json:
@@ -222,10 +224,11 @@ def stale(
     """The latest run of each component that is stale now, and why."""
     from mltrace_otel.cli import render
 
+    limit = positive(n)
     with open_cli_store(ctx) as store:
         if component is not None:
             store.component(component)  # NotFound for an unknown component
-        runs = store.stale_runs(component, positive(n))
+        runs = store.stale_runs(component, limit)
     if as_json:
         return emit_json([r.to_json() for r in runs])
     if not runs:
@@ -323,22 +326,23 @@ def review(
 
     from mltrace_otel.cli import render
 
+    limit = positive(n) if n is not None else None
     with open_cli_store(ctx) as store:
-        result = store.review(positive(n) if n is not None else None)
+        result = store.review(limit)
     if as_json:
         return emit_json(result.to_json())
     if not result.flagged:
         return friendly("Nothing is flagged. Flag wrong outputs with `mltrace flag OUTPUT...`.")
     out = console()
     out.print(f"[bold]{len(result.flagged)} flagged output(s)[/bold]: "
-                  + ", ".join(escape(f) for f in result.flagged))
+              + ", ".join(escape(f) for f in result.flagged))
     if result.unproduced:
         out.print("[yellow]no run produced[/yellow]: " + ", ".join(escape(u) for u in result.unproduced))
     if result.entries:
         out.print(render.review_table(result))
         top = result.entries[0]
         out.print(f"Start with [bold]{escape(top.run.component)}[/bold] "
-                      f"([cyan]mltrace inspect {render.short_id(top.run.id)}[/cyan]).")
+                  f"([cyan]mltrace inspect {render.short_id(top.run.id)}[/cyan]).")
 
 
 @app.command()
@@ -439,12 +443,12 @@ def ui(
 def migrate(ctx: typer.Context) -> None:
     """Create or upgrade the schema in the store (a ClickHouse server needs this once)."""
     settings = cli_settings(ctx)
-    with open_cli_store(ctx):
-        pass  # open_store applies every pending migration
+    with open_cli_store(ctx) as store:  # open_store applies every pending migration
+        version = store.schema_version()
     from rich.markup import escape
 
-    console().print(f"schema is up to date in {escape(mask_url(settings.resolved_store_url))} "
-                     f"(database {settings.database})")
+    console().print(f"schema is up to date (version {version}) in "
+                    f"{escape(mask_url(settings.resolved_store_url))} (database {settings.database})")
 
 
 @app.command()
