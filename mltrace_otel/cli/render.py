@@ -175,11 +175,12 @@ def _run_label(run: Run, via: str | None = None, arrow: str = "←") -> Text:
     return label
 
 
-def lineage_tree(lineage: Lineage) -> Tree:
+def lineage_tree(lineage: Lineage, max_depth: int = 50) -> Tree:
     """A trace (upstream) or impact (downstream) walk as a rich Tree.
 
     Each run is expanded once; a run reached again (a diamond) shows as a one-line reference.
-    Staleness warnings are inline under their run, failed runs are marked in red.
+    Staleness warnings are inline under their run, failed runs are marked in red. Runs more
+    than ``max_depth`` levels down are counted, not drawn (the terminal would be all indent).
     """
     upstream = lineage.direction == "trace"
     runs = {n.run.id: n.run for n in lineage.nodes}
@@ -200,8 +201,19 @@ def lineage_tree(lineage: Lineage) -> Tree:
         title = Text.assemble((lineage.root, "bold magenta"), (f"  {heading}", "dim"))
     tree = Tree(title)
     shown: set[str] = set()
-
-    def add(branch: Tree, run_id: str, via: str | None) -> None:
+    # depth-first, each run expanded at its first visit; iterative, so a long chain (a model
+    # retrained daily from yesterday's model) cannot hit the recursion limit
+    roots = [n.run.id for n in lineage.nodes if n.depth == 0]
+    reached, todo = set(roots), list(roots)
+    while todo:
+        for child, _ in children.get(todo.pop(), []):
+            if child not in reached:
+                reached.add(child)
+                todo.append(child)
+    roots += [n.run.id for n in lineage.nodes if n.run.id not in reached]  # never drop a run
+    stack: list[tuple[Tree, str, str | None, int]] = [(tree, rid, None, 0) for rid in reversed(roots)]
+    while stack:
+        branch, run_id, via, level = stack.pop()
         run = runs[run_id]
         if run_id in shown:
             ref = Text()
@@ -209,7 +221,9 @@ def lineage_tree(lineage: Lineage) -> Tree:
                 ref.append(f"{via} {arrow} ", style="magenta")
             ref.append(f"{run.component}  {short_id(run_id)}  (shown above)", style="dim")
             branch.add(ref)
-            return
+            continue
+        if level >= max_depth:
+            continue
         shown.add(run_id)
         node = branch.add(_run_label(run, via, arrow))
         for msg in run.stale:
@@ -221,15 +235,12 @@ def lineage_tree(lineage: Lineage) -> Tree:
             outs = [p.name for p in run.outputs]
             if outs:
                 node.add(Text("writes " + ", ".join(outs), style="magenta"))
-        for child, pointer in children.get(run_id, []):
-            add(node, child, pointer)
-
-    roots = [n.run.id for n in lineage.nodes if n.depth == 0]
-    for rid in roots:
-        add(tree, rid, None)
-    for n in lineage.nodes:  # anything the edges did not reach (defensive: show, never drop)
-        if n.run.id not in shown:
-            add(tree, n.run.id, None)
+        for child, pointer in reversed(children.get(run_id, [])):
+            stack.append((node, child, pointer, level + 1))
+    hidden = len(runs) - len(shown)
+    if hidden:
+        tree.add(Text(f"… {hidden} more run(s) deeper than {max_depth} levels (all of them are in --json)",
+                      style="dim"))
     return tree
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from rich.console import Console
 
-from mltrace_otel.cli.render import coverage_line, format_duration, format_time, short_id
+from mltrace_otel.cli.render import coverage_line, format_duration, format_time, lineage_tree, short_id
+from mltrace_otel.store.models import Lineage, LineageEdge, LineageNode, Run, TestResult
 
 
 @pytest.mark.parametrize(
@@ -50,3 +52,42 @@ def test_short_ids_and_mltrace_coverage_wording() -> None:
     assert coverage_line(3, 0.75) == (
         "This component has 75% coverage: it was used 3 time(s) in producing the flagged outputs")
     assert coverage_line(1, 1 / 3).startswith("This component has 33.3% coverage")
+
+
+def _run(i: int, component: str = "step", **kw) -> Run:  # noqa: ANN003
+    start = datetime(2026, 11, 28, 7, 0, tzinfo=timezone.utc) + timedelta(seconds=i)
+    return Run(id=f"{i + 0xa0000000:08x}{i:08x}", trace_id="0" * 32, component=component, start=start,
+               end=start + timedelta(seconds=90), **kw)
+
+
+def _render(tree) -> str:  # noqa: ANN001
+    console = Console(width=200, record=True, color_system=None)
+    console.print(tree)
+    return console.export_text()
+
+
+def test_tree_expands_each_run_once_and_marks_failures_and_staleness() -> None:
+    # diamond: out ← join(3) ← a(1), b(2) ← src(0)
+    src, a, b = _run(0, "src", stale=("src (ID x) was run 45 days ago.",)), _run(1, "a"), _run(2, "b")
+    join = _run(3, "join", status="ERROR", status_message="boom",
+                tests=(TestResult("t", "testX", "after", False, "AssertionError: no"),))
+    lineage = Lineage(
+        root="out.csv", direction="trace",
+        nodes=(LineageNode(0, join), LineageNode(1, b), LineageNode(1, a), LineageNode(2, src)),
+        edges=(LineageEdge(b.id, join.id, "b.csv"), LineageEdge(a.id, join.id, "a.csv"),
+               LineageEdge(src.id, a.id, "src.csv"), LineageEdge(src.id, b.id, "src.csv")))
+    text = _render(lineage_tree(lineage))
+    assert text.count(f"src  {src.id[:8]}  2026") == 1 and text.count("(shown above)") == 1
+    assert "✗ failed: boom" in text and "✗ test t.testX failed: AssertionError: no" in text
+    assert "⚠ src (ID x) was run 45 days ago." in text
+    assert "1m 30s" in text and "b.csv ← b" in text
+
+
+def test_a_very_long_chain_renders_without_recursion_and_says_what_it_cut() -> None:
+    runs = [_run(i) for i in range(3000)]  # run i+1 read what run i wrote
+    lineage = Lineage(
+        root="model_2999", direction="trace",
+        nodes=tuple(LineageNode(2999 - i, r) for i, r in enumerate(runs)),
+        edges=tuple(LineageEdge(runs[i].id, runs[i + 1].id, f"model_{i}") for i in range(2999)))
+    text = _render(lineage_tree(lineage, max_depth=40))
+    assert "… 2960 more run(s) deeper than 40 levels" in text
