@@ -19,7 +19,8 @@ endpoint costs one timeout, not one per batch (nor minutes at shutdown). Above
 ``MLTRACE_SPOOL_MAX_MB`` the spool takes nothing more and the spans are counted as dropped.
 Every span is counted (:func:`delivery_stats`); the first drop issues a RuntimeWarning.
 
-Spans are batched on a background thread (BatchSpanProcessor): a decorated call never touches
+Spans are batched on a background thread (:class:`~mltrace_otel.sdk.exporters.BatchProcessor`, which
+counts what a full queue refuses): a decorated call never touches
 the file system or the network itself. :func:`flush` exports what is queued; it also runs at
 interpreter exit.
 
@@ -44,31 +45,35 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, Tracer, TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, Tracer, TracerProvider
 from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
     SimpleSpanProcessor,
     SpanExporter,
-    SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from mltrace_otel import conventions as C
-from mltrace_otel import spool
+from mltrace_otel.sdk.exporters import (
+    COUNTERS,
+    OTLP_RETRY_AFTER_S,
+    BatchProcessor,
+    CountingExporter,
+    DeliveringExporter,
+    OTLPJsonExporter,
+)
 from mltrace_otel.settings import Settings
+
+__all__ = ["DeliveryStats", "configure", "reset", "flush", "delivery_stats", "tracer", "OTLP_TIMEOUT_S",
+           "OTLP_RETRY_AFTER_S", "MAX_QUEUE_SPANS", "SCHEDULE_DELAY_MS"]
 
 _log = logging.getLogger("mltrace_otel.sdk")
 
 OTLP_TIMEOUT_S = 4.0
 """Seconds one OTLP export may take (retries included) before its batch goes to the spool."""
-OTLP_RETRY_AFTER_S = 30.0
-"""After an OTLP failure, batches go straight to the spool for this long."""
 MAX_QUEUE_SPANS = 20_000
 """Spans waiting for the background exporter; beyond this new spans are dropped (and counted)."""
 SCHEDULE_DELAY_MS = 2000
@@ -101,196 +106,6 @@ class DeliveryStats:
     def delivered(self) -> int:
         """Spans that reached an endpoint or the spool."""
         return self.exported + self.spooled
-
-
-class _Counters:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.exported = self.spooled = self.dropped = self.export_failures = 0
-        self.last_error = ""
-        self.warned = False
-
-    def add(self, field: str, n: int, error: str = "") -> None:
-        with self.lock:
-            setattr(self, field, getattr(self, field) + n)
-            if error:
-                self.last_error = error
-            warn = field == "dropped" and n > 0 and not self.warned
-            if warn:
-                self.warned = True
-        if warn:
-            try:
-                warnings.warn(
-                    f"mltrace: {n} run span(s) could not be delivered ({error or 'unknown reason'}); "
-                    "see mltrace_otel.delivery_stats()",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            except Exception:  # noqa: BLE001 - warnings turned into errors must not break a run
-                _log.warning("mltrace: %d run span(s) could not be delivered (%s)", n, error)
-
-
-_counters = _Counters()
-
-
-class DeliveringExporter(SpanExporter):
-    """OTLP first (when configured), the spool when OTLP fails or is absent; counts everything.
-
-    Must not raise; runs on the batch processor's background thread.
-    """
-
-    def __init__(self, settings: Settings, otlp: SpanExporter | None) -> None:
-        self._settings = settings
-        self._otlp = otlp
-        self._skip_otlp_until = 0.0
-        self._spool_bytes: int | None = None
-        self._spool_checked = 0.0
-        self._lock = threading.Lock()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        n = len(spans)
-        if not n:
-            return SpanExportResult.SUCCESS
-        with self._lock:
-            if self._otlp is not None and time.monotonic() >= self._skip_otlp_until:
-                try:
-                    result = self._otlp.export(spans)
-                    error = "" if result is SpanExportResult.SUCCESS else "OTLP export failed"
-                except Exception as e:  # noqa: BLE001
-                    result, error = SpanExportResult.FAILURE, f"OTLP export raised {e!r}"
-                if result is SpanExportResult.SUCCESS:
-                    _counters.add("exported", n)
-                    return result
-                self._skip_otlp_until = time.monotonic() + OTLP_RETRY_AFTER_S
-                _counters.add("export_failures", 1, error + "; spooled instead")
-            return self._to_spool(spans)
-
-    def _to_spool(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-        n = len(spans)
-        try:
-            payload = encode_spans(spans).SerializeToString()
-        except Exception as e:  # noqa: BLE001
-            _counters.add("dropped", n, f"cannot encode spans: {e!r}")
-            return SpanExportResult.FAILURE
-        d = self._settings.spool_dir
-        now = time.monotonic()
-        if self._spool_bytes is None or now - self._spool_checked > 10:
-            self._spool_bytes, self._spool_checked = spool.size_bytes(d), now
-        cap = self._settings.spool_max_mb * 1024 * 1024
-        if self._spool_bytes + len(payload) > cap:
-            _counters.add("dropped", n, f"spool {d} is over MLTRACE_SPOOL_MAX_MB="
-                                        f"{self._settings.spool_max_mb}")
-            return SpanExportResult.FAILURE
-        try:
-            spool.write_batch(d, payload)
-        except OSError as e:
-            _counters.add("dropped", n, f"cannot write the spool {d}: {e}")
-            return SpanExportResult.FAILURE
-        self._spool_bytes += len(payload)
-        _counters.add("spooled", n)
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        if self._otlp is not None:
-            try:
-                self._otlp.shutdown()
-            except Exception:  # noqa: BLE001
-                pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-class OTLPJsonExporter(SpanExporter):
-    """OTLP/HTTP with JSON bodies (the Python OTel SDK ships only protobuf): the same request,
-    rendered per the OTLP/JSON rules (lowerCamelCase fields, hex trace/span ids, integer enums).
-    One attempt per batch; a failure is reported, and the caller spools the batch."""
-
-    def __init__(self, endpoint: str, headers: dict[str, str], timeout_s: float) -> None:
-        self.endpoint = endpoint
-        self.headers = {"Content-Type": "application/json", **headers}
-        self.timeout_s = timeout_s
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        import json
-        import urllib.request
-
-        from google.protobuf.json_format import MessageToDict
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-        try:
-            body = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
-            for rs in body.get("resourceSpans", []):
-                for ss in rs.get("scopeSpans", []):
-                    for sp in ss.get("spans", []):
-                        _hex_ids(sp, ("traceId", "spanId", "parentSpanId"))
-                        for lk in sp.get("links", []):
-                            _hex_ids(lk, ("traceId", "spanId"))
-            req = urllib.request.Request(self.endpoint, data=json.dumps(body).encode(), method="POST",
-                                         headers=self.headers)
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
-                ok = 200 <= resp.status < 300
-        except Exception as e:  # noqa: BLE001
-            _log.warning("mltrace: OTLP/JSON export to %s failed: %s", self.endpoint, e)
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
-
-    def shutdown(self) -> None:
-        pass
-
-
-def _hex_ids(d: dict, keys: tuple[str, ...]) -> None:
-    import base64
-
-    for k in keys:
-        if k in d:
-            d[k] = base64.b64decode(d[k]).hex()
-
-
-class _CountingExporter(SpanExporter):
-    """Wraps a test exporter so its spans are counted as exported."""
-
-    def __init__(self, inner: SpanExporter) -> None:
-        self.inner = inner
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self.inner.export(spans)
-        except Exception as e:  # noqa: BLE001
-            _counters.add("dropped", len(spans), f"exporter raised {e!r}")
-            return SpanExportResult.FAILURE
-        if result is SpanExportResult.SUCCESS:
-            _counters.add("exported", len(spans))
-        else:
-            _counters.add("dropped", len(spans), f"{type(self.inner).__name__} failed")
-        return result
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-
-class _CountingBatchProcessor(BatchSpanProcessor):
-    """BatchSpanProcessor that counts the spans its full queue drops."""
-
-    def on_end(self, span: ReadableSpan) -> None:
-        try:
-            full = len(self._batch_processor._queue) >= MAX_QUEUE_SPANS  # type: ignore[attr-defined]
-        except AttributeError:
-            full = False
-        if full:
-            _counters.add("dropped", 1, "export queue full")
-        super().on_end(span)
-
-    def queued(self) -> int:
-        try:
-            return len(self._batch_processor._queue)  # type: ignore[attr-defined]
-        except AttributeError:
-            return 0
 
 
 @dataclass
@@ -372,9 +187,8 @@ def _build(settings: Settings, exporter: SpanExporter | None, sync: bool,
     processor: object = None
     if exporter is not None:
         destination = "custom"
-        counting = _CountingExporter(exporter)
-        processor = (_CountingBatchProcessor(counting, max_queue_size=MAX_QUEUE_SPANS,
-                                             schedule_delay_millis=SCHEDULE_DELAY_MS)
+        counting = CountingExporter(exporter)
+        processor = (BatchProcessor(counting, MAX_QUEUE_SPANS, SCHEDULE_DELAY_MS / 1000)
                      if batch else SimpleSpanProcessor(counting))
     elif settings.export == "none":
         destination = "none"
@@ -389,9 +203,7 @@ def _build(settings: Settings, exporter: SpanExporter | None, sync: bool,
         if sync:
             processor = SimpleSpanProcessor(delivering)
         else:
-            processor = _CountingBatchProcessor(delivering, max_queue_size=MAX_QUEUE_SPANS,
-                                                schedule_delay_millis=SCHEDULE_DELAY_MS,
-                                                max_export_batch_size=512)
+            processor = BatchProcessor(delivering, MAX_QUEUE_SPANS, SCHEDULE_DELAY_MS / 1000)
     if processor is not None:
         provider.add_span_processor(processor)  # type: ignore[arg-type]
     tracer = provider.get_tracer(C.SCOPE_NAME, __version__)
@@ -469,10 +281,10 @@ def configure(settings: Settings | None = None, exporter: SpanExporter | None = 
         sync: export each span as it ends instead of batching in the background (tests).
         otlp_timeout_s: the OTLP timeout (default :data:`OTLP_TIMEOUT_S`).
     """
-    global _configured_settings, _counters
+    global _configured_settings
     with _lock:
         _configured_settings = settings
-        _counters = _Counters()
+        COUNTERS.reset()
         from mltrace_otel.sdk.config import current_settings
 
         _install(_build(current_settings(), exporter, sync, otlp_timeout_s, batch))
@@ -491,7 +303,7 @@ def reset() -> None:
     """Flush and drop the pipeline, forget :func:`configure`'s settings and set_address /
     set_db_uri, zero the counts and the same-process link memory; the next run sets up from the
     environment again."""
-    global _pipeline, _configured_settings, _counters
+    global _pipeline, _configured_settings
     from mltrace_otel.sdk.config import clear_overrides
 
     clear_overrides()
@@ -500,7 +312,7 @@ def reset() -> None:
         if old is not None:
             old.close()
         _configured_settings = None
-        _counters = _Counters()
+        COUNTERS.reset()
         for hook in _reset_hooks:
             hook()
 
@@ -523,9 +335,8 @@ def flush(timeout_s: float = 30.0) -> bool:
 def delivery_stats() -> DeliveryStats:
     """Counts of spans exported, spooled and dropped (see :class:`DeliveryStats`)."""
     p = _pipeline
-    queued = p.processor.queued() if p is not None and isinstance(p.processor, _CountingBatchProcessor) \
-        else 0
-    c = _counters
+    queued = p.processor.queued() if p is not None and isinstance(p.processor, BatchProcessor) else 0
+    c = COUNTERS
     with c.lock:
         return DeliveryStats(c.exported, c.spooled, c.dropped, c.export_failures, queued,
                              c.last_error, p.destination if p is not None else "")

@@ -438,3 +438,28 @@ def test_runs_in_multiprocessing_fork_workers_are_flushed_when_they_exit(tmp_pat
     got = spooled_spans(tmp_path / "spool")
     assert sorted(s["attrs"][C.RUN_INPUTS][0] for s in got.values()) == sorted(
         f"shard-{i}" for i in range(-1 if parent_first else 0, 10))
+
+
+def test_queue_overflow_drops_are_counted(monkeypatch, sdk_settings):
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    release = threading.Event()
+    exported: list[int] = []
+
+    class Stuck(SpanExporter):  # a backend that hangs: the queue fills up
+        def export(self, spans):  # noqa: ANN001
+            release.wait(30)
+            exported.append(len(spans))
+            return SpanExportResult.SUCCESS
+
+    monkeypatch.setattr(export, "MAX_QUEUE_SPANS", 5)
+    export.configure(settings=sdk_settings, exporter=Stuck(), batch=True)
+    run = mltrace.register("burst")(lambda: None)
+    with pytest.warns(RuntimeWarning, match="export queue full"):
+        for _ in range(40):
+            run()
+    release.set()
+    assert mltrace.flush()
+    stats = mltrace.delivery_stats()
+    assert stats.dropped >= 1
+    assert stats.dropped + sum(exported) == 40 == stats.dropped + stats.exported
