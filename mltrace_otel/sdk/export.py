@@ -48,8 +48,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanLimits, Tracer, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor, Tracer, TracerProvider
 from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
@@ -67,8 +68,8 @@ from mltrace_otel.sdk.exporters import (
 )
 from mltrace_otel.settings import Settings
 
-__all__ = ["DeliveryStats", "configure", "reset", "flush", "delivery_stats", "tracer", "OTLP_TIMEOUT_S",
-           "OTLP_RETRY_AFTER_S", "MAX_QUEUE_SPANS", "SCHEDULE_DELAY_MS"]
+__all__ = ["DeliveryStats", "configure", "reset", "flush", "delivery_stats", "tracer", "add_span_processor",
+           "OTLP_TIMEOUT_S", "OTLP_RETRY_AFTER_S", "MAX_QUEUE_SPANS", "SCHEDULE_DELAY_MS"]
 
 _log = logging.getLogger("mltrace_otel.sdk")
 
@@ -131,6 +132,7 @@ _pipeline: _Pipeline | None = None
 _configured_settings: Settings | None = None
 _atexit_registered = False
 _reset_hooks: list[Callable[[], None]] = []
+_extra_processors: list[SpanProcessor] = []
 
 
 def resource_for(settings: Settings) -> Resource:
@@ -206,6 +208,8 @@ def _build(settings: Settings, exporter: SpanExporter | None, sync: bool,
             processor = BatchProcessor(delivering, MAX_QUEUE_SPANS, SCHEDULE_DELAY_MS / 1000)
     if processor is not None:
         provider.add_span_processor(processor)  # type: ignore[arg-type]
+    for extra in _extra_processors:
+        provider.add_span_processor(_Borrowed(extra))
     tracer = provider.get_tracer(C.SCOPE_NAME, __version__)
     return _Pipeline(settings, provider, tracer, processor, destination)
 
@@ -264,6 +268,37 @@ def tracer() -> Tracer:
     return p.tracer
 
 
+class _Borrowed(SpanProcessor):
+    """Forwards spans to a processor the SDK does not own (never shuts it down)."""
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self.inner = inner
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.inner.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.inner.on_end(span)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def add_span_processor(processor: SpanProcessor) -> None:
+    """Also hand every run span to ``processor`` (e.g. in-process metrics).
+
+    It stays attached when the pipeline is rebuilt (configure, set_address) and is dropped by
+    :func:`reset`; the SDK never shuts it down.
+    """
+    with _lock:
+        _extra_processors.append(processor)
+        if _pipeline is not None:
+            _pipeline.provider.add_span_processor(_Borrowed(processor))
+
+
 def configured_settings() -> Settings | None:
     """The settings given to :func:`configure`, if any (else the environment's are used)."""
     return _configured_settings
@@ -312,6 +347,7 @@ def reset() -> None:
         if old is not None:
             old.close()
         _configured_settings = None
+        _extra_processors.clear()
         COUNTERS.reset()
         for hook in _reset_hooks:
             hook()

@@ -463,3 +463,22 @@ def test_queue_overflow_drops_are_counted(monkeypatch, sdk_settings):
     stats = mltrace.delivery_stats()
     assert stats.dropped >= 1
     assert stats.dropped + sum(exported) == 40 == stats.dropped + stats.exported
+
+
+def test_added_span_processors_survive_rebuilds_and_are_never_shut_down(sdk_settings):
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    seen = InMemorySpanExporter()
+    sdk_settings = sdk_settings.replace(export="spool")  # set_address below must not reach OTLP
+    export.configure(settings=sdk_settings, sync=True)
+    export.add_span_processor(SimpleSpanProcessor(seen))
+    mltrace.register("one")(lambda: None)()
+    export.configure(settings=sdk_settings, sync=True)  # rebuilt: still attached, not shut down
+    config.set_address("127.0.0.1")  # rebuilds the pipeline too
+    mltrace.register("two")(lambda: None)()
+    assert [s.name for s in seen.get_finished_spans()] == ["one", "two"]
+    export.reset()
+    export.configure(settings=sdk_settings, sync=True)
+    mltrace.register("three")(lambda: None)()
+    assert [s.name for s in seen.get_finished_spans()] == ["one", "two"]
