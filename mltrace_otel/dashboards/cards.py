@@ -59,8 +59,8 @@ def status_badge(run: Run) -> html.Span:
                      title=f"span status {run.status or 'UNSET'}")
 
 
-def _flag_toggle(p: Pointer, key: str) -> html.Span:
-    return html.Span([
+def _flag_toggle(p: Pointer, key: str) -> list:
+    return [
         dcc.Checklist(
             id={"type": "flag", "key": key, "p": p.name},
             options=[{"label": " flagged", "value": "flagged"}],
@@ -68,17 +68,17 @@ def _flag_toggle(p: Pointer, key: str) -> html.Span:
             inline=True, className="flag-toggle",
         ),
         html.Span(id={"type": "flag-status", "key": key, "p": p.name}, className="muted"),
-    ])
+    ]
 
 
-def _pointers(title: str, pointers: tuple[Pointer, ...], key: str, outputs: bool) -> html.Div:
+def _pointers(title: str, pointers: tuple[Pointer, ...], key: str, outputs: bool, full: bool) -> html.Div:
     items = []
     for i, p in enumerate(pointers):
         parts: list = [pointer_link(p.name), html.Span(p.type, className="badge type")]
-        if p.version:
+        if p.version and full:
             parts.append(html.Span(p.version[:12], className="muted mono", title=p.version))
         if outputs:
-            parts.append(_flag_toggle(p, f"{key}|{i}"))
+            parts += _flag_toggle(p, f"{key}|{i}")
         elif p.flagged:
             parts.append(html.Span("flagged", className="badge flagged"))
         items.append(html.Li(parts))
@@ -128,6 +128,31 @@ def _meta(run: Run) -> html.Dl:
     return html.Dl(items, className="meta")
 
 
+def _meta_line(run: Run) -> html.Div:
+    """The metadata as one line of text (list cards: few components keep long pages fast)."""
+    parts = [f"owner {run.owner or '—'}", fmt_time(run.start), fmt_duration(run.duration_s),
+             f"git {run.git_hash[:12] or '—'}"]
+    if run.git_tags:
+        parts.append("git tags " + ", ".join(run.git_tags))
+    if run.tags:
+        parts.append("tags " + ", ".join(run.tags))
+    return html.Div("  ·  ".join(parts), className="meta-line")
+
+
+def _notes(run: Run, key: str, full: bool) -> html.Div:
+    view = html.Pre(run.notes, id={"type": "notes-view", "key": key, "run": run.id}, className="notes-view")
+    if not full:  # list cards show the notes; they are edited on the run's own card
+        return html.Div([html.Span("Notes ", className="label"), view,
+                         run_link(run.id, "edit notes ›")], className="notes-box compact")
+    return html.Div([
+        html.H4("Notes"), view,
+        dcc.Textarea(id={"type": "notes", "key": key, "run": run.id}, value=run.notes,
+                     className="notes", rows=3, placeholder="add notes for this run…"),
+        html.Button("Save notes", id={"type": "notes-save", "key": key, "run": run.id}, className="button"),
+        html.Span(id={"type": "notes-status", "key": key, "run": run.id}, className="muted"),
+    ], className="notes-box")
+
+
 def run_card(run: Run, *, scope: str = "main", full: bool = False,
              coverage: tuple[int, int] | None = None) -> html.Div:
     """One run as a card.
@@ -135,7 +160,9 @@ def run_card(run: Run, *, scope: str = "main", full: bool = False,
     Args:
         run: the run (``code_snapshot`` is shown when present).
         scope: distinguishes cards of the same run on one page (part of every interactive id).
-        full: open the code snapshot (inspect pages) instead of folding it.
+        full: the run's own card (inspect, a clicked graph node): every detail, the code open and
+            the notes editor; otherwise a compact card for lists (metadata on one line, test
+            summary, notes shown with a link to edit them), so pages of many cards stay fast.
         coverage: (count, flagged) when the card is reached from review.
     """
     key = f"{scope}|{run.id}"
@@ -150,8 +177,8 @@ def run_card(run: Run, *, scope: str = "main", full: bool = False,
         pct = 100.0 * count / flagged if flagged else 0.0
         header.append(html.Span(f"coverage {pct:.0f}% ({count}/{flagged} flagged)",
                                 className="badge coverage"))
-    body: list = [html.Div(header, className="card-head"), _meta(run)]
-    if run.description:
+    body: list = [html.Div(header, className="card-head"), _meta(run) if full else _meta_line(run)]
+    if run.description and full:
         body.append(html.P(run.description, className="muted"))
     if run.stale:
         body.append(html.Div([html.Strong("Staleness warnings"),
@@ -159,30 +186,23 @@ def run_card(run: Run, *, scope: str = "main", full: bool = False,
     if run.exception or run.status_message:
         body.append(html.Div([html.Strong("Failure"),
                               html.Pre(run.exception or run.status_message)], className="error"))
-    body.append(html.Div([_pointers("Inputs", run.inputs, key, False),
-                          _pointers("Outputs", run.outputs, key, True)], className="io-row"))
-    if run.dependencies:
+    body.append(html.Div([_pointers("Inputs", run.inputs, key, False, full),
+                          _pointers("Outputs", run.outputs, key, True, full)], className="io-row"))
+    if run.dependencies and full:
         body.append(html.Div([html.H4("Depends on"),
                               html.Span([run_link(d) for d in run.dependencies], className="deps")]))
-    tests = _tests(run)
-    if tests is not None:
-        body.append(tests)
+    if full:
+        tests = _tests(run)
+        if tests is not None:
+            body.append(tests)
+    elif run.tests:
+        failed = [f"{t.name}.{t.method}" for t in run.tests if not t.passed]
+        body.append(html.Div(f"tests: {len(run.tests) - len(failed)} passed"
+                             + (f", FAILED: {', '.join(failed)}" if failed else ""),
+                             className="fail" if failed else "muted"))
     if run.code_snapshot:
         body.append(html.Details([html.Summary("Code snapshot"), code_block(run.code_snapshot)],
                                  open=full, className="code-snapshot"))
-    editor = [
-        dcc.Textarea(id={"type": "notes", "key": key, "run": run.id}, value=run.notes,
-                     className="notes", rows=3, placeholder="add notes for this run…"),
-        html.Button("Save notes", id={"type": "notes-save", "key": key, "run": run.id},
-                    className="button"),
-        html.Span(id={"type": "notes-status", "key": key, "run": run.id}, className="muted"),
-    ]
-    body.append(html.Div([
-        html.H4("Notes"),
-        html.Pre(run.notes, id={"type": "notes-view", "key": key, "run": run.id},
-                 className="notes-view"),
-        html.Div(editor) if full else html.Details([html.Summary("edit notes"), *editor],
-                                                   className="notes-edit"),
-    ], className="notes-box"))
+    body.append(_notes(run, key, full))
     return html.Div(body, className="card" + (" failed" if run.failed else "")
                     + (" stale" if run.stale else ""), id=f"card-{scope}-{run.id}")
