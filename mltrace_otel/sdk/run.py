@@ -238,7 +238,8 @@ class ComponentRun:
             return NotImplemented
         return self.to_dictionary() == other.to_dictionary()
 
-    __hash__ = object.__hash__
+    def __hash__(self) -> int:
+        return hash((self._component_name, self._id))
 
 
 def _decode(snapshot: str | bytes | None) -> str | None:
