@@ -24,8 +24,10 @@ import base64
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 from mltrace_otel import spool
@@ -78,9 +80,20 @@ for _c in range(0x20):
 _JSON_TABLE = str.maketrans(_JSON_ESC)
 
 
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f<>&\u2028\u2029]')
+
+
 def json_string(s: str) -> str:
     """A string as Go's ``encoding/json`` quotes it (HTML-safe escapes, UTF-8 kept)."""
+    if _NEEDS_ESCAPE.search(s) is None:
+        return '"' + s + '"'
     return '"' + s.translate(_JSON_TABLE) + '"'
+
+
+def _json_array(values: Any) -> str:
+    parts = [json_string(x.string_value) if x.WhichOneof("value") == "string_value" else _json_value(x)
+             for x in values]
+    return "[" + ",".join(parts) + "]"
 
 
 def _json_value(v: Any) -> str:
@@ -99,7 +112,7 @@ def _json_value(v: Any) -> str:
     if kind == "bytes_value":
         return json_string(base64.b64encode(v.bytes_value).decode())
     if kind == "array_value":
-        return "[" + ",".join(_json_value(x) for x in v.array_value.values) + "]"
+        return _json_array(v.array_value.values)
     if kind == "kvlist_value":
         items = sorted(((kv.key, kv.value) for kv in v.kvlist_value.values), key=lambda t: t[0])
         return "{" + ",".join(f"{json_string(k)}:{_json_value(x)}" for k, x in items) + "}"
@@ -126,16 +139,23 @@ def render_value(v: Any) -> str:
 
 def render_attributes(kvs: Iterable[Any]) -> dict[str, str]:
     """OTLP KeyValues → the attribute map (keys sorted, values rendered; last duplicate wins)."""
-    out: dict[str, str] = {}
+    items = []
+    append = items.append
     for kv in kvs:
         v = kv.value
-        if v.WhichOneof("value") == "string_value":
-            out[kv.key] = v.string_value
+        kind = v.WhichOneof("value")
+        if kind == "string_value":
+            append((kv.key, v.string_value))
+        elif kind == "array_value":
+            append((kv.key, _json_array(v.array_value.values)))
         else:
-            out[kv.key] = render_value(v)
-    if len(out) > 1:
-        return dict(sorted(out.items()))
-    return out
+            append((kv.key, render_value(v)))
+    if len(items) > 1:
+        items.sort(key=_first)
+    return dict(items)
+
+
+_first = itemgetter(0)
 
 
 def hex_id(raw: bytes, size: int, what: str) -> str:
@@ -251,7 +271,9 @@ def rows_from_otlp(request: bytes | Any, into: Columns | None = None) -> Columns
 def insert_columns(store: Any, cols: Columns, *, dedup_token: str | None = None) -> IngestResult:
     """Insert rendered rows in one column-oriented insert (with an optional dedup token)."""
     if len(cols):
-        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        settings: dict[str, Any] = {"async_insert": 0}  # one synchronous insert per batch
+        if dedup_token:
+            settings["insert_deduplication_token"] = dedup_token
         store.insert_columns("insert_spans", TABLE, cols.data, COLUMNS, settings=settings)
     return IngestResult(accepted=len(cols), rejected=cols.rejected, errors=tuple(cols.errors))
 

@@ -1,0 +1,154 @@
+"""Benchmark: the ingest writer (OTLP → otel_traces rows) and inserts into the embedded store.
+
+    python bench/bench_ingest.py [--batches 10] [--spans 5000]
+
+Measured in one process, on run-like spans (9 attributes, 4 of them string arrays):
+
+1. **floor**: parse the protobuf and touch every attribute (what any Python renderer pays).
+2. **render**: ``rows_from_otlp`` (the exact contrib value mapping), spans/s; ratio to the floor.
+3. **insert**: ``Store.insert_columns`` of pre-rendered rows into a fresh embedded store (the
+   ClickHouse work: otel_traces + 5 materialized views), rows/s.
+4. **insert_otlp**: render + insert, spans/s; ratio to 3 (batches interleaved with 3's, so
+   both pay the same background merges).
+5. **open**: ``open_store`` on a fresh directory (engine start + migrations) and again on the
+   migrated store (one query).
+
+Wall-clock and CPU seconds are both printed (the machine is shared, so CPU time is the steadier
+number). Prints a JSON line with every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def make_request(n: int, seq: int) -> bytes:
+    """A serialized ExportTraceServiceRequest of n run-like spans with fresh ids."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+
+    from mltrace_otel import conventions as C
+
+    def kv(k: str, v: object) -> KeyValue:
+        if isinstance(v, list):
+            return KeyValue(key=k, value=AnyValue(array_value=ArrayValue(
+                values=[AnyValue(string_value=x) for x in v])))
+        return KeyValue(key=k, value=AnyValue(string_value=str(v)))
+
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend([kv("service.name", "bench"), kv("telemetry.sdk.language", "python")])
+    ss = rs.scope_spans.add()
+    ss.scope.name = C.SCOPE_NAME
+    t0 = time.time_ns()
+    for i in range(n):
+        comp = f"component_{i % 20}"
+        sp = ss.spans.add()
+        sp.trace_id, sp.span_id = os.urandom(16), os.urandom(8)
+        sp.name, sp.kind = comp, 1
+        sp.start_time_unix_nano, sp.end_time_unix_nano = t0 + i * 1000, t0 + i * 1000 + 5_000_000
+        sp.attributes.extend([
+            kv(C.COMPONENT_NAME, comp), kv(C.COMPONENT_OWNER, "team"),
+            kv(C.RUN_INPUTS, [f"s3://bucket/in/{seq}/{i}.parquet"]),
+            kv(C.RUN_OUTPUTS, [f"s3://bucket/out/{seq}/{i}.parquet"]),
+            kv(C.RUN_INPUT_TYPES, ["DATA"]), kv(C.RUN_OUTPUT_TYPES, ["DATA"]),
+            kv(C.VCS_REVISION, "0123456789abcdef0123456789abcdef01234567"),
+            kv(C.CODE_FUNCTION, "pipeline.step"), kv(C.CODE_FILE, "/src/pipeline.py"),
+        ])
+    return req.SerializeToString()
+
+
+def timed(fn, *args):  # noqa: ANN001, ANN202
+    w, c = time.perf_counter(), time.process_time()
+    out = fn(*args)
+    return out, time.perf_counter() - w, time.process_time() - c
+
+
+def floor(payload: bytes) -> int:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    n = 0
+    for rs in ExportTraceServiceRequest.FromString(payload).resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                for kv in sp.attributes:
+                    v = kv.value
+                    if v.WhichOneof("value") == "array_value":
+                        n += sum(len(x.string_value) for x in v.array_value.values)
+                    else:
+                        n += len(v.string_value)
+                n += len(sp.span_id) + len(sp.trace_id) + sp.start_time_unix_nano % 2
+    return n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", type=int, default=10)
+    ap.add_argument("--spans", type=int, default=5000)
+    a = ap.parse_args()
+
+    from mltrace_otel.settings import Settings
+    from mltrace_otel.store import open_store
+    from mltrace_otel.store.ingest import COLUMNS, rows_from_otlp
+
+    payloads = [make_request(a.spans, s) for s in range(a.batches)]
+    total = a.spans * a.batches
+    res: dict[str, object] = {"spans_per_batch": a.spans, "batches": a.batches}
+
+    w = c = 0.0
+    for p in payloads:
+        _, dw, dc = timed(floor, p)
+        w, c = w + dw, c + dc
+    res["floor_spans_per_s"] = {"wall": total / w, "cpu": total / c}
+
+    cols, w, c = [], 0.0, 0.0
+    for p in payloads:
+        out, dw, dc = timed(rows_from_otlp, p)
+        cols.append(out)
+        w, c = w + dw, c + dc
+    res["render_spans_per_s"] = {"wall": total / w, "cpu": total / c}
+
+    with tempfile.TemporaryDirectory() as d:
+        settings = Settings.from_env({}, mltrace_dir=Path(d), store_url=f"chdb://{d}/store?database=bench")
+        store, ow, oc = timed(open_store, settings)
+        res["open_fresh_s"] = {"wall": ow, "cpu": oc}
+        store.close()
+        store, ow, oc = timed(open_store, settings)
+        res["open_migrated_s"] = {"wall": ow, "cpu": oc}
+        store.command("warm", "SELECT 1")
+        fresh = [make_request(a.spans, 1000 + s) for s in range(a.batches)]
+        w = c = w2 = 0.0
+        for col, p in zip(cols, fresh, strict=True):  # interleaved: both see the same merges
+            _, dw, dc = timed(store.insert_columns, "bench", "otel_traces", col.data, COLUMNS)
+            w, c = w + dw, c + dc
+            _, dw, _ = timed(store.insert_otlp, p)
+            w2 += dw
+        res["insert_rows_per_s"] = {"wall": total / w, "cpu_client": total / c}
+        res["insert_otlp_spans_per_s"] = {"wall": total / w2}
+        runs = store.query("n", "SELECT count() FROM mltrace_runs FINAL")[0][0]
+        assert runs == 2 * total, runs
+        store.close()
+
+    fl, rd = res["floor_spans_per_s"], res["render_spans_per_s"]
+    ins, e2e = res["insert_rows_per_s"], res["insert_otlp_spans_per_s"]
+    print(f"floor (parse + touch attributes): {fl['cpu']:,.0f} spans/s CPU")
+    print(f"render rows_from_otlp:           {rd['cpu']:,.0f} spans/s CPU ({rd['wall']:,.0f} wall), "
+          f"{rd['cpu'] / fl['cpu']:.2f} x floor")
+    print(f"insert pre-rendered rows:        {ins['wall']:,.0f} rows/s wall")
+    print(f"insert_otlp (render + insert):   {e2e['wall']:,.0f} spans/s wall, "
+          f"{e2e['wall'] / ins['wall']:.2f} x bulk insert")
+    print(f"open_store fresh: {res['open_fresh_s']['wall']:.2f} s, migrated: "
+          f"{res['open_migrated_s']['wall'] * 1000:.0f} ms")
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
