@@ -186,8 +186,9 @@ def run_card(run: Run, *, scope: str = "main", full: bool = False,
     if run.exception or run.status_message:
         body.append(html.Div([html.Strong("Failure"),
                               html.Pre(run.exception or run.status_message)], className="error"))
-    body.append(html.Div([_pointers("Inputs", run.inputs, key, False, full),
-                          _pointers("Outputs", run.outputs, key, True, full)], className="io-row"))
+    if full or run.inputs or run.outputs:
+        body.append(html.Div([_pointers("Inputs", run.inputs, key, False, full),
+                              _pointers("Outputs", run.outputs, key, True, full)], className="io-row"))
     if run.dependencies and full:
         body.append(html.Div([html.H4("Depends on"),
                               html.Span([run_link(d) for d in run.dependencies], className="deps")]))

@@ -255,6 +255,12 @@ def test_history_chart_and_date_range(browser, ui_url, filled, screenshot):
     assert len(rows) == 25
     assert len(browser.find_elements(By.CSS_SELECTOR, "table.runs tbody tr.failed")) == 4
     screenshot(browser, "history")
+    runs = browser.find_element(By.ID, "hist-limit")
+    runs.send_keys(Keys.CONTROL, "a")
+    runs.send_keys("5")
+    browser.find_element(By.ID, "hist-apply").click()
+    _wait(browser, lambda d: "limit=5" in d.current_url
+          and len(d.find_elements(By.CSS_SELECTOR, "table.runs tbody tr")) == 5)
     open_page(browser, ui_url, "/history/heartbeat?since=2000-01-01&until=2000-12-31", "History of")
     _wait(browser, lambda d: "0 runs" in d.find_element(By.TAG_NAME, "main").text)
     assert browser.find_element(By.ID, "hist-since").get_attribute("value") == "2000-01-01"
