@@ -11,7 +11,8 @@ What it measures, in one run on this machine:
    thread.
 2. **collector**: ``python -m mltrace_otel.collector`` in a subprocess on its own embedded store;
    ``--senders`` processes POST ``--spans``-span protobuf requests over keep-alive HTTP/1.1
-   for ``--seconds`` (after a warm-up); throughput = spans acknowledged (200) per second. Each
+   for ``--seconds`` (after a warm-up), one request in flight per sender (``--connections``
+   raises that); throughput = spans acknowledged (200) per second. Each
    request gets a fresh trace id, so no two inserted blocks are identical (ClickHouse would
    de-duplicate those and flatter the numbers). 429 answers are counted and retried after
    Retry-After, as OTel exporters do.
@@ -106,6 +107,7 @@ def baseline(spans_per_request: int, total_rows: int) -> dict:
         store.close()
     rows = n_inserts * per_insert
     return {"rows": rows, "bulk_insert_spans_per_s": rows / bulk_s,
+            "bench_process_peak_rss_mb": _peak_rss_mb(os.getpid()),
             "render_spans_per_s": rows / render_s, "insert_otlp_spans_per_s": rows / otlp_s}
 
 
@@ -115,33 +117,50 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _sender(port: int, spans: int, seed: int, warmup: float, seconds: float, out: mp.Queue) -> None:
+def _sender(port: int, spans: int, seed: int, warmup: float, seconds: float, connections: int,
+            out: mp.Queue) -> None:
+    """One sender process: ``connections`` keep-alive connections, each one request at a time."""
+    import threading
+
     templates = [make_request(spans, seed * 100 + k, marker=True) for k in range(4)]
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     headers = {"Content-Type": "application/x-protobuf"}
     start = time.monotonic()
     measure_from, end = start + warmup, start + warmup + seconds
-    acked = refused = requests = 0
-    k = 0
-    while True:
-        now = time.monotonic()
-        if now >= end:
-            break
-        body = templates[k % len(templates)].replace(MARKER, os.urandom(16))
-        k += 1
-        conn.request("POST", "/v1/traces", body=body, headers=headers)
-        r = conn.getresponse()
-        r.read()
-        done = time.monotonic()
-        if r.status == 200:
-            if now >= measure_from and done <= end:
-                acked += spans
-                requests += 1
-        else:
-            refused += 1
-            time.sleep(float(r.getheader("Retry-After") or 1))
-    conn.close()
-    out.put({"acked": acked, "refused": refused, "requests": requests})
+    totals = {"acked": 0, "refused": 0, "requests": 0}
+    lock = threading.Lock()
+
+    def loop(c: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        acked = refused = requests = 0
+        k = c
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            body = templates[k % len(templates)].replace(MARKER, os.urandom(16))
+            k += 1
+            conn.request("POST", "/v1/traces", body=body, headers=headers)
+            r = conn.getresponse()
+            r.read()
+            if r.status == 200:
+                if now >= measure_from and time.monotonic() <= end:
+                    acked += spans
+                    requests += 1
+            else:
+                refused += 1
+                time.sleep(float(r.getheader("Retry-After") or 1))
+        conn.close()
+        with lock:
+            totals["acked"] += acked
+            totals["refused"] += refused
+            totals["requests"] += requests
+
+    threads = [threading.Thread(target=loop, args=(c,)) for c in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put(totals)
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -151,7 +170,7 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def collector_run(senders: int, spans: int, warmup: float, seconds: float) -> dict:
+def collector_run(senders: int, spans: int, warmup: float, seconds: float, connections: int = 1) -> dict:
     """Start the collector subprocess, load it, measure; stop it with SIGTERM."""
     port, gport = _free_port(), _free_port()
     with tempfile.TemporaryDirectory() as d:
@@ -169,11 +188,11 @@ def collector_run(senders: int, spans: int, warmup: float, seconds: float) -> di
                         break
                 except OSError:
                     if time.monotonic() > deadline or proc.poll() is not None:
-                        raise RuntimeError("collector did not start: " + (proc.stderr.read() if
-                                                                          proc.poll() is not None else ""))
+                        err = proc.stderr.read() if proc.poll() is not None else ""
+                        raise RuntimeError("collector did not start: " + err) from None
                     time.sleep(0.2)
             out: mp.Queue = mp.Queue()
-            procs = [mp.Process(target=_sender, args=(port, spans, i, warmup, seconds, out))
+            procs = [mp.Process(target=_sender, args=(port, spans, i, warmup, seconds, connections, out))
                      for i in range(senders)]
             cpu0 = _cpu_seconds(proc.pid)
             for p in procs:
@@ -194,9 +213,16 @@ def collector_run(senders: int, spans: int, warmup: float, seconds: float) -> di
                 proc.kill()
                 code = -9
     acked = sum(r["acked"] for r in results)
-    committed = next((float(line.split()[-1]) for line in metrics.splitlines()
-                      if line.startswith("mltrace_collector_spans_committed_total ")), 0.0)
+
+    def metric(name: str) -> float:
+        return next((float(line.split()[-1]) for line in metrics.splitlines()
+                     if line.startswith(name + " ")), 0.0)
+
+    committed = metric("mltrace_collector_spans_committed_total")
+    batches = metric("mltrace_collector_batches_total") or 1.0
+    insert_s = metric("mltrace_collector_insert_duration_seconds_sum")
     return {"spans_per_s": acked / seconds, "acked_spans": acked, "committed_total": committed,
+            "mean_batch_rows": committed / batches, "mean_insert_ms": 1000 * insert_s / batches,
             "refused_429_503": sum(r["refused"] for r in results), "peak_rss_mb": rss,
             "collector_cpu_s_per_s": cpu / (warmup + seconds), "exit_code": code}
 
@@ -212,17 +238,23 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--senders", type=int, default=4)
     ap.add_argument("--spans", type=int, default=512)
+    ap.add_argument("--connections", type=int, default=1,
+                    help="requests each sender keeps in flight (1 = a synchronous OTel exporter)")
     ap.add_argument("--baseline-rows", type=int, default=51_200)
     args = ap.parse_args()
     base = baseline(args.spans, args.baseline_rows)
-    run = collector_run(args.senders, args.spans, args.warmup, args.seconds)
+    run = collector_run(args.senders, args.spans, args.warmup, args.seconds, args.connections)
     ratio = run["spans_per_s"] / base["bulk_insert_spans_per_s"]
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     print(f"bulk insert of pre-built rows:      {base['bulk_insert_spans_per_s']:>9,.0f} spans/s")
     print(f"rendering rows (rows_from_otlp):    {base['render_spans_per_s']:>9,.0f} spans/s")
     print(f"Store.insert_otlp, one thread:      {base['insert_otlp_spans_per_s']:>9,.0f} spans/s")
-    print(f"collector, {args.senders} senders x {args.spans} spans/request: {run['spans_per_s']:>9,.0f} spans/s "
-          f"acknowledged ({ratio:.2f}x the bulk insert)")
+    print(f"collector, {args.senders} senders x {args.connections} in flight x {args.spans} spans/request: "
+          f"{run['spans_per_s']:>9,.0f} spans/s acknowledged ({ratio:.2f}x the bulk insert)")
+    print(f"collector batches: {run['mean_batch_rows']:,.0f} rows on average, "
+          f"{run['mean_insert_ms']:.0f} ms per insert")
+    print(f"peak RSS of the baseline process (chDB + {base['rows']:,} rendered rows): "
+          f"{base['bench_process_peak_rss_mb']:.0f} MiB")
     print(f"collector peak RSS {run['peak_rss_mb']:.0f} MiB, CPU {run['collector_cpu_s_per_s']:.2f} cores, "
           f"429/503 answers {run['refused_429_503']}, SIGTERM exit code {run['exit_code']}")
     results = ROOT / "bench" / "results"

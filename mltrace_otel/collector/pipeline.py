@@ -2,14 +2,16 @@
 
 Receivers :meth:`IngestQueue.submit` a checked request (serialized protobuf, see
 :mod:`.otlp`) and wait on the returned :class:`Pending` until the batch it joined is
-committed; only then do they acknowledge. The renderer thread takes queued requests until
-``batch_rows`` spans, or ``batch_delay_s`` after the oldest arrived (whichever comes first;
-or, when the inserter is idle, as soon as arrivals pause for ``linger_s``: group commit),
-concatenates their serialized requests (protobuf messages concatenate into one valid message)
-and renders the rows with ``ingest.rows_from_otlp``; the inserter thread writes them with
-``ingest.insert_columns`` -- the two halves of ``Store.insert_otlp``, so there is one ingest
-path, split so rendering batch N+1 overlaps inserting batch N (ClickHouse releases the GIL).
-Only the inserter writes to the store, so inserts and spool drains never interleave.
+committed; only then do they acknowledge.
+
+The renderer thread renders each request as it arrives (``ingest.rows_from_otlp``) into the open
+batch, and hands the batch to the inserter thread (``ingest.insert_columns``) -- the two halves
+of ``Store.insert_otlp``, so there is one ingest path -- when it holds ``batch_rows`` spans,
+``batch_delay_s`` after its first request arrived, or, group commit, as soon as the inserter is
+idle and arrivals pause for ``linger_s``. While an insert runs, arrivals keep joining the next
+batch, so batches grow with the load (ClickHouse pays a large fixed cost per insert: the
+materialized views), and rendering overlaps inserting (ClickHouse releases the GIL). Only the
+inserter writes to the store, so inserts and spool drains never interleave.
 
 Backpressure, never a silent drop:
 
@@ -64,21 +66,26 @@ class AckTimeout(Unavailable):
 
 @dataclass(frozen=True)
 class Committed:
-    """What the batch a request joined did: spans the store refused, and why (usually none)."""
+    """A committed request: spans of it the store's renderer refused, and why (usually none)."""
 
     store_rejected: int = 0
     store_error: str = ""
 
 
+_OK = Committed()
+
+
 class Pending:
     """A submitted request: :meth:`wait` returns once its batch is committed, or raises."""
 
-    __slots__ = ("payload", "spans", "enqueued", "_done", "_result", "_error")
+    __slots__ = ("payload", "spans", "enqueued", "rejected", "errors", "_done", "_result", "_error")
 
     def __init__(self, payload: bytes, spans: int) -> None:
         self.payload = payload
         self.spans = spans
         self.enqueued = time.monotonic()
+        self.rejected = 0  # spans the store's renderer refused (normally none: decode checked)
+        self.errors: Any = ()
         self._done = threading.Event()
         self._result: Committed | None = None
         self._error: BaseException | None = None
@@ -98,13 +105,13 @@ class Pending:
 
 
 class IngestQueue:
-    """Bounded queue + single writer thread in front of a store.
+    """Bounded queue, a renderer thread and one inserter thread in front of a store.
 
     Args:
         store: the store (``insert_columns`` and ``drain_spool`` are used). Only the inserter
             thread writes to it.
-        batch_rows, batch_delay_s: flush when this many spans are queued, or this long after
-            the oldest queued request arrived.
+        batch_rows, batch_delay_s: close a batch at this many spans, or this long after its
+            oldest request arrived.
         linger_s: also flush when the inserter is idle and no request arrived for this long
             (group commit: at low load a request is not held back for ``batch_delay_s``;
             under load batches still fill up while the previous insert runs). None: only
@@ -143,6 +150,7 @@ class IngestQueue:
         self._last_arrival = 0.0
         self._threads: list[threading.Thread] = []
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._inserter_idle = True
         self.last_error = ""
         from mltrace_otel.store import ingest
 
@@ -179,8 +187,7 @@ class IngestQueue:
             self._last_arrival = p.enqueued
             self._items.append(p)
             self._queued += spans
-            if self._queued >= self.batch_rows or len(self._items) == 1:
-                self._cond.notify()
+            self._cond.notify_all()
         if self.metrics is not None:
             self.metrics.queue_depth.set(self.depth)
         return p
@@ -209,107 +216,123 @@ class IngestQueue:
             t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
 
-    def _take_batch(self) -> list[Pending] | None:
-        """Wait for a full batch, the delay, or stop; None when stopped and empty, [] when idle."""
+    def _next(self, batch: list[Pending], rows: int, opened: float, last_drain: float) -> tuple[str, Any]:
+        """What the renderer does next: ("render", item), ("flush", None), ("drain", None) or
+        ("stop", None). Waits (on the condition) until one of them is due."""
         with self._cond:
-            last_drain = time.monotonic()
-            while not self._items:
-                if self._stopping:
-                    return None
-                self._cond.wait(self.drain_every_s or None)
-                if (not self._items and self.drain_every_s
-                        and time.monotonic() - last_drain >= self.drain_every_s and not self._stopping):
-                    return []  # idle: time for a spool drain
-            deadline = self._items[0].enqueued + self.batch_delay_s
-            linger = self.linger_s
-            while self._queued < self.batch_rows and not self._stopping:
+            while True:
                 now = time.monotonic()
-                remaining = deadline - now
-                if remaining <= 0:
-                    break
-                if linger is not None and self._handoff.empty():
-                    # group commit: the inserter has nothing to do, so holding the batch back
-                    # only adds latency; close it once arrivals pause for linger_s
-                    quiet = self._last_arrival + linger - now
-                    if quiet <= 0:
-                        break
-                    remaining = min(remaining, quiet)
-                self._cond.wait(remaining)
-            batch: list[Pending] = []
-            rows = 0
-            while self._items and (not batch or rows + self._items[0].spans <= self.batch_rows):
-                p = self._items.popleft()
-                batch.append(p)
-                rows += p.spans
-            self._queued -= rows
-            self._inflight += rows
-            return batch
+                if self._items and rows < self.batch_rows:
+                    item = self._items.popleft()
+                    self._queued -= item.spans
+                    self._inflight += item.spans
+                    return "render", item
+                if batch:
+                    idle = self.linger_s is not None and self._inserter_idle
+                    if (rows >= self.batch_rows or self._stopping or now >= opened + self.batch_delay_s
+                            or (idle and now - self._last_arrival >= self.linger_s)):
+                        self._inserter_idle = False  # it gets this batch now
+                        return "flush", None
+                    timeout = opened + self.batch_delay_s - now
+                    if idle:
+                        timeout = min(timeout, self._last_arrival + self.linger_s - now)
+                    self._cond.wait(max(timeout, 0.0005))
+                elif self._stopping:
+                    return "stop", None
+                elif self.drain_every_s and now - last_drain >= self.drain_every_s:
+                    if self._inserter_idle:
+                        self._inserter_idle = False
+                        return "drain", None
+                    self._cond.wait(self.drain_every_s)
+                else:
+                    self._cond.wait(self.drain_every_s or None)
 
     def _render_loop(self) -> None:
+        """Render each request as it arrives into the open batch; hand the batch to the
+        inserter at ``batch_rows``, after ``batch_delay_s``, or (group commit) as soon as the
+        inserter is idle and arrivals pause for ``linger_s``. While an insert runs, arrivals
+        keep joining the next batch, so batches grow with the load."""
+        from mltrace_otel.store.ingest import Columns
+
+        batch: list[Pending] = []
+        cols = Columns()
+        rows, opened, last_drain = 0, 0.0, time.monotonic()
         try:
             while True:
-                batch = self._take_batch()
-                if batch is None:
+                what, item = self._next(batch, rows, opened, last_drain)
+                if what == "stop":
                     return
-                if not batch:
+                if what == "drain":
+                    last_drain = time.monotonic()
                     self._handoff.put(_DRAIN)
-                    continue
-                try:
-                    cols = self._render(b"".join(p.payload for p in batch))
-                except Exception as e:  # noqa: BLE001 - fail the batch, keep serving
-                    log.exception("rendering a batch of %d requests failed", len(batch))
-                    self._finish(batch, None, e, 0.0)
-                    continue
-                self._handoff.put((batch, cols))
+                elif what == "flush":
+                    self._handoff.put((batch, cols))
+                    batch, cols, rows = [], Columns(), 0
+                else:
+                    try:
+                        one = self._render(item.payload)
+                    except Exception as e:  # noqa: BLE001 - fail this request, keep serving
+                        log.warning("rendering a request of %d spans failed: %s", item.spans, e)
+                        self._finish([item], None, e, 0.0, store_failed=False)
+                        continue
+                    item.rejected, item.errors = one.rejected, one.errors
+                    if not batch:
+                        opened = item.enqueued
+                    for column, part in zip(cols.data, one.data, strict=True):
+                        column.extend(part)
+                    batch.append(item)
+                    rows += item.spans
         finally:
             self._handoff.put(None)
 
     def _insert_loop(self) -> None:
         while True:
             item = self._handoff.get()
-            with self._cond:
-                self._cond.notify_all()  # the renderer may close its batch now (group commit)
             if item is None:
                 return
-            if item is _DRAIN:
-                self._drain_spool()
-                continue
-            batch, cols = item
-            with self._cond:
-                self._insert_started = time.monotonic()
-            t0 = time.perf_counter()
             try:
-                result = self._insert(cols)
-            except BaseException as e:  # noqa: BLE001 - any store failure fails the batch, not the thread
-                self._finish(batch, None, e, 0.0)
-            else:
-                self._finish(batch, result, None, time.perf_counter() - t0)
+                if item is _DRAIN:
+                    self._drain_spool()
+                    continue
+                batch, cols = item
+                with self._cond:
+                    self._insert_started = time.monotonic()
+                t0 = time.perf_counter()
+                try:
+                    result = self._insert(cols)
+                except BaseException as e:  # noqa: BLE001 - a store failure fails the batch, not the thread
+                    self._finish(batch, None, e, 0.0)
+                else:
+                    self._finish(batch, result, None, time.perf_counter() - t0)
+            finally:
+                with self._cond:
+                    self._inserter_idle = True
+                    self._cond.notify_all()
 
     def _finish(self, batch: list[Pending], result: Any, error: BaseException | None,
-                elapsed: float) -> None:
+                elapsed: float, *, store_failed: bool = True) -> None:
+        """Resolve a batch's requests: committed, or failed with ``error``."""
         rows = sum(p.spans for p in batch)
         with self._cond:
             self._inflight -= rows
             self._insert_started = None
             if error is None:
                 self._failed_at = None
-            else:
+            elif store_failed:
                 self._failed_at = time.monotonic()
                 self.last_error = str(error) or type(error).__name__
         m = self.metrics
         if error is not None:
-            log.warning("insert of %d spans failed: %s", rows, self.last_error)
+            log.warning("insert of %d spans failed: %s", rows, error)
             if m is not None:
                 m.insert_failures.inc()
                 m.dropped.labels("store_error").inc(rows)
             for p in batch:
                 p._resolve(None, error)
         else:
-            rejected = int(getattr(result, "rejected", 0) or 0)
-            errors = getattr(result, "errors", ()) or ()
-            committed = Committed(rejected, "; ".join(errors)[:500] if rejected else "")
+            rejected = sum(p.rejected for p in batch)
             if rejected:
-                log.warning("store rejected %d of %d spans: %s", rejected, rows, committed.store_error)
+                log.warning("store rejected %d of %d spans", rejected, rows)
             if m is not None:
                 m.insert_seconds.observe(elapsed)
                 m.batches.inc()
@@ -317,7 +340,7 @@ class IngestQueue:
                 if rejected:
                     m.rejected.labels("store").inc(rejected)
             for p in batch:
-                p._resolve(committed)
+                p._resolve(Committed(p.rejected, "; ".join(p.errors)[:500]) if p.rejected else _OK)
         if m is not None:
             m.queue_depth.set(self.depth)
 
