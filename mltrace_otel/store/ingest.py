@@ -90,10 +90,21 @@ def json_string(s: str) -> str:
     return '"' + s.translate(_JSON_TABLE) + '"'
 
 
+class _Unencodable(ValueError):
+    """A NaN or infinity inside an array or map: Go's json.Marshal fails, AsString gives ''."""
+
+
 def _json_array(values: Any) -> str:
     parts = [json_string(x.string_value) if x.WhichOneof("value") == "string_value" else _json_value(x)
              for x in values]
     return "[" + ",".join(parts) + "]"
+
+
+def _json_or_empty(render: Any, arg: Any) -> str:
+    try:
+        return render(arg)
+    except _Unencodable:
+        return ""
 
 
 def _json_value(v: Any) -> str:
@@ -107,14 +118,14 @@ def _json_value(v: Any) -> str:
     if kind == "double_value":
         d = v.double_value
         if math.isnan(d) or math.isinf(d):
-            return "null"  # encoding/json refuses these; AsRaw marshal of the slice then fails
+            raise _Unencodable(d)
         return format_double(d)
     if kind == "bytes_value":
         return json_string(base64.b64encode(v.bytes_value).decode())
     if kind == "array_value":
         return _json_array(v.array_value.values)
     if kind == "kvlist_value":
-        items = sorted(((kv.key, kv.value) for kv in v.kvlist_value.values), key=lambda t: t[0])
+        items = sorted({kv.key: kv.value for kv in v.kvlist_value.values}.items(), key=_first)
         return "{" + ",".join(f"{json_string(k)}:{_json_value(x)}" for k, x in items) + "}"
     return "null"
 
@@ -133,7 +144,7 @@ def render_value(v: Any) -> str:
     if kind == "bytes_value":
         return base64.b64encode(v.bytes_value).decode()
     if kind in ("array_value", "kvlist_value"):
-        return _json_value(v)
+        return _json_or_empty(_json_value, v)
     return ""
 
 
@@ -147,7 +158,7 @@ def render_attributes(kvs: Iterable[Any]) -> dict[str, str]:
         if kind == "string_value":
             append((kv.key, v.string_value))
         elif kind == "array_value":
-            append((kv.key, _json_array(v.array_value.values)))
+            append((kv.key, _json_or_empty(_json_array, v.array_value.values)))
         else:
             append((kv.key, render_value(v)))
     if len(items) > 1:

@@ -227,3 +227,18 @@ def test_our_insert_is_byte_identical_to_the_contrib_insert(store, otel_tracer, 
     _plain_otel_run(tracer, "train-extra", ["a"], ["b"])
     assert store.insert_spans(exporter.get_finished_spans()).accepted == 6
     assert store.query("count", "SELECT count() FROM otel_traces") == [(11,)]  # a different block lands
+
+
+def test_values_go_cannot_encode_as_json_render_as_the_exporter_does() -> None:
+    """json.Marshal fails on NaN inside an array, so AsString gives ''; duplicate map keys: last wins."""
+    from mltrace_otel.store.ingest import render_attributes
+
+    attrs = render_attributes([
+        KeyValue(key="nan_in_array", value=arr(AnyValue(double_value=float("nan")), AnyValue(int_value=1))),
+        KeyValue(key="nan", value=AnyValue(double_value=float("nan"))),
+        KeyValue(key="dup_map", value=AnyValue(kvlist_value=KeyValueList(values=[
+            kv("k", int_value=1), kv("k", int_value=2)]))),
+        kv("dup", string_value="first"), kv("dup", string_value="last"),
+    ])
+    assert attrs == {"dup": "last", "dup_map": '{"k":2}', "nan": "json: unsupported value: NaN",
+                     "nan_in_array": ""}
