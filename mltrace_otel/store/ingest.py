@@ -331,8 +331,9 @@ def drain_spool(store: Any) -> int:
     Each batch is claimed (an atomic rename, so concurrent drains never share one), inserted
     with its name as ``insert_deduplication_token`` (a batch re-inserted after a crash between
     commit and delete is stored once), then deleted. An unreadable batch is moved to
-    ``spool/bad/`` with a logged error and never blocks the rest; when the store goes away the
-    batch is given back and the error raised.
+    ``spool/bad/`` with a logged error and never blocks the rest; a batch the store refuses is
+    given back (logged) for the next drain; when the store goes away the batch is given back
+    and the error raised.
     """
     total = 0
     for claimed in spool.claim_all(store.settings.spool_dir):
@@ -347,8 +348,9 @@ def drain_spool(store: Any) -> int:
         except StoreUnavailable:
             claimed.release()
             raise
-        except Exception as e:  # a batch the store refuses must not block the others
-            _move_aside(claimed, f"insert failed: {e}")
+        except Exception as e:  # the store refused it: keep the batch for the next drain
+            claimed.release()
+            log.error("mltrace: spool batch %s not drained, kept for the next drain: %s", claimed.token, e)
             continue
         if result.rejected:
             log.warning("mltrace: spool batch %s: %d spans rejected: %s", claimed.token,

@@ -320,6 +320,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if name:
                     params[name] = part.get_payload(decode=True).decode()
             body = b""
+        encoding = (self.headers.get("Content-Encoding") or "").strip().lower()
+        if body and encoding and encoding != "identity":
+            from clickhouse_connect.driver._backend.chdb_backend import _decompress
+
+            body = _decompress(body, encoding)
         if not self._authorized(params):
             self._error(401, "Code: 516. DB::Exception: mltrace shared store: wrong token. "
                         "(AUTHENTICATION_FAILED)", 516)

@@ -87,3 +87,16 @@ def test_rejected_spans_do_not_block_their_batch(store, otel_tracer, caplog) -> 
         assert store.drain_spool() == 2
     assert any("1 spans rejected" in r.getMessage() for r in caplog.records)
     assert spool.pending(store.settings.spool_dir) == []
+
+
+def test_a_batch_the_store_refuses_is_kept_for_the_next_drain(store, otel_tracer, caplog) -> None:
+    tracer, exporter = otel_tracer
+    spool_runs(store.settings, tracer, exporter, 3)
+    store.command("break", "RENAME TABLE otel_traces TO otel_traces_away")
+    with caplog.at_level(logging.ERROR, logger="mltrace_otel.store.ingest"):
+        assert store.drain_spool() == 0
+    assert any("kept for the next drain" in r.getMessage() for r in caplog.records)
+    assert len(spool.pending(store.settings.spool_dir)) == 1
+    assert not (store.settings.spool_dir / "bad").exists()
+    store.command("repair", "RENAME TABLE otel_traces_away TO otel_traces")
+    assert store.drain_spool() == 3

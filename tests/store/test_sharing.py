@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from mltrace_otel.store import open_store
+
 WORKER = str(Path(__file__).with_name("store_worker.py"))
 
 
@@ -164,3 +166,27 @@ def test_the_shared_endpoint_refuses_a_wrong_token(store) -> None:
     server = store.serve_shared(drain_interval_s=0)
     with pytest.raises(StoreUnavailable, match="AUTHENTICATION_FAILED|wrong token"):
         share._connect_http(server.url, token="not-the-token", proxied=True)
+
+
+def test_an_http_store_url_opens_migrates_and_drains_like_the_embedded_one(store, tmp_settings,
+                                                                            otel_tracer) -> None:
+    """open_store on http://user:password@host:port/db (here: the shared endpoint, a real socket)."""
+    from urllib.parse import urlsplit
+
+    from mltrace_otel import spool
+    from mltrace_otel.store.ingest import encode_spans
+
+    tracer, exporter = otel_tracer
+    with tracer.start_as_current_span("h", attributes={"mltrace.component.name": "h"}):
+        pass
+    spool.write_batch(tmp_settings.spool_dir, encode_spans(exporter.get_finished_spans()).SerializeToString())
+    server = store.serve_shared(drain_interval_s=0)
+    port = urlsplit(server.url).port
+    settings = tmp_settings.replace(store_url=f"http://default:{server.token}@127.0.0.1:{port}/{store.database}_h")
+    with open_store(settings) as remote:
+        assert not remote.proxied and remote.database == f"{store.database}_h"
+        assert server.token not in repr(remote)
+        assert remote.schema_version() == store.schema_version()
+        assert remote.query("n", "SELECT count() FROM mltrace_runs FINAL") == [(1,)]
+        assert spool.pending(tmp_settings.spool_dir) == []
+        remote.command("drop", f"DROP DATABASE `{remote.database}`")
