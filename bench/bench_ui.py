@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -229,7 +230,8 @@ def main() -> int:
         "/impact/" + quote(pointer(0, last_k), safe=""), "/review", "/stale", "/tag/bench",
         "/components", "/help",
     ]
-    print(f"\n{total:,} runs in the store; page callback (server side) times in ms "
+    print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other work slows every number)")
+    print(f"{total:,} runs in the store; page callback (server side) times in ms "
           "(median of 5 warm calls split into store queries and the UI's own work):")
     print(f"{'page':<56} {'cold':>6} {'median':>7} {'max':>6} {'store':>6} {'ui':>5}")
     worst = 0.0

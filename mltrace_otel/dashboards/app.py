@@ -57,6 +57,7 @@ def _layout() -> html.Div:
             dcc.Link("mltrace", href="/recent", className="brand"),
             html.Div([
                 dcc.Input(id="cmd", type="text", debounce=False, autoComplete="off", spellCheck=False,
+                          autoFocus=True,
                           placeholder="recent · history COMPONENT · inspect RUN · trace OUTPUT · "
                                       "impact X · tag TAG · flag OUTPUT · review · stale · help",
                           className="cmd"),

@@ -85,19 +85,35 @@ def page_recent(route: Route, store) -> list:
 
 
 def _history_figure(runs: list[Run]) -> go.Figure:
-    ok = [r for r in runs if not r.failed]
-    bad = [r for r in runs if r.failed]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[r.start for r in reversed(ok)], y=[r.duration_s for r in reversed(ok)],
-                             mode="lines+markers", name="duration (s)", customdata=[r.id for r in ok[::-1]],
-                             line={"color": "#3b7dd8"}))
+    """Durations over time (failed runs marked ✕) above runs and failures per day (or hour)."""
+    from collections import Counter
+
+    from plotly.subplots import make_subplots
+
+    ok = [r for r in reversed(runs) if not r.failed]
+    bad = [r for r in reversed(runs) if r.failed]
+    span = (runs[0].start - runs[-1].start).total_seconds() if runs else 0
+    fmt, unit = ("%Y-%m-%d", "day") if span > 2 * 86400 else ("%Y-%m-%d %H:00", "hour")
+    total = Counter(r.start.strftime(fmt) for r in runs)
+    failed = Counter(r.start.strftime(fmt) for r in bad)
+    buckets = sorted(total)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=False, row_heights=[0.68, 0.32], vertical_spacing=0.12)
+    fig.add_trace(go.Scatter(x=[r.start for r in ok], y=[r.duration_s for r in ok], mode="lines+markers",
+                             name="duration (s)", customdata=[r.id for r in ok], line={"color": "#3b7dd8"}),
+                  row=1, col=1)
     fig.add_trace(go.Scatter(x=[r.start for r in bad], y=[r.duration_s for r in bad], mode="markers",
                              name="failed run", customdata=[r.id for r in bad],
-                             marker={"symbol": "x", "size": 12, "color": "#d64545"}))
-    fig.update_layout(height=300, margin={"l": 50, "r": 20, "t": 30, "b": 40},
+                             marker={"symbol": "x", "size": 12, "color": "#d64545"}), row=1, col=1)
+    fig.add_trace(go.Bar(x=buckets, y=[total[b] - failed[b] for b in buckets], name=f"runs per {unit}",
+                         marker={"color": "#8fb3e8"}), row=2, col=1)
+    fig.add_trace(go.Bar(x=buckets, y=[failed[b] for b in buckets], name=f"failures per {unit}",
+                         marker={"color": "#d64545"}), row=2, col=1)
+    fig.update_layout(height=420, margin={"l": 50, "r": 20, "t": 30, "b": 40}, barmode="stack",
                       paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
-                      font={"color": "#7f8a9a"}, yaxis={"title": "duration (s)", "rangemode": "tozero"},
-                      legend={"orientation": "h", "y": 1.12})
+                      font={"color": "#7f8a9a"}, legend={"orientation": "h", "y": 1.1})
+    fig.update_yaxes(title_text="duration (s)", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="runs", rangemode="tozero", row=2, col=1)
+    fig.update_xaxes(type="category", row=2, col=1)
     return fig
 
 
