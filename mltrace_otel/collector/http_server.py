@@ -111,13 +111,20 @@ class _Handler(BaseHTTPRequestHandler):
         body = otlp.status_body(media, _GRPC_CODE.get(status, 2), message)
         self._send(status, body, media, headers)
 
-    def _discard_body(self) -> None:
-        """Leave the connection usable after refusing a request: read the body, or close."""
+    def _discard_body(self, limit: int = 1 << 20) -> None:
+        """Leave the connection usable after refusing a request: read the body (up to ``limit``
+        bytes, so the client, still sending, gets our answer instead of a reset), or close."""
         n = self.headers.get("Content-Length")
-        if n and n.isdigit() and int(n) <= 1 << 20:
-            self.rfile.read(int(n))
-        else:
+        if not (n and n.isdigit()) or int(n) > limit:
             self.close_connection = True
+            return
+        left = int(n)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                self.close_connection = True
+                return
+            left -= len(chunk)
 
     # --- methods -------------------------------------------------------------------------------
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
@@ -192,7 +199,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             exporter.check_size(n)
         except otlp.PayloadTooLarge as e:
-            self.close_connection = True  # the body is not read
+            self._discard_body(limit=4 * exporter.max_body_bytes)  # beyond that: close
+            self.close_connection = True
             exporter.metrics.rejected.labels("bad_request").inc()
             self._error(413, str(e), media, protocol=protocol)
             return

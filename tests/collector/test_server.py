@@ -56,6 +56,9 @@ def test_server_runs_collector_ui_metrics_and_shares_the_store(tmp_path: Path) -
         assert 'mltrace_collector_spans_received_total{protocol="http/protobuf"} 3.0' in metrics
         status, metrics = _get(http_port, "/metrics")
         assert status == 200 and "mltrace_collector_spans_committed_total 3.0" in metrics
+        # the store-derived series are served next to the collector's own
+        assert 'mltrace_component_runs_total{component="served",status="ok"} 3.0' in metrics
+        assert "mltrace_metrics_store_up 1.0" in metrics
 
         # the CLI, another process, reads the store the server holds
         out = subprocess.run([sys.executable, "-m", "mltrace_otel.cli.app", "recent", "--json"],
