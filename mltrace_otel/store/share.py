@@ -100,9 +100,25 @@ def connect(settings: Settings) -> Connection:
     return _connect_http(url)
 
 
+class _DropRedundantDriverWarning(logging.Filter):
+    """clickhouse-connect logs "Unexpected Http Driver Exception" before raising; the store maps
+    that error (StoreUnavailable, or a reconnect to the shared store's next holder), so the
+    line on stderr is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unexpected Http Driver Exception")
+
+
+_driver_filter = _DropRedundantDriverWarning()
+
+
 def _connect_http(url: str, *, token: str | None = None, proxied: bool = False,
                   shown: str | None = None) -> Connection:
     import clickhouse_connect
+
+    driver_log = logging.getLogger("clickhouse_connect.driver._backend.http_sync")
+    if _driver_filter not in driver_log.filters:
+        driver_log.addFilter(_driver_filter)
 
     parts = urlsplit(url)
     try:

@@ -131,6 +131,28 @@ def query_loop(base: Path, stop_file: Path) -> dict:
     return {"rounds": rounds, "errors": errors, "last_count": last}
 
 
+def query_held(base: Path, stop_file: Path) -> dict:
+    """A long-lived reader (like a notebook): ONE store, queried until told; survives its
+    shared endpoint's holder going away by reconnecting."""
+    from mltrace_otel.store import open_store
+
+    rounds, errors = 0, []
+    store = open_store(settings_for(base))
+    first = store.proxied
+    print(json.dumps({"opened": True, "proxied": first}), flush=True)
+    while not stop_file.exists():
+        try:
+            store.count_runs()
+            store.query("probe", "SELECT count() FROM otel_traces")
+            rounds += 1
+        except Exception as e:  # the test asserts there are none
+            errors.append(f"{type(e).__name__}: {e}")
+        time.sleep(0.01)
+    out = {"rounds": rounds, "errors": errors, "first_proxied": first, "last_proxied": store.proxied}
+    store.close()
+    return out
+
+
 def drain(base: Path) -> dict:
     """Open the store (which drains the spool) and close it."""
     from mltrace_otel.store import open_store
@@ -189,6 +211,8 @@ def main() -> None:
             out = open_wait(base_dir, float(rest[0]))
         elif role == "query":
             out = query_loop(base_dir, Path(rest[0]))
+        elif role == "query-held":
+            out = query_held(base_dir, Path(rest[0]))
         elif role == "drain":
             out = drain(base_dir)
         elif role == "drain-die":

@@ -68,9 +68,29 @@ def test_four_pipelines_and_a_reader_share_the_store(tmp_path: Path) -> None:
     stop.touch()
     read = result(reader)
     assert read["errors"] == [] and read["rounds"] > 0, read
+    assert "Cannot lock" not in reader.stderr_text and "Traceback" not in reader.stderr_text
     result(holder)
     final = run("count", tmp_path)
     assert final == {"runs": 10_000, "span_rows": 10_000, "span_ids": 10_000, "spool_left": []}
+
+
+def test_a_long_lived_reader_survives_its_holder_leaving(tmp_path: Path) -> None:
+    """A reader on the holder's endpoint keeps answering when the holder stops: it reconnects
+    (here to the now free directory), with no error."""
+    holder_stop, reader_stop = tmp_path / "stop-holder", tmp_path / "stop-reader"
+    run("spool", tmp_path, 50, 50, "h")
+    holder = start("hold", tmp_path, holder_stop)
+    first_line(holder)
+    reader = start("query-held", tmp_path, reader_stop)
+    assert first_line(reader)["proxied"] is True
+    time.sleep(1.0)
+    holder_stop.touch()
+    result(holder)
+    time.sleep(1.5)
+    reader_stop.touch()
+    out = result(reader)
+    assert out["errors"] == [] and out["first_proxied"] and not out["last_proxied"], out
+    assert "Traceback" not in reader.stderr_text and "Cannot lock" not in reader.stderr_text
 
 
 def test_three_drainers_at_once_lose_nothing_and_duplicate_nothing(tmp_path: Path) -> None:
