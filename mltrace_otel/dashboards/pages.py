@@ -158,7 +158,7 @@ def page_inspect(route: Route, store) -> list:
     return [_title(f"Run {run.id}"), run_card(run, scope="inspect", full=True, coverage=coverage)]
 
 
-def lineage_view(lineage: Lineage, store) -> list:
+def lineage_view(lineage: Lineage) -> list:
     """Graph, run table and the card of the selected run (the walk's start until a click)."""
     depth = {n.run.id: n.depth for n in lineage.nodes}
     runs = [n.run for n in lineage.nodes]
@@ -166,10 +166,11 @@ def lineage_view(lineage: Lineage, store) -> list:
     stale = sum(bool(r.stale) for r in runs)
     first = min(lineage.nodes, key=lambda n: n.depth).run if lineage.nodes else None
     body: list = [html.P(f"{len(runs)} runs, {len(lineage.edges)} edges, {failed} failed, {stale} stale. "
-                         "Click a node to open its card.", className="muted")]
+                         "Click a node to open its full card (with its code).", className="muted")]
     body.append(dcc.Graph(id="lineage-graph", figure=lineage_figure(lineage),
                           config={"displaylogo": False, "scrollZoom": True}))
-    selected = [run_card(store.get_run(first.id), scope="graph", full=True)] if first else []
+    # the walk's start, as the walk read it (no code snapshot: a click on a node reads the full run)
+    selected = [run_card(first, scope="graph", full=True)] if first else []
     body.append(html.Div(selected, id="selected-card"))
     body.append(html.H3("Runs"))
     body.append(_run_table(runs, depth=depth))
@@ -189,12 +190,12 @@ def page_trace(route: Route, store) -> list:
             raise
         lineage = store.trace_run(route.arg)
         title = f"Trace of run {lineage.root}"
-    return [_title(title), *lineage_view(lineage, store)]
+    return [_title(title), *lineage_view(lineage)]
 
 
 def page_impact(route: Route, store) -> list:
     lineage = store.impact(route.arg)
-    body: list = [_title(f"Impact of {route.arg}"), *lineage_view(lineage, store)]
+    body: list = [_title(f"Impact of {route.arg}"), *lineage_view(lineage)]
     if lineage.outputs:
         body += [html.H3(f"Outputs downstream ({len(lineage.outputs)})"),
                  html.Ul([html.Li(pointer_link(p)) for p in lineage.outputs], className="pointer-list")]
