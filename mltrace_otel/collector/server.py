@@ -36,7 +36,7 @@ from mltrace_otel.collector.http_server import TRACES_PATH, OTLPHTTPServer
 from mltrace_otel.collector.metrics import CollectorMetrics, register_store_metrics
 from mltrace_otel.collector.pipeline import IngestQueue
 from mltrace_otel.collector.receiver import Exporter
-from mltrace_otel.errors import ConfigError
+from mltrace_otel.errors import ConfigError, StoreUnavailable
 from mltrace_otel.settings import Settings, mask_url
 
 log = logging.getLogger("mltrace_otel.collector")
@@ -119,6 +119,12 @@ class Collector:
 
             self.store = open_store(s)
         try:
+            if getattr(self.store, "proxied", False):  # reached through another process's share
+                raise StoreUnavailable(
+                    f"the embedded store {mask_url(s.resolved_store_url)} is held by another process; "
+                    "a collector must write to it directly",
+                    hint="stop that process (e.g. mltrace server, which has a collector), or send "
+                         "spans to its collector")
             self.queue = IngestQueue(
                 self.store, batch_rows=s.batch_rows, batch_delay_s=s.batch_delay_s,
                 queue_spans=s.queue_spans, stall_s=self.stall_s, drain_every_s=self.drain_every_s,

@@ -66,6 +66,12 @@ def test_server_runs_collector_ui_metrics_and_shares_the_store(tmp_path: Path) -
         assert out.returncode == 0, out.stderr
         assert all(i in out.stdout for i in run_ids(spans))
 
+        # a second collector cannot write into the store the server holds: it says so and exits 1
+        other = dict(env, MLTRACE_OTLP_HTTP_PORT=str(_free_port()), MLTRACE_OTLP_GRPC_PORT=str(_free_port()))
+        out = subprocess.run([sys.executable, "-m", "mltrace_otel.collector"], env=other, cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1 and "held by another process" in out.stderr
+
         server.send_signal(signal.SIGTERM)
         assert server.wait(60) == 0
     finally:
