@@ -3,7 +3,8 @@
     python bench/bench_mltrace017.py [--repeat 5]
 
 mltrace 0.17 runs in a Python 3.9 venv (bench/_mltrace017_venv, git-ignored, created on demand:
-pip install mltrace==0.17 'SQLAlchemy<2') on a SQLite file. Ours runs in this process on the
+pip install mltrace==0.17 'SQLAlchemy<2' joblib pandas: 0.17 imports both without declaring
+them) on a SQLite file. Ours runs in this process on the
 embedded chDB store, with runs logged through our SDK (ComponentRun + log_component_run, the same
 calls) and drained from the spool. Prints medians and the ratio mltrace / ours.
 """
@@ -66,7 +67,8 @@ def ensure_venv() -> Path:
     py = VENV / "bin" / "python"
     if not py.exists():
         subprocess.run([str(PY39), "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "mltrace==0.17", "SQLAlchemy<2"],
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "mltrace==0.17", "SQLAlchemy<2",
+                        "joblib", "pandas"],
                        check=True)
     return py
 

@@ -33,35 +33,46 @@ _LINEAGE_COLUMNS = """RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inpu
     Upstream, Outputs, OutputVersions"""
 
 # candidates: writers of the needed pointers (top WINDOW per pointer started before the bound),
-# version-matched writers (top WINDOW per (pointer, version)), and runs of set_upstream
-# components (top WINDOW per component); each with what the next level needs.
+# version-matched writers (top WINDOW per (pointer, version)) from mltrace_lineage (ordered by
+# pointer: one index read gives each writer with its own inputs), and runs of set_upstream
+# components (top WINDOW per component) from mltrace_runs.
 _CAND_POINTERS = """
-    SELECT RunId FROM (
-        SELECT Pointer, RunId, Start FROM {{db}}.mltrace_io
-        WHERE Role = 'out' AND Pointer IN {ptrs:Array(String)}
+    SELECT * FROM (
+        SELECT RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inputs, InputVersions,
+               Upstream, [Pointer] AS Outs, [Version] AS OutVersions, Pointer
+        FROM {{db}}.mltrace_lineage
+        WHERE Pointer IN {ptrs:Array(String)}
           AND toUnixTimestamp64Nano(Start) <= {pns:Array(Int64)}[indexOf({ptrs:Array(String)}, Pointer)]
+        ORDER BY Pointer DESC, Start DESC, RunId DESC
         LIMIT 1 BY Pointer, RunId)
-    ORDER BY Pointer, Start DESC, RunId DESC
+    ORDER BY Pointer DESC, ns DESC, RunId DESC
     LIMIT {k:UInt32} BY Pointer"""
 
 _CAND_VERSIONS = """
-    SELECT RunId FROM (
-        SELECT Pointer, Version, RunId, Start FROM {{db}}.mltrace_io
-        WHERE Role = 'out' AND Pointer IN {vptrs:Array(String)}
+    SELECT * FROM (
+        SELECT RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inputs, InputVersions,
+               Upstream, [Pointer] AS Outs, [Version] AS OutVersions, Pointer
+        FROM {{db}}.mltrace_lineage
+        WHERE Pointer IN {vptrs:Array(String)}
           AND (Pointer, Version) IN {pv:Array(Tuple(String, String))}
           AND toUnixTimestamp64Nano(Start) <= {vns:Array(Int64)}[indexOf({vptrs:Array(String)}, Pointer)]
-        LIMIT 1 BY Pointer, Version, RunId)
-    ORDER BY Pointer, Version, Start DESC, RunId DESC
-    LIMIT {k:UInt32} BY Pointer, Version"""
+        ORDER BY Pointer DESC, Start DESC, RunId DESC
+        LIMIT 1 BY Pointer, RunId)
+    ORDER BY Pointer DESC, ns DESC, RunId DESC
+    LIMIT {k:UInt32} BY Pointer, OutVersions"""
 
-_CAND_COMPONENTS = """
-    SELECT RunId FROM (
-        SELECT Component, RunId, Start FROM {{db}}.mltrace_runs
-        WHERE Component IN {comps:Array(String)}
-          AND toUnixTimestamp64Nano(Start) <= {cns:Array(Int64)}[indexOf({comps:Array(String)}, Component)]
-        LIMIT 1 BY Component, RunId)
-    ORDER BY Component, Start DESC, RunId DESC
-    LIMIT {k:UInt32} BY Component"""
+_CAND_COMPONENTS = f"""
+    SELECT {_LINEAGE_COLUMNS}, '' AS Pointer FROM {{{{db}}}}.mltrace_runs
+    WHERE RunId IN (
+        SELECT RunId FROM (
+            SELECT Component, RunId, Start FROM {{{{db}}}}.mltrace_runs
+            WHERE Component IN {{comps:Array(String)}}
+              AND toUnixTimestamp64Nano(Start)
+                  <= {{cns:Array(Int64)}}[indexOf({{comps:Array(String)}}, Component)]
+            LIMIT 1 BY Component, RunId)
+        ORDER BY Component, Start DESC, RunId DESC
+        LIMIT {{k:UInt32}} BY Component)
+    LIMIT 1 BY RunId"""
 
 LINEAGE_BY_ID = f"""
 SELECT {_LINEAGE_COLUMNS} FROM {{{{db}}}}.mltrace_runs
@@ -164,10 +175,17 @@ def _candidates(store: Any, needs: Sequence[Need]) -> dict[str, Info]:
         params.update(comps=list(cbound), cns=list(cbound.values()))
     if not parts:
         return {}
-    text = (f"SELECT {_LINEAGE_COLUMNS} FROM {{{{db}}}}.mltrace_runs\nWHERE RunId IN ("
-            + "\n    UNION ALL".join(parts) + ")\nLIMIT 1 BY RunId")
+    text = "\nUNION ALL\n".join(f"SELECT * FROM ({p})" for p in parts)
     rows = queries.run_query(store, "producer_candidates", text, params)
-    return {r[0]: _info(r) for r in rows}
+    out: dict[str, Info] = {}
+    for r in rows:
+        info = _info(r[:8])
+        if info.id in out:  # one row per pointer written: merge what it wrote
+            for p, v in info.outputs.items():
+                out[info.id].outputs.setdefault(p, v)
+        else:
+            out[info.id] = info
+    return out
 
 
 def _order(i: Info) -> tuple[int, str]:
@@ -247,10 +265,12 @@ def _latest_writer(store: Any, output: str) -> Info:
     return found[0][1]
 
 
-def _walk_up(store: Any, root: Info) -> tuple[dict[str, int], list[LineageEdge],
-                                               dict[str, list[tuple[str, str]]]]:
-    """Breadth-first upstream walk: depth per run, edges, and each run's dependencies."""
+def _walk_up(store: Any, root: Info, infos: dict[str, Info]) -> tuple[
+        dict[str, int], list[LineageEdge], dict[str, list[tuple[str, str]]]]:
+    """Breadth-first upstream walk: depth per run, edges, and each run's dependencies
+    (``infos`` collects what the walk learnt of each run)."""
     depth = {root.id: 0}
+    infos[root.id] = root
     edges: list[LineageEdge] = []
     deps: dict[str, list[tuple[str, str]]] = {}
     frontier = [root]
@@ -269,18 +289,20 @@ def _walk_up(store: Any, root: Info) -> tuple[dict[str, int], list[LineageEdge],
                 edges.append(LineageEdge(producer=prod.id, consumer=n.consumer, pointer=n.pointer))
             if prod.id not in depth:
                 depth[prod.id] = level
+                infos[prod.id] = prod
                 nxt.append(prod)
         frontier = nxt
     return depth, edges, deps
 
 
 def _lineage(store: Any, root: str, direction: str, depth: dict[str, int], edges: list[LineageEdge],
-             deps: dict[str, list[tuple[str, str]]] | None, outputs: tuple[str, ...] = ()) -> Lineage:
+             deps: dict[str, list[tuple[str, str]]] | None, infos: dict[str, Info],
+             outputs: tuple[str, ...] = ()) -> Lineage:
     """Full runs (with dependencies and staleness) for a walk's nodes, ordered by depth then
     newest first."""
     from mltrace_otel.store import staleness
 
-    found = queries.fetch_runs(store, depth)
+    found = queries.fetch_runs(store, depth, near_of(infos, depth))
     if deps is None or any(rid not in deps for rid in found):
         deps = {**dependencies(store, {r: found[r] for r in found if not deps or r not in deps}),
                 **(deps or {})}
@@ -297,8 +319,9 @@ def trace(store: Any, output: str) -> Lineage:
         NotFound: no run wrote ``output``.
     """
     root = _latest_writer(store, output)
-    depth, edges, deps = _walk_up(store, root)
-    return _lineage(store, str(output), "trace", depth, edges, deps)
+    infos: dict[str, Info] = {}
+    depth, edges, deps = _walk_up(store, root, infos)
+    return _lineage(store, str(output), "trace", depth, edges, deps, infos)
 
 
 def trace_run(store: Any, run_id: str) -> Lineage:
@@ -307,8 +330,14 @@ def trace_run(store: Any, run_id: str) -> Lineage:
     info = lineage_info(store, [rid])
     if rid not in info:
         raise NotFound(f"no run with id {run_id!r}")
-    depth, edges, deps = _walk_up(store, info[rid])
-    return _lineage(store, rid, "trace", depth, edges, deps)
+    infos: dict[str, Info] = {}
+    depth, edges, deps = _walk_up(store, info[rid], infos)
+    return _lineage(store, rid, "trace", depth, edges, deps, infos)
+
+
+def near_of(infos: dict[str, Info], ids: Iterable[str]) -> list[tuple[str, int]]:
+    """(component, start ns) of the runs whose Info is known: fetch_runs' locality hint."""
+    return [(infos[i].component, infos[i].ns) for i in ids if i in infos]
 
 
 def _looks_like_run_id(store: Any, target: str) -> str | None:
@@ -372,8 +401,10 @@ def impact(store: Any, target: str) -> Lineage:
                     depth[n.consumer] = level
                     nxt.append(by_id[n.consumer])
         frontier = nxt
-    outs = tuple(sorted({p for i in lineage_info(store, depth).values() for p in i.outputs}))
-    return _lineage(store, str(target) if rid is None else rid, "impact", depth, edges, None, outs)
+    infos = lineage_info(store, depth)
+    outs = tuple(sorted({p for i in infos.values() for p in i.outputs}))
+    return _lineage(store, str(target) if rid is None else rid, "impact", depth, edges, None, infos,
+                    outs)
 
 
 def _readers(store: Any, fed: dict[str, set[str]], min_ns: int) -> list[Info]:

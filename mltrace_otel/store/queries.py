@@ -71,7 +71,7 @@ _RUN_COLUMNS = """
     arrayMap(p -> has(flagged_set, p), Inputs) AS InputFlags"""
 
 _RUN_WITH = """
-WITH
+WITH {{page}}
     (SELECT CAST(mapFromArrays(groupArray(RunId), groupArray(n)), 'Map(String, String)') FROM (
         SELECT RunId, argMax(Notes, Version) AS n FROM {{db}}.mltrace_notes
         WHERE RunId IN {ids:Array(String)} GROUP BY RunId)) AS notes_map,
@@ -80,11 +80,20 @@ WITH
      WHERE f = 1) AS flagged_set
 """
 
-# runs_by_id: full rows of several runs, one row per run.
-RUNS_BY_ID = _RUN_WITH + f"""
+# runs_by_id: full rows of several runs, one row per run. ``runs_near`` adds what the caller
+# knows of them (components, start range) so the runs_full projection can serve it.
+RUNS_BY_ID = _RUN_WITH.replace("{{page}}", "") + f"""
 SELECT {_RUN_COLUMNS}
 FROM {{{{db}}}}.mltrace_runs
 WHERE RunId IN {{ids:Array(String)}}
+LIMIT 1 BY RunId
+"""
+
+RUNS_NEAR = _RUN_WITH.replace("{{page}}", "") + f"""
+SELECT {_RUN_COLUMNS}
+FROM {{{{db}}}}.mltrace_runs
+WHERE RunId IN {{ids:Array(String)}} AND Component IN {{comps:Array(String)}}
+  AND Start >= fromUnixTimestamp64Nano({{lo:Int64}}) AND Start <= fromUnixTimestamp64Nano({{hi:Int64}})
 LIMIT 1 BY RunId
 """
 
@@ -128,16 +137,30 @@ def row_to_run(r: tuple) -> tuple[Run, int]:
     return run, int(start_ns)
 
 
-def fetch_runs(store: Any, ids: Iterable[str]) -> dict[str, tuple[Run, int]]:
-    """Runs by full id (missing ids absent), without dependencies or staleness: one query."""
+def fetch_runs(store: Any, ids: Iterable[str],
+               near: Iterable[tuple[str, int]] | None = None) -> dict[str, tuple[Run, int]]:
+    """Runs by full id (missing ids absent), without dependencies or staleness: one query.
+
+    Args:
+        near: (component, start ns) of each run when the caller knows them (lineage walks do);
+            lets the store read them from the (Component, Start)-ordered projection.
+    """
     ids = sorted(set(ids))
     if not ids:
         return {}
-    rows = run_query(store, "runs_by_id", RUNS_BY_ID, {"ids": ids})
+    near = list(near or ())
+    if near:
+        rows = run_query(store, "runs_near", RUNS_NEAR, {
+            "ids": ids, "comps": sorted({c for c, _ in near}),
+            "lo": min(ns for _, ns in near), "hi": max(ns for _, ns in near)})
+    else:
+        rows = run_query(store, "runs_by_id", RUNS_BY_ID, {"ids": ids})
     out = {}
     for r in rows:
         run, ns = row_to_run(r)
         out[run.id] = (run, ns)
+    if near and len(out) < len(ids):  # a hint was wrong (it cannot be, but never lose a run)
+        out.update(fetch_runs(store, [i for i in ids if i not in out]))
     return out
 
 
@@ -220,36 +243,50 @@ def get_runs(store: Any, run_ids: Sequence[str]) -> list[Run]:
 
 
 # --- recent, history, count -------------------------------------------------------------------
-# Ids only (the runs_by_start / runs_by_component projections answer these), over-fetched so
-# duplicate rows of a run cannot shorten the page; full rows then come from RUNS_BY_ID.
-RECENT_IDS = """
-SELECT RunId, toUnixTimestamp64Nano(Start) AS ns FROM {{db}}.mltrace_runs
-WHERE Start < fromUnixTimestamp64Nano({before_ns:Int64})
-   OR (Start = fromUnixTimestamp64Nano({before_ns:Int64}) AND RunId < {before_id:String})
-ORDER BY Start DESC, RunId DESC
-LIMIT {n:UInt32}
+# Full rows of the page in one query: the inner query (answered by the runs_by_start /
+# runs_by_component projections) over-fetches ids so duplicate rows of a run cannot shorten
+# the page; the outer reads those runs' rows.
+RECENT = _RUN_WITH.replace("{ids:Array(String)}", "page").replace("{{page}}", """page AS (
+        SELECT RunId FROM {{db}}.mltrace_runs
+        WHERE Start <= fromUnixTimestamp64Nano({before_ns:Int64})
+        ORDER BY Start DESC, RunId DESC
+        LIMIT {n:UInt32}),""") + f"""
+SELECT {_RUN_COLUMNS}
+FROM {{{{db}}}}.mltrace_runs
+WHERE RunId IN page
+LIMIT 1 BY RunId
 """
 
-HISTORY_IDS = """
-SELECT RunId, toUnixTimestamp64Nano(Start) AS ns FROM {{db}}.mltrace_runs
-WHERE Component = {component:String}
-  AND Start >= fromUnixTimestamp64Nano({since_ns:Int64})
-  AND Start <= fromUnixTimestamp64Nano({until_ns:Int64})
-ORDER BY Start DESC, RunId DESC
-LIMIT {n:UInt32}
+HISTORY = _RUN_WITH.replace("{ids:Array(String)}", "page").replace("{{page}}", """page AS (
+        SELECT RunId FROM {{db}}.mltrace_runs
+        WHERE Component = {component:String}
+          AND Start >= fromUnixTimestamp64Nano({since_ns:Int64})
+          AND Start <= fromUnixTimestamp64Nano({until_ns:Int64})
+        ORDER BY Start DESC, RunId DESC
+        LIMIT {n:UInt32}),""") + f"""
+SELECT {_RUN_COLUMNS}
+FROM {{{{db}}}}.mltrace_runs
+WHERE RunId IN page AND Component = {{component:String}}
+  AND Start >= fromUnixTimestamp64Nano({{since_ns:Int64}})
+  AND Start <= fromUnixTimestamp64Nano({{until_ns:Int64}})
+LIMIT 1 BY RunId
 """
 
 _MAX_NS = 2**63 - 1
 
 
-def _page(store: Any, name: str, text: str, params: dict[str, Any], limit: int) -> list[str]:
-    """Distinct run ids of an ordered id query, at most ``limit``, over-fetching past duplicates."""
+def _page(store: Any, name: str, text: str, params: dict[str, Any], limit: int,
+          keep: Any = None) -> dict[str, tuple[Run, int]]:
+    """Runs of an ordered page query, newest first, at most ``limit`` that ``keep`` accepts;
+    over-fetches past duplicates (and rows ``keep`` drops) until the page is full or done."""
     n = max(limit, 1) * 2 + 8
     while True:
         rows = run_query(store, name, text, {**params, "n": n})
-        ids = list(dict.fromkeys(r[0] for r in rows))
-        if len(ids) >= limit or len(rows) < n:
-            return ids[:limit]
+        runs = [row_to_run(r) for r in rows]
+        runs = [x for x in runs if keep is None or keep(x)]
+        runs.sort(key=lambda x: (x[1], x[0].id), reverse=True)
+        if len(runs) >= limit or len(rows) < limit or n >= 4 * (len(rows) + 8) or n > 10**7:
+            return {x[0].id: x for x in runs[:limit]}
         n *= 4
 
 
@@ -258,12 +295,17 @@ def recent(store: Any, limit: int = 5, before: str | None = None) -> list[Run]:
     last_run_id)."""
     if limit is None or limit <= 0:
         return []
-    params: dict[str, Any] = {"before_ns": _MAX_NS, "before_id": ""}
+    keep = None
+    params: dict[str, Any] = {"before_ns": _MAX_NS}
     if before:
         rid = resolve_run_id(store, before)
-        params = {"before_ns": fetch_start_ns(store, rid), "before_id": rid}
-    ids = _page(store, "recent_ids", RECENT_IDS, params, int(limit))
-    return complete_runs(store, ids)
+        bns = fetch_start_ns(store, rid)
+        params = {"before_ns": bns}
+
+        def keep(x: tuple[Run, int]) -> bool:
+            return x[1] < bns or (x[1] == bns and x[0].id < rid)
+    page = _page(store, "recent", RECENT, params, int(limit), keep)
+    return complete_runs(store, list(page), page)
 
 
 def _bound_ns(dt: datetime | str | None, default: int) -> int:
@@ -289,8 +331,8 @@ def history(store: Any, component: str, limit: int = 10, since: datetime | str |
         return []
     params = {"component": str(component), "since_ns": _bound_ns(since, 0),
               "until_ns": _bound_ns(until, _MAX_NS)}
-    ids = _page(store, "history_ids", HISTORY_IDS, params, int(limit))
-    return complete_runs(store, ids)
+    page = _page(store, "history", HISTORY, params, int(limit))
+    return complete_runs(store, list(page), page)
 
 
 def count_runs(store: Any) -> int:

@@ -53,7 +53,7 @@ def review(store: Any, limit: int | None = None) -> Review:
                     nxt.setdefault(pid, set()).update(add)
         changed = nxt
 
-    found_runs = queries.fetch_runs(store, reach)
+    found_runs = queries.fetch_runs(store, reach, lineage.near_of(infos, reach))
     order = sorted(found_runs, key=lambda r: (-len(reach[r]), -found_runs[r][1], r))
     if limit is not None:
         order = order[: max(int(limit), 0)]

@@ -28,29 +28,31 @@ from mltrace_otel.store.models import Run
 _NS_PER_S = 1_000_000_000
 _DAY_S = 86400
 
-# Part 'w': runs of the dependencies' components that began inside some [dep start, run start]
+# 'w': runs of the dependencies' components that began inside some [dep start, run start]
 # window (rule 2). Part 'p': the latest writer of each read pointer, per writing component,
 # that began after the earliest of the runs (rule 3). Part 'c': the same per component, for
 # set_upstream dependencies.
-STALENESS_SQL = """
+_WINDOWS = """
 SELECT 'w' AS kind, Component, '' AS Pointer, RunId, toUnixTimestamp64Nano(Start) AS ns
 FROM {{db}}.mltrace_runs
 WHERE Component IN {comps:Array(String)}
   AND Start >= fromUnixTimestamp64Nano({lo:Int64}) AND Start <= fromUnixTimestamp64Nano({hi:Int64})
   AND arrayExists(w -> w.1 = Component AND ns >= w.2 AND ns <= w.3,
                   {windows:Array(Tuple(String, Int64, Int64))})
-LIMIT 1 BY RunId
-UNION ALL
+LIMIT 1 BY RunId"""
+
+_NEWER_WRITERS = """
 SELECT 'p' AS kind, Component, Pointer, argMax(RunId, (Start, RunId)), max(toUnixTimestamp64Nano(Start))
-FROM {{db}}.mltrace_io
-WHERE Role = 'out' AND Pointer IN {ptrs:Array(String)} AND Start > fromUnixTimestamp64Nano({after:Int64})
-GROUP BY Component, Pointer
-UNION ALL
-SELECT 'c' AS kind, Component, '' AS Pointer, argMax(RunId, (Start, RunId)), max(toUnixTimestamp64Nano(Start))
+FROM {{db}}.mltrace_lineage
+WHERE Pointer IN {ptrs:Array(String)} AND Start > fromUnixTimestamp64Nano({after:Int64})
+GROUP BY Component, Pointer"""
+
+_NEWER_RUNS = """
+SELECT 'c' AS kind, Component, '' AS Pointer, argMax(RunId, (Start, RunId)),
+       max(toUnixTimestamp64Nano(Start))
 FROM {{db}}.mltrace_runs
 WHERE Component IN {ucomps:Array(String)} AND Start > fromUnixTimestamp64Nano({after:Int64})
-GROUP BY Component
-"""
+GROUP BY Component"""
 
 
 def fresher_message(component: str, dep_id: str, k: int) -> str:
@@ -97,15 +99,18 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]],
     latest: dict[tuple[str, str], tuple[str, int]] = {}
     if pairs:
         windows = sorted({(c, dns, ns) for _r, ns, _d, c, dns, _p in pairs if dns <= ns})
-        rows = queries.run_query(store, "staleness", STALENESS_SQL, {
+        params = {
             "comps": sorted({p[3] for p in pairs}),
-            "windows": windows or [("", 0, 0)],
+            "windows": windows,
             "lo": min((w[1] for w in windows), default=0),
             "hi": max((w[2] for w in windows), default=0),
             "ptrs": sorted({x for p in pairs for x in p[5] if x}),
             "ucomps": sorted({p[3] for p in pairs if "" in p[5]}),
             "after": min(p[1] for p in pairs),
-        })
+        }
+        parts = [text for text, key in ((_WINDOWS, "windows"), (_NEWER_WRITERS, "ptrs"),
+                                        (_NEWER_RUNS, "ucomps")) if params[key]]
+        rows = queries.run_query(store, "staleness", "\nUNION ALL\n".join(parts), params) if parts else []
         for kind, comp, ptr, rid, rns in rows:
             if kind == "w":
                 window_rows.setdefault(comp, []).append((rid, int(rns)))
