@@ -133,7 +133,12 @@ class _Handler(BaseHTTPRequestHandler):
             if not self.server.exporter.authorized(self.headers.get("Authorization")):
                 self._error(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
                 return
-            body, ctype = self.server.metrics_body()
+            try:
+                body, ctype = self.server.metrics_body()
+            except Exception as e:  # noqa: BLE001 - a scrape error must not drop the connection
+                log.exception("rendering /metrics failed")
+                self._error(500, f"cannot render metrics: {e}")
+                return
             self._send(200, body, ctype)
         elif path in ("/healthz", "/"):
             self._send(200, b"ok\n", "text/plain; charset=utf-8")
