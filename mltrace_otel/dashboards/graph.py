@@ -1,21 +1,21 @@
-"""The lineage graph: a layered layout of a trace or impact walk, drawn as a plotly figure.
+"""The lineage graph: a layered layout of a trace or impact walk, drawn as a plotly figure
+(a plain dict).
 
 Layers come from the edges (longest path from the sources, so every edge points right, even when
 the walk reached a run by a shorter path), and each layer is ordered by the barycenter of its
 neighbours to keep crossings few. Each run appears once; failed runs are red, stale runs have an
 orange ring. Each node's ``customdata`` is its run id, which the app turns into the run's card
-on click. Imports plotly and :mod:`mltrace_otel.store.models` only.
+on click. Imports :mod:`mltrace_otel.store.models` only (the figure is plain data).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict, deque
 
-import plotly.graph_objects as go
-
 from mltrace_otel.store.models import Lineage, Run
 
 _ARROWS_MAX_EDGES = 300
+_EDGE = "#8a94a6"
 
 
 def layered_layout(lineage: Lineage) -> dict[str, tuple[float, float]]:
@@ -87,11 +87,12 @@ def _label(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def lineage_figure(lineage: Lineage) -> go.Figure:
-    """The interactive DAG of a lineage walk (click a node: its run id is the point's customdata)."""
+def lineage_figure(lineage: Lineage) -> dict:
+    """The interactive DAG of a lineage walk, as a plotly figure dict (built as plain data:
+    plotly's object validation would cost more than the layout itself on big walks). A click on
+    a node gives its run id as the point's customdata."""
     xy = layered_layout(lineage)
     runs = {n.run.id: n.run for n in lineage.nodes}
-    fig = go.Figure()
     ex: list[float | None] = []
     ey: list[float | None] = []
     mx: list[float] = []
@@ -108,43 +109,47 @@ def lineage_figure(lineage: Lineage) -> go.Figure:
         mx.append(x0 + (x1 - x0) * 0.5)
         my.append(y0 + (y1 - y0) * 0.5)
         mtext.append("<br>".join(_label(n) for n in sorted(set(names))))
-    fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", hoverinfo="skip", showlegend=False,
-                             line={"color": "#8a94a6", "width": 1.5}))
-    fig.add_trace(go.Scatter(x=mx, y=my, mode="markers", hovertext=mtext, hoverinfo="text",
-                             marker={"size": 6, "color": "#8a94a6"}, name="pointer",
-                             showlegend=False))
+    data: list[dict] = [
+        {"type": "scatter", "x": ex, "y": ey, "mode": "lines", "hoverinfo": "skip", "showlegend": False,
+         "line": {"color": _EDGE, "width": 1.5}},
+        {"type": "scatter", "x": mx, "y": my, "mode": "markers", "hovertext": mtext, "hoverinfo": "text",
+         "marker": {"size": 6, "color": _EDGE}, "name": "pointer", "showlegend": False},
+    ]
+    arrows = []
     if len(pairs) <= _ARROWS_MAX_EDGES:
         for p, c in pairs:
             (x0, y0), (x1, y1) = xy[p], xy[c]
-            fig.add_annotation(x=x0 + (x1 - x0) * 0.8, y=y0 + (y1 - y0) * 0.8,
-                               ax=x0 + (x1 - x0) * 0.7, ay=y0 + (y1 - y0) * 0.7,
-                               xref="x", yref="y", axref="x", ayref="y", text="",
-                               showarrow=True, arrowhead=2, arrowsize=1.2, arrowwidth=1.5,
-                               arrowcolor="#8a94a6")
+            arrows.append({"x": x0 + (x1 - x0) * 0.8, "y": y0 + (y1 - y0) * 0.8,
+                           "ax": x0 + (x1 - x0) * 0.7, "ay": y0 + (y1 - y0) * 0.7,
+                           "xref": "x", "yref": "y", "axref": "x", "ayref": "y", "text": "",
+                           "showarrow": True, "arrowhead": 2, "arrowsize": 1.2, "arrowwidth": 1.5,
+                           "arrowcolor": _EDGE})
     groups = (("ok", "#2e9e5b", lambda r: not r.failed), ("failed", "#d64545", lambda r: r.failed))
     for name, color, pick in groups:
         ids = [i for i, r in runs.items() if pick(r)]
         if not ids:
             continue
-        fig.add_trace(go.Scatter(
-            x=[xy[i][0] for i in ids], y=[xy[i][1] for i in ids], mode="markers+text",
-            name=name, customdata=ids, hovertext=[_hover(runs[i]) for i in ids], hoverinfo="text",
-            text=[_label(runs[i].component) + ("  ⚠" if runs[i].stale else "") for i in ids],
-            textposition="top center",
-            marker={"size": 22, "color": color,
-                    "line": {"color": ["#f0a020" if runs[i].stale else "#ffffff" for i in ids],
-                             "width": [5 if runs[i].stale else 1 for i in ids]}},
-        ))
+        data.append({
+            "type": "scatter", "x": [xy[i][0] for i in ids], "y": [xy[i][1] for i in ids],
+            "mode": "markers+text", "name": name, "customdata": ids,
+            "hovertext": [_hover(runs[i]) for i in ids], "hoverinfo": "text",
+            "text": [_label(runs[i].component) + ("  ⚠" if runs[i].stale else "") for i in ids],
+            "textposition": "top center",
+            "marker": {"size": 22, "color": color,
+                       "line": {"color": ["#f0a020" if runs[i].stale else "#ffffff" for i in ids],
+                                "width": [5 if runs[i].stale else 1 for i in ids]}},
+        })
     if any(r.stale for r in runs.values()):  # legend entry for the stale ring
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="stale",
-                                 marker={"size": 14, "color": "rgba(0,0,0,0)",
-                                         "line": {"color": "#f0a020", "width": 4}}))
+        data.append({"type": "scatter", "x": [None], "y": [None], "mode": "markers", "name": "stale",
+                     "marker": {"size": 14, "color": "rgba(0,0,0,0)",
+                                "line": {"color": "#f0a020", "width": 4}}})
     widest = max((sum(1 for v in xy.values() if v[0] == x) for x in {v[0] for v in xy.values()}),
                  default=1)
-    fig.update_layout(
-        height=min(1400, max(320, 90 * widest + 80)), margin={"l": 20, "r": 20, "t": 30, "b": 20},
-        xaxis={"visible": False}, yaxis={"visible": False}, clickmode="event",
-        paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)", font={"color": "#7f8a9a"},
-        legend={"orientation": "h", "y": 1.08}, hovermode="closest", dragmode="pan",
-    )
-    return fig
+    layout = {
+        "height": min(1400, max(320, 90 * widest + 80)), "margin": {"l": 20, "r": 20, "t": 30, "b": 20},
+        "xaxis": {"visible": False}, "yaxis": {"visible": False}, "clickmode": "event",
+        "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)", "font": {"color": "#7f8a9a"},
+        "legend": {"orientation": "h", "y": 1.08}, "hovermode": "closest", "dragmode": "pan",
+        "annotations": arrows,
+    }
+    return {"data": data, "layout": layout}
