@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import dash
-from dash import ALL, MATCH, Input, Output, State, ctx, dcc, html, no_update
+from dash import MATCH, Input, Output, State, ctx, dcc, html, no_update
 
 from mltrace_otel.dashboards import pages
 from mltrace_otel.dashboards.cards import run_card
@@ -195,6 +195,16 @@ def create_app(settings: Settings | None = None, store: Any = None) -> dash.Dash
         return run_card(run, scope="graph", full=True)
 
     @app.callback(Output("url", "pathname", allow_duplicate=True),
+                  Output("url", "search", allow_duplicate=True), Input("history-chart", "clickData"),
+                  prevent_initial_call=True)
+    def open_history_point(click: dict | None) -> tuple[str, str]:
+        points = (click or {}).get("points") or []
+        run_id = points[0].get("customdata") if points else None
+        if not isinstance(run_id, str):  # a bar (runs per day) has no run
+            return no_update, no_update
+        return Route("inspect", run_id).url, ""
+
+    @app.callback(Output("url", "pathname", allow_duplicate=True),
                   Output("url", "search", allow_duplicate=True), Input("hist-apply", "n_clicks"),
                   State("hist-component", "data"), State("hist-since", "value"),
                   State("hist-until", "value"), State("hist-limit", "value"), prevent_initial_call=True)
@@ -210,7 +220,6 @@ def create_app(settings: Settings | None = None, store: Any = None) -> dash.Dash
     app.clientside_callback(_THEME_TOGGLE_JS, Output("theme", "data"), Input("theme-toggle", "n_clicks"),
                             State("theme", "data"), prevent_initial_call=True)
     app.clientside_callback(_THEME_APPLY_JS, Output("theme-toggle", "children"), Input("theme", "data"))
-    _ = ALL  # pattern-matching ids are MATCHed above; ALL kept importable for extensions
     return app
 
 

@@ -255,6 +255,13 @@ def test_history_chart_and_date_range(browser, ui_url, filled, screenshot):
     assert len(rows) == 25
     assert len(browser.find_elements(By.CSS_SELECTOR, "table.runs tbody tr.failed")) == 4
     screenshot(browser, "history")
+    point = browser.find_elements(By.CSS_SELECTOR, "#history-chart g.scatterlayer g.trace path.point")[0]
+    ActionChains(browser).move_to_element(point).pause(0.3).click().perform()
+    _wait(browser, lambda d: _path(d).startswith("/inspect/") and "Run " in _title(d))
+    assert "heartbeat" in browser.find_element(By.CSS_SELECTOR, ".card-head").text
+    browser.back()
+    _wait(browser, lambda d: "History of heartbeat" in _title(d)
+          and d.find_elements(By.CSS_SELECTOR, "#history-chart path.point"))
     runs = browser.find_element(By.ID, "hist-limit")
     runs.send_keys(Keys.CONTROL, "a")
     runs.send_keys("5")
