@@ -105,6 +105,7 @@ DISTRIBUTED_KEYS: dict[str, str] = {
     "mltrace_component_tags": "cityHash64(Name)",
     "mltrace_flags": "cityHash64(Pointer)",
     "mltrace_notes": "cityHash64(RunId)",
+    "mltrace_lineage": "cityHash64(RunId)",
 }
 """With a cluster: every data table gets a Distributed table of the same name in the store's
 database, sharded by this key (a span's rows and its run's rows land on one shard; user state
@@ -141,8 +142,23 @@ def setup_statements(database: str, cluster: str | None = None) -> list[str]:
     return out
 
 
+_CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS \S+\.`?(\w+)`?", re.I)
+
+
+def local_tables(database: str, cluster: str | None = None) -> list[str]:
+    """The tables (not views) the migrations create, in creation order."""
+    out: list[str] = []
+    for m in load_migrations(local_database(database, cluster), cluster):
+        for stmt in m.statements:
+            match = _CREATE_TABLE.match(stmt)
+            if match and match.group(1) not in out:
+                out.append(match.group(1))
+    return out
+
+
 def distributed_statements(database: str, cluster: str | None) -> list[str]:
-    """With a cluster: the Distributed table over each data table (none without a cluster).
+    """With a cluster: a Distributed table over each table the migrations create (none without
+    a cluster), sharded by :data:`DISTRIBUTED_KEYS` (``rand()`` for tables not listed).
 
     A later migration that changes a table's columns must also alter its Distributed table.
     """
@@ -151,9 +167,9 @@ def distributed_statements(database: str, cluster: str | None) -> list[str]:
     local = local_database(database, cluster)
     return [
         f"CREATE TABLE IF NOT EXISTS {quote_ident(database)}.{table} {on_cluster(cluster)} "
-        f"AS {quote_ident(local)}.{table} "
-        f"ENGINE = Distributed({quote_ident(cluster)}, {quote_ident(local)}, {table}, {key})"
-        for table, key in DISTRIBUTED_KEYS.items()
+        f"AS {quote_ident(local)}.{table} ENGINE = Distributed({quote_ident(cluster)}, "
+        f"{quote_ident(local)}, {table}, {DISTRIBUTED_KEYS.get(table, 'rand()')})"
+        for table in local_tables(database, cluster)
     ]
 
 

@@ -74,20 +74,23 @@ def test_without_a_cluster_the_sql_is_plain() -> None:
 def test_a_cluster_gets_on_cluster_replicated_engines_and_distributed_tables() -> None:
     import re
 
+    from mltrace_otel.store.schema import local_tables
+
     sql = _statements("prod")
-    ddl = [s for s in sql if s.startswith(("CREATE", "ALTER"))]
-    assert ddl == sql and all("ON CLUSTER `prod`" in s for s in ddl)
+    ddl = [s for s in sql if s.startswith(("CREATE", "ALTER", "DROP", "RENAME"))]
+    assert len(ddl) > 30 and all("ON CLUSTER `prod`" in s for s in ddl)
     engines = [m.group(1) for s in sql for m in [re.search(r"ENGINE = (\w+)", s)] if m]
     assert engines and all(e.startswith("Replicated") or e == "Distributed" for e in engines)
     # tables and views live in mlt_local on every node; mlt holds a Distributed table per data table
     creates = {m.group(1): s for s in sql
                for m in [re.match(r"CREATE (?:TABLE|MATERIALIZED VIEW) IF NOT EXISTS (\S+)", s)] if m}
-    data_tables = ["otel_traces", "otel_traces_trace_id_ts", "mltrace_runs", "mltrace_io",
-                   "mltrace_components", "mltrace_component_tags", "mltrace_flags", "mltrace_notes"]
+    data_tables = local_tables("mlt", "prod")
+    assert {"otel_traces", "otel_traces_trace_id_ts", "mltrace_runs", "mltrace_io", "mltrace_components",
+            "mltrace_component_tags", "mltrace_flags", "mltrace_notes"} <= set(data_tables)
     for t in data_tables:
         assert f"`mlt_local`.{t}" in creates
         dist = creates[f"`mlt`.{t}"]
-        assert f"AS `mlt_local`.{t} ENGINE = Distributed(`prod`, `mlt_local`, {t}, cityHash64(" in dist
+        assert f"AS `mlt_local`.{t} ENGINE = Distributed(`prod`, `mlt_local`, {t}, " in dist
     assert "TO `mlt_local`.mltrace_runs" in creates["`mlt_local`.mltrace_runs_mv"]
     assert "FROM `mlt_local`.otel_traces" in creates["`mlt_local`.mltrace_runs_mv"]
     # the migrations record is replicated on one path for the whole cluster
