@@ -233,19 +233,27 @@ def _setup_logging() -> None:
         log.setLevel(logging.INFO)
 
 
-def _wait_for_signal() -> None:
-    """Block until SIGTERM or SIGINT (handlers restored afterwards)."""
-    stop = threading.Event()
-    handled = (signal.SIGTERM, signal.SIGINT)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in handled:
-            previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
-    try:
-        while not stop.wait(1.0):
+class _StopSignals:
+    """SIGTERM/SIGINT set :attr:`stop` from the moment this is entered (before anything starts,
+    so a signal during start-up is not lost or fatal); the old handlers come back on exit."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, lambda signum, frame: self.stop.set())
+        return self
+
+    def wait(self) -> None:
+        """Block until a signal arrives."""
+        while not self.stop.wait(1.0):
             pass
-    finally:
-        for sig, handler in previous.items():
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
@@ -262,15 +270,16 @@ def run_collector(settings: Settings) -> int:
         ConfigError: a port cannot be bound.
     """
     _setup_logging()
-    collector = Collector(settings)
-    collector.start()
-    log.info("mltrace collector listening: %s", collector.describe())
-    try:
-        _wait_for_signal()
-        log.info("mltrace collector stopping: committing %d queued spans",
-                 collector.queue.depth if collector.queue else 0)
-    finally:
-        collector.stop()
+    with _StopSignals() as signals:
+        collector = Collector(settings)
+        collector.start()
+        try:
+            log.info("mltrace collector listening: %s", collector.describe())
+            signals.wait()
+            log.info("mltrace collector stopping: committing %d queued spans",
+                     collector.queue.depth if collector.queue else 0)
+        finally:
+            collector.stop()
     log.info("mltrace collector stopped")
     return 0
 
@@ -316,9 +325,17 @@ def run_server(settings: Settings) -> int:
         StoreUnavailable: the store cannot be opened.
         ConfigError: a port cannot be bound.
     """
-    from mltrace_otel.store import open_store
 
     _setup_logging()
+    with _StopSignals() as signals:
+        _serve(settings, signals)
+    log.info("mltrace server stopped")
+    return 0
+
+
+def _serve(settings: Settings, signals: _StopSignals) -> None:
+    from mltrace_otel.store import open_store
+
     store = open_store(settings)
     ui = None
     collector = None
@@ -334,7 +351,7 @@ def run_server(settings: Settings) -> int:
         ui = _start_ui(settings, store, collector.metrics_body)
         ui_text = f", UI {ui[1]}" if ui else ""
         log.info("mltrace server listening: %s%s", collector.describe(), ui_text)
-        _wait_for_signal()
+        signals.wait()
         log.info("mltrace server stopping")
     finally:
         if ui is not None:
@@ -342,5 +359,3 @@ def run_server(settings: Settings) -> int:
         if collector is not None:
             collector.stop()
         store.close()
-    log.info("mltrace server stopped")
-    return 0
