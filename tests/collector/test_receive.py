@@ -248,3 +248,21 @@ def test_mltrace_sdk_exports_runs_over_otlp_that_the_queries_find(
     assert [p.name for p in run.outputs] == ["model.pkl"]
     lineage = store.trace("model.pkl")
     assert {n.run.component for n in lineage.nodes} == {"sdk_clean", "sdk_train"}
+
+
+def test_json_link_ids_events_and_int64_strings_keep_their_values(collector: Collector, store: Any) -> None:
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    linked_trace, linked_span = secrets.token_hex(16), secrets.token_hex(8)
+    span = _json_span(trace_id, span_id, "linked", attrs={C.COMPONENT_NAME: "linked", "n": 2**62})
+    span["links"] = [{"traceId": linked_trace, "spanId": linked_span,
+                      "attributes": [{"key": C.LINK_IO_NAME, "value": {"stringValue": "in.csv"}}]}]
+    span["events"] = [{"timeUnixNano": "1700000000500000000", "name": "checkpoint",
+                       "attributes": [{"key": "ok", "value": {"boolValue": True}}]}]
+    status, _, body = post(collector, json.dumps(_json_request([span])).encode(), "application/json")
+    assert status == 200, body
+    [row] = store.query(
+        "test_links",
+        "SELECT Links.TraceId, Links.SpanId, Links.Attributes, Events.Name, Events.Attributes, "
+        "SpanAttributes['n'] FROM otel_traces WHERE SpanId = {id:String}", {"id": span_id})
+    assert row == ([linked_trace], [linked_span], [{C.LINK_IO_NAME: "in.csv"}], ["checkpoint"],
+                   [{"ok": "true"}], str(2**62))
