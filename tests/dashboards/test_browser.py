@@ -285,6 +285,9 @@ def test_theme_toggle_persists_across_reloads(browser, ui_url, filled, screensho
     assert browser.execute_script("return document.documentElement.getAttribute('data-theme')") == other
     if other == "dark":
         screenshot(browser, "recent_dark")
+        open_page(browser, ui_url, f"/inspect/{filled.ids['clean']}", "Run ")
+        _settled(browser)
+        screenshot(browser, "inspect_dark")
     browser.find_element(By.ID, "theme-toggle").click()
     _wait(browser, lambda d: d.execute_script(
         "return document.documentElement.getAttribute('data-theme')") == theme)
