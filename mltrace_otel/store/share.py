@@ -477,7 +477,8 @@ class SharedServer:
         self._server = _Server(conn.engine_dir, token)
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
-        t = threading.Thread(target=self._server.serve_forever, name="mltrace-shared-store", daemon=True)
+        t = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                             name="mltrace-shared-store", daemon=True)
         t.start()
         self._threads.append(t)
         info = {"pid": os.getpid(), "url": self.url, "token": token, "dir": conn.engine_dir}
