@@ -104,6 +104,7 @@ def open_wait(base: Path, wait_s: float) -> dict:
     from mltrace_otel.store import open_store
 
     t = time.monotonic()
+    print(json.dumps({"opening": True}), flush=True)
     try:
         with open_store(settings_for(base, wait_s)) as store:
             n = store.query("n", "SELECT count() FROM otel_traces")[0][0]

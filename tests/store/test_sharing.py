@@ -123,7 +123,8 @@ def test_an_opener_waits_for_a_holder_then_gets_the_store(tmp_path: Path) -> Non
     holder = start("hold-plain", tmp_path, stop)
     first_line(holder)
     waiter = start("open-wait", tmp_path, 60)
-    time.sleep(1.5)
+    assert first_line(waiter) == {"opening": True}
+    time.sleep(1.0)
     assert waiter.poll() is None  # still waiting, no error
     stop.touch()
     out = result(waiter)
