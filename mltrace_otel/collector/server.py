@@ -103,6 +103,7 @@ class Collector:
         self._http_thread: threading.Thread | None = None
         self._grpc: GrpcReceiver | None = None
         self.addresses: Addresses | None = None
+        self._started = False
         self._stopped = False
 
     # --- life cycle ------------------------------------------------------------------------------
@@ -136,7 +137,7 @@ class Collector:
                 self._http = OTLPHTTPServer((s.host, s.otlp_http_port), exporter, self.metrics_body)
             except OSError as e:
                 raise ConfigError(f"cannot bind OTLP/HTTP on {s.host}:{s.otlp_http_port}: {e.strerror or e}",
-                                  hint="choose another --port / MLTRACE_OTLP_HTTP_PORT") from None
+                                  hint="choose another --http-port / MLTRACE_OTLP_HTTP_PORT") from None
             grpc_port = None
             if self._grpc_enabled:
                 try:
@@ -153,8 +154,10 @@ class Collector:
             if self._grpc is not None:
                 self._grpc.start()
         except BaseException:
-            self._teardown()
+            self._stopped = True  # stop() is then a no-op: nothing was serving
+            self._teardown(failed=True)
             raise
+        self._started = True
         self.addresses = Addresses(s.host, self._http.server_address[1], grpc_port)
         return self.addresses
 
@@ -163,7 +166,7 @@ class Collector:
 
         Safe to call twice. Closes the store only when :meth:`start` opened it.
         """
-        if self._stopped:
+        if self._stopped or not self._started:
             return
         self._stopped = True
         grpc_done = None
@@ -182,12 +185,12 @@ class Collector:
             grpc_done.wait(5.0)
         self._teardown()
 
-    def _teardown(self) -> None:
+    def _teardown(self, failed: bool = False) -> None:
         if self._http is not None:
             self._http.server_close()
-        if self._grpc is not None and not self._stopped:
+        if failed and self._grpc is not None:
             self._grpc.stop(grace=0)
-        if self.queue is not None and not self._stopped:
+        if failed and self.queue is not None:
             self.queue.stop(5.0)
         if self._own_store and self.store is not None:
             self.store.close()

@@ -266,3 +266,23 @@ def test_json_link_ids_events_and_int64_strings_keep_their_values(collector: Col
         "SpanAttributes['n'] FROM otel_traces WHERE SpanId = {id:String}", {"id": span_id})
     assert row == ([linked_trace], [linked_span], [{C.LINK_IO_NAME: "in.csv"}], ["checkpoint"],
                    [{"ok": "true"}], str(2**62))
+
+
+def test_a_port_in_use_is_a_clear_error_and_nothing_keeps_running(tmp_settings: Any, store: Any) -> None:
+    import socket
+
+    from mltrace_otel.errors import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        c = Collector(collector_settings(tmp_settings, otlp_grpc_port=port), store, drain_every_s=0)
+        with pytest.raises(ConfigError, match=f"cannot bind OTLP/gRPC on 127.0.0.1:{port}"):
+            c.start()
+        c.stop()  # a no-op, and does not hang
+        c2 = Collector(collector_settings(tmp_settings, otlp_http_port=port), store, drain_every_s=0)
+        with pytest.raises(ConfigError, match="--http-port"):
+            c2.start()
+    with Collector(collector_settings(tmp_settings), store, drain_every_s=0) as c3:  # store still usable
+        assert post(c3, b"")[0] == 200
