@@ -246,29 +246,31 @@ def get_runs(store: Any, run_ids: Sequence[str]) -> list[Run]:
 # Full rows of the page in one query: the inner query (answered by the runs_by_start /
 # runs_by_component projections) over-fetches ids so duplicate rows of a run cannot shorten
 # the page; the outer reads those runs' rows.
-RECENT = _RUN_WITH.replace("{ids:Array(String)}", "page").replace("{{page}}", """page AS (
-        SELECT RunId FROM {{db}}.mltrace_runs
+RECENT = _RUN_WITH.replace("{ids:Array(String)}", "(SELECT RunId FROM page)").replace(
+    "{{page}}", """page AS (
+        SELECT RunId, Start FROM {{db}}.mltrace_runs
         WHERE Start <= fromUnixTimestamp64Nano({before_ns:Int64})
-        ORDER BY Start DESC, RunId DESC
+        ORDER BY Start DESC
         LIMIT {n:UInt32}),""") + f"""
 SELECT {_RUN_COLUMNS}
 FROM {{{{db}}}}.mltrace_runs
-WHERE RunId IN page
+WHERE RunId IN (SELECT RunId FROM page)
+  AND Start >= (SELECT min(Start) FROM page) AND Start <= (SELECT max(Start) FROM page)
 LIMIT 1 BY RunId
 """
 
-HISTORY = _RUN_WITH.replace("{ids:Array(String)}", "page").replace("{{page}}", """page AS (
-        SELECT RunId FROM {{db}}.mltrace_runs
+HISTORY = _RUN_WITH.replace("{ids:Array(String)}", "(SELECT RunId FROM page)").replace(
+    "{{page}}", """page AS (
+        SELECT RunId, Start FROM {{db}}.mltrace_runs
         WHERE Component = {component:String}
           AND Start >= fromUnixTimestamp64Nano({since_ns:Int64})
           AND Start <= fromUnixTimestamp64Nano({until_ns:Int64})
-        ORDER BY Start DESC, RunId DESC
+        ORDER BY Start DESC
         LIMIT {n:UInt32}),""") + f"""
 SELECT {_RUN_COLUMNS}
 FROM {{{{db}}}}.mltrace_runs
-WHERE RunId IN page AND Component = {{component:String}}
-  AND Start >= fromUnixTimestamp64Nano({{since_ns:Int64}})
-  AND Start <= fromUnixTimestamp64Nano({{until_ns:Int64}})
+WHERE RunId IN (SELECT RunId FROM page) AND Component = {{component:String}}
+  AND Start >= (SELECT min(Start) FROM page) AND Start <= (SELECT max(Start) FROM page)
 LIMIT 1 BY RunId
 """
 

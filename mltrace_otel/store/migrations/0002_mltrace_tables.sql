@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS {{db}}.mltrace_runs {{on_cluster}} (
     Ingested DateTime64(6) DEFAULT now64(6)
 ) ENGINE = {{engine ReplacingMergeTree(Ingested)}}
 ORDER BY RunId
-{{ttl toDateTime(Start)}};
+{{ttl toDateTime(Start)}}
+SETTINGS index_granularity = 256, min_compress_block_size = 4096, max_compress_block_size = 65536;
 
 -- One row per (pointer, role, run): producer and consumer look-ups by pointer name.
 CREATE TABLE IF NOT EXISTS {{db}}.mltrace_io {{on_cluster}} (

@@ -3,7 +3,8 @@
 -- ordered by pointer, so one index read per lineage level finds producers and their inputs
 -- together (store/lineage.py). Filled by a materialized view over mltrace_runs (a cascade: the
 -- mltrace_runs MV's inserts trigger it), then back-filled from the runs already stored.
--- ReplacingMergeTree: readers de-duplicate (LIMIT 1 BY Pointer, RunId).
+-- ReplacingMergeTree: readers de-duplicate (LIMIT 1 BY Pointer, RunId). Small granules and
+-- compression blocks: reads are a few rows per pointer, so each costs little to decompress.
 CREATE TABLE IF NOT EXISTS {{db}}.mltrace_lineage {{on_cluster}} (
     Pointer String,
     Start DateTime64(9),
@@ -16,7 +17,8 @@ CREATE TABLE IF NOT EXISTS {{db}}.mltrace_lineage {{on_cluster}} (
 ) ENGINE = {{engine ReplacingMergeTree()}}
 ORDER BY (Pointer, Start, RunId)
 {{ttl toDateTime(Start)}}
-SETTINGS non_replicated_deduplication_window = 10000;
+SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 1024,
+    min_compress_block_size = 4096, max_compress_block_size = 65536;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.mltrace_lineage_mv {{on_cluster}}
 TO {{db}}.mltrace_lineage
