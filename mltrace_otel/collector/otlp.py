@@ -14,7 +14,8 @@ What is rejected, and how:
   after decompression (the decompressor stops at the limit, so a zip bomb costs nothing);
 - single spans (partial success): a trace id that is not 16 non-zero bytes, a span id that is
   not 8 non-zero bytes, a parent span id or link id of the wrong length, an end before the
-  start (the checks ``store.ingest`` makes, done per request so each response counts its own).
+  start (the checks ``store.ingest`` makes, done per request so each response counts its own),
+  a span or event time past 2262 (it does not fit DateTime64 and would fail the whole insert).
   The other spans land.
 
 Imports only :mod:`mltrace_otel.errors` and opentelemetry-proto / protobuf.
@@ -36,6 +37,7 @@ JSON = "application/json"
 _MEDIA_TYPES = {PROTOBUF: PROTOBUF, "application/protobuf": PROTOBUF, JSON: JSON}
 _ZERO16 = bytes(16)
 _ZERO8 = bytes(8)
+_MAX_TIME = 2**63 - 1  # DateTime64(9) holds Int64 nanoseconds (year 2262)
 _MAX_ERRORS = 5
 
 
@@ -176,8 +178,8 @@ def _drop_invalid_spans(req: Any) -> tuple[int, list[str]]:
                 tid = sp.trace_id
                 sid = sp.span_id
                 if (len(tid) == 16 and tid != _ZERO16 and len(sid) == 8 and sid != _ZERO8
-                        and len(sp.parent_span_id) in (0, 8) and not sp.links
-                        and sp.end_time_unix_nano >= sp.start_time_unix_nano):
+                        and len(sp.parent_span_id) in (0, 8) and not sp.links and not sp.events
+                        and _MAX_TIME >= sp.end_time_unix_nano >= sp.start_time_unix_nano):
                     continue
                 why = _span_problem(sp)
                 if why:
@@ -206,6 +208,11 @@ def _span_problem(sp: Any) -> str:
             return "a link's trace id / span id must be 16 / 8 bytes"
     if sp.end_time_unix_nano < sp.start_time_unix_nano:
         return f"end time {sp.end_time_unix_nano} is before start time {sp.start_time_unix_nano}"
+    if sp.end_time_unix_nano > _MAX_TIME:
+        return f"time {sp.end_time_unix_nano} is past the year 2262 (DateTime64 range)"
+    for ev in sp.events:
+        if ev.time_unix_nano > _MAX_TIME:
+            return f"event {ev.name!r} time {ev.time_unix_nano} is past the year 2262 (DateTime64 range)"
     return ""
 
 

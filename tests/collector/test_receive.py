@@ -286,3 +286,20 @@ def test_a_port_in_use_is_a_clear_error_and_nothing_keeps_running(tmp_settings: 
             c2.start()
     with Collector(collector_settings(tmp_settings), store, drain_every_s=0) as c3:  # store still usable
         assert post(c3, b"")[0] == 200
+
+
+def test_a_span_time_past_datetime64_is_rejected_alone(collector: Collector, store: Any) -> None:
+    """Such a span would fail the whole ClickHouse insert, and with it every batch it joins."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    spans = make_spans(3, component="timely")
+    req = encode_spans(spans)
+    s = req.resource_spans[0].scope_spans[0].spans
+    s[0].start_time_unix_nano = s[0].end_time_unix_nano = 2**64 - 1
+    s[1].events.add(name="late", time_unix_nano=2**63)
+    status, _, body = post(collector, req.SerializeToString())
+    assert status == 200
+    partial = ExportTraceServiceResponse.FromString(body).partial_success
+    assert partial.rejected_spans == 2 and "2262" in partial.error_message
+    assert set(stored_runs(store, run_ids(spans))) == {run_ids(spans)[2]}
