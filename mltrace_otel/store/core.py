@@ -50,8 +50,6 @@ class _LazyModule:
 queries: Any = _LazyModule("mltrace_otel.store.queries")
 state: Any = _LazyModule("mltrace_otel.store.state")
 
-MIGRATIONS_TABLE = "mltrace_schema_migrations"
-
 
 def open_store(settings: Settings | None = None, *, drain: bool = True) -> Store:
     """Open the store the settings name, migrate it, and drain the local spool into it.
