@@ -75,6 +75,26 @@ class Committed:
 _OK = Committed()
 
 
+def _unavailable(e: BaseException) -> bool:
+    """The store itself is unreachable or closed (retry later), rather than refusing this data."""
+    from mltrace_otel.errors import StoreUnavailable
+
+    return isinstance(e, StoreUnavailable)
+
+
+def _data_error(e: BaseException) -> bool:
+    """The insert failed on the data itself (a value the column type cannot hold)."""
+    while e is not None:
+        if type(e).__name__ == "DataError":  # clickhouse_connect.driver.exceptions.DataError
+            return True
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+    return False
+
+
+class Rejected(MltraceError):
+    """The store refused this request's data on its own: retrying cannot help (HTTP 400)."""
+
+
 class Pending:
     """A submitted request: :meth:`wait` returns once its batch is committed, or raises."""
 
@@ -99,6 +119,8 @@ class Pending:
         if not self._done.wait(timeout):
             raise AckTimeout(f"the store did not commit the batch within {timeout:g} s", 5.0)
         if self._error is not None:
+            if isinstance(self._error, Rejected):
+                raise self._error
             raise Unavailable(f"the store refused the batch: {self._error}", 1.0)
         assert self._result is not None
         return self._result
@@ -255,6 +277,7 @@ class IngestQueue:
         from mltrace_otel.store.ingest import Columns
 
         batch: list[Pending] = []
+        parts: list[Any] = []  # each request's own rows, to insert it alone if the batch fails
         cols = Columns()
         rows, opened, last_drain = 0, 0.0, time.monotonic()
         try:
@@ -266,8 +289,8 @@ class IngestQueue:
                     last_drain = time.monotonic()
                     self._handoff.put(_DRAIN)
                 elif what == "flush":
-                    self._handoff.put((batch, cols))
-                    batch, cols, rows = [], Columns(), 0
+                    self._handoff.put((batch, cols, parts))
+                    batch, parts, cols, rows = [], [], Columns(), 0
                 else:
                     try:
                         one = self._render(item.payload)
@@ -281,6 +304,7 @@ class IngestQueue:
                     for column, part in zip(cols.data, one.data, strict=True):
                         column.extend(part)
                     batch.append(item)
+                    parts.append(one)
                     rows += item.spans
         finally:
             self._handoff.put(None)
@@ -294,20 +318,38 @@ class IngestQueue:
                 if item is _DRAIN:
                     self._drain_spool()
                     continue
-                batch, cols = item
+                batch, cols, parts = item
                 with self._cond:
                     self._insert_started = time.monotonic()
                 t0 = time.perf_counter()
                 try:
                     result = self._insert(cols)
                 except BaseException as e:  # noqa: BLE001 - a store failure fails the batch, not the thread
-                    self._finish(batch, None, e, 0.0)
+                    if len(batch) > 1 and not _unavailable(e):
+                        # maybe one request's data: insert each alone, so it cannot sink the others
+                        log.warning("insert of %d requests failed (%s); inserting them one by one",
+                                    len(batch), e)
+                        self._insert_each(batch, parts)
+                    else:
+                        self._finish(batch, None, e, 0.0, store_failed=_unavailable(e))
                 else:
                     self._finish(batch, result, None, time.perf_counter() - t0)
             finally:
                 with self._cond:
                     self._inserter_idle = True
                     self._cond.notify_all()
+
+    def _insert_each(self, batch: list[Pending], parts: list[Any]) -> None:
+        for p, part in zip(batch, parts, strict=True):
+            with self._cond:
+                self._insert_started = time.monotonic()
+            t0 = time.perf_counter()
+            try:
+                result = self._insert(part)
+            except BaseException as e:  # noqa: BLE001
+                self._finish([p], None, e, 0.0, store_failed=_unavailable(e))
+            else:
+                self._finish([p], result, None, time.perf_counter() - t0)
 
     def _finish(self, batch: list[Pending], result: Any, error: BaseException | None,
                 elapsed: float, *, store_failed: bool = True) -> None:
@@ -322,7 +364,12 @@ class IngestQueue:
                 self._failed_at = time.monotonic()
                 self.last_error = str(error) or type(error).__name__
         m = self.metrics
-        if error is not None:
+        if error is not None and len(batch) == 1 and _data_error(error):
+            log.warning("the store refused a request of %d spans: %s", rows, error)
+            if m is not None:
+                m.rejected.labels("store").inc(rows)
+            batch[0]._resolve(None, Rejected(f"the store cannot hold this request's data: {error}"))
+        elif error is not None:
             log.warning("insert of %d spans failed: %s", rows, error)
             if m is not None:
                 m.insert_failures.inc()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from mltrace_otel.collector import otlp
 from mltrace_otel.collector.metrics import CollectorMetrics
-from mltrace_otel.collector.pipeline import AckTimeout, IngestQueue, QueueFull, Unavailable
+from mltrace_otel.collector.pipeline import AckTimeout, IngestQueue, QueueFull, Rejected, Unavailable
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,8 @@ class Exporter:
         except AckTimeout:
             m.dropped.labels("ack_timeout").inc(decoded.spans)
             raise
+        except Rejected as e:
+            raise otlp.BadRequest(str(e)) from None
         error = decoded.error
         if committed.store_rejected:
             note = (f"the store rejected {committed.store_rejected} span(s) of the batch this "

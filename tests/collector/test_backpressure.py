@@ -149,3 +149,50 @@ def test_sigterm_like_stop_commits_everything_queued(tmp_settings: Any, store: A
     assert results == [200, 200, 200]
     ids = [i for b in bodies for i in b[1]]
     assert set(stored_runs(store, ids)) == set(ids)
+
+
+class PoisonStore:
+    """Failure injection: an insert holding a span named 'poison' fails the way ClickHouse
+    refuses a value its column cannot hold (a DataError); other inserts reach the real store."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.inserts: list[int] = []
+
+    def insert_columns(self, name: str, table: str, columns: Any, column_names: Any, **kw: Any) -> None:
+        from clickhouse_connect.driver.exceptions import DataError
+
+        from mltrace_otel.errors import QueryError
+
+        names = columns[list(column_names).index("SpanName")]
+        self.inserts.append(len(names))
+        if "poison" in names:
+            try:
+                raise DataError("Unable to create native array for column `Timestamp`")
+            except DataError as e:
+                raise QueryError(name, {}, str(e)) from e
+        self.store.insert_columns(name, table, columns, column_names, **kw)
+
+
+def test_a_request_the_store_refuses_does_not_sink_its_batch(tmp_settings: Any, store: Any) -> None:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    poison = make_spans(1, component="poison")
+    good = [_body(3) for _ in range(3)]
+    bodies = [b for b, _ in good] + [encode_spans(poison).SerializeToString()]
+    settings = collector_settings(tmp_settings, batch_delay_s=1.5)
+    results: dict[int, int] = {}
+    faulty = PoisonStore(store)
+    with Collector(settings, faulty, drain_every_s=0, linger_s=None) as c:
+        threads = [threading.Thread(target=lambda i=i, b=b: results.__setitem__(i, _post(c, b)[0]))
+                   for i, b in enumerate(bodies)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        text = c.metrics_body()[0].decode()
+    assert faulty.inserts[0] == 10  # all four joined one batch, which failed ...
+    assert results == {0: 200, 1: 200, 2: 200, 3: 400}  # ... then each went alone
+    ids = [i for _, ids in good for i in ids]
+    assert set(stored_runs(store, ids)) == set(ids)
+    assert 'mltrace_collector_spans_rejected_total{reason="store"} 1.0' in text
