@@ -11,7 +11,10 @@ of ``Store.insert_otlp``, so there is one ingest path -- when it holds ``batch_r
 idle and arrivals pause for ``linger_s``. While an insert runs, arrivals keep joining the next
 batch, so batches grow with the load (ClickHouse pays a large fixed cost per insert: the
 materialized views), and rendering overlaps inserting (ClickHouse releases the GIL). Only the
-inserter writes to the store, so inserts and spool drains never interleave.
+inserter writes to the store, so inserts and spool drains never interleave. A batch whose
+insert fails for a reason other than :class:`~mltrace_otel.errors.StoreUnavailable` is
+inserted again request by request, so one request the store refuses (:class:`Rejected`,
+HTTP 400) cannot sink the others.
 
 Backpressure, never a silent drop:
 
