@@ -11,6 +11,7 @@ exception                      HTTP         gRPC
 :class:`~.otlp.UnsupportedMediaType` 415    (n/a)
 :class:`~.pipeline.QueueFull`  429 + Retry-After   RESOURCE_EXHAUSTED + RetryInfo
 :class:`~.pipeline.Unavailable` 503 + Retry-After  UNAVAILABLE + RetryInfo
+:class:`~.pipeline.Rejected`   400          INVALID_ARGUMENT
 =============================  ===========  ====================
 """
 
