@@ -53,6 +53,7 @@ def _layout() -> html.Div:
         dcc.Location(id="url", refresh=False),
         dcc.Store(id="theme", storage_type="local"),
         dcc.Store(id="refresh", data=0),
+        dcc.Store(id="doc-title"),
         html.Header([
             dcc.Link("mltrace", href="/recent", className="brand"),
             html.Div([
@@ -122,13 +123,14 @@ def create_app(settings: Settings | None = None, store: Any = None) -> dash.Dash
     if settings.token:
         _install_auth(app.server, settings.token)
 
-    @app.callback(Output("page", "children"), Output("cmd", "value"),
+    @app.callback(Output("page", "children"), Output("cmd", "value"), Output("doc-title", "data"),
                   Input("url", "pathname"), Input("url", "search"), Input("refresh", "data"))
-    def show_page(pathname: str | None, search: str | None, _refresh: int) -> tuple[list, str]:
+    def show_page(pathname: str | None, search: str | None, _refresh: int) -> tuple[list, str, str]:
         route = route_from_url(pathname, search)
         with lock:
             body = pages.render(route, store)
-        return body, ("" if route.param("unknown") else route.text)
+        text = "" if route.param("unknown") else route.text
+        return body, text, f"{text or 'help'} · mltrace"
 
     @app.callback(Output("url", "pathname", allow_duplicate=True),
                   Output("url", "search", allow_duplicate=True), Output("cmd-error", "children"),
@@ -220,6 +222,8 @@ def create_app(settings: Settings | None = None, store: Any = None) -> dash.Dash
     app.clientside_callback(_THEME_TOGGLE_JS, Output("theme", "data"), Input("theme-toggle", "n_clicks"),
                             State("theme", "data"), prevent_initial_call=True)
     app.clientside_callback(_THEME_APPLY_JS, Output("theme-toggle", "children"), Input("theme", "data"))
+    app.clientside_callback("function(t) { if (t) { document.title = t; } return window.dash_clientside"
+                            ".no_update; }", Output("doc-title", "id"), Input("doc-title", "data"))
     return app
 
 

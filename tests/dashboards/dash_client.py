@@ -27,7 +27,8 @@ class PageClient:
         parts = urlsplit(url)
         resp = self._post({
             "output": self.page_dep["output"],
-            "outputs": [{"id": "page", "property": "children"}, {"id": "cmd", "property": "value"}],
+            "outputs": [{"id": "page", "property": "children"}, {"id": "cmd", "property": "value"},
+                        {"id": "doc-title", "property": "data"}],
             "inputs": [{"id": "url", "property": "pathname", "value": parts.path},
                        {"id": "url", "property": "search", "value": f"?{parts.query}" if parts.query else ""},
                        {"id": "refresh", "property": "data", "value": 0}],

@@ -114,6 +114,7 @@ def test_pointer_link_opens_its_trace_and_reload_keeps_the_page(browser, ui_url,
     browser.refresh()
     _wait(browser, lambda d: f"Trace of {P.FEATURES}" in _title(d))
     assert browser.current_url == shared
+    assert browser.title == f"trace '{P.FEATURES}' · mltrace"
     _wait(browser, lambda d: filled.ids["featuregen"] in d.find_element(By.ID, "selected-card").text)
     screenshot(browser, "trace_after_reload")
 
