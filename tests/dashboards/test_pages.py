@@ -93,3 +93,14 @@ def test_token_guards_every_request(ui_settings, ui_store, filled):
         assert any("Recent runs" in t for t in texts(client.page("/recent")["page"]))
     finally:
         server.shutdown()
+
+
+def test_review_reports_a_flagged_output_no_run_produced(pages, ui_store, filled):
+    ui_store.flag("ghost/never written.csv")
+    ui_store.flag(P.PREDICTIONS[2])
+    try:
+        shown = texts(pages.page("/review")["page"])
+        assert "ghost/never written.csv" in shown and " (no run produced this)" in shown
+        assert "50%" in shown  # train fed one of the two flagged outputs
+    finally:
+        ui_store.unflag_all()
