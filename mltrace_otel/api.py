@@ -204,8 +204,9 @@ def get_history(component_name: str, limit: int = 10, date_lower: datetime | str
 
 def get_recent_run_ids(limit: int = 5, last_run_id: str | None = None) -> list[str]:
     """Ids of the newest runs; ``last_run_id`` pages past that run (prefix allowed)."""
-    store = _get_store()
-    return [r.id for r in store.recent(limit, last_run_id)]
+    from mltrace_otel.store import queries
+
+    return queries.recent_ids(_get_store(), limit, last_run_id)
 
 
 def get_component_run_information(component_run_id: str) -> Any:

@@ -37,32 +37,27 @@ _LINEAGE_COLUMNS = """RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inpu
 # pointer: one index read gives each writer with its own inputs), and runs of set_upstream
 # components (top WINDOW per component) from mltrace_runs.
 _CAND_POINTERS = """
-    SELECT * FROM (
-        SELECT RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inputs, InputVersions,
-               Upstream, [Pointer] AS Outs, [Version] AS OutVersions, Pointer
-        FROM {{db}}.mltrace_lineage
-        WHERE Pointer IN {ptrs:Array(String)}
-          AND toUnixTimestamp64Nano(Start) <= {pns:Array(Int64)}[indexOf({ptrs:Array(String)}, Pointer)]
-        ORDER BY Pointer DESC, Start DESC, RunId DESC
-        LIMIT 1 BY Pointer, RunId)
-    ORDER BY Pointer DESC, ns DESC, RunId DESC
+    SELECT RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inputs, InputVersions, Upstream,
+           [Pointer] AS Outs, [Version] AS OutVersions, concat('p', char(0), Pointer) AS WKey
+    FROM {{db}}.mltrace_lineage
+    WHERE Pointer IN {ptrs:Array(String)}
+      AND toUnixTimestamp64Nano(Start) <= {pns:Array(Int64)}[indexOf({ptrs:Array(String)}, Pointer)]
+    ORDER BY Pointer DESC, Start DESC, RunId DESC
     LIMIT {k:UInt32} BY Pointer"""
 
 _CAND_VERSIONS = """
-    SELECT * FROM (
-        SELECT RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inputs, InputVersions,
-               Upstream, [Pointer] AS Outs, [Version] AS OutVersions, Pointer
-        FROM {{db}}.mltrace_lineage
-        WHERE Pointer IN {vptrs:Array(String)}
-          AND (Pointer, Version) IN {pv:Array(Tuple(String, String))}
-          AND toUnixTimestamp64Nano(Start) <= {vns:Array(Int64)}[indexOf({vptrs:Array(String)}, Pointer)]
-        ORDER BY Pointer DESC, Start DESC, RunId DESC
-        LIMIT 1 BY Pointer, RunId)
-    ORDER BY Pointer DESC, ns DESC, RunId DESC
-    LIMIT {k:UInt32} BY Pointer, OutVersions"""
+    SELECT RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inputs, InputVersions, Upstream,
+           [Pointer] AS Outs, [Version] AS OutVersions,
+           concat('v', char(0), Pointer, char(0), Version) AS WKey
+    FROM {{db}}.mltrace_lineage
+    WHERE Pointer IN {vptrs:Array(String)}
+      AND (Pointer, Version) IN {pv:Array(Tuple(String, String))}
+      AND toUnixTimestamp64Nano(Start) <= {vns:Array(Int64)}[indexOf({vptrs:Array(String)}, Pointer)]
+    ORDER BY Pointer DESC, Version DESC, Start DESC, RunId DESC
+    LIMIT {k:UInt32} BY Pointer, Version"""
 
 _CAND_COMPONENTS = f"""
-    SELECT {_LINEAGE_COLUMNS}, '' AS Pointer FROM {{{{db}}}}.mltrace_runs
+    SELECT {_LINEAGE_COLUMNS}, concat('c', char(0), Component) AS WKey FROM {{{{db}}}}.mltrace_runs
     WHERE RunId IN (
         SELECT RunId FROM (
             SELECT Component, RunId, Start FROM {{{{db}}}}.mltrace_runs
@@ -149,8 +144,10 @@ def needs_of(info: Info) -> list[Need]:
     return out
 
 
-def _candidates(store: Any, needs: Sequence[Need]) -> dict[str, Info]:
-    """One query: candidate producers (with lineage columns) for a batch of needs."""
+def _candidates(store: Any, needs: Sequence[Need]) -> tuple[dict[str, Info], dict[str, int]]:
+    """One query: candidate producers (with lineage columns) for a batch of needs, and how many
+    rows each window (pointer, pointer+version, component) returned (a full window may hide
+    older writers)."""
     pbound: dict[str, int] = {}
     vbound: dict[str, int] = {}
     pairs: set[tuple[str, str]] = set()
@@ -174,44 +171,53 @@ def _candidates(store: Any, needs: Sequence[Need]) -> dict[str, Info]:
         parts.append(_CAND_COMPONENTS)
         params.update(comps=list(cbound), cns=list(cbound.values()))
     if not parts:
-        return {}
+        return {}, {}
     text = "\nUNION ALL\n".join(f"SELECT * FROM ({p})" for p in parts)
     rows = queries.run_query(store, "producer_candidates", text, params)
     out: dict[str, Info] = {}
+    counts: dict[str, int] = {}
     for r in rows:
+        counts[r[8]] = counts.get(r[8], 0) + 1
         info = _info(r[:8])
         if info.id in out:  # one row per pointer written: merge what it wrote
             for p, v in info.outputs.items():
                 out[info.id].outputs.setdefault(p, v)
         else:
             out[info.id] = info
-    return out
+    return out, counts
+
+
+def _full(counts: dict[str, int], *key: str) -> bool:
+    return counts.get(chr(0).join(key), 0) >= WINDOW
 
 
 def _order(i: Info) -> tuple[int, str]:
     return (i.ns, i.id)
 
 
-def _decide(n: Need, cands: Sequence[Info]) -> tuple[bool, Info | None]:
-    """(decided, producer) for one need from its candidates (see module docstring)."""
+def _decide(n: Need, cands: Sequence[Info], counts: dict[str, int]) -> tuple[bool, Info | None]:
+    """(decided, producer) for one need from its candidates (see module docstring).
+
+    A window holds the latest writers started no later than the batch's bound, newest first;
+    the latest valid one in it is the answer. With none valid, the answer is "no producer"
+    unless the window was full (older writers may exist: undecided, asked again)."""
     if n.upstream:
         pool = sorted((c for c in cands if c.component == n.upstream), key=_order, reverse=True)
         valid = [c for c in pool if c.ns <= n.ns and c.id != n.consumer]
         if valid:
             return True, valid[0]
-        return len(pool) < WINDOW, None
+        return not _full(counts, "c", n.upstream), None
     pool = sorted((c for c in cands if n.pointer in c.outputs), key=_order, reverse=True)
     valid = [c for c in pool if c.ns <= n.ns and c.id != n.consumer]
     if n.version:
-        vpool = [c for c in pool if c.outputs[n.pointer] == n.version]
         vvalid = [c for c in valid if c.outputs[n.pointer] == n.version]
         if vvalid:
             return True, vvalid[0]
-        if len(vpool) >= WINDOW:
+        if _full(counts, "v", n.pointer, n.version):
             return False, None
     if valid:
         return True, valid[0]
-    return len(pool) < WINDOW, None
+    return not _full(counts, "p", n.pointer), None
 
 
 def resolve(store: Any, needs: Sequence[Need], known: dict[str, Info] | None = None
@@ -224,12 +230,12 @@ def resolve(store: Any, needs: Sequence[Need], known: dict[str, Info] | None = N
     out: list[tuple[Need, Info]] = []
     todo = list(needs)
     while todo:
-        cands = _candidates(store, todo)
+        cands, counts = _candidates(store, todo)
         seen.update(cands)
         pool = list(cands.values())
         undecided = []
         for n in todo:
-            decided, producer = _decide(n, pool)
+            decided, producer = _decide(n, pool, counts)
             if not decided:
                 undecided.append(n)
             elif producer is not None:

@@ -243,71 +243,64 @@ def get_runs(store: Any, run_ids: Sequence[str]) -> list[Run]:
 
 
 # --- recent, history, count -------------------------------------------------------------------
-# Full rows of the page in one query: the inner query (answered by the runs_by_start /
-# runs_by_component projections) over-fetches ids so duplicate rows of a run cannot shorten
-# the page; the outer reads those runs' rows.
-RECENT = _RUN_WITH.replace("{ids:Array(String)}", "(SELECT RunId FROM page)").replace(
-    "{{page}}", """page AS (
-        SELECT RunId, Start FROM {{db}}.mltrace_runs
-        WHERE Start <= fromUnixTimestamp64Nano({before_ns:Int64})
-        ORDER BY Start DESC
-        LIMIT {n:UInt32}),""") + f"""
-SELECT {_RUN_COLUMNS}
-FROM {{{{db}}}}.mltrace_runs
-WHERE RunId IN (SELECT RunId FROM page)
-  AND Start >= (SELECT min(Start) FROM page) AND Start <= (SELECT max(Start) FROM page)
-LIMIT 1 BY RunId
+# Pages of (id, start), newest first, answered by the runs_by_start / runs_by_component
+# projections; over-fetched so duplicate rows of a run cannot shorten a page. Full rows are then
+# read for the page only.
+RECENT_IDS = """
+SELECT RunId, toUnixTimestamp64Nano(Start) AS ns FROM {{db}}.mltrace_runs
+WHERE Start <= fromUnixTimestamp64Nano({before_ns:Int64})
+ORDER BY Start DESC
+LIMIT {n:UInt32}
 """
 
-HISTORY = _RUN_WITH.replace("{ids:Array(String)}", "(SELECT RunId FROM page)").replace(
-    "{{page}}", """page AS (
-        SELECT RunId, Start FROM {{db}}.mltrace_runs
-        WHERE Component = {component:String}
-          AND Start >= fromUnixTimestamp64Nano({since_ns:Int64})
-          AND Start <= fromUnixTimestamp64Nano({until_ns:Int64})
-        ORDER BY Start DESC
-        LIMIT {n:UInt32}),""") + f"""
-SELECT {_RUN_COLUMNS}
-FROM {{{{db}}}}.mltrace_runs
-WHERE RunId IN (SELECT RunId FROM page) AND Component = {{component:String}}
-  AND Start >= (SELECT min(Start) FROM page) AND Start <= (SELECT max(Start) FROM page)
-LIMIT 1 BY RunId
+HISTORY_IDS = """
+SELECT RunId, toUnixTimestamp64Nano(Start) AS ns FROM {{db}}.mltrace_runs
+WHERE Component = {component:String}
+  AND Start >= fromUnixTimestamp64Nano({since_ns:Int64})
+  AND Start <= fromUnixTimestamp64Nano({until_ns:Int64})
+ORDER BY Start DESC
+LIMIT {n:UInt32}
 """
 
 _MAX_NS = 2**63 - 1
 
 
 def _page(store: Any, name: str, text: str, params: dict[str, Any], limit: int,
-          keep: Any = None) -> dict[str, tuple[Run, int]]:
-    """Runs of an ordered page query, newest first, at most ``limit`` that ``keep`` accepts;
-    over-fetches past duplicates (and rows ``keep`` drops) until the page is full or done."""
+          keep: Any = None) -> list[tuple[str, int]]:
+    """(id, start ns) of an ordered page query, newest first, at most ``limit`` that ``keep``
+    accepts; over-fetches past duplicates (and rows ``keep`` drops) until full or done."""
     n = max(limit, 1) * 2 + 8
     while True:
         rows = run_query(store, name, text, {**params, "n": n})
-        runs = [row_to_run(r) for r in rows]
-        runs = [x for x in runs if keep is None or keep(x)]
-        runs.sort(key=lambda x: (x[1], x[0].id), reverse=True)
-        if len(runs) >= limit or len(rows) < limit or n >= 4 * (len(rows) + 8) or n > 10**7:
-            return {x[0].id: x for x in runs[:limit]}
+        page = sorted({(r[0], int(r[1])) for r in rows if keep is None or keep(r[0], int(r[1]))},
+                      key=lambda x: (x[1], x[0]), reverse=True)
+        if len(page) >= limit or len(rows) < n or n > 10**7:
+            return page[:limit]
         n *= 4
 
 
-def recent(store: Any, limit: int = 5, before: str | None = None) -> list[Run]:
-    """Newest runs first; ``before`` (a run id or prefix) pages past that run (mltrace's
-    last_run_id)."""
+def recent_ids(store: Any, limit: int = 5, before: str | None = None) -> list[str]:
+    """Ids of the newest runs, newest first; ``before`` (a run id or prefix) pages past that
+    run (mltrace's get_recent_run_ids). One query (two with ``before``)."""
+    return [rid for rid, _ns in _recent_page(store, limit, before)]
+
+
+def _recent_page(store: Any, limit: int, before: str | None) -> list[tuple[str, int]]:
     if limit is None or limit <= 0:
         return []
-    keep = None
-    params: dict[str, Any] = {"before_ns": _MAX_NS}
-    if before:
-        rid = resolve_run_id(store, before)
-        bns = fetch_start_ns(store, rid)
-        params = {"before_ns": bns}
+    if not before:
+        return _page(store, "recent_ids", RECENT_IDS, {"before_ns": _MAX_NS}, int(limit))
+    rid = resolve_run_id(store, before)
+    bns = fetch_start_ns(store, rid)
+    return _page(store, "recent_ids", RECENT_IDS, {"before_ns": bns}, int(limit),
+                 lambda i, ns: ns < bns or (ns == bns and i < rid))
 
-        def keep(x: tuple[Run, int]) -> bool:
-            return x[1] < bns or (x[1] == bns and x[0].id < rid)
-    page = _page(store, "recent", RECENT, params, int(limit), keep)
-    return complete_runs(store, list(page), page)
+
+def recent(store: Any, limit: int = 5, before: str | None = None) -> list[Run]:
+    """Newest runs first, with dependencies and staleness; ``before`` (a run id or prefix)
+    pages past that run (mltrace's last_run_id)."""
+    page = _recent_page(store, limit, before)
+    return complete_runs(store, [rid for rid, _ns in page])
 
 
 def _bound_ns(dt: datetime | str | None, default: int) -> int:
@@ -333,8 +326,10 @@ def history(store: Any, component: str, limit: int = 10, since: datetime | str |
         return []
     params = {"component": str(component), "since_ns": _bound_ns(since, 0),
               "until_ns": _bound_ns(until, _MAX_NS)}
-    page = _page(store, "history", HISTORY, params, int(limit))
-    return complete_runs(store, list(page), page)
+    page = _page(store, "history_ids", HISTORY_IDS, params, int(limit))
+    ids = [rid for rid, _ns in page]
+    found = fetch_runs(store, ids, [(str(component), ns) for _rid, ns in page])
+    return complete_runs(store, ids, found)
 
 
 def count_runs(store: Any) -> int:
