@@ -133,3 +133,65 @@ def test_set_db_uri_reopens_the_store(env, tmp_path):
     finally:
         api._store.command("drop", f"DROP DATABASE IF EXISTS `{env.database}_b`")
         config.clear_overrides()
+
+
+def test_sdk_logged_twelve_diamonds_backtrace_to_37_runs_and_review(env):
+    """The must-show pipeline logged through the SDK (ComponentRun + log_component_run)."""
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    k = [0]
+
+    def log(name, ins, outs):
+        k[0] += 1
+        cr = mltrace.ComponentRun(name, start_timestamp=t0 + timedelta(seconds=10 * k[0]),
+                                  end_timestamp=t0 + timedelta(seconds=10 * k[0] + 1))
+        cr.add_inputs(ins)
+        cr.add_outputs(outs)
+        mltrace.log_component_run(cr)
+
+    log("src", ["raw"], ["d0"])
+    for i in range(12):
+        log("left", [f"d{i}"], [f"d{i}_l"])
+        log("right", [f"d{i}"], [f"d{i}_r"])
+        log("join", [f"d{i}_l", f"d{i}_r"], [f"d{i + 1}"])
+    trace = mltrace.backtrace("d12")
+    assert len(trace) == 37 and len({cr.id for _, cr in trace}) == 37
+    assert trace[0][0] == 0 and trace[-1][0] == 24 and trace[-1][1].component_name == "src"
+    tree = mltrace.web_trace("d12")[0]
+
+    def count(node):
+        return (node["id"].startswith("componentrun_") and node["isExpanded"]) + sum(
+            count(c) for c in node.get("childNodes", []))
+
+    assert count(tree) == 37  # each run expanded once, not once per path
+    mltrace.flag_output_id("d12")
+    mltrace.flag_output_id("d11")
+    flagged, ranked = mltrace.review_flagged_outputs()
+    assert flagged == ["d11", "d12"]
+    assert [n for _, n in ranked].count(2) == 34 and [n for _, n in ranked].count(1) == 3
+
+
+def test_sdk_logged_staleness_messages(env):
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def log(name, ins, outs, at):
+        cr = mltrace.ComponentRun(name, start_timestamp=t0 + timedelta(seconds=at),
+                                  end_timestamp=t0 + timedelta(seconds=at + 1))
+        cr.add_inputs(ins)
+        cr.add_outputs(outs)
+        mltrace.log_component_run(cr)
+
+    log("component_1", [], ["features"], 10)
+    log("component_1", [], ["other"], 20)
+    log("component_2", ["features"], ["preds"], 30)
+    log("component_3", ["features"], ["late"], 40 * 86400)
+    runs = {cr.component_name: cr for cr in (mltrace.get_history(c, 1)[0] for c in
+                                            ("component_1", "component_2", "component_3"))}
+    first = mltrace.get_history("component_1", 5)[-1].id
+    assert runs["component_2"].stale == [
+        f"component_1 (ID {first}) has 1 fresher run that began before this component run started."]
+    assert f"component_1 (ID {first}) was run 39 days ago." in runs["component_3"].stale
+    assert runs["component_2"].dependencies == ["component_1"]
