@@ -246,9 +246,11 @@ def resolve(store: Any, needs: Sequence[Need], known: dict[str, Info] | None = N
     return out, seen
 
 
-def dependencies(store: Any, runs: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+def dependencies(store: Any, runs: dict[str, Any], infos: dict[str, Info] | None = None
+                 ) -> dict[str, list[tuple[str, str]]]:
     """Dependencies of runs (``{id: (Run, start_ns)}``): ``{id: [(producer_id, pointer)]}``,
-    pointer "" for set_upstream dependencies. One query (plus rare extra rounds)."""
+    pointer "" for set_upstream dependencies. One query (plus rare extra rounds). ``infos``
+    collects what was learnt of each producer."""
     needs = []
     for rid, (run, ns) in runs.items():
         info = Info(rid, run.component, ns, tuple((p.name, p.version) for p in run.inputs),
@@ -257,6 +259,8 @@ def dependencies(store: Any, runs: dict[str, Any]) -> dict[str, list[tuple[str, 
     found, _ = resolve(store, needs)
     deps: dict[str, list[tuple[str, str]]] = {rid: [] for rid in runs}
     for n, prod in found:
+        if infos is not None:
+            infos.setdefault(prod.id, prod)
         pair = (prod.id, n.pointer)
         if pair not in deps[n.consumer]:
             deps[n.consumer].append(pair)
@@ -310,10 +314,10 @@ def _lineage(store: Any, root: str, direction: str, depth: dict[str, int], edges
 
     found = queries.fetch_runs(store, depth, near_of(infos, depth))
     if deps is None or any(rid not in deps for rid in found):
-        deps = {**dependencies(store, {r: found[r] for r in found if not deps or r not in deps}),
-                **(deps or {})}
+        deps = {**dependencies(store, {r: found[r] for r in found if not deps or r not in deps},
+                               infos), **(deps or {})}
     ordered = sorted(found, key=lambda r: (depth[r], -found[r][1], r))
-    runs = staleness.annotate(store, [found[r] for r in ordered], deps)
+    runs = staleness.annotate(store, [found[r] for r in ordered], deps, infos)
     nodes = tuple(LineageNode(depth=depth[r.id], run=r) for r in runs)
     return Lineage(root=root, direction=direction, nodes=nodes, edges=tuple(edges), outputs=outputs)
 

@@ -58,38 +58,25 @@ def to_ns(dt: datetime) -> int:
 
 
 # --- run rows -----------------------------------------------------------------------------------
-# Columns of one run as the lists show it (no code snapshot); notes written later
-# (mltrace_notes, latest Version wins) override the run-time notes; pointers carry flags.
+# Columns of one run as the lists show it (no code snapshot). Notes written later and pointer
+# flags are applied by staleness.annotate (read in the same query as staleness).
 _RUN_COLUMNS = """
     RunId, TraceId, Component, Start, End, StatusCode, StatusMessage, Owner, Description, Tags,
     ServiceName, Inputs, InputVersions, InputTypes, Outputs, OutputVersions, OutputTypes, Upstream,
-    StalenessThresholdS, Endpoint, GitHash, GitTags, CodeFunction, CodeFile,
-    if(mapContains(notes_map, RunId), notes_map[RunId], Notes) AS RunNotes,
+    StalenessThresholdS, Endpoint, GitHash, GitTags, CodeFunction, CodeFile, Notes,
     TestNames, TestMethods, TestPhases, TestPassed, TestMessages, Exception,
-    toUnixTimestamp64Nano(Start) AS StartNs,
-    arrayMap(p -> has(flagged_set, p), Outputs) AS OutputFlags,
-    arrayMap(p -> has(flagged_set, p), Inputs) AS InputFlags"""
-
-_RUN_WITH = """
-WITH {{page}}
-    (SELECT CAST(mapFromArrays(groupArray(RunId), groupArray(n)), 'Map(String, String)') FROM (
-        SELECT RunId, argMax(Notes, Version) AS n FROM {{db}}.mltrace_notes
-        WHERE RunId IN {ids:Array(String)} GROUP BY RunId)) AS notes_map,
-    (SELECT groupArray(Pointer) FROM (
-        SELECT Pointer, argMax(Flagged, Version) AS f FROM {{db}}.mltrace_flags GROUP BY Pointer)
-     WHERE f = 1) AS flagged_set
-"""
+    toUnixTimestamp64Nano(Start) AS StartNs"""
 
 # runs_by_id: full rows of several runs, one row per run. ``runs_near`` adds what the caller
 # knows of them (components, start range) so the runs_full projection can serve it.
-RUNS_BY_ID = _RUN_WITH.replace("{{page}}", "") + f"""
+RUNS_BY_ID = f"""
 SELECT {_RUN_COLUMNS}
 FROM {{{{db}}}}.mltrace_runs
 WHERE RunId IN {{ids:Array(String)}}
 LIMIT 1 BY RunId
 """
 
-RUNS_NEAR = _RUN_WITH.replace("{{page}}", "") + f"""
+RUNS_NEAR = f"""
 SELECT {_RUN_COLUMNS}
 FROM {{{{db}}}}.mltrace_runs
 WHERE RunId IN {{ids:Array(String)}} AND Component IN {{comps:Array(String)}}
@@ -112,11 +99,12 @@ def _pointers(names: Sequence[str], versions: Sequence[str], types: Sequence[str
 
 
 def row_to_run(r: tuple) -> tuple[Run, int]:
-    """A RUNS_BY_ID row as a Run (without dependencies/stale) and its start in nanoseconds."""
+    """A RUNS_BY_ID row as a Run (without dependencies, staleness, later notes, flags) and its
+    start in nanoseconds."""
     (rid, trace_id, comp, start, end, status, status_msg, owner, desc, tags, service, inputs,
      in_versions, in_types, outputs, out_versions, out_types, upstream, threshold, endpoint,
      git_hash, git_tags, code_fn, code_file, notes, t_names, t_methods, t_phases, t_passed,
-     t_messages, exception, start_ns, out_flags, in_flags) = r
+     t_messages, exception, start_ns) = r
     tests = tuple(
         TestResult(name=t_names[i], method=t_methods[i] if i < len(t_methods) else "",
                    phase=t_phases[i] if i < len(t_phases) else "",
@@ -128,8 +116,8 @@ def row_to_run(r: tuple) -> tuple[Run, int]:
         id=rid, trace_id=trace_id, component=comp, start=utc(start), end=utc(end),
         status=_STATUS.get(str(status).lower(), "UNSET"), status_message=status_msg, owner=owner,
         description=desc, tags=tuple(tags), service_name=service,
-        inputs=_pointers(inputs, in_versions, in_types, in_flags),
-        outputs=_pointers(outputs, out_versions, out_types, out_flags),
+        inputs=_pointers(inputs, in_versions, in_types, ()),
+        outputs=_pointers(outputs, out_versions, out_types, ()),
         upstream=tuple(upstream), staleness_threshold_s=int(threshold), endpoint=bool(endpoint),
         git_hash=git_hash, git_tags=tuple(git_tags), code_function=code_fn, code_file=code_file,
         notes=notes, tests=tests, exception=exception,
@@ -171,8 +159,9 @@ def complete_runs(store: Any, ids: Sequence[str],
 
     if found is None:
         found = fetch_runs(store, ids)
-    deps = lineage.dependencies(store, found)
-    return staleness.annotate(store, [found[i] for i in ids if i in found], deps)
+    infos: dict[str, Any] = {}
+    deps = lineage.dependencies(store, found, infos)
+    return staleness.annotate(store, [found[i] for i in ids if i in found], deps, infos)
 
 
 # --- run ids ------------------------------------------------------------------------------------

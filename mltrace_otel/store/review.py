@@ -59,7 +59,7 @@ def review(store: Any, limit: int | None = None) -> Review:
         order = order[: max(int(limit), 0)]
     from mltrace_otel.store import staleness
 
-    runs = staleness.annotate(store, [found_runs[r] for r in order], deps)
+    runs = staleness.annotate(store, [found_runs[r] for r in order], deps, infos)
     n = len(flagged)
     entries = tuple(ReviewEntry(run=r, count=len(reach[r.id]), coverage=len(reach[r.id]) / n)
                     for r in runs)

@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from mltrace_otel.store import queries
-from mltrace_otel.store.models import Run
+from mltrace_otel.store.models import Pointer, Run
 
 _NS_PER_S = 1_000_000_000
 _DAY_S = 86400
@@ -46,6 +46,18 @@ SELECT 'p' AS kind, Component, Pointer, argMax(RunId, (Start, RunId)), max(toUni
 FROM {{db}}.mltrace_lineage
 WHERE Pointer IN {ptrs:Array(String)} AND Start > fromUnixTimestamp64Nano({after:Int64})
 GROUP BY Component, Pointer"""
+
+_NOTES = """
+SELECT 'n' AS kind, '' AS Component, argMax(Notes, Version) AS Pointer, RunId, toInt64(0) AS ns
+FROM {{db}}.mltrace_notes
+WHERE RunId IN {ids:Array(String)}
+GROUP BY RunId"""
+
+_FLAGS = """
+SELECT 'f' AS kind, '' AS Component, Pointer, '' AS RunId, toInt64(0) AS ns FROM (
+    SELECT Pointer, argMax(Flagged, Version) AS f FROM {{db}}.mltrace_flags
+    WHERE Pointer IN {allptrs:Array(String)} GROUP BY Pointer)
+WHERE f = 1"""
 
 _NEWER_RUNS = """
 SELECT 'c' AS kind, Component, '' AS Pointer, argMax(RunId, (Start, RunId)),
@@ -72,17 +84,23 @@ def newer_message(component: str, dep_id: str, newer_id: str) -> str:
     return f"{component} (ID {dep_id}) has a newer run now (ID {newer_id})."
 
 
-def annotate(store: Any, runs: Sequence[tuple[Run, int]],
-             deps: dict[str, list[tuple[str, str]]]) -> list[Run]:
-    """Runs with ``dependencies`` and ``stale`` filled, in the given order.
+def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[tuple[str, str]]],
+             infos: dict[str, Any] | None = None) -> list[Run]:
+    """Runs with ``dependencies``, ``stale``, notes written later and pointer flags filled, in
+    the given order: one query (notes, flags and staleness together).
 
     Args:
         runs: (run, start in ns) pairs.
         deps: ``{run id: [(producer id, pointer)]}`` from :func:`.lineage.dependencies`.
+        infos: lineage Info of runs already known (producers), to skip looking them up.
     """
     from mltrace_otel.store import lineage
 
+    if not runs:
+        return []
     known = {run.id: (run.component, ns) for run, ns in runs}
+    for rid, info in (infos or {}).items():
+        known.setdefault(rid, (info.component, info.ns))
     missing = {p for run, _ in runs for p, _ptr in deps.get(run.id, ()) if p not in known}
     for rid, info in lineage.lineage_info(store, missing).items():
         known[rid] = (info.component, info.ns)
@@ -95,27 +113,34 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]],
             if dep_id in known:
                 comp, dns = known[dep_id]
                 pairs.append((run, ns, dep_id, comp, dns, ptrs))
+    windows = sorted({(c, dns, ns) for _r, ns, _d, c, dns, _p in pairs if dns <= ns})
+    params = {
+        "ids": sorted({run.id for run, _ in runs}),
+        "allptrs": sorted({p.name for run, _ in runs for p in (*run.inputs, *run.outputs)}),
+        "comps": sorted({p[3] for p in pairs}),
+        "windows": windows,
+        "lo": min((w[1] for w in windows), default=0),
+        "hi": max((w[2] for w in windows), default=0),
+        "ptrs": sorted({x for p in pairs for x in p[5] if x}),
+        "ucomps": sorted({p[3] for p in pairs if "" in p[5]}),
+        "after": min((p[1] for p in pairs), default=0),
+    }
+    parts = [text for text, key in ((_NOTES, "ids"), (_FLAGS, "allptrs"), (_WINDOWS, "windows"),
+                                    (_NEWER_WRITERS, "ptrs"), (_NEWER_RUNS, "ucomps")) if params[key]]
+    rows = queries.run_query(store, "staleness", "\nUNION ALL\n".join(parts), params)
     window_rows: dict[str, list[tuple[str, int]]] = {}
     latest: dict[tuple[str, str], tuple[str, int]] = {}
-    if pairs:
-        windows = sorted({(c, dns, ns) for _r, ns, _d, c, dns, _p in pairs if dns <= ns})
-        params = {
-            "comps": sorted({p[3] for p in pairs}),
-            "windows": windows,
-            "lo": min((w[1] for w in windows), default=0),
-            "hi": max((w[2] for w in windows), default=0),
-            "ptrs": sorted({x for p in pairs for x in p[5] if x}),
-            "ucomps": sorted({p[3] for p in pairs if "" in p[5]}),
-            "after": min(p[1] for p in pairs),
-        }
-        parts = [text for text, key in ((_WINDOWS, "windows"), (_NEWER_WRITERS, "ptrs"),
-                                        (_NEWER_RUNS, "ucomps")) if params[key]]
-        rows = queries.run_query(store, "staleness", "\nUNION ALL\n".join(parts), params) if parts else []
-        for kind, comp, ptr, rid, rns in rows:
-            if kind == "w":
-                window_rows.setdefault(comp, []).append((rid, int(rns)))
-            else:
-                latest[(comp, ptr)] = (rid, int(rns))
+    notes: dict[str, str] = {}
+    flagged: set[str] = set()
+    for kind, comp, ptr, rid, rns in rows:
+        if kind == "w":
+            window_rows.setdefault(comp, []).append((rid, int(rns)))
+        elif kind == "n":
+            notes[rid] = ptr
+        elif kind == "f":
+            flagged.add(ptr)
+        else:
+            latest[(comp, ptr)] = (rid, int(rns))
     stale: dict[str, list[str]] = {}
     for run, ns, dep_id, comp, dns, ptrs in pairs:
         msgs = stale.setdefault(run.id, [])
@@ -130,9 +155,14 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]],
         newer = [n for n in newer if n[1] > ns and n[0] not in (dep_id, run.id)]
         if newer:
             msgs.append(newer_message(comp, dep_id, max(newer, key=lambda n: (n[1], n[0]))[0]))
+
+    def flag(ps: tuple[Pointer, ...]) -> tuple[Pointer, ...]:
+        return tuple(replace(p, flagged=p.name in flagged) for p in ps)
+
     return [
         replace(run, dependencies=tuple(dict.fromkeys(p for p, _ptr in deps.get(run.id, ()))),
-                stale=tuple(stale.get(run.id, ())))
+                stale=tuple(stale.get(run.id, ())), notes=notes.get(run.id, run.notes),
+                inputs=flag(run.inputs), outputs=flag(run.outputs))
         for run, _ns in runs
     ]
 
