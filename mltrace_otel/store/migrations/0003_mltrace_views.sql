@@ -1,90 +1,83 @@
--- Materialized views from otel_traces into the mltrace tables. Robust to spans from any SDK:
--- a missing attribute gives '' / []; an array attribute that is a plain string is one element;
--- parallel arrays of unequal length are padded with ''.
+-- Materialized views filling the mltrace tables. Robust to spans from any SDK: a missing
+-- attribute gives '' / []; an array attribute that is a plain string is one element; parallel
+-- arrays of unequal length are padded with '' (or cut to the length of Inputs / Outputs).
+--
+-- Cheap per insert (ClickHouse runs every view on every insert into otel_traces, and each
+-- view's fixed cost -- analysing its query, writing a part -- is paid per insert): only
+-- mltrace_runs_mv reads otel_traces and parses the JSON attribute arrays, each once (in the
+-- inner query); mltrace_io and mltrace_components are filled by cascades from mltrace_runs
+-- (as mltrace_lineage is, 0011), from the already parsed columns.
 CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.mltrace_runs_mv {{on_cluster}}
 TO {{db}}.mltrace_runs
 AS SELECT
-    SpanId AS RunId,
-    TraceId,
-    ParentSpanId,
-    ServiceName,
-    SpanAttributes['mltrace.component.name'] AS Component,
-    SpanAttributes['mltrace.component.owner'] AS Owner,
-    SpanAttributes['mltrace.component.description'] AS Description,
-    {{str_array SpanAttributes['mltrace.component.tags']}} AS Tags,
-    Timestamp AS Start,
-    addNanoseconds(Timestamp, Duration) AS End,
-    Duration AS DurationNs,
-    StatusCode,
-    StatusMessage,
-    {{str_array SpanAttributes['mltrace.run.inputs']}} AS Inputs,
-    arrayMap(i -> {{str_array SpanAttributes['mltrace.run.input_versions']}}[i], arrayEnumerate(Inputs)) AS InputVersions,
-    arrayMap(i -> if({{str_array SpanAttributes['mltrace.run.input_types']}}[i] = '', 'UNKNOWN', {{str_array SpanAttributes['mltrace.run.input_types']}}[i]), arrayEnumerate(Inputs)) AS InputTypes,
-    {{str_array SpanAttributes['mltrace.run.outputs']}} AS Outputs,
-    arrayMap(i -> {{str_array SpanAttributes['mltrace.run.output_versions']}}[i], arrayEnumerate(Outputs)) AS OutputVersions,
-    arrayMap(i -> if({{str_array SpanAttributes['mltrace.run.output_types']}}[i] = '', 'UNKNOWN', {{str_array SpanAttributes['mltrace.run.output_types']}}[i]), arrayEnumerate(Outputs)) AS OutputTypes,
-    {{str_array SpanAttributes['mltrace.run.upstream']}} AS Upstream,
-    if(SpanAttributes['mltrace.run.staleness_threshold_s'] = '', 2592000,
-       toUInt64OrZero(SpanAttributes['mltrace.run.staleness_threshold_s'])) AS StalenessThresholdS,
-    SpanAttributes['mltrace.run.endpoint'] = 'true' AS Endpoint,
-    SpanAttributes['vcs.ref.head.revision'] AS GitHash,
-    {{str_array SpanAttributes['mltrace.git.tags']}} AS GitTags,
-    SpanAttributes['code.function.name'] AS CodeFunction,
-    SpanAttributes['code.file.path'] AS CodeFile,
-    SpanAttributes['mltrace.run.notes'] AS Notes,
-    arrayMap(a -> a['mltrace.test.name'], arrayFilter((a, n) -> n = 'mltrace.test', Events.Attributes, Events.Name)) AS TestNames,
-    arrayMap(a -> a['mltrace.test.method'], arrayFilter((a, n) -> n = 'mltrace.test', Events.Attributes, Events.Name)) AS TestMethods,
-    arrayMap(a -> a['mltrace.test.phase'], arrayFilter((a, n) -> n = 'mltrace.test', Events.Attributes, Events.Name)) AS TestPhases,
-    arrayMap(a -> toUInt8(a['mltrace.test.passed'] = 'true'), arrayFilter((a, n) -> n = 'mltrace.test', Events.Attributes, Events.Name)) AS TestPassed,
-    arrayMap(a -> a['mltrace.test.message'], arrayFilter((a, n) -> n = 'mltrace.test', Events.Attributes, Events.Name)) AS TestMessages,
+    RunId, TraceId, ParentSpanId, ServiceName,
+    S[1] AS Component, S[2] AS Owner, S[3] AS Description, A[1] AS Tags,
+    Start, End, DurationNs, StatusCode, StatusMessage,
+    A[2] AS Inputs,
+    arrayResize(A[3], length(Inputs), '') AS InputVersions,
+    arrayMap(x -> if(x = '', 'UNKNOWN', x), arrayResize(A[4], length(Inputs), '')) AS InputTypes,
+    A[5] AS Outputs,
+    arrayResize(A[6], length(Outputs), '') AS OutputVersions,
+    arrayMap(x -> if(x = '', 'UNKNOWN', x), arrayResize(A[7], length(Outputs), '')) AS OutputTypes,
+    A[8] AS Upstream,
+    if(S[4] = '', 2592000, toUInt64OrZero(S[4])) AS StalenessThresholdS,
+    S[5] = 'true' AS Endpoint,
+    S[6] AS GitHash, A[9] AS GitTags, S[7] AS CodeFunction, S[8] AS CodeFile, S[9] AS Notes,
+    arrayMap(a -> a['mltrace.test.name'], Tests) AS TestNames,
+    arrayMap(a -> a['mltrace.test.method'], Tests) AS TestMethods,
+    arrayMap(a -> a['mltrace.test.phase'], Tests) AS TestPhases,
+    arrayMap(a -> toUInt8(a['mltrace.test.passed'] = 'true'), Tests) AS TestPassed,
+    arrayMap(a -> a['mltrace.test.message'], Tests) AS TestMessages,
     arrayStringConcat(arrayMap(a -> concat(a['exception.type'], ': ', a['exception.message']),
-        arrayFilter((a, n) -> n = 'exception', Events.Attributes, Events.Name)), '\n') AS Exception
-FROM {{db}}.otel_traces
-WHERE SpanAttributes['mltrace.component.name'] != '';
+        Exceptions), '\n') AS Exception
+FROM (
+    SELECT
+        SpanId AS RunId,
+        TraceId,
+        ParentSpanId,
+        ServiceName,
+        arrayMap(k -> SpanAttributes[k], ['mltrace.component.name', 'mltrace.component.owner',
+            'mltrace.component.description', 'mltrace.run.staleness_threshold_s', 'mltrace.run.endpoint',
+            'vcs.ref.head.revision', 'code.function.name', 'code.file.path', 'mltrace.run.notes']) AS S,
+        arrayMap(x -> {{str_array x}}, arrayMap(k -> SpanAttributes[k], ['mltrace.component.tags',
+            'mltrace.run.inputs', 'mltrace.run.input_versions', 'mltrace.run.input_types', 'mltrace.run.outputs',
+            'mltrace.run.output_versions', 'mltrace.run.output_types', 'mltrace.run.upstream',
+            'mltrace.git.tags'])) AS A,
+        Timestamp AS Start,
+        addNanoseconds(Timestamp, Duration) AS End,
+        Duration AS DurationNs,
+        StatusCode,
+        StatusMessage,
+        arrayFilter((a, n) -> n = 'mltrace.test', Events.Attributes, Events.Name) AS Tests,
+        arrayFilter((a, n) -> n = 'exception', Events.Attributes, Events.Name) AS Exceptions
+    FROM {{db}}.otel_traces
+    WHERE SpanAttributes['mltrace.component.name'] != ''
+);
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.mltrace_io_in_mv {{on_cluster}}
+-- One row per (pointer, role, run), both roles in one view: a cascade from mltrace_runs, whose
+-- InputTypes / OutputTypes already say 'UNKNOWN' for a missing type.
+CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.mltrace_io_mv {{on_cluster}}
 TO {{db}}.mltrace_io
 AS SELECT
     p.1 AS Pointer,
-    'in' AS Role,
-    SpanId AS RunId,
-    SpanAttributes['mltrace.component.name'] AS Component,
+    p.4 AS Role,
+    RunId,
+    Component,
     p.2 AS Version,
-    if(p.3 = '', 'UNKNOWN', p.3) AS PointerType,
-    Timestamp AS Start,
-    addNanoseconds(Timestamp, Duration) AS End
-FROM {{db}}.otel_traces
-ARRAY JOIN arrayMap(i -> ({{str_array SpanAttributes['mltrace.run.inputs']}}[i],
-                          {{str_array SpanAttributes['mltrace.run.input_versions']}}[i],
-                          {{str_array SpanAttributes['mltrace.run.input_types']}}[i]),
-                    arrayEnumerate({{str_array SpanAttributes['mltrace.run.inputs']}})) AS p
-WHERE SpanAttributes['mltrace.component.name'] != '';
+    p.3 AS PointerType,
+    Start,
+    End
+FROM {{db}}.mltrace_runs
+ARRAY JOIN arrayConcat(arrayMap((n, v, t) -> (n, v, t, 'in'), Inputs, InputVersions, InputTypes),
+                       arrayMap((n, v, t) -> (n, v, t, 'out'), Outputs, OutputVersions, OutputTypes)) AS p;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.mltrace_io_out_mv {{on_cluster}}
-TO {{db}}.mltrace_io
-AS SELECT
-    p.1 AS Pointer,
-    'out' AS Role,
-    SpanId AS RunId,
-    SpanAttributes['mltrace.component.name'] AS Component,
-    p.2 AS Version,
-    if(p.3 = '', 'UNKNOWN', p.3) AS PointerType,
-    Timestamp AS Start,
-    addNanoseconds(Timestamp, Duration) AS End
-FROM {{db}}.otel_traces
-ARRAY JOIN arrayMap(i -> ({{str_array SpanAttributes['mltrace.run.outputs']}}[i],
-                          {{str_array SpanAttributes['mltrace.run.output_versions']}}[i],
-                          {{str_array SpanAttributes['mltrace.run.output_types']}}[i]),
-                    arrayEnumerate({{str_array SpanAttributes['mltrace.run.outputs']}})) AS p
-WHERE SpanAttributes['mltrace.component.name'] != '';
-
+-- Component metadata from each run (latest Version wins): a cascade from mltrace_runs.
 CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.mltrace_components_mv {{on_cluster}}
 TO {{db}}.mltrace_components
 AS SELECT
-    SpanAttributes['mltrace.component.name'] AS Name,
-    SpanAttributes['mltrace.component.owner'] AS Owner,
-    SpanAttributes['mltrace.component.description'] AS Description,
-    {{str_array SpanAttributes['mltrace.component.tags']}} AS Tags,
-    Timestamp AS Version
-FROM {{db}}.otel_traces
-WHERE SpanAttributes['mltrace.component.name'] != '';
+    Component AS Name,
+    Owner,
+    Description,
+    Tags,
+    Start AS Version
+FROM {{db}}.mltrace_runs;
