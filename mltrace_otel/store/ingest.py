@@ -149,19 +149,37 @@ def render_value(v: Any) -> str:
     return ""
 
 
+def _render_kv_value(v: Any) -> str:
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "array_value":
+        return _json_or_empty(_json_array, v.array_value.values)
+    return render_value(v)
+
+
+_KV_CACHE: dict[bytes, tuple[str, str]] = {}
+_KV_CACHE_MAX = 20_000
+"""Rendered attributes by their serialized KeyValue: spans repeat most attributes (component,
+owner, code location, git hash, pointer types), and one ``SerializeToString`` plus a dict look-up
+costs less than reading a KeyValue's fields through the protobuf API. Equal bytes are an equal
+attribute, so a hit renders exactly what a miss would. Bounded: cleared when full."""
+
+
 def render_attributes(kvs: Iterable[Any]) -> dict[str, str]:
     """OTLP KeyValues → the attribute map (keys sorted, values rendered; last duplicate wins)."""
     items = []
     append = items.append
+    cache = _KV_CACHE
     for kv in kvs:
-        v = kv.value
-        kind = v.WhichOneof("value")
-        if kind == "string_value":
-            append((kv.key, v.string_value))
-        elif kind == "array_value":
-            append((kv.key, _json_or_empty(_json_array, v.array_value.values)))
-        else:
-            append((kv.key, render_value(v)))
+        raw = kv.SerializeToString()
+        hit = cache.get(raw)
+        if hit is None:
+            hit = (kv.key, _render_kv_value(kv.value))
+            if len(cache) >= _KV_CACHE_MAX:
+                cache.clear()
+            cache[raw] = hit
+        append(hit)
     if len(items) > 1:
         items.sort(key=_first)
     return dict(items)
