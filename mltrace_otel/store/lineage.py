@@ -38,7 +38,7 @@ _LINEAGE_COLUMNS = """RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inpu
 # components (top WINDOW per component) from mltrace_runs.
 _CAND_POINTERS = """
     SELECT RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inputs, InputVersions, Upstream,
-           [Pointer] AS Outs, [Version] AS OutVersions, concat('p', char(0), Pointer) AS WKey
+           [Pointer] AS Outs, [Version] AS OutVersions, 'p' AS Kind
     FROM {{db}}.mltrace_lineage
     WHERE Pointer IN {ptrs:Array(String)}
       AND toUnixTimestamp64Nano(Start) <= {pns:Array(Int64)}[indexOf({ptrs:Array(String)}, Pointer)]
@@ -47,8 +47,7 @@ _CAND_POINTERS = """
 
 _CAND_VERSIONS = """
     SELECT RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inputs, InputVersions, Upstream,
-           [Pointer] AS Outs, [Version] AS OutVersions,
-           concat('v', char(0), Pointer, char(0), Version) AS WKey
+           [Pointer] AS Outs, [Version] AS OutVersions, 'v' AS Kind
     FROM {{db}}.mltrace_lineage
     WHERE Pointer IN {vptrs:Array(String)}
       AND (Pointer, Version) IN {pv:Array(Tuple(String, String))}
@@ -57,7 +56,7 @@ _CAND_VERSIONS = """
     LIMIT {k:UInt32} BY Pointer, Version"""
 
 _CAND_COMPONENTS = f"""
-    SELECT {_LINEAGE_COLUMNS}, concat('c', char(0), Component) AS WKey FROM {{{{db}}}}.mltrace_runs
+    SELECT {_LINEAGE_COLUMNS}, 'c' AS Kind FROM {{{{db}}}}.mltrace_runs
     WHERE RunId IN (
         SELECT RunId FROM (
             SELECT Component, RunId, Start FROM {{{{db}}}}.mltrace_runs
@@ -172,12 +171,17 @@ def _candidates(store: Any, needs: Sequence[Need]) -> tuple[dict[str, Info], dic
         params.update(comps=list(cbound), cns=list(cbound.values()))
     if not parts:
         return {}, {}
-    text = "\nUNION ALL\n".join(f"SELECT * FROM ({p})" for p in parts)
+    text = parts[0] if len(parts) == 1 else "\nUNION ALL\n".join(f"SELECT * FROM ({p})" for p in parts)
     rows = queries.run_query(store, "producer_candidates", text, params)
     out: dict[str, Info] = {}
     counts: dict[str, int] = {}
     for r in rows:
-        counts[r[8]] = counts.get(r[8], 0) + 1
+        kind = r[8]
+        if kind == "c":
+            key = f"c{chr(0)}{r[1]}"
+        else:  # the row's one output pointer (and version) is its window
+            key = chr(0).join((kind, r[6][0]) if kind == "p" else (kind, r[6][0], r[7][0]))
+        counts[key] = counts.get(key, 0) + 1
         info = _info(r[:8])
         if info.id in out:  # one row per pointer written: merge what it wrote
             for p, v in info.outputs.items():

@@ -194,3 +194,15 @@ def test_trace_run_starts_at_the_run(store):
     lin = store.trace_run(ids[3][:8])
     assert lin.root == ids[3]
     assert {n.run.id: n.depth for n in lin.nodes} == {ids[3]: 0, ids[1]: 1, ids[2]: 1, ids[0]: 2}
+
+
+def test_version_windows_are_asked_again_for_older_consumers(store, write):
+    r = Runs()
+    writers = [r.run("w", [], ["table"], out_versions=["same"], at=10 * i + 10) for i in range(12)]
+    r.run("w", [], ["table"], out_versions=["other"], at=1000)
+    early = r.run("early", ["table"], ["e"], in_versions=["same"], at=35)
+    late = r.run("late", ["table"], ["l"], in_versions=["same"], at=2000)
+    write(store, r)
+    runs = {x.id: x for x in store.get_runs([early, late])}
+    assert runs[early].dependencies == (writers[2],)
+    assert runs[late].dependencies == (writers[-1],)  # the newer "other" version is not it
