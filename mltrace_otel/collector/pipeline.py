@@ -9,12 +9,12 @@ batch, and hands the batch to the inserter thread (``ingest.insert_columns``) --
 of ``Store.insert_otlp``, so there is one ingest path -- when it holds ``batch_rows`` spans,
 ``batch_delay_s`` after its first request arrived, or, group commit, as soon as the inserter is
 idle and arrivals pause for ``linger_s``. While an insert runs, arrivals keep joining the next
-batch, so batches grow with the load (ClickHouse pays a large fixed cost per insert: the
-materialized views), and rendering overlaps inserting (ClickHouse releases the GIL). Only the
-inserter writes to the store, so inserts and spool drains never interleave. A batch whose
-insert fails for a reason other than :class:`~mltrace_otel.errors.StoreUnavailable` is
-inserted again request by request, so one request the store refuses (:class:`Rejected`,
-HTTP 400) cannot sink the others.
+batch (past ``batch_rows``, up to ``max_batch_rows``), so batches grow with the load (ClickHouse
+pays a large fixed cost per insert: the materialized views), and rendering overlaps inserting
+(ClickHouse releases the GIL). Only the inserter writes to the store, so inserts and spool
+drains never interleave. A batch whose insert fails for a reason other than
+:class:`~mltrace_otel.errors.StoreUnavailable` is inserted again request by request, so one
+request the store refuses (:class:`Rejected`, HTTP 400) cannot sink the others.
 
 Backpressure, never a silent drop:
 
@@ -137,6 +137,9 @@ class IngestQueue:
             thread writes to it.
         batch_rows, batch_delay_s: close a batch at this many spans, or this long after its
             oldest request arrived.
+        max_batch_rows: while an insert is running, the next batch keeps taking queued
+            requests up to this many spans (then waits for the inserter): under load inserts
+            get bigger and fewer, each paying the store's fixed per-insert cost once.
         linger_s: also flush when the inserter is idle and no request arrived for this long
             (group commit: at low load a request is not held back for ``batch_delay_s``;
             under load batches still fill up while the previous insert runs). None: only
@@ -155,9 +158,10 @@ class IngestQueue:
                  queue_spans: int = 200_000, stall_s: float = 10.0, retry_after_s: float = 1.0,
                  drain_every_s: float = 0.0, linger_s: float | None = 0.005, metrics: Any = None,
                  render: Callable[[bytes], Any] | None = None,
-                 insert: Callable[[Any], Any] | None = None) -> None:
+                 insert: Callable[[Any], Any] | None = None, max_batch_rows: int = 20_000) -> None:
         self.store = store
         self.batch_rows = max(1, batch_rows)
+        self.max_batch_rows = max(self.batch_rows, max_batch_rows)
         self.batch_delay_s = max(0.0, batch_delay_s)
         self.queue_spans = max(1, queue_spans)
         self.stall_s = stall_s
@@ -247,14 +251,19 @@ class IngestQueue:
         with self._cond:
             while True:
                 now = time.monotonic()
-                if self._items and rows < self.batch_rows:
+                # while an insert runs, the next batch may grow past batch_rows (to
+                # max_batch_rows): each insert pays a large fixed cost (the views), so under
+                # load fewer, bigger inserts commit more spans per second
+                limit = self.batch_rows if self._inserter_idle else self.max_batch_rows
+                if self._items and rows < limit:
                     item = self._items.popleft()
                     self._queued -= item.spans
                     self._inflight += item.spans
                     return "render", item
                 if batch:
                     idle = self.linger_s is not None and self._inserter_idle
-                    if (rows >= self.batch_rows or self._stopping or now >= opened + self.batch_delay_s
+                    if ((rows >= self.batch_rows and self._inserter_idle) or rows >= limit
+                            or self._stopping or now >= opened + self.batch_delay_s
                             or (idle and now - self._last_arrival >= self.linger_s)):
                         self._inserter_idle = False  # it gets this batch now
                         return "flush", None
