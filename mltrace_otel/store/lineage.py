@@ -45,6 +45,20 @@ _CAND_POINTERS = """
     ORDER BY Pointer DESC, Start DESC, RunId DESC
     LIMIT {k:UInt32} BY Pointer"""
 
+# The same without the per-pointer window: every writer started before the bound, capped at
+# EVERY_CAP rows. Cheaper (no sort) and complete when under the cap, the usual case (a pointer
+# has few writers); a batch that hits the cap is asked again with the windowed form.
+_CAND_POINTERS_EVERY = """
+    SELECT RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inputs, InputVersions, Upstream,
+           [Pointer] AS Outs, [Version] AS OutVersions, 'a' AS Kind
+    FROM {{db}}.mltrace_lineage
+    WHERE Pointer IN {ptrs:Array(String)}
+      AND toUnixTimestamp64Nano(Start) <= {pns:Array(Int64)}[indexOf({ptrs:Array(String)}, Pointer)]
+    LIMIT {cap:UInt32}"""
+
+EVERY_CAP = 512
+"""Rows the unwindowed candidate read may return before the windowed read is used instead."""
+
 _CAND_VERSIONS = """
     SELECT RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inputs, InputVersions, Upstream,
            [Pointer] AS Outs, [Version] AS OutVersions, 'v' AS Kind
@@ -143,10 +157,12 @@ def needs_of(info: Info) -> list[Need]:
     return out
 
 
-def _candidates(store: Any, needs: Sequence[Need]) -> tuple[dict[str, Info], dict[str, int]]:
+def _candidates(store: Any, needs: Sequence[Need], windowed: bool = False
+                ) -> tuple[dict[str, Info], dict[str, int]]:
     """One query: candidate producers (with lineage columns) for a batch of needs, and how many
     rows each window (pointer, pointer+version, component) returned (a full window may hide
-    older writers)."""
+    older writers). First every writer of the pointers (complete unless capped); when capped,
+    again with a window per pointer."""
     pbound: dict[str, int] = {}
     vbound: dict[str, int] = {}
     pairs: set[tuple[str, str]] = set()
@@ -161,8 +177,8 @@ def _candidates(store: Any, needs: Sequence[Need]) -> tuple[dict[str, Info], dic
             pairs.add((n.pointer, n.version))
     parts, params = [], {"k": WINDOW}
     if pbound:
-        parts.append(_CAND_POINTERS)
-        params.update(ptrs=list(pbound), pns=list(pbound.values()))
+        parts.append(_CAND_POINTERS if windowed else _CAND_POINTERS_EVERY)
+        params.update(ptrs=list(pbound), pns=list(pbound.values()), cap=EVERY_CAP)
     if pairs:
         parts.append(_CAND_VERSIONS)
         params.update(vptrs=list(vbound), vns=list(vbound.values()), pv=sorted(pairs))
@@ -173,15 +189,20 @@ def _candidates(store: Any, needs: Sequence[Need]) -> tuple[dict[str, Info], dic
         return {}, {}
     text = parts[0] if len(parts) == 1 else "\nUNION ALL\n".join(f"SELECT * FROM ({p})" for p in parts)
     rows = queries.run_query(store, "producer_candidates", text, params)
+    if not windowed and sum(1 for r in rows if r[8] == "a") >= EVERY_CAP:
+        return _candidates(store, needs, windowed=True)
     out: dict[str, Info] = {}
     counts: dict[str, int] = {}
     for r in rows:
         kind = r[8]
-        if kind == "c":
+        if kind == "a":  # complete: every writer before the bound, never a full window
+            pass
+        elif kind == "c":
             key = f"c{chr(0)}{r[1]}"
         else:  # the row's one output pointer (and version) is its window
             key = chr(0).join((kind, r[6][0]) if kind == "p" else (kind, r[6][0], r[7][0]))
-        counts[key] = counts.get(key, 0) + 1
+        if kind != "a":
+            counts[key] = counts.get(key, 0) + 1
         info = _info(r[:8])
         if info.id in out:  # one row per pointer written: merge what it wrote
             for p, v in info.outputs.items():

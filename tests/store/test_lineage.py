@@ -8,6 +8,14 @@ import pytest
 from query_helpers import Runs, diamonds
 
 from mltrace_otel.errors import NotFound
+from mltrace_otel.store import lineage
+
+
+@pytest.fixture(params=["every", "windowed"])
+def cap(request, monkeypatch):
+    """Candidates read unwindowed (the usual path), or forced through the per-pointer windows."""
+    if request.param == "windowed":
+        monkeypatch.setattr(lineage, "EVERY_CAP", 1)
 
 
 @pytest.fixture(params=["ingest", "contrib"])
@@ -70,7 +78,7 @@ def test_cycle_through_two_pointers_terminates_producer_before_consumer(store, w
     assert store.get_run(a1).dependencies == ()
 
 
-def test_version_matched_dependency_picks_the_run_that_wrote_that_version(store, write):
+def test_version_matched_dependency_picks_the_run_that_wrote_that_version(store, write, cap):
     r = Runs()
     w1 = r.run("writer", [], ["table"], out_versions=["v1"])
     w2 = r.run("writer", [], ["table"], out_versions=["v2"])
@@ -93,7 +101,7 @@ def test_a_run_that_reads_and_rewrites_a_pointer_is_not_its_own_dependency(store
     assert [(n.depth, n.run.id) for n in store.trace("state.json").nodes] == [(0, upd), (1, first)]
 
 
-def test_producer_is_the_latest_writer_started_no_later_than_the_consumer(store, write):
+def test_producer_is_the_latest_writer_started_no_later_than_the_consumer(store, write, cap):
     r = Runs()
     writers = [r.run("w", [], ["hot"], at=10 * i + 10) for i in range(20)]
     early = r.run("early", ["hot"], ["e"], at=35)  # writers at 10, 20, 30 exist
@@ -143,7 +151,7 @@ def _reference_trace(runs: list[dict], output: str) -> dict[str, int]:
     return depth
 
 
-def test_thousand_run_fan_in_fan_out_pipeline_matches_a_reference_walk(store):
+def test_thousand_run_fan_in_fan_out_pipeline_matches_a_reference_walk(store, cap):
     rnd = random.Random(7)
     r = Runs()
     pointers = [f"src{i}" for i in range(20)]
@@ -196,7 +204,7 @@ def test_trace_run_starts_at_the_run(store):
     assert {n.run.id: n.depth for n in lin.nodes} == {ids[3]: 0, ids[1]: 1, ids[2]: 1, ids[0]: 2}
 
 
-def test_version_windows_are_asked_again_for_older_consumers(store, write):
+def test_version_windows_are_asked_again_for_older_consumers(store, write, cap):
     r = Runs()
     writers = [r.run("w", [], ["table"], out_versions=["same"], at=10 * i + 10) for i in range(12)]
     r.run("w", [], ["table"], out_versions=["other"], at=1000)
