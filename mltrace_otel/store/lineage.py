@@ -11,9 +11,11 @@ Semantics (DESIGN.md "Semantics"):
 
 Set-based: one query resolves the producers of a whole frontier (every input of every run in
 it), so a trace costs one query per lineage level, never one per run. Candidates come from
-``mltrace_io`` (ordered by pointer) as the top few writers per pointer started before the
-frontier's latest consumer; when that window cannot decide a consumer (many newer writers),
-those consumers alone are asked again with their own bound, until decided.
+``mltrace_lineage`` (ordered by pointer; each row carries the writer's own inputs, so the next
+level needs no other read): every writer of the frontier's pointers started before its latest
+consumer, unsorted and capped; past the cap, the newest WINDOW writers per pointer (and per
+pointer+version, per set_upstream component). When a window cannot decide a consumer (many
+newer writers), those consumers alone are asked again with their own bound, until decided.
 """
 
 from __future__ import annotations
