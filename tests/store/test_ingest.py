@@ -175,7 +175,7 @@ def _plain_otel_run(tracer, name: str, inputs: list[str], outputs: list[str], **
 
 
 def test_writer_rows_equal_contrib_rows_for_sdk_spans(otel_tracer) -> None:
-    from conftest import contrib_row
+    from contrib_rows import contrib_row
 
     tracer, exporter = otel_tracer
     with tracer.start_as_current_span("parent"):
