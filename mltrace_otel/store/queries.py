@@ -328,7 +328,9 @@ def count_runs(store: Any) -> int:
 
 # --- components, tags ---------------------------------------------------------------------------
 # A component's metadata: the latest of its span rows and create_component rows (by Version);
-# tags = span tags ∪ tag_component tags not deleted (latest row per (Name, Tag) wins).
+# tags = span tags ∪ tag_component tags not deleted (latest row per (Name, Tag) wins). The run
+# count is count() over the runs_by_component projection (a span delivered twice counts twice
+# until the next merge; exact de-duplication here would read every run id).
 COMPONENTS_SQL = """
 WITH
     meta AS (
@@ -341,7 +343,7 @@ WITH
             SELECT Name, Tag, argMax(Deleted, Version) AS d FROM {{db}}.mltrace_component_tags
             GROUP BY Name, Tag) WHERE d = 0 GROUP BY Name),
     runs AS (
-        SELECT Component AS Name, uniqExact(RunId) AS n, max(Start) AS last
+        SELECT Component AS Name, count() AS n, max(Start) AS last
         FROM {{db}}.mltrace_runs GROUP BY Component)
 SELECT m.Name, m.Owner, m.Description,
        arraySort(arrayDistinct(arrayConcat(m.SpanTags, e.ExtraTags))) AS AllTags,

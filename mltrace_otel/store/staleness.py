@@ -167,10 +167,14 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
     ]
 
 
+# Each component's latest run: max(Start) per component, then the runs at that (Component,
+# Start) — both answered by the runs_by_component projection.
 LATEST_PER_COMPONENT = """
-SELECT Component, argMax(RunId, (Start, RunId)) FROM {{db}}.mltrace_runs
-WHERE {component:String} = '' OR Component = {component:String}
-GROUP BY Component
+SELECT Component, RunId FROM {{db}}.mltrace_runs
+WHERE (Component, Start) IN (
+    SELECT Component, max(Start) FROM {{db}}.mltrace_runs
+    WHERE {component:String} = '' OR Component = {component:String}
+    GROUP BY Component)
 """
 
 
@@ -178,6 +182,9 @@ def stale_runs(store: Any, component: str | None = None, limit: int = 100) -> li
     """The latest run of each component (or of one) that is stale now, newest first."""
     rows = queries.run_query(store, "latest_per_component", LATEST_PER_COMPONENT,
                              {"component": component or ""})
-    runs = queries.complete_runs(store, [r[1] for r in rows])
+    latest: dict[str, str] = {}
+    for comp, rid in rows:  # ties on start: the largest id, as everywhere else
+        latest[comp] = max(rid, latest.get(comp, ""))
+    runs = queries.complete_runs(store, list(latest.values()))
     stale = sorted((r for r in runs if r.stale), key=lambda r: (r.start, r.id), reverse=True)
     return stale[: max(int(limit), 0)]
