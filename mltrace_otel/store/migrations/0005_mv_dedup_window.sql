@@ -6,3 +6,10 @@ ALTER TABLE {{db}}.otel_traces_trace_id_ts {{on_cluster}} MODIFY SETTING non_rep
 ALTER TABLE {{db}}.mltrace_runs {{on_cluster}} MODIFY SETTING non_replicated_deduplication_window = 10000;
 ALTER TABLE {{db}}.mltrace_io {{on_cluster}} MODIFY SETTING non_replicated_deduplication_window = 10000;
 ALTER TABLE {{db}}.mltrace_components {{on_cluster}} MODIFY SETTING non_replicated_deduplication_window = 10000;
+
+-- The same wider merges as otel_traces (0004): these tables (and mltrace_lineage, 0011) get one
+-- small part per insert too.
+ALTER TABLE {{db}}.otel_traces_trace_id_ts {{on_cluster}} MODIFY SETTING merge_selector_base = 20;
+ALTER TABLE {{db}}.mltrace_runs {{on_cluster}} MODIFY SETTING merge_selector_base = 20;
+ALTER TABLE {{db}}.mltrace_io {{on_cluster}} MODIFY SETTING merge_selector_base = 20;
+ALTER TABLE {{db}}.mltrace_components {{on_cluster}} MODIFY SETTING merge_selector_base = 20;

@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS {{db}}.mltrace_lineage {{on_cluster}} (
 ) ENGINE = {{engine ReplacingMergeTree()}}
 ORDER BY (Pointer, Start, RunId)
 {{ttl toDateTime(Start)}}
-SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 1024,
+SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 1024, merge_selector_base = 20,
     min_compress_block_size = 4096, max_compress_block_size = 65536;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.mltrace_lineage_mv {{on_cluster}}
