@@ -232,21 +232,11 @@ def get_runs(store: Any, run_ids: Sequence[str]) -> list[Run]:
 
 
 # --- recent, history, count -------------------------------------------------------------------
-# Pages of (id, start), newest first, answered by the runs_by_start / runs_by_component
-# projections; over-fetched so duplicate rows of a run cannot shorten a page. Full rows are then
-# read for the page only.
+# Pages of (id, start), newest first, answered by the runs_by_start projection; over-fetched so
+# duplicate rows of a run cannot shorten a page. Full rows are then read for the page only.
 RECENT_IDS = """
 SELECT RunId, toUnixTimestamp64Nano(Start) AS ns FROM {{db}}.mltrace_runs
 WHERE Start <= fromUnixTimestamp64Nano({before_ns:Int64})
-ORDER BY Start DESC
-LIMIT {n:UInt32}
-"""
-
-HISTORY_IDS = """
-SELECT RunId, toUnixTimestamp64Nano(Start) AS ns FROM {{db}}.mltrace_runs
-WHERE Component = {component:String}
-  AND Start >= fromUnixTimestamp64Nano({since_ns:Int64})
-  AND Start <= fromUnixTimestamp64Nano({until_ns:Int64})
 ORDER BY Start DESC
 LIMIT {n:UInt32}
 """
