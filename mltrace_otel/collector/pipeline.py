@@ -137,6 +137,9 @@ class IngestQueue:
             thread writes to it.
         batch_rows, batch_delay_s: close a batch at this many spans, or this long after its
             oldest request arrived.
+        linger_max_s: group commit under load: while a batch holds fewer requests than the
+            previous one, the idle inserter waits for more up to this long after the batch
+            opened (N senders answered together send again together).
         max_batch_rows: while an insert is running, the next batch keeps taking queued
             requests up to this many spans (then waits for the inserter): under load inserts
             get bigger and fewer, each paying the store's fixed per-insert cost once.
@@ -158,10 +161,13 @@ class IngestQueue:
                  queue_spans: int = 200_000, stall_s: float = 10.0, retry_after_s: float = 1.0,
                  drain_every_s: float = 0.0, linger_s: float | None = 0.005, metrics: Any = None,
                  render: Callable[[bytes], Any] | None = None,
-                 insert: Callable[[Any], Any] | None = None, max_batch_rows: int = 20_000) -> None:
+                 insert: Callable[[Any], Any] | None = None, max_batch_rows: int = 20_000,
+                 linger_max_s: float = 0.05) -> None:
         self.store = store
         self.batch_rows = max(1, batch_rows)
         self.max_batch_rows = max(self.batch_rows, max_batch_rows)
+        self.linger_max_s = linger_max_s
+        self._expect = 1  # requests the last batch carried (group commit waits for as many)
         self.batch_delay_s = max(0.0, batch_delay_s)
         self.queue_spans = max(1, queue_spans)
         self.stall_s = stall_s
@@ -262,14 +268,23 @@ class IngestQueue:
                     return "render", item
                 if batch:
                     idle = self.linger_s is not None and self._inserter_idle
+                    linger_until = 0.0
+                    if idle:
+                        linger_until = self._last_arrival + self.linger_s
+                        if len(batch) < self._expect:
+                            # the requests answered together last time are likely on their
+                            # way again: wait for them a little, rather than pay the insert's
+                            # fixed cost twice (at most linger_max_s after the batch opened)
+                            linger_until = max(linger_until, opened + self.linger_max_s)
                     if ((rows >= self.batch_rows and self._inserter_idle) or rows >= limit
                             or self._stopping or now >= opened + self.batch_delay_s
-                            or (idle and now - self._last_arrival >= self.linger_s)):
+                            or (idle and now >= linger_until)):
                         self._inserter_idle = False  # it gets this batch now
+                        self._expect = len(batch)
                         return "flush", None
                     timeout = opened + self.batch_delay_s - now
                     if idle:
-                        timeout = min(timeout, self._last_arrival + self.linger_s - now)
+                        timeout = min(timeout, linger_until - now)
                     self._cond.wait(max(timeout, 0.0005))
                 elif self._stopping:
                     return "stop", None
