@@ -46,6 +46,11 @@ def _get_store() -> Any:
 
             _store = open_store(settings)
             _store_url = url
+            if settings.is_embedded and not getattr(_store, "proxied", False):
+                # A notebook or script that queries keeps the engine for its whole life; share it
+                # so the CLI, the UI and other scripts reach it instead of waiting for the lock.
+                # Its spool is drained before each query below, so no periodic drain is needed.
+                _store.serve_shared(drain_interval_s=0)
         elif settings.is_embedded and not getattr(_store, "proxied", False):
             _store.drain_spool()
         return _store
