@@ -70,7 +70,8 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0; a pid we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -138,7 +139,7 @@ def claim_all(spool_dir: Path) -> Iterator[Claimed]:
             candidates.append((name[: -len(SUFFIX)], p))
         elif CLAIM in name:
             base, _, pid = name.rpartition(CLAIM)
-            if pid.isdigit() and int(pid) != me and not _pid_alive(int(pid)):
+            if pid.isdigit() and int(pid) != me and not pid_alive(int(pid)):
                 candidates.append((base[: -len(SUFFIX)], p))
     candidates.sort()
     for token, p in candidates:

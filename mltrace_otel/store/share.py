@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from mltrace_otel import spool
 from mltrace_otel.errors import StoreUnavailable
 from mltrace_otel.settings import Settings, mask_url
 
@@ -177,19 +178,9 @@ def _read_share(directory: Path, pid: int | None) -> dict[str, Any] | None:
         return None
     if pid is not None and pid > 0 and info["pid"] != pid:
         return None
-    if not _pid_alive(int(info["pid"])):
+    if not spool.pid_alive(int(info["pid"])):
         return None
     return info
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _connect_embedded(settings: Settings, directory: Path) -> Connection:
