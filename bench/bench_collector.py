@@ -7,8 +7,8 @@ What it measures, in one run on this machine:
 1. **baseline**: a bulk insert of pre-built rows (the same kind of spans, already rendered to
    otel_traces columns) straight into an embedded store, 5,120 rows per insert -- the floor
    any writer in Python pays (ClickHouse work incl. the mltrace materialized views, plus
-   clickhouse-connect's serialization). Also ``Store.insert_otlp`` (render + insert) on one
-   thread.
+   the insert body: ``ingest.insert_columns``, the writer's own path). Also
+   ``Store.insert_otlp`` (render + insert) on one thread.
 2. **collector**: ``python -m mltrace_otel.collector`` in a subprocess on its own embedded store;
    ``--senders`` processes POST ``--spans``-span protobuf requests over keep-alive HTTP/1.1
    for ``--seconds`` (after a warm-up), one request in flight per sender (``--connections``

@@ -6,8 +6,9 @@ Measured in one process, on run-like spans (9 attributes, 4 of them string array
 
 1. **floor**: parse the protobuf and touch every attribute (what any Python renderer pays).
 2. **render**: ``rows_from_otlp`` (the exact contrib value mapping), spans/s; ratio to the floor.
-3. **insert**: ``Store.insert_columns`` of pre-rendered rows into a fresh embedded store (the
-   ClickHouse work: otel_traces + 5 materialized views), rows/s.
+3. **insert**: ``ingest.insert_columns`` of pre-rendered rows into a fresh embedded store (the
+   writer's own path: one JSONCompactColumns body; the ClickHouse work: otel_traces + the
+   materialized views), rows/s.
 4. **insert_otlp**: render + insert, spans/s; ratio to 3 (batches interleaved with 3's, so
    both pay the same background merges).
 5. **open**: ``open_store`` on a fresh directory (engine start + migrations) and again on the
@@ -97,7 +98,7 @@ def main() -> None:
 
     from mltrace_otel.settings import Settings
     from mltrace_otel.store import open_store
-    from mltrace_otel.store.ingest import COLUMNS, rows_from_otlp
+    from mltrace_otel.store.ingest import insert_columns, rows_from_otlp
 
     payloads = [make_request(a.spans, s) for s in range(a.batches)]
     total = a.spans * a.batches
@@ -127,7 +128,7 @@ def main() -> None:
         fresh = [make_request(a.spans, 1000 + s) for s in range(a.batches)]
         w = c = w2 = 0.0
         for col, p in zip(cols, fresh, strict=True):  # interleaved: both see the same merges
-            _, dw, dc = timed(store.insert_columns, "bench", "otel_traces", col.data, COLUMNS)
+            _, dw, dc = timed(insert_columns, store, col)
             w, c = w + dw, c + dc
             _, dw, _ = timed(store.insert_otlp, p)
             w2 += dw
