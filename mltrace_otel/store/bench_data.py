@@ -50,7 +50,7 @@ def generate_chain_runs(store: Any, runs: int, stages: int = 10, batch: int = 20
 
 def merge_all(store: Any) -> None:
     """Merge every part of the mltrace tables (the state background merges reach at rest)."""
-    for table in ("otel_traces", "mltrace_runs", "mltrace_io", "mltrace_components"):
+    for table in ("otel_traces", "mltrace_runs", "mltrace_io", "mltrace_lineage", "mltrace_components"):
         store.command("bench_optimize", sql(store, f"OPTIMIZE TABLE {{{{db}}}}.{table} FINAL"))
 
 

@@ -11,11 +11,12 @@ Semantics (DESIGN.md "Semantics"):
 
 Set-based: one query resolves the producers of a whole frontier (every input of every run in
 it), so a trace costs one query per lineage level, never one per run. Candidates come from
-``mltrace_lineage`` (ordered by pointer; each row carries the writer's own inputs, so the next
-level needs no other read): every writer of the frontier's pointers started before its latest
-consumer, unsorted and capped; past the cap, the newest WINDOW writers per pointer (and per
-pointer+version, per set_upstream component). When a window cannot decide a consumer (many
-newer writers), those consumers alone are asked again with their own bound, until decided.
+``mltrace_lineage`` (ordered by pointer; each row carries the writer's whole run as one JSON
+column, so the next level and the trace's own run list need no other read): every writer of
+the frontier's pointers, unsorted and capped; past the cap, the newest WINDOW writers per
+pointer started before its latest consumer (and per pointer+version, per set_upstream
+component). When a window cannot decide a consumer (many newer writers), those consumers alone
+are asked again with their own bound, until decided.
 """
 
 from __future__ import annotations
@@ -31,79 +32,78 @@ from mltrace_otel.store.models import Lineage, LineageEdge, LineageNode
 WINDOW = 8
 """Writers fetched per pointer (and per (pointer, version), per component) in one step."""
 
-_LINEAGE_COLUMNS = """RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inputs, InputVersions,
-    Upstream, Outputs, OutputVersions"""
+_ROW = queries.RUN_ROW_JSON
 
-# candidates: writers of the needed pointers (top WINDOW per pointer started before the bound),
-# version-matched writers (top WINDOW per (pointer, version)) from mltrace_lineage (ordered by
-# pointer: one index read gives each writer with its own inputs), and runs of set_upstream
-# components (top WINDOW per component) from mltrace_runs.
+# candidates, each row (Kind, Pointer, Version, Row JSON): writers of the needed pointers from
+# mltrace_lineage (ordered by pointer: one index read gives each writer's whole row, so the next
+# level needs no other read), and runs of set_upstream components from mltrace_runs.
+# 'a': every writer of the pointers, unsorted, capped at EVERY_CAP rows: no sort and no start
+# bound in SQL (the engine's cost grows with each column and expression; _decide applies the
+# bound), complete when under the cap, the usual case (a pointer has few writers). A batch that
+# hits the cap is asked again with the windowed form 'p': the newest WINDOW writers per pointer
+# started before the bound.
+_CAND_POINTERS_EVERY = """
+    SELECT 'a' AS Kind, Pointer, Version, Row FROM {{db}}.mltrace_lineage
+    WHERE Pointer IN {ptrs:Array(String)}
+    LIMIT {cap:UInt32}"""
+
 _CAND_POINTERS = """
-    SELECT RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inputs, InputVersions, Upstream,
-           [Pointer] AS Outs, [Version] AS OutVersions, 'p' AS Kind
-    FROM {{db}}.mltrace_lineage
+    SELECT 'p' AS Kind, Pointer, Version, Row FROM {{db}}.mltrace_lineage
     WHERE Pointer IN {ptrs:Array(String)}
       AND toUnixTimestamp64Nano(Start) <= {pns:Array(Int64)}[indexOf({ptrs:Array(String)}, Pointer)]
     ORDER BY Pointer DESC, Start DESC, RunId DESC
     LIMIT {k:UInt32} BY Pointer"""
 
-# The same without the per-pointer window: every writer started before the bound, capped at
-# EVERY_CAP rows. Cheaper (no sort) and complete when under the cap, the usual case (a pointer
-# has few writers); a batch that hits the cap is asked again with the windowed form.
-_CAND_POINTERS_EVERY = """
-    SELECT RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inputs, InputVersions, Upstream,
-           [Pointer] AS Outs, [Version] AS OutVersions, 'a' AS Kind
-    FROM {{db}}.mltrace_lineage
-    WHERE Pointer IN {ptrs:Array(String)}
-      AND toUnixTimestamp64Nano(Start) <= {pns:Array(Int64)}[indexOf({ptrs:Array(String)}, Pointer)]
-    LIMIT {cap:UInt32}"""
-
 EVERY_CAP = 512
 """Rows the unwindowed candidate read may return before the windowed read is used instead."""
 
+# version-matched writers: the newest WINDOW per (pointer, version) started before the bound.
 _CAND_VERSIONS = """
-    SELECT RunId, Component, toUnixTimestamp64Nano(Start) AS ns, Inputs, InputVersions, Upstream,
-           [Pointer] AS Outs, [Version] AS OutVersions, 'v' AS Kind
-    FROM {{db}}.mltrace_lineage
+    SELECT 'v' AS Kind, Pointer, Version, Row FROM {{db}}.mltrace_lineage
     WHERE Pointer IN {vptrs:Array(String)}
       AND (Pointer, Version) IN {pv:Array(Tuple(String, String))}
       AND toUnixTimestamp64Nano(Start) <= {vns:Array(Int64)}[indexOf({vptrs:Array(String)}, Pointer)]
     ORDER BY Pointer DESC, Version DESC, Start DESC, RunId DESC
     LIMIT {k:UInt32} BY Pointer, Version"""
 
+# set_upstream components: the newest WINDOW runs per component started before the bound.
 _CAND_COMPONENTS = f"""
-    SELECT {_LINEAGE_COLUMNS}, 'c' AS Kind FROM {{{{db}}}}.mltrace_runs
-    WHERE RunId IN (
-        SELECT RunId FROM (
-            SELECT Component, RunId, Start FROM {{{{db}}}}.mltrace_runs
-            WHERE Component IN {{comps:Array(String)}}
-              AND toUnixTimestamp64Nano(Start)
-                  <= {{cns:Array(Int64)}}[indexOf({{comps:Array(String)}}, Component)]
-            LIMIT 1 BY Component, RunId)
-        ORDER BY Component, Start DESC, RunId DESC
-        LIMIT {{k:UInt32}} BY Component)
-    LIMIT 1 BY RunId"""
+    SELECT 'c' AS Kind, '' AS Pointer, '' AS Version, Row FROM (
+        SELECT RunId, {_ROW} AS Row FROM {{{{db}}}}.mltrace_runs
+        WHERE RunId IN (
+            SELECT RunId FROM (
+                SELECT Component, RunId, Start FROM {{{{db}}}}.mltrace_runs
+                WHERE Component IN {{comps:Array(String)}}
+                  AND toUnixTimestamp64Nano(Start)
+                      <= {{cns:Array(Int64)}}[indexOf({{comps:Array(String)}}, Component)]
+                LIMIT 1 BY Component, RunId)
+            ORDER BY Component, Start DESC, RunId DESC
+            LIMIT {{k:UInt32}} BY Component)
+        LIMIT 1 BY RunId)"""
 
 LINEAGE_BY_ID = f"""
-SELECT {_LINEAGE_COLUMNS} FROM {{{{db}}}}.mltrace_runs
-WHERE RunId IN {{ids:Array(String)}}
-LIMIT 1 BY RunId
+SELECT Row FROM (
+    SELECT RunId, {_ROW} AS Row FROM {{{{db}}}}.mltrace_runs
+    WHERE RunId IN {{ids:Array(String)}}
+    LIMIT 1 BY RunId)
 """
 
 # consumers of pointers (impact): readers started no earlier than the earliest writer given.
 READERS = f"""
-SELECT {_LINEAGE_COLUMNS} FROM {{{{db}}}}.mltrace_runs
-WHERE RunId IN (
-    SELECT RunId FROM {{{{db}}}}.mltrace_io
-    WHERE Role = 'in' AND Pointer IN {{ptrs:Array(String)}}
-      AND toUnixTimestamp64Nano(Start) >= {{min_ns:Int64}})
-LIMIT 1 BY RunId
+SELECT Row FROM (
+    SELECT RunId, {_ROW} AS Row FROM {{{{db}}}}.mltrace_runs
+    WHERE RunId IN (
+        SELECT RunId FROM {{{{db}}}}.mltrace_io
+        WHERE Role = 'in' AND Pointer IN {{ptrs:Array(String)}}
+          AND toUnixTimestamp64Nano(Start) >= {{min_ns:Int64}})
+    LIMIT 1 BY RunId)
 """
 
 
 @dataclass(frozen=True)
 class Info:
-    """What lineage needs of a run: its inputs (with versions), set_upstream names, outputs."""
+    """What lineage needs of a run: its inputs (with versions), set_upstream names, outputs;
+    ``run`` is the whole run (a Run without dependencies or staleness) when it was read."""
 
     id: str
     component: str
@@ -111,15 +111,17 @@ class Info:
     inputs: tuple[tuple[str, str], ...]
     upstream: tuple[str, ...]
     outputs: dict[str, str] = field(hash=False, compare=False)
+    run: Any = field(default=None, hash=False, compare=False)
 
 
-def _info(r: tuple) -> Info:
-    rid, comp, ns, ins, in_v, up, outs, out_v = r
-    inputs = tuple((p, in_v[i] if i < len(in_v) else "") for i, p in enumerate(ins))
+def _info(row_json: str) -> Info:
+    """Info of a ``queries.RUN_ROW_JSON`` value (keeping the Run it describes)."""
+    run, ns = queries.run_from_json(row_json)
     outputs: dict[str, str] = {}
-    for i, p in enumerate(outs):
-        outputs.setdefault(p, out_v[i] if i < len(out_v) else "")
-    return Info(rid, comp, int(ns), inputs, tuple(up), outputs)
+    for p in run.outputs:
+        outputs.setdefault(p.name, p.version)
+    return Info(run.id, run.component, ns, tuple((p.name, p.version) for p in run.inputs),
+                tuple(run.upstream), outputs, run)
 
 
 def lineage_info(store: Any, ids: Iterable[str]) -> dict[str, Info]:
@@ -128,7 +130,8 @@ def lineage_info(store: Any, ids: Iterable[str]) -> dict[str, Info]:
     if not ids:
         return {}
     rows = queries.run_query(store, "lineage_by_id", LINEAGE_BY_ID, {"ids": ids})
-    return {r[0]: _info(r) for r in rows}
+    infos = [_info(r[0]) for r in rows]
+    return {i.id: i for i in infos}
 
 
 @dataclass(frozen=True)
@@ -159,8 +162,13 @@ def needs_of(info: Info) -> list[Need]:
     return out
 
 
-def _candidates(store: Any, needs: Sequence[Need], windowed: bool = False
-                ) -> tuple[dict[str, Info], dict[str, int]]:
+Writers = dict[str, dict[str, Info]]
+"""``{pointer: {run id: Info}}``: every run that ever wrote each pointer listed (learnt from
+the unwindowed candidate read, which is complete); staleness reuses it (newer writers)."""
+
+
+def _candidates(store: Any, needs: Sequence[Need], windowed: bool = False,
+                writers: Writers | None = None) -> tuple[dict[str, Info], dict[str, int]]:
     """One query: candidate producers (with lineage columns) for a batch of needs, and how many
     rows each window (pointer, pointer+version, component) returned (a full window may hide
     older writers). First every writer of the pointers (complete unless capped); when capped,
@@ -180,7 +188,11 @@ def _candidates(store: Any, needs: Sequence[Need], windowed: bool = False
     parts, params = [], {"k": WINDOW}
     if pbound:
         parts.append(_CAND_POINTERS if windowed else _CAND_POINTERS_EVERY)
-        params.update(ptrs=list(pbound), pns=list(pbound.values()), cap=EVERY_CAP)
+        params["ptrs"] = list(pbound)
+        if windowed:
+            params["pns"] = list(pbound.values())
+        else:
+            params["cap"] = EVERY_CAP
     if pairs:
         parts.append(_CAND_VERSIONS)
         params.update(vptrs=list(vbound), vns=list(vbound.values()), pv=sorted(pairs))
@@ -191,27 +203,32 @@ def _candidates(store: Any, needs: Sequence[Need], windowed: bool = False
         return {}, {}
     text = parts[0] if len(parts) == 1 else "\nUNION ALL\n".join(f"SELECT * FROM ({p})" for p in parts)
     rows = queries.run_query(store, "producer_candidates", text, params)
-    if not windowed and sum(1 for r in rows if r[8] == "a") >= EVERY_CAP:
-        return _candidates(store, needs, windowed=True)
+    if not windowed and sum(1 for r in rows if r[0] == "a") >= EVERY_CAP:
+        return _candidates(store, needs, windowed=True, writers=writers)
     out: dict[str, Info] = {}
     counts: dict[str, int] = {}
-    for r in rows:
-        kind = r[8]
-        if kind == "a":  # complete: every writer before the bound, never a full window
-            pass
-        elif kind == "c":
-            key = f"c{chr(0)}{r[1]}"
+    if writers is not None and pbound and not windowed:
+        for p in pbound:
+            writers.setdefault(p, {})
+    for kind, ptr, version, row in rows:
+        rid = json_id(row)
+        if rid not in out:  # one row per pointer a run wrote (and duplicates): parse it once
+            out[rid] = _info(row)
+        if kind == "a":  # complete: every writer of the pointer, never a full window
+            if writers is not None:
+                writers.setdefault(ptr, {})[rid] = out[rid]
+            continue
+        if kind == "c":
+            key = f"c{chr(0)}{out[rid].component}"
         else:  # the row's one output pointer (and version) is its window
-            key = chr(0).join((kind, r[6][0]) if kind == "p" else (kind, r[6][0], r[7][0]))
-        if kind != "a":
-            counts[key] = counts.get(key, 0) + 1
-        info = _info(r[:8])
-        if info.id in out:  # one row per pointer written: merge what it wrote
-            for p, v in info.outputs.items():
-                out[info.id].outputs.setdefault(p, v)
-        else:
-            out[info.id] = info
+            key = chr(0).join((kind, ptr) if kind == "p" else (kind, ptr, version))
+        counts[key] = counts.get(key, 0) + 1
     return out, counts
+
+
+def json_id(row: str) -> str:
+    """The run id of a ``RUN_ROW_JSON`` value (its first element), without parsing it all."""
+    return row[2:row.index('"', 2)]
 
 
 def _full(counts: dict[str, int], *key: str) -> bool:
@@ -247,17 +264,18 @@ def _decide(n: Need, cands: Sequence[Info], counts: dict[str, int]) -> tuple[boo
     return not _full(counts, "p", n.pointer), None
 
 
-def resolve(store: Any, needs: Sequence[Need], known: dict[str, Info] | None = None
-            ) -> tuple[list[tuple[Need, Info]], dict[str, Info]]:
+def resolve(store: Any, needs: Sequence[Need], known: dict[str, Info] | None = None,
+            writers: Writers | None = None) -> tuple[list[tuple[Need, Info]], dict[str, Info]]:
     """Producers of a batch of needs: ([(need, producer)], every candidate seen by id).
 
     One query per round; a second round only for needs the first window could not decide.
+    ``writers`` collects every writer of the pointers whose candidate read was complete.
     """
     seen: dict[str, Info] = dict(known or {})
     out: list[tuple[Need, Info]] = []
     todo = list(needs)
     while todo:
-        cands, counts = _candidates(store, todo)
+        cands, counts = _candidates(store, todo, writers=writers)
         seen.update(cands)
         pool = list(cands.values())
         undecided = []
@@ -273,17 +291,17 @@ def resolve(store: Any, needs: Sequence[Need], known: dict[str, Info] | None = N
     return out, seen
 
 
-def dependencies(store: Any, runs: dict[str, Any], infos: dict[str, Info] | None = None
-                 ) -> dict[str, list[tuple[str, str]]]:
+def dependencies(store: Any, runs: dict[str, Any], infos: dict[str, Info] | None = None,
+                 writers: Writers | None = None) -> dict[str, list[tuple[str, str]]]:
     """Dependencies of runs (``{id: (Run, start_ns)}``): ``{id: [(producer_id, pointer)]}``,
     pointer "" for set_upstream dependencies. One query (plus rare extra rounds). ``infos``
-    collects what was learnt of each producer."""
+    collects what was learnt of each producer, ``writers`` every writer of the pointers read."""
     needs = []
     for rid, (run, ns) in runs.items():
         info = Info(rid, run.component, ns, tuple((p.name, p.version) for p in run.inputs),
                     tuple(run.upstream), {})
         needs += needs_of(info)
-    found, _ = resolve(store, needs)
+    found, _ = resolve(store, needs, writers=writers)
     deps: dict[str, list[tuple[str, str]]] = {rid: [] for rid in runs}
     for n, prod in found:
         if infos is not None:
@@ -295,14 +313,14 @@ def dependencies(store: Any, runs: dict[str, Any], infos: dict[str, Info] | None
 
 
 # --- walks ------------------------------------------------------------------------------------
-def _latest_writer(store: Any, output: str) -> Info:
-    found, _ = resolve(store, [Need("", _NO_BOUND, pointer=str(output))])
+def _latest_writer(store: Any, output: str, writers: Writers | None = None) -> Info:
+    found, _ = resolve(store, [Need("", _NO_BOUND, pointer=str(output))], writers=writers)
     if not found:
         raise NotFound(f"no run wrote {output!r}", hint="check the output id (`mltrace recent`)")
     return found[0][1]
 
 
-def _walk_up(store: Any, root: Info, infos: dict[str, Info]) -> tuple[
+def _walk_up(store: Any, root: Info, infos: dict[str, Info], writers: Writers) -> tuple[
         dict[str, int], list[LineageEdge], dict[str, list[tuple[str, str]]]]:
     """Breadth-first upstream walk: depth per run, edges, and each run's dependencies
     (``infos`` collects what the walk learnt of each run)."""
@@ -316,7 +334,7 @@ def _walk_up(store: Any, root: Info, infos: dict[str, Info]) -> tuple[
         needs = [n for info in frontier for n in needs_of(info)]
         for info in frontier:
             deps[info.id] = []
-        found, _ = resolve(store, needs)
+        found, _ = resolve(store, needs, writers=writers)
         level += 1
         nxt: list[Info] = []
         for n, prod in found:
@@ -334,17 +352,21 @@ def _walk_up(store: Any, root: Info, infos: dict[str, Info]) -> tuple[
 
 def _lineage(store: Any, root: str, direction: str, depth: dict[str, int], edges: list[LineageEdge],
              deps: dict[str, list[tuple[str, str]]] | None, infos: dict[str, Info],
-             outputs: tuple[str, ...] = ()) -> Lineage:
+             outputs: tuple[str, ...] = (), writers: Writers | None = None) -> Lineage:
     """Full runs (with dependencies and staleness) for a walk's nodes, ordered by depth then
     newest first."""
     from mltrace_otel.store import staleness
 
-    found = queries.fetch_runs(store, depth, near_of(infos, depth))
+    found = {r: (infos[r].run, infos[r].ns) for r in depth if r in infos and infos[r].run is not None}
+    if len(found) < len(depth):  # runs the walk did not read whole (none, as lineage reads rows)
+        missing = [r for r in depth if r not in found]
+        found.update(queries.fetch_runs(store, missing, near_of(infos, missing)))
+    writers = {} if writers is None else writers
     if deps is None or any(rid not in deps for rid in found):
         deps = {**dependencies(store, {r: found[r] for r in found if not deps or r not in deps},
-                               infos), **(deps or {})}
+                               infos, writers), **(deps or {})}
     ordered = sorted(found, key=lambda r: (depth[r], -found[r][1], r))
-    runs = staleness.annotate(store, [found[r] for r in ordered], deps, infos)
+    runs = staleness.annotate(store, [found[r] for r in ordered], deps, infos, writers)
     nodes = tuple(LineageNode(depth=depth[r.id], run=r) for r in runs)
     return Lineage(root=root, direction=direction, nodes=nodes, edges=tuple(edges), outputs=outputs)
 
@@ -355,10 +377,11 @@ def trace(store: Any, output: str) -> Lineage:
     Raises:
         NotFound: no run wrote ``output``.
     """
-    root = _latest_writer(store, output)
+    writers: Writers = {}
+    root = _latest_writer(store, output, writers)
     infos: dict[str, Info] = {}
-    depth, edges, deps = _walk_up(store, root, infos)
-    return _lineage(store, str(output), "trace", depth, edges, deps, infos)
+    depth, edges, deps = _walk_up(store, root, infos, writers)
+    return _lineage(store, str(output), "trace", depth, edges, deps, infos, writers=writers)
 
 
 def trace_run(store: Any, run_id: str) -> Lineage:
@@ -368,8 +391,9 @@ def trace_run(store: Any, run_id: str) -> Lineage:
     if rid not in info:
         raise NotFound(f"no run with id {run_id!r}")
     infos: dict[str, Info] = {}
-    depth, edges, deps = _walk_up(store, info[rid], infos)
-    return _lineage(store, rid, "trace", depth, edges, deps, infos)
+    writers: Writers = {}
+    depth, edges, deps = _walk_up(store, info[rid], infos, writers)
+    return _lineage(store, rid, "trace", depth, edges, deps, infos, writers=writers)
 
 
 def near_of(infos: dict[str, Info], ids: Iterable[str]) -> list[tuple[str, int]]:
@@ -448,7 +472,7 @@ def _readers(store: Any, fed: dict[str, set[str]], min_ns: int) -> list[Info]:
     if not fed:
         return []
     rows = queries.run_query(store, "readers", READERS, {"ptrs": sorted(fed), "min_ns": min_ns})
-    return [_info(r) for r in rows]
+    return [_info(r[0]) for r in rows]
 
 
 def _readers_fed_by(store: Any, fed: dict[str, str | None], min_ns: int) -> list[Info]:

@@ -14,10 +14,11 @@ Imports: store internals, models, errors, conventions.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from mltrace_otel.conventions import CODE_SNAPSHOT
@@ -83,6 +84,31 @@ WHERE RunId IN {{ids:Array(String)}} AND Component IN {{comps:Array(String)}}
   AND Start >= fromUnixTimestamp64Nano({{lo:Int64}}) AND Start <= fromUnixTimestamp64Nano({{hi:Int64}})
 LIMIT 1 BY RunId
 """
+
+# The same columns as one JSON array (starts and ends in ns): what mltrace_lineage's ``Row``
+# holds (migration 0011 spells the same expression), read by lineage walks as one column.
+RUN_ROW_JSON = """toJSONString(tuple(RunId, TraceId, Component, toUnixTimestamp64Nano(Start),
+        toUnixTimestamp64Nano(End), StatusCode, StatusMessage, Owner, Description, Tags, ServiceName,
+        Inputs, InputVersions, InputTypes, Outputs, OutputVersions, OutputTypes, Upstream,
+        StalenessThresholdS, Endpoint, GitHash, GitTags, CodeFunction, CodeFile, Notes, TestNames,
+        TestMethods, TestPhases, TestPassed, TestMessages, Exception))"""
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _naive(ns: int) -> datetime:
+    """A naive UTC datetime from ns, truncated to microseconds as clickhouse-connect reads a
+    DateTime64(9)."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def run_from_json(text: str) -> tuple[Run, int]:
+    """A ``RUN_ROW_JSON`` value as a Run (like :func:`row_to_run`) and its start in ns."""
+    r = json.loads(text)
+    start_ns, end_ns = int(r[3]), int(r[4])
+    return row_to_run((*r[:3], _naive(start_ns), _naive(end_ns), *r[5:18], int(r[18]), int(r[19]),
+                       *r[20:], start_ns))
+
 
 _STATUS = {"ok": "OK", "error": "ERROR", "unset": "UNSET", "status_code_ok": "OK",
            "status_code_error": "ERROR", "status_code_unset": "UNSET"}
@@ -160,8 +186,9 @@ def complete_runs(store: Any, ids: Sequence[str],
     if found is None:
         found = fetch_runs(store, ids)
     infos: dict[str, Any] = {}
-    deps = lineage.dependencies(store, found, infos)
-    return staleness.annotate(store, [found[i] for i in ids if i in found], deps, infos)
+    writers: dict[str, Any] = {}
+    deps = lineage.dependencies(store, found, infos, writers)
+    return staleness.annotate(store, [found[i] for i in ids if i in found], deps, infos, writers)
 
 
 # --- run ids ------------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ def review(store: Any, limit: int | None = None) -> Review:
     flagged = state.flagged(store)
     if not flagged:
         return Review()
-    roots, _ = lineage.resolve(store, [lineage.Need("", lineage._NO_BOUND, pointer=f) for f in flagged])
+    writers: lineage.Writers = {}
+    roots, _ = lineage.resolve(store, [lineage.Need("", lineage._NO_BOUND, pointer=f) for f in flagged],
+                               writers=writers)
     root_of = {n.pointer: prod for n, prod in roots}
     unproduced = tuple(f for f in flagged if f not in root_of)
 
@@ -38,7 +40,8 @@ def review(store: Any, limit: int | None = None) -> Review:
             reach.setdefault(rid, set()).update(new)
         todo = [infos[r] for r in changed if r not in deps]
         if todo:
-            found, _ = lineage.resolve(store, [n for i in todo for n in lineage.needs_of(i)])
+            found, _ = lineage.resolve(store, [n for i in todo for n in lineage.needs_of(i)],
+                                       writers=writers)
             for i in todo:
                 deps[i.id] = []
             for n, prod in found:
@@ -53,13 +56,17 @@ def review(store: Any, limit: int | None = None) -> Review:
                     nxt.setdefault(pid, set()).update(add)
         changed = nxt
 
-    found_runs = queries.fetch_runs(store, reach, lineage.near_of(infos, reach))
+    found_runs = {r: (infos[r].run, infos[r].ns) for r in reach
+                  if r in infos and infos[r].run is not None}
+    if len(found_runs) < len(reach):  # runs the walk did not read whole (none: lineage reads rows)
+        missing = [r for r in reach if r not in found_runs]
+        found_runs.update(queries.fetch_runs(store, missing, lineage.near_of(infos, missing)))
     order = sorted(found_runs, key=lambda r: (-len(reach[r]), -found_runs[r][1], r))
     if limit is not None:
         order = order[: max(int(limit), 0)]
     from mltrace_otel.store import staleness
 
-    runs = staleness.annotate(store, [found_runs[r] for r in order], deps, infos)
+    runs = staleness.annotate(store, [found_runs[r] for r in order], deps, infos, writers)
     n = len(flagged)
     entries = tuple(ReviewEntry(run=r, count=len(reach[r.id]), coverage=len(reach[r.id]) / n)
                     for r in runs)

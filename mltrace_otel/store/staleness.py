@@ -28,18 +28,32 @@ from mltrace_otel.store.models import Pointer, Run
 _NS_PER_S = 1_000_000_000
 _DAY_S = 86400
 
-# 'w': runs of the dependencies' components that began inside some [dep start, run start]
-# window (rule 2). Part 'p': the latest writer of each read pointer, per writing component,
-# that began after the earliest of the runs (rule 3). Part 'c': the same per component, for
-# set_upstream dependencies.
+# Every part's rows are (kind, a, b, c, ns). 'w': runs of the dependencies' components that
+# began inside [earliest dep start, latest run start] (rule 2; annotate keeps those inside some
+# [dep start, run start] window of their component), at most WINDOW_CAP rows: plain column
+# reads cost the engine least (each expression and sort adds to every query). A capped read is
+# asked again as 'W', filtered per window in SQL. Part 'p': the latest writer of each read
+# pointer, per writing component, that began after the earliest of the runs (rule 3). Part
+# 'c': the same per component, for set_upstream dependencies. Notes and flags: raw versioned
+# rows (annotate keeps the latest per key).
 _WINDOWS = """
 SELECT 'w' AS kind, Component, '' AS Pointer, RunId, toUnixTimestamp64Nano(Start) AS ns
+FROM {{db}}.mltrace_runs
+WHERE Component IN {comps:Array(String)}
+  AND Start >= fromUnixTimestamp64Nano({lo:Int64}) AND Start <= fromUnixTimestamp64Nano({hi:Int64})
+LIMIT {wcap:UInt32}"""
+
+_WINDOWS_FILTERED = """
+SELECT 'W' AS kind, Component, '' AS Pointer, RunId, toUnixTimestamp64Nano(Start) AS ns
 FROM {{db}}.mltrace_runs
 WHERE Component IN {comps:Array(String)}
   AND Start >= fromUnixTimestamp64Nano({lo:Int64}) AND Start <= fromUnixTimestamp64Nano({hi:Int64})
   AND arrayExists(w -> w.1 = Component AND ns >= w.2 AND ns <= w.3,
                   {windows:Array(Tuple(String, Int64, Int64))})
 LIMIT 1 BY RunId"""
+
+WINDOW_CAP = 2048
+"""Rows the unfiltered window read may return before the filtered read is used instead."""
 
 _NEWER_WRITERS = """
 SELECT 'p' AS kind, Component, Pointer, argMax(RunId, (Start, RunId)), max(toUnixTimestamp64Nano(Start))
@@ -48,16 +62,14 @@ WHERE Pointer IN {ptrs:Array(String)} AND Start > fromUnixTimestamp64Nano({after
 GROUP BY Component, Pointer"""
 
 _NOTES = """
-SELECT 'n' AS kind, '' AS Component, argMax(Notes, Version) AS Pointer, RunId, toInt64(0) AS ns
+SELECT 'n' AS kind, Notes, '' AS Pointer, RunId, toUnixTimestamp64Nano(Version) AS ns
 FROM {{db}}.mltrace_notes
-WHERE RunId IN {ids:Array(String)}
-GROUP BY RunId"""
+WHERE RunId IN {ids:Array(String)}"""
 
 _FLAGS = """
-SELECT 'f' AS kind, '' AS Component, Pointer, '' AS RunId, toInt64(0) AS ns FROM (
-    SELECT Pointer, argMax(Flagged, Version) AS f FROM {{db}}.mltrace_flags
-    WHERE Pointer IN {allptrs:Array(String)} GROUP BY Pointer)
-WHERE f = 1"""
+SELECT 'f' AS kind, toString(Flagged), Pointer, '' AS RunId, toUnixTimestamp64Nano(Version) AS ns
+FROM {{db}}.mltrace_flags
+WHERE Pointer IN {allptrs:Array(String)}"""
 
 _NEWER_RUNS = """
 SELECT 'c' AS kind, Component, '' AS Pointer, argMax(RunId, (Start, RunId)),
@@ -85,7 +97,8 @@ def newer_message(component: str, dep_id: str, newer_id: str) -> str:
 
 
 def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[tuple[str, str]]],
-             infos: dict[str, Any] | None = None) -> list[Run]:
+             infos: dict[str, Any] | None = None,
+             writers: dict[str, dict[str, Any]] | None = None) -> list[Run]:
     """Runs with ``dependencies``, ``stale``, notes written later and pointer flags filled, in
     the given order: one query (notes, flags and staleness together).
 
@@ -93,6 +106,8 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
         runs: (run, start in ns) pairs.
         deps: ``{run id: [(producer id, pointer)]}`` from :func:`.lineage.dependencies`.
         infos: lineage Info of runs already known (producers), to skip looking them up.
+        writers: ``{pointer: {run id: Info}}``, every writer of those pointers (from the
+            lineage reads that resolved ``deps``): rule 3 needs no query for them.
     """
     from mltrace_otel.store import lineage
 
@@ -114,6 +129,16 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
                 comp, dns = known[dep_id]
                 pairs.append((run, ns, dep_id, comp, dns, ptrs))
     windows = sorted({(c, dns, ns) for _r, ns, _d, c, dns, _p in pairs if dns <= ns})
+    after = min((p[1] for p in pairs), default=0)
+    latest: dict[tuple[str, str], tuple[str, int]] = {}
+    read = {x for p in pairs for x in p[5] if x}
+    writers = writers or {}
+    for ptr in read & writers.keys():  # rule 3 from the writers already read
+        for w in writers[ptr].values():
+            if w.ns > after:
+                key = (w.component, ptr)
+                if key not in latest or (w.ns, w.id) > (latest[key][1], latest[key][0]):
+                    latest[key] = (w.id, w.ns)
     params = {
         "ids": sorted({run.id for run, _ in runs}),
         "allptrs": sorted({p.name for run, _ in runs for p in (*run.inputs, *run.outputs)}),
@@ -121,26 +146,32 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
         "windows": windows,
         "lo": min((w[1] for w in windows), default=0),
         "hi": max((w[2] for w in windows), default=0),
-        "ptrs": sorted({x for p in pairs for x in p[5] if x}),
+        "ptrs": sorted(read - writers.keys()),
         "ucomps": sorted({p[3] for p in pairs if "" in p[5]}),
-        "after": min((p[1] for p in pairs), default=0),
+        "after": after,
+        "wcap": WINDOW_CAP,
     }
     parts = [text for text, key in ((_NOTES, "ids"), (_FLAGS, "allptrs"), (_WINDOWS, "windows"),
                                     (_NEWER_WRITERS, "ptrs"), (_NEWER_RUNS, "ucomps")) if params[key]]
     rows = queries.run_query(store, "staleness", "\nUNION ALL\n".join(parts), params)
-    window_rows: dict[str, list[tuple[str, int]]] = {}
-    latest: dict[tuple[str, str], tuple[str, int]] = {}
-    notes: dict[str, str] = {}
-    flagged: set[str] = set()
+    if sum(1 for r in rows if r[0] == "w") >= WINDOW_CAP:  # wide windows: filter them in SQL
+        rows = [r for r in rows if r[0] != "w"] + queries.run_query(
+            store, "staleness_windows", _WINDOWS_FILTERED, params)
+    window_rows: dict[str, set[tuple[str, int]]] = {}
+    notes: dict[str, tuple[int, str]] = {}
+    flags: dict[str, tuple[int, str]] = {}
     for kind, comp, ptr, rid, rns in rows:
-        if kind == "w":
-            window_rows.setdefault(comp, []).append((rid, int(rns)))
-        elif kind == "n":
-            notes[rid] = ptr
-        elif kind == "f":
-            flagged.add(ptr)
+        if kind in ("w", "W"):
+            window_rows.setdefault(comp, set()).add((rid, int(rns)))
+        elif kind == "n":  # latest version wins (comp holds the notes)
+            if rid not in notes or int(rns) >= notes[rid][0]:
+                notes[rid] = (int(rns), comp)
+        elif kind == "f":  # latest version wins (comp holds the flag)
+            if ptr not in flags or int(rns) >= flags[ptr][0]:
+                flags[ptr] = (int(rns), comp)
         else:
             latest[(comp, ptr)] = (rid, int(rns))
+    flagged = {p for p, (_v, f) in flags.items() if f == "1"}
     stale: dict[str, list[str]] = {}
     for run, ns, dep_id, comp, dns, ptrs in pairs:
         msgs = stale.setdefault(run.id, [])
@@ -161,7 +192,8 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
 
     return [
         replace(run, dependencies=tuple(dict.fromkeys(p for p, _ptr in deps.get(run.id, ()))),
-                stale=tuple(stale.get(run.id, ())), notes=notes.get(run.id, run.notes),
+                stale=tuple(stale.get(run.id, ())),
+                notes=notes[run.id][1] if run.id in notes else run.notes,
                 inputs=flag(run.inputs), outputs=flag(run.outputs))
         for run, _ns in runs
     ]

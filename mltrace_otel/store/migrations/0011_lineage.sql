@@ -1,33 +1,42 @@
--- The lineage table: one row per (output pointer, run) with what a trace needs of the run that
--- wrote it (start, component, version written, the run's own inputs and set_upstream names),
--- ordered by pointer, so one index read per lineage level finds producers and their inputs
--- together (store/lineage.py). Filled by a materialized view over mltrace_runs (a cascade: the
--- mltrace_runs MV's inserts trigger it), then back-filled from the runs already stored.
--- ReplacingMergeTree: readers de-duplicate (LIMIT 1 BY Pointer, RunId). Small granules and
--- compression blocks: reads are a few rows per pointer, so each costs little to decompress.
+-- The lineage table: one row per (output pointer, run), ordered by pointer, so one index read
+-- per lineage level finds the producers of a frontier's inputs (store/lineage.py). ``Row`` is
+-- the writer's whole mltrace_runs row as one JSON array (store/queries.RUN_ROW_JSON's columns,
+-- starts in ns): a level reads two columns instead of eight (the engine's cost per query grows
+-- with the columns read, not with the few rows), and a trace needs no second read of its runs.
+-- Filled by a materialized view over mltrace_runs (a cascade: the mltrace_runs MV's inserts
+-- trigger it), then back-filled from the runs already stored. ReplacingMergeTree: readers
+-- de-duplicate by run id. Small granules: reads are a few rows per pointer.
 CREATE TABLE IF NOT EXISTS {{db}}.mltrace_lineage {{on_cluster}} (
     Pointer String,
     Start DateTime64(9),
     RunId String,
     Component LowCardinality(String),
     Version String,
-    Inputs Array(String),
-    InputVersions Array(String),
-    Upstream Array(String)
+    Row String CODEC(ZSTD(1))
 ) ENGINE = {{engine ReplacingMergeTree()}}
 ORDER BY (Pointer, Start, RunId)
 {{ttl toDateTime(Start)}}
-SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 1024, merge_selector_base = 20,
+SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 256, merge_selector_base = 20,
     min_compress_block_size = 4096, max_compress_block_size = 65536;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.mltrace_lineage_mv {{on_cluster}}
 TO {{db}}.mltrace_lineage
-AS SELECT o.1 AS Pointer, Start, RunId, Component, o.2 AS Version, Inputs, InputVersions, Upstream
+AS SELECT o.1 AS Pointer, Start, RunId, Component, o.2 AS Version,
+    toJSONString(tuple(RunId, TraceId, Component, toUnixTimestamp64Nano(Start),
+        toUnixTimestamp64Nano(End), StatusCode, StatusMessage, Owner, Description, Tags, ServiceName,
+        Inputs, InputVersions, InputTypes, Outputs, OutputVersions, OutputTypes, Upstream,
+        StalenessThresholdS, Endpoint, GitHash, GitTags, CodeFunction, CodeFile, Notes, TestNames,
+        TestMethods, TestPhases, TestPassed, TestMessages, Exception)) AS Row
 FROM {{db}}.mltrace_runs
 ARRAY JOIN arrayZip(Outputs, OutputVersions) AS o;
 
-INSERT INTO {{db}}.mltrace_lineage (Pointer, Start, RunId, Component, Version, Inputs, InputVersions, Upstream)
-SELECT o.1, Start, RunId, Component, o.2, Inputs, InputVersions, Upstream
+INSERT INTO {{db}}.mltrace_lineage (Pointer, Start, RunId, Component, Version, Row)
+SELECT o.1, Start, RunId, Component, o.2,
+    toJSONString(tuple(RunId, TraceId, Component, toUnixTimestamp64Nano(Start),
+        toUnixTimestamp64Nano(End), StatusCode, StatusMessage, Owner, Description, Tags, ServiceName,
+        Inputs, InputVersions, InputTypes, Outputs, OutputVersions, OutputTypes, Upstream,
+        StalenessThresholdS, Endpoint, GitHash, GitTags, CodeFunction, CodeFile, Notes, TestNames,
+        TestMethods, TestPhases, TestPassed, TestMessages, Exception))
 FROM {{db}}.mltrace_runs
 ARRAY JOIN arrayZip(Outputs, OutputVersions) AS o
 WHERE (SELECT count() FROM {{db}}.mltrace_lineage) = 0;
