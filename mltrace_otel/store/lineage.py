@@ -439,6 +439,7 @@ def impact(store: Any, target: str) -> Lineage:
             raise NotFound(f"no run read or wrote {target!r}",
                            hint="give an output id or a run id (`mltrace recent`)")
         depth = {i.id: 0 for i in frontier}
+    reached = {i.id: i for i in frontier}  # every reached run's Info (read whole)
     edges: list[LineageEdge] = []
     level = 0
     while frontier:
@@ -461,8 +462,11 @@ def impact(store: Any, target: str) -> Lineage:
                 if n.consumer not in depth:
                     depth[n.consumer] = level
                     nxt.append(by_id[n.consumer])
+        reached.update((i.id, i) for i in nxt)
         frontier = nxt
-    infos = lineage_info(store, depth)
+    infos = {r: reached[r] for r in depth if r in reached}
+    if len(infos) < len(depth):
+        infos.update(lineage_info(store, [r for r in depth if r not in infos]))
     outs = tuple(sorted({p for i in infos.values() for p in i.outputs}))
     return _lineage(store, str(target) if rid is None else rid, "impact", depth, edges, None, infos,
                     outs)

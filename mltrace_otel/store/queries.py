@@ -110,6 +110,15 @@ def run_from_json(text: str) -> tuple[Run, int]:
                        *r[20:], start_ns))
 
 
+# Whole runs by id as RUN_ROW_JSON values, from mltrace_lineage's lineage_by_run projection
+# (ordered by run id): two columns, where RUNS_BY_ID reads every column of mltrace_runs (the
+# engine's cost grows with each column read). Holds the runs that wrote an output.
+ROWS_BY_ID = """
+SELECT Row FROM {{db}}.mltrace_lineage
+WHERE RunId IN {ids:Array(String)}
+LIMIT 1 BY RunId
+"""
+
 _STATUS = {"ok": "OK", "error": "ERROR", "unset": "UNSET", "status_code_ok": "OK",
            "status_code_error": "ERROR", "status_code_unset": "UNSET"}
 
@@ -162,6 +171,13 @@ def fetch_runs(store: Any, ids: Iterable[str],
     ids = sorted(set(ids))
     if not ids:
         return {}
+    out = {}
+    for (row,) in run_query(store, "rows_by_id", ROWS_BY_ID, {"ids": ids}):
+        run, ns = run_from_json(row)
+        out[run.id] = (run, ns)
+    if len(out) == len(ids):
+        return out
+    ids = [i for i in ids if i not in out]  # runs that wrote nothing: every column of mltrace_runs
     near = list(near or ())
     if near:
         rows = run_query(store, "runs_near", RUNS_NEAR, {
@@ -169,12 +185,14 @@ def fetch_runs(store: Any, ids: Iterable[str],
             "lo": min(ns for _, ns in near), "hi": max(ns for _, ns in near)})
     else:
         rows = run_query(store, "runs_by_id", RUNS_BY_ID, {"ids": ids})
-    out = {}
     for r in rows:
         run, ns = row_to_run(r)
         out[run.id] = (run, ns)
-    if near and len(out) < len(ids):  # a hint was wrong (it cannot be, but never lose a run)
-        out.update(fetch_runs(store, [i for i in ids if i not in out]))
+    if near and any(i not in out for i in ids):  # a hint was wrong (never lose a run)
+        rows = run_query(store, "runs_by_id", RUNS_BY_ID, {"ids": [i for i in ids if i not in out]})
+        for r in rows:
+            run, ns = row_to_run(r)
+            out[run.id] = (run, ns)
     return out
 
 
@@ -323,15 +341,16 @@ def _bound_ns(dt: datetime | str | None, default: int) -> int:
     return to_ns(dt)
 
 
-# history's rows in one read: newest first from the runs_full projection (Component, Start).
-HISTORY_ROWS = f"""
-SELECT {_RUN_COLUMNS}
-FROM {{{{db}}}}.mltrace_runs
-WHERE Component = {{component:String}}
-  AND Start >= fromUnixTimestamp64Nano({{since_ns:Int64}})
-  AND Start <= fromUnixTimestamp64Nano({{until_ns:Int64}})
+# history's page of (id, start), newest first, from the runs_by_component projection
+# (Component, Start); the rows are then read by id (fetch_runs: two columns).
+HISTORY_IDS = """
+SELECT RunId, toUnixTimestamp64Nano(Start) AS ns
+FROM {{db}}.mltrace_runs
+WHERE Component = {component:String}
+  AND Start >= fromUnixTimestamp64Nano({since_ns:Int64})
+  AND Start <= fromUnixTimestamp64Nano({until_ns:Int64})
 ORDER BY Start DESC
-LIMIT {{n:UInt32}}
+LIMIT {n:UInt32}
 """
 
 
@@ -344,18 +363,8 @@ def history(store: Any, component: str, limit: int = 10, since: datetime | str |
         return []
     params = {"component": str(component), "since_ns": _bound_ns(since, 0),
               "until_ns": _bound_ns(until, _MAX_NS)}
-    n = int(limit) * 2 + 8
-    while True:  # over-fetch past duplicate rows of a run
-        rows = run_query(store, "history_rows", HISTORY_ROWS, {**params, "n": n})
-        found = {}
-        for r in rows:
-            run, ns = row_to_run(r)
-            found[run.id] = (run, ns)
-        if len(found) >= limit or len(rows) < n or n > 10**7:
-            break
-        n *= 4
-    ids = sorted(found, key=lambda i: (found[i][1], i), reverse=True)[: int(limit)]
-    return complete_runs(store, ids, found)
+    page = _page(store, "history_ids", HISTORY_IDS, params, int(limit))
+    return complete_runs(store, [rid for rid, _ns in page])
 
 
 def count_runs(store: Any) -> int:

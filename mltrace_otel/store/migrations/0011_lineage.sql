@@ -5,19 +5,23 @@
 -- with the columns read, not with the few rows), and a trace needs no second read of its runs.
 -- Filled by a materialized view over mltrace_runs (a cascade: the mltrace_runs MV's inserts
 -- trigger it), then back-filled from the runs already stored. ReplacingMergeTree: readers
--- de-duplicate by run id. Small granules: reads are a few rows per pointer.
+-- de-duplicate by run id. Small granules: reads are a few rows per pointer. The projection
+-- lineage_by_run serves whole runs by id (store/queries.fetch_runs: two columns instead of
+-- mltrace_runs' thirty-odd); runs that wrote nothing are read from mltrace_runs.
 CREATE TABLE IF NOT EXISTS {{db}}.mltrace_lineage {{on_cluster}} (
     Pointer String,
     Start DateTime64(9),
     RunId String,
     Component LowCardinality(String),
     Version String,
-    Row String CODEC(ZSTD(1))
+    Row String CODEC(ZSTD(1)),
+    PROJECTION lineage_by_run (SELECT RunId, Row ORDER BY RunId)
 ) ENGINE = {{engine ReplacingMergeTree()}}
 ORDER BY (Pointer, Start, RunId)
 {{ttl toDateTime(Start)}}
 SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 256, merge_selector_base = 20,
-    min_compress_block_size = 4096, max_compress_block_size = 65536;
+    min_compress_block_size = 4096, max_compress_block_size = 65536,
+    deduplicate_merge_projection_mode = 'rebuild';
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.mltrace_lineage_mv {{on_cluster}}
 TO {{db}}.mltrace_lineage
