@@ -47,3 +47,13 @@ def test_quickstart_has_exactly_two_commands() -> None:
     assert "scripts/test.sh" in lines[1]
     ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text(encoding="utf-8")
     assert "scripts/test.sh" in ci
+
+
+def test_readme_is_built_from_docs() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "tools" / "build_readme.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
