@@ -286,6 +286,14 @@ ORDER BY Start DESC
 LIMIT {n:UInt32}
 """
 
+# The first page (no ``before``): no WHERE at all, which chDB reads in reverse order ~2x
+# cheaper than with an always-true bound.
+RECENT_IDS_FIRST = """
+SELECT RunId, toUnixTimestamp64Nano(Start) AS ns FROM {{db}}.mltrace_runs
+ORDER BY Start DESC
+LIMIT {n:UInt32}
+"""
+
 _MAX_NS = 2**63 - 1
 
 
@@ -313,7 +321,7 @@ def _recent_page(store: Any, limit: int, before: str | None) -> list[tuple[str, 
     if limit is None or limit <= 0:
         return []
     if not before:
-        return _page(store, "recent_ids", RECENT_IDS, {"before_ns": _MAX_NS}, int(limit))
+        return _page(store, "recent_ids", RECENT_IDS_FIRST, {}, int(limit))
     rid = resolve_run_id(store, before)
     bns = fetch_start_ns(store, rid)
     return _page(store, "recent_ids", RECENT_IDS, {"before_ns": bns}, int(limit),
@@ -343,15 +351,16 @@ def _bound_ns(dt: datetime | str | None, default: int) -> int:
 
 # history's page of (id, start), newest first, from the runs_by_component projection
 # (Component, Start); the rows are then read by id (fetch_runs: two columns).
+# Each date bound is in the SQL only when given (an always-true bound still costs a filter).
 HISTORY_IDS = """
 SELECT RunId, toUnixTimestamp64Nano(Start) AS ns
 FROM {{db}}.mltrace_runs
-WHERE Component = {component:String}
-  AND Start >= fromUnixTimestamp64Nano({since_ns:Int64})
-  AND Start <= fromUnixTimestamp64Nano({until_ns:Int64})
+WHERE Component = {component:String}{since}{until}
 ORDER BY Start DESC
 LIMIT {n:UInt32}
 """
+_SINCE = "\n  AND Start >= fromUnixTimestamp64Nano({since_ns:Int64})"
+_UNTIL = "\n  AND Start <= fromUnixTimestamp64Nano({until_ns:Int64})"
 
 
 def history(store: Any, component: str, limit: int = 10, since: datetime | str | None = None,
@@ -363,7 +372,9 @@ def history(store: Any, component: str, limit: int = 10, since: datetime | str |
         return []
     params = {"component": str(component), "since_ns": _bound_ns(since, 0),
               "until_ns": _bound_ns(until, _MAX_NS)}
-    page = _page(store, "history_ids", HISTORY_IDS, params, int(limit))
+    text = (HISTORY_IDS.replace("{since}", _SINCE if params["since_ns"] != 0 else "")
+            .replace("{until}", _UNTIL if params["until_ns"] != _MAX_NS else ""))
+    page = _page(store, "history_ids", text, params, int(limit))
     return complete_runs(store, [rid for rid, _ns in page])
 
 
