@@ -88,15 +88,12 @@ SELECT Row FROM (
     LIMIT 1 BY RunId)
 """
 
-# consumers of pointers (impact): readers started no earlier than the earliest writer given.
-READERS = f"""
-SELECT Row FROM (
-    SELECT RunId, {_ROW} AS Row FROM {{{{db}}}}.mltrace_runs
-    WHERE RunId IN (
-        SELECT RunId FROM {{{{db}}}}.mltrace_io
-        WHERE Role = 'in' AND Pointer IN {{ptrs:Array(String)}}
-          AND toUnixTimestamp64Nano(Start) >= {{min_ns:Int64}})
-    LIMIT 1 BY RunId)
+# consumers of pointers (impact): readers started no earlier than the earliest writer given
+# (their rows are then read by id, lineage_info).
+READER_IDS = """
+SELECT DISTINCT RunId FROM {{db}}.mltrace_io
+WHERE Role = 'in' AND Pointer IN {ptrs:Array(String)}
+  AND toUnixTimestamp64Nano(Start) >= {min_ns:Int64}
 """
 
 
@@ -125,13 +122,18 @@ def _info(row_json: str) -> Info:
 
 
 def lineage_info(store: Any, ids: Iterable[str]) -> dict[str, Info]:
-    """Lineage columns of runs by full id: one query."""
+    """Lineage Info (with the whole run) of runs by full id: from mltrace_lineage's lineage_by_run
+    projection (two columns), then mltrace_runs for runs that wrote nothing."""
     ids = sorted(set(ids))
     if not ids:
         return {}
-    rows = queries.run_query(store, "lineage_by_id", LINEAGE_BY_ID, {"ids": ids})
-    infos = [_info(r[0]) for r in rows]
-    return {i.id: i for i in infos}
+    rows = queries.run_query(store, "rows_by_id", queries.ROWS_BY_ID, {"ids": ids})
+    out = {i.id: i for i in (_info(r[0]) for r in rows)}
+    missing = [i for i in ids if i not in out]
+    if missing:
+        rows = queries.run_query(store, "lineage_by_id", LINEAGE_BY_ID, {"ids": missing})
+        out.update((i.id, i) for i in (_info(r[0]) for r in rows))
+    return out
 
 
 @dataclass(frozen=True)
@@ -475,8 +477,8 @@ def impact(store: Any, target: str) -> Lineage:
 def _readers(store: Any, fed: dict[str, set[str]], min_ns: int) -> list[Info]:
     if not fed:
         return []
-    rows = queries.run_query(store, "readers", READERS, {"ptrs": sorted(fed), "min_ns": min_ns})
-    return [_info(r[0]) for r in rows]
+    rows = queries.run_query(store, "reader_ids", READER_IDS, {"ptrs": sorted(fed), "min_ns": min_ns})
+    return list(lineage_info(store, [r[0] for r in rows]).values())
 
 
 def _readers_fed_by(store: Any, fed: dict[str, str | None], min_ns: int) -> list[Info]:
