@@ -6,7 +6,8 @@ Builds a throwaway store under a temp dir: 100,000 ten-stage chain pipelines gen
 server-side (INSERT ... SELECT FROM numbers() into otel_traces; the materialized views fill the
 mltrace tables), merged (OPTIMIZE FINAL, the state background merges reach at rest). Then times,
 as medians over --repeat calls: trace of a final output (10 levels deep), review of 100 flagged
-outputs, history (10 runs) and recent (10 runs), and reports bytes per run on disk. Each time is
+outputs, history (10 runs) and recent (10 runs), inspect, impact, stale runs and components,
+and reports bytes per run on disk. Each time is
 also printed as a ratio to a trivial query (SELECT 1) measured in the same process, with the CPU
 time of the process (less sensitive to other load on the machine). --dir keeps the store, so a
 second run skips building it.
@@ -84,6 +85,12 @@ def main() -> int:
                 median_ms(lambda: queries.recent_ids(store, 10), args.repeat), 20),
             "inspect (one run)": (median_ms(lambda: store.get_run(lin.nodes[3].run.id[:8]),
                                             args.repeat), None),
+            "impact of a first run (9 downstream)": (
+                median_ms(lambda: store.impact(f"p{last}_s0"), max(3, args.repeat // 4)), None),
+            "stale runs (latest of each component)": (
+                median_ms(store.stale_runs, max(3, args.repeat // 4)), None),
+            "components (with run counts)": (median_ms(store.components, max(3, args.repeat // 4)),
+                                             None),
         }
         sizes = bench_data.bytes_on_disk(store)
         total = sum(sizes.values())
