@@ -23,7 +23,25 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / "_mltrace017_venv"
-PY39 = Path("/root/.pyenv/versions/3.9.18/bin/python")
+
+
+def python39() -> str:
+    """A Python 3.9 for mltrace 0.17 (it breaks on 3.11): $PY39, python3.9 on PATH, or pyenv's."""
+    import os
+
+    candidates = [os.environ.get("PY39"), shutil.which("python3.9")]
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip()
+        candidates += [str(p) for p in sorted(Path(root, "versions").glob("3.9*/bin/python"), reverse=True)]
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    for cand in filter(None, candidates):
+        ok = subprocess.run([cand, "-c", "import sys; sys.exit(sys.version_info[:2] != (3, 9))"],
+                            capture_output=True)
+        if ok.returncode == 0:
+            return cand
+    sys.exit("bench_mltrace017 needs Python 3.9: set PY39=/path/to/python3.9")
+
 DIAMONDS = 12
 
 # Runs inside the 0.17 venv. SQLite file engine: 0.17 accepts only postgresql:// URIs (or
@@ -66,7 +84,7 @@ print(json.dumps({"log_s": log_s, "trace_s": statistics.median(ts), "entries": l
 def ensure_venv() -> Path:
     py = VENV / "bin" / "python"
     if not py.exists():
-        subprocess.run([str(PY39), "-m", "venv", str(VENV)], check=True)
+        subprocess.run([python39(), "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "mltrace==0.17", "SQLAlchemy<2",
                         "joblib", "pandas"],
                        check=True)
