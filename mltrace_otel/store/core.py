@@ -209,6 +209,13 @@ class Store:
         """Insert an OTLP ExportTraceServiceRequest (object or serialized protobuf)."""
         return ingest.insert_otlp(self, request, dedup_token=dedup_token)
 
+    def insert_requests(self, payloads: Sequence[bytes], spans: int | None = None) -> IngestResult:
+        """Insert checked, serialized OTLP requests in one insert, parsed and rendered by the
+        engine (the collector's path; :mod:`.otlp_native`). ``spans``: their span count."""
+        from mltrace_otel.store import otlp_native
+
+        return otlp_native.insert_requests(self, payloads, spans=spans)
+
     def insert_spans(self, spans: Sequence[Any]) -> IngestResult:
         """Insert OTel SDK ReadableSpans (rendered exactly as the contrib exporter would)."""
         return ingest.insert_spans(self, spans)

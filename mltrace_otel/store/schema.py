@@ -9,8 +9,10 @@ separated by ``;`` at the end of a line. Tokens rendered here:
 - ``{{ttl EXPR}}``: ``TTL EXPR + toIntervalDay(N)`` when a TTL is configured, else nothing.
 - ``{{str_array EXPR}}``: an attribute value as Array(String): compact JSON arrays are parsed,
   a plain non-empty string is one element, '' is the empty array.
+- ``{{otlp_request_type}}``, ``{{otlp_rows}}``, ``{{otlp_deferred_rows}}``: the native ingest's
+  request column type and view queries (:mod:`.otlp_native`).
 
-Imports only settings/errors.
+Imports settings/errors (and :mod:`.otlp_native` for its tokens).
 """
 
 from __future__ import annotations
@@ -63,6 +65,15 @@ def render(sql: str, database: str, cluster: str | None = None, ttl_days: int = 
             return f"TTL {arg} + toIntervalDay({int(ttl_days)})" if ttl_days > 0 else ""
         if kind == "str_array":
             return str_array(arg)
+        if kind.startswith("otlp_"):
+            from mltrace_otel.store import otlp_native
+
+            if kind == "otlp_request_type":
+                return otlp_native.REQUEST_TYPE
+            if kind == "otlp_rows":
+                return otlp_native.rows_sql(quote_ident(database))
+            if kind == "otlp_deferred_rows":
+                return otlp_native.deferred_rows_sql(quote_ident(database))
         raise ValueError(f"unknown migration token {kind!r}")
 
     return _TOKEN.sub(sub, sql)
@@ -238,7 +249,7 @@ def clean_statements(store: Any) -> list[str]:
     rows = store.query(
         "data_tables",
         "SELECT name FROM system.tables WHERE database = {db:String} AND engine NOT IN "
-        "('MaterializedView', 'View', 'Distributed') AND name != {m:String} ORDER BY name",
+        "('MaterializedView', 'View', 'Distributed', 'Null') AND name != {m:String} ORDER BY name",
         {"db": local, "m": MIGRATIONS_TABLE},
     )
     oc = on_cluster(s.cluster)
