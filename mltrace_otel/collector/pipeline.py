@@ -4,9 +4,10 @@ Receivers :meth:`IngestQueue.submit` a checked request (serialized protobuf, see
 :mod:`.otlp`) and wait on the returned :class:`Pending` until the batch it joined is
 committed; only then do they acknowledge.
 
-The renderer thread renders each request as it arrives (``ingest.rows_from_otlp``) into the open
-batch, and hands the batch to the inserter thread (``ingest.insert_columns``) -- the two halves
-of ``Store.insert_otlp``, so there is one ingest path -- when it holds ``batch_rows`` spans,
+The renderer thread turns each request as it arrives into a part of the open batch (by default
+just its bytes: ClickHouse parses and renders the batch, ``store.otlp_native``; or its rows
+rendered in Python, ``ingest.rows_from_otlp``), and hands the batch to the inserter thread when
+it holds ``batch_rows`` spans,
 ``batch_delay_s`` after its first request arrived, or, group commit, as soon as the inserter is
 idle and arrivals pause for ``linger_s``. While an insert runs, arrivals keep joining the next
 batch (past ``batch_rows``, up to ``max_batch_rows``), so batches grow with the load (ClickHouse
@@ -129,12 +130,40 @@ class Pending:
         return self._result
 
 
+class _NativePart:
+    """A request for the native insert: its bytes and span count (nothing rendered here)."""
+
+    __slots__ = ("payload", "spans")
+    rejected = 0
+    errors: tuple[str, ...] = ()
+
+    def __init__(self, payload: bytes, spans: int) -> None:
+        self.payload, self.spans = payload, spans
+
+
+def _native_batch(parts: list[_NativePart]) -> tuple[list[bytes], int]:
+    return [p.payload for p in parts], sum(p.spans for p in parts)
+
+
+def _columns_batch(parts: list[Any]) -> Any:
+    """Rendered parts (``ingest.Columns``) as one Columns."""
+    if len(parts) == 1:
+        return parts[0]
+    from mltrace_otel.store.ingest import Columns
+
+    cols = Columns()
+    for part in parts:
+        for column, data in zip(cols.data, part.data, strict=True):
+            column.extend(data)
+    return cols
+
+
 class IngestQueue:
     """Bounded queue, a renderer thread and one inserter thread in front of a store.
 
     Args:
-        store: the store (``insert_columns`` and ``drain_spool`` are used). Only the inserter
-            thread writes to it.
+        store: the store (``insert_requests`` or ``insert_columns``, and ``drain_spool``). Only
+            the inserter thread writes to it.
         batch_rows, batch_delay_s: close a batch at this many spans, or this long after its
             oldest request arrived.
         linger_max_s: group commit under load: while a batch holds fewer requests than the
@@ -152,17 +181,21 @@ class IngestQueue:
         retry_after_s: how long after a failed insert submit keeps raising Unavailable.
         drain_every_s: when idle, drain the local spool this often (0 = never).
         metrics: a :class:`~.metrics.CollectorMetrics` or None.
-        render, insert: the two halves of ``Store.insert_otlp`` (default
-            ``ingest.rows_from_otlp`` and ``ingest.insert_columns``), split so that rendering
-            the next batch overlaps inserting this one.
+        native: let ClickHouse parse and render the requests (``store.insert_requests``:
+            the batch's serialized requests go to the store as one body, and no Python touches
+            a span); False renders rows in Python (``ingest.rows_from_otlp``, the spool drain's
+            path), which costs ~25 µs of interpreter time per span.
+        render, combine, insert: override the three steps (a request and its span count to a
+            part, the parts of a batch to what ``insert`` takes, the insert), for tests.
     """
 
     def __init__(self, store: Any, *, batch_rows: int = 5000, batch_delay_s: float = 1.0,
                  queue_spans: int = 200_000, stall_s: float = 10.0, retry_after_s: float = 1.0,
                  drain_every_s: float = 0.0, linger_s: float | None = 0.005, metrics: Any = None,
-                 render: Callable[[bytes], Any] | None = None,
+                 render: Callable[[bytes, int], Any] | None = None,
                  insert: Callable[[Any], Any] | None = None, max_batch_rows: int = 20_000,
-                 linger_max_s: float = 0.05) -> None:
+                 linger_max_s: float = 0.05, native: bool = True,
+                 combine: Callable[[list[Any]], Any] | None = None) -> None:
         self.store = store
         self.batch_rows = max(1, batch_rows)
         self.max_batch_rows = max(self.batch_rows, max_batch_rows)
@@ -189,8 +222,14 @@ class IngestQueue:
         self.last_error = ""
         from mltrace_otel.store import ingest
 
-        self._render = render or ingest.rows_from_otlp
-        self._insert = insert or (lambda cols: ingest.insert_columns(store, cols))
+        if native:
+            self._render = render or _NativePart
+            self._combine = combine or _native_batch
+            self._insert = insert or (lambda b: store.insert_requests(b[0], spans=b[1]))
+        else:
+            self._render = render or (lambda payload, _spans: ingest.rows_from_otlp(payload))
+            self._combine = combine or _columns_batch
+            self._insert = insert or (lambda cols: ingest.insert_columns(store, cols))
 
     # --- producer side ---------------------------------------------------------------------
     @property
@@ -301,11 +340,8 @@ class IngestQueue:
         inserter at ``batch_rows``, after ``batch_delay_s``, or (group commit) as soon as the
         inserter is idle and arrivals pause for ``linger_s``. While an insert runs, arrivals
         keep joining the next batch, so batches grow with the load."""
-        from mltrace_otel.store.ingest import Columns
-
         batch: list[Pending] = []
-        parts: list[Any] = []  # each request's own rows, to insert it alone if the batch fails
-        cols = Columns()
+        parts: list[Any] = []  # each request's own part, to insert it alone if the batch fails
         rows, opened, last_drain = 0, 0.0, time.monotonic()
         try:
             while True:
@@ -316,11 +352,11 @@ class IngestQueue:
                     last_drain = time.monotonic()
                     self._handoff.put(_DRAIN)
                 elif what == "flush":
-                    self._handoff.put((batch, cols, parts))
-                    batch, parts, cols, rows = [], [], Columns(), 0
+                    self._handoff.put((batch, self._combine(parts), parts))
+                    batch, parts, rows = [], [], 0
                 else:
                     try:
-                        one = self._render(item.payload)
+                        one = self._render(item.payload, item.spans)
                     except Exception as e:  # noqa: BLE001 - fail this request, keep serving
                         log.warning("rendering a request of %d spans failed: %s", item.spans, e)
                         self._finish([item], None, e, 0.0, store_failed=False)
@@ -328,8 +364,6 @@ class IngestQueue:
                     item.rejected, item.errors = one.rejected, one.errors
                     if not batch:
                         opened = item.enqueued
-                    for column, part in zip(cols.data, one.data, strict=True):
-                        column.extend(part)
                     batch.append(item)
                     parts.append(one)
                     rows += item.spans
@@ -372,7 +406,7 @@ class IngestQueue:
                 self._insert_started = time.monotonic()
             t0 = time.perf_counter()
             try:
-                result = self._insert(part)
+                result = self._insert(self._combine([part]))
             except BaseException as e:  # noqa: BLE001
                 self._finish([p], None, e, 0.0, store_failed=_unavailable(e))
             else:

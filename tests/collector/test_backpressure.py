@@ -27,12 +27,19 @@ class FaultyStore:
         self.inside = threading.Event()
         self.fail = False
 
-    def insert_columns(self, *args: Any, **kw: Any) -> None:
+    def _enter(self) -> None:
         self.inside.set()
         self.gate.wait()
         if self.fail:
             raise StoreUnavailable("injected: server went away")
+
+    def insert_columns(self, *args: Any, **kw: Any) -> None:
+        self._enter()
         self.store.insert_columns(*args, **kw)
+
+    def insert_requests(self, *args: Any, **kw: Any) -> Any:
+        self._enter()
+        return self.store.insert_requests(*args, **kw)
 
 
 def _body(n: int) -> tuple[bytes, list[str]]:
@@ -172,6 +179,22 @@ class PoisonStore:
             except DataError as e:
                 raise QueryError(name, {}, str(e)) from e
         self.store.insert_columns(name, table, columns, column_names, **kw)
+
+    def insert_requests(self, payloads: Any, spans: Any = None) -> Any:
+        from clickhouse_connect.driver.exceptions import DataError
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        from mltrace_otel.errors import QueryError
+
+        names = [sp.name for p in payloads for rs in ExportTraceServiceRequest.FromString(p).resource_spans
+                 for ss in rs.scope_spans for sp in ss.spans]
+        self.inserts.append(len(names))
+        if "poison" in names:
+            try:
+                raise DataError("Unable to parse the Protobuf message")
+            except DataError as e:
+                raise QueryError("insert_spans_native", {}, str(e)) from e
+        return self.store.insert_requests(payloads, spans=spans)
 
 
 def test_a_request_the_store_refuses_does_not_sink_its_batch(tmp_settings: Any, store: Any) -> None:
