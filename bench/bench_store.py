@@ -54,7 +54,8 @@ def main() -> int:
     with open_store(settings) as store:
         t = time.perf_counter()
         if store.count_runs() < args.runs:
-            store.clean()
+            if store.count_runs():
+                store.clean()
             bench_data.generate_chain_runs(store, args.runs, stages)
             bench_data.merge_all(store)
         n = store.count_runs()

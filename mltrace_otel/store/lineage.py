@@ -81,13 +81,6 @@ _CAND_COMPONENTS = f"""
             LIMIT {{k:UInt32}} BY Component)
         LIMIT 1 BY RunId)"""
 
-LINEAGE_BY_ID = f"""
-SELECT Row FROM (
-    SELECT RunId, {_ROW} AS Row FROM {{{{db}}}}.mltrace_runs
-    WHERE RunId IN {{ids:Array(String)}}
-    LIMIT 1 BY RunId)
-"""
-
 # consumers of pointers (impact): readers started no earlier than the earliest writer given
 # (their rows are then read by id, lineage_info).
 READER_IDS = """
@@ -122,18 +115,9 @@ def _info(row_json: str) -> Info:
 
 
 def lineage_info(store: Any, ids: Iterable[str]) -> dict[str, Info]:
-    """Lineage Info (with the whole run) of runs by full id: from mltrace_lineage's lineage_by_run
-    projection (two columns), then mltrace_runs for runs that wrote nothing."""
-    ids = sorted(set(ids))
-    if not ids:
-        return {}
-    rows = queries.run_query(store, "rows_by_id", queries.ROWS_BY_ID, {"ids": ids})
-    out = {i.id: i for i in (_info(r[0]) for r in rows)}
-    missing = [i for i in ids if i not in out]
-    if missing:
-        rows = queries.run_query(store, "lineage_by_id", LINEAGE_BY_ID, {"ids": missing})
-        out.update((i.id, i) for i in (_info(r[0]) for r in rows))
-    return out
+    """Lineage Info (with the whole run) of runs by full id: one read of mltrace_lineage's
+    lineage_by_run projection (two columns)."""
+    return {i.id: i for i in (_info(r) for r in queries.rows_by_id(store, ids))}
 
 
 @dataclass(frozen=True)
@@ -169,12 +153,21 @@ Writers = dict[str, dict[str, Info]]
 the unwindowed candidate read, which is complete); staleness reuses it (newer writers)."""
 
 
+# mltrace_lineage holds a row with Pointer '' for each run that wrote nothing (migration 0020);
+# a pointer named '' (only then) skips them: their Row's outputs (element 15) are empty.
+_SKIP_NO_OUTPUT = " AND (Pointer != '' OR JSONLength(Row, 15) > 0)"
+
+
 def _candidates(store: Any, needs: Sequence[Need], windowed: bool = False,
-                writers: Writers | None = None) -> tuple[dict[str, Info], dict[str, int]]:
+                writers: Writers | None = None,
+                extra: Any = None) -> tuple[dict[str, Info], dict[str, int]]:
     """One query: candidate producers (with lineage columns) for a batch of needs, and how many
     rows each window (pointer, pointer+version, component) returned (a full window may hide
     older writers). First every writer of the pointers (complete unless capped); when capped,
-    again with a window per pointer."""
+    again with a window per pointer.
+
+    ``extra``: a :class:`.staleness.Prefetch` whose parts (notes, flags, guessed windows) ride
+    along in the same query (its rows go to ``extra.take``)."""
     pbound: dict[str, int] = {}
     vbound: dict[str, int] = {}
     pairs: set[tuple[str, str]] = set()
@@ -201,12 +194,22 @@ def _candidates(store: Any, needs: Sequence[Need], windowed: bool = False,
     if cbound:
         parts.append(_CAND_COMPONENTS)
         params.update(comps=list(cbound), cns=list(cbound.values()))
+    if "" in pbound:
+        parts = [p.replace("Array(String)}\n", "Array(String)}" + _SKIP_NO_OUTPUT + "\n", 1)
+                 if "WHERE Pointer IN" in p else p for p in parts]
+    if extra is not None:
+        more, more_params = extra.parts()
+        parts += more
+        params.update(more_params)
     if not parts:
         return {}, {}
-    text = parts[0] if len(parts) == 1 else "\nUNION ALL\n".join(f"SELECT * FROM ({p})" for p in parts)
+    text = "\nUNION ALL\n".join(parts)  # no SELECT * FROM (...) around each: ~0.5 ms each
     rows = queries.run_query(store, "producer_candidates", text, params)
     if not windowed and sum(1 for r in rows if r[0] == "a") >= EVERY_CAP:
-        return _candidates(store, needs, windowed=True, writers=writers)
+        return _candidates(store, needs, windowed=True, writers=writers, extra=extra)
+    if extra is not None:
+        extra.take([r for r in rows if r[0] in ("n", "f", "w")])
+        rows = [r for r in rows if r[0] not in ("n", "f", "w")]
     out: dict[str, Info] = {}
     counts: dict[str, int] = {}
     if writers is not None and pbound and not windowed:
@@ -228,9 +231,7 @@ def _candidates(store: Any, needs: Sequence[Need], windowed: bool = False,
     return out, counts
 
 
-def json_id(row: str) -> str:
-    """The run id of a ``RUN_ROW_JSON`` value (its first element), without parsing it all."""
-    return row[2:row.index('"', 2)]
+json_id = queries.json_id
 
 
 def _full(counts: dict[str, int], *key: str) -> bool:
@@ -267,17 +268,23 @@ def _decide(n: Need, cands: Sequence[Info], counts: dict[str, int]) -> tuple[boo
 
 
 def resolve(store: Any, needs: Sequence[Need], known: dict[str, Info] | None = None,
-            writers: Writers | None = None) -> tuple[list[tuple[Need, Info]], dict[str, Info]]:
+            writers: Writers | None = None,
+            extra: Any = None) -> tuple[list[tuple[Need, Info]], dict[str, Info]]:
     """Producers of a batch of needs: ([(need, producer)], every candidate seen by id).
 
     One query per round; a second round only for needs the first window could not decide.
     ``writers`` collects every writer of the pointers whose candidate read was complete.
+    ``extra`` (a :class:`.staleness.Prefetch`) is read in the first round's query, even when
+    there is nothing to resolve.
     """
     seen: dict[str, Info] = dict(known or {})
     out: list[tuple[Need, Info]] = []
     todo = list(needs)
+    if not todo and extra is not None:
+        _candidates(store, [], writers=writers, extra=extra)
     while todo:
-        cands, counts = _candidates(store, todo, writers=writers)
+        cands, counts = _candidates(store, todo, writers=writers, extra=extra)
+        extra = None
         seen.update(cands)
         pool = list(cands.values())
         undecided = []
@@ -294,16 +301,18 @@ def resolve(store: Any, needs: Sequence[Need], known: dict[str, Info] | None = N
 
 
 def dependencies(store: Any, runs: dict[str, Any], infos: dict[str, Info] | None = None,
-                 writers: Writers | None = None) -> dict[str, list[tuple[str, str]]]:
+                 writers: Writers | None = None,
+                 extra: Any = None) -> dict[str, list[tuple[str, str]]]:
     """Dependencies of runs (``{id: (Run, start_ns)}``): ``{id: [(producer_id, pointer)]}``,
     pointer "" for set_upstream dependencies. One query (plus rare extra rounds). ``infos``
-    collects what was learnt of each producer, ``writers`` every writer of the pointers read."""
+    collects what was learnt of each producer, ``writers`` every writer of the pointers read;
+    ``extra`` (notes and flags, :class:`.staleness.Prefetch`) is read in the same query."""
     needs = []
     for rid, (run, ns) in runs.items():
         info = Info(rid, run.component, ns, tuple((p.name, p.version) for p in run.inputs),
                     tuple(run.upstream), {})
         needs += needs_of(info)
-    found, _ = resolve(store, needs, writers=writers)
+    found, _ = resolve(store, needs, writers=writers, extra=extra)
     deps: dict[str, list[tuple[str, str]]] = {rid: [] for rid in runs}
     for n, prod in found:
         if infos is not None:
@@ -362,7 +371,7 @@ def _lineage(store: Any, root: str, direction: str, depth: dict[str, int], edges
     found = {r: (infos[r].run, infos[r].ns) for r in depth if r in infos and infos[r].run is not None}
     if len(found) < len(depth):  # runs the walk did not read whole (none, as lineage reads rows)
         missing = [r for r in depth if r not in found]
-        found.update(queries.fetch_runs(store, missing, near_of(infos, missing)))
+        found.update(queries.fetch_runs(store, missing))
     writers = {} if writers is None else writers
     if deps is None or any(rid not in deps for rid in found):
         deps = {**dependencies(store, {r: found[r] for r in found if not deps or r not in deps},
@@ -396,11 +405,6 @@ def trace_run(store: Any, run_id: str) -> Lineage:
     writers: Writers = {}
     depth, edges, deps = _walk_up(store, info[rid], infos, writers)
     return _lineage(store, rid, "trace", depth, edges, deps, infos, writers=writers)
-
-
-def near_of(infos: dict[str, Info], ids: Iterable[str]) -> list[tuple[str, int]]:
-    """(component, start ns) of the runs whose Info is known: fetch_runs' locality hint."""
-    return [(infos[i].component, infos[i].ns) for i in ids if i in infos]
 
 
 def _looks_like_run_id(store: Any, target: str) -> str | None:

@@ -59,34 +59,9 @@ def to_ns(dt: datetime) -> int:
 
 
 # --- run rows -----------------------------------------------------------------------------------
-# Columns of one run as the lists show it (no code snapshot). Notes written later and pointer
-# flags are applied by staleness.annotate (read in the same query as staleness).
-_RUN_COLUMNS = """
-    RunId, TraceId, Component, Start, End, StatusCode, StatusMessage, Owner, Description, Tags,
-    ServiceName, Inputs, InputVersions, InputTypes, Outputs, OutputVersions, OutputTypes, Upstream,
-    StalenessThresholdS, Endpoint, GitHash, GitTags, CodeFunction, CodeFile, Notes,
-    TestNames, TestMethods, TestPhases, TestPassed, TestMessages, Exception,
-    toUnixTimestamp64Nano(Start) AS StartNs"""
-
-# runs_by_id: full rows of several runs, one row per run. ``runs_near`` adds what the caller
-# knows of them (components, start range) so the runs_full projection can serve it.
-RUNS_BY_ID = f"""
-SELECT {_RUN_COLUMNS}
-FROM {{{{db}}}}.mltrace_runs
-WHERE RunId IN {{ids:Array(String)}}
-LIMIT 1 BY RunId
-"""
-
-RUNS_NEAR = f"""
-SELECT {_RUN_COLUMNS}
-FROM {{{{db}}}}.mltrace_runs
-WHERE RunId IN {{ids:Array(String)}} AND Component IN {{comps:Array(String)}}
-  AND Start >= fromUnixTimestamp64Nano({{lo:Int64}}) AND Start <= fromUnixTimestamp64Nano({{hi:Int64}})
-LIMIT 1 BY RunId
-"""
-
-# The same columns as one JSON array (starts and ends in ns): what mltrace_lineage's ``Row``
-# holds (migration 0011 spells the same expression), read by lineage walks as one column.
+# A run as one JSON array (starts and ends in ns): what mltrace_lineage's ``Row`` holds (migration
+# 0011 spells the same expression). Notes written later and pointer flags are applied by
+# staleness.annotate.
 RUN_ROW_JSON = """toJSONString(tuple(RunId, TraceId, Component, toUnixTimestamp64Nano(Start),
         toUnixTimestamp64Nano(End), StatusCode, StatusMessage, Owner, Description, Tags, ServiceName,
         Inputs, InputVersions, InputTypes, Outputs, OutputVersions, OutputTypes, Upstream,
@@ -111,12 +86,21 @@ def run_from_json(text: str) -> tuple[Run, int]:
 
 
 # Whole runs by id as RUN_ROW_JSON values, from mltrace_lineage's lineage_by_run projection
-# (ordered by run id): two columns, where RUNS_BY_ID reads every column of mltrace_runs (the
-# engine's cost grows with each column read). Holds the runs that wrote an output.
+# (ordered by run id): two columns, where mltrace_runs would read thirty-odd (the engine's cost
+# grows with each column read). Every run is in mltrace_lineage (one row per output pointer, one
+# row with Pointer '' for a run that wrote nothing: migration 0020).
 ROWS_BY_ID = """
 SELECT Row FROM {{db}}.mltrace_lineage
 WHERE RunId IN {ids:Array(String)}
 LIMIT 1 BY RunId
+"""
+
+# The fallback for a run not (yet) in mltrace_lineage: its row computed from mltrace_runs.
+ROWS_FROM_RUNS = f"""
+SELECT Row FROM (
+    SELECT RunId, {RUN_ROW_JSON} AS Row FROM {{{{db}}}}.mltrace_runs
+    WHERE RunId IN {{ids:Array(String)}}
+    LIMIT 1 BY RunId)
 """
 
 _STATUS = {"ok": "OK", "error": "ERROR", "unset": "UNSET", "status_code_ok": "OK",
@@ -134,8 +118,8 @@ def _pointers(names: Sequence[str], versions: Sequence[str], types: Sequence[str
 
 
 def row_to_run(r: tuple) -> tuple[Run, int]:
-    """A RUNS_BY_ID row as a Run (without dependencies, staleness, later notes, flags) and its
-    start in nanoseconds."""
+    """A run's columns (RUN_ROW_JSON's order, then its start in ns) as a Run (without
+    dependencies, staleness, later notes, flags) and its start in nanoseconds."""
     (rid, trace_id, comp, start, end, status, status_msg, owner, desc, tags, service, inputs,
      in_versions, in_types, outputs, out_versions, out_types, upstream, threshold, endpoint,
      git_hash, git_tags, code_fn, code_file, notes, t_names, t_methods, t_phases, t_passed,
@@ -160,53 +144,58 @@ def row_to_run(r: tuple) -> tuple[Run, int]:
     return run, int(start_ns)
 
 
-def fetch_runs(store: Any, ids: Iterable[str],
-               near: Iterable[tuple[str, int]] | None = None) -> dict[str, tuple[Run, int]]:
-    """Runs by full id (missing ids absent), without dependencies or staleness: one query.
-
-    Args:
-        near: (component, start ns) of each run when the caller knows them (lineage walks do);
-            lets the store read them from the (Component, Start)-ordered projection.
-    """
+def rows_by_id(store: Any, ids: Iterable[str]) -> list[str]:
+    """RUN_ROW_JSON values of runs by full id (missing ids absent, duplicates possible): one
+    read of lineage_by_run; mltrace_runs only for ids not found there."""
     ids = sorted(set(ids))
     if not ids:
-        return {}
+        return []
+    rows = [r[0] for r in run_query(store, "rows_by_id", ROWS_BY_ID, {"ids": ids})]
+    if len({json_id(r) for r in rows}) < len(ids):
+        seen = {json_id(r) for r in rows}
+        rows += [r[0] for r in run_query(store, "rows_from_runs", ROWS_FROM_RUNS,
+                                         {"ids": [i for i in ids if i not in seen]})]
+    return rows
+
+
+def json_id(row: str) -> str:
+    """The run id of a ``RUN_ROW_JSON`` value (its first element), without parsing it all."""
+    return row[2:row.index('"', 2)]
+
+
+def fetch_runs(store: Any, ids: Iterable[str]) -> dict[str, tuple[Run, int]]:
+    """Runs by full id (missing ids absent), without dependencies or staleness: one query."""
     out = {}
-    for (row,) in run_query(store, "rows_by_id", ROWS_BY_ID, {"ids": ids}):
+    for row in rows_by_id(store, ids):
         run, ns = run_from_json(row)
         out[run.id] = (run, ns)
-    if len(out) == len(ids):
-        return out
-    ids = [i for i in ids if i not in out]  # runs that wrote nothing: every column of mltrace_runs
-    near = list(near or ())
-    if near:
-        rows = run_query(store, "runs_near", RUNS_NEAR, {
-            "ids": ids, "comps": sorted({c for c, _ in near}),
-            "lo": min(ns for _, ns in near), "hi": max(ns for _, ns in near)})
-    else:
-        rows = run_query(store, "runs_by_id", RUNS_BY_ID, {"ids": ids})
-    for r in rows:
-        run, ns = row_to_run(r)
-        out[run.id] = (run, ns)
-    if near and any(i not in out for i in ids):  # a hint was wrong (never lose a run)
-        rows = run_query(store, "runs_by_id", RUNS_BY_ID, {"ids": [i for i in ids if i not in out]})
-        for r in rows:
-            run, ns = row_to_run(r)
-            out[run.id] = (run, ns)
     return out
 
 
 def complete_runs(store: Any, ids: Sequence[str],
-                  found: dict[str, tuple[Run, int]] | None = None) -> list[Run]:
-    """Runs by full id, in the given order, with dependencies and staleness (a few queries)."""
+                  found: dict[str, tuple[Run, int]] | None = None,
+                  cover: Any = None) -> list[Run]:
+    """Runs by full id, in the given order, with dependencies and staleness: the dependencies'
+    read also reads the runs' later notes, their pointers' flags and the fresher-run windows
+    guessed from this store's last answer for the same components; then one query for
+    staleness only when some window was neither guessed nor in ``cover``.
+
+    Args:
+        found: the runs already read (``{id: (Run, start ns)}``).
+        cover: a :class:`.staleness.Cover` (every run started since some time, already read).
+    """
     from mltrace_otel.store import lineage, staleness
 
     if found is None:
         found = fetch_runs(store, ids)
+    runs = [found[i] for i in ids if i in found]
+    if not runs:
+        return []
     infos: dict[str, Any] = {}
     writers: dict[str, Any] = {}
-    deps = lineage.dependencies(store, found, infos, writers)
-    return staleness.annotate(store, [found[i] for i in ids if i in found], deps, infos, writers)
+    pre = staleness.Prefetch.of(runs, store if cover is None else None)
+    deps = lineage.dependencies(store, found, infos, writers, extra=pre)
+    return staleness.annotate(store, runs, deps, infos, writers, pre=pre, cover=cover)
 
 
 # --- run ids ------------------------------------------------------------------------------------
@@ -328,11 +317,55 @@ def _recent_page(store: Any, limit: int, before: str | None) -> list[tuple[str, 
                  lambda i, ns: ns < bns or (ns == bns and i < rid))
 
 
+# recent's first page as rows, newest first, in one read of mltrace_lineage's lineage_by_start
+# projection (Start, RunId, Row): over-fetched (a run has one row per output, and duplicates
+# until a merge); no LIMIT BY (it stops the engine from reading in order: 80 ms, not 3).
+RECENT_ROWS = """
+SELECT Row FROM {{db}}.mltrace_lineage
+ORDER BY Start DESC
+LIMIT {n:UInt32}
+"""
+
+
+def _recent_rows(store: Any, limit: int) -> tuple[list[str], dict[str, tuple[Run, int]], int | None]:
+    """The newest ``limit`` runs (ids newest first, the runs by id) and ``since`` (see _page)."""
+    n = max(limit, 1) * 2 + 8
+    while True:
+        rows = run_query(store, "recent", RECENT_ROWS, {"n": n})
+        found: dict[str, tuple[Run, int]] = {}
+        for (row,) in rows:
+            if json_id(row) not in found:
+                run, ns = run_from_json(row)
+                found[run.id] = (run, ns)
+        every = sorted(found, key=lambda i: (found[i][1], i), reverse=True)
+        if len(every) > limit or len(rows) < n or n > 10**7:
+            break
+        n *= 4
+    ids = every[:limit]
+    if len(every) > limit:  # the page's oldest start is whole unless the next run shares it
+        boundary = found[ids[-1]][1]
+        since: int | None = boundary + (found[every[limit]][1] >= boundary)
+    else:
+        since = 0 if len(rows) < n else None
+    return ids, {i: found[i] for i in ids}, since
+
+
 def recent(store: Any, limit: int = 5, before: str | None = None) -> list[Run]:
     """Newest runs first, with dependencies and staleness; ``before`` (a run id or prefix)
-    pages past that run (mltrace's last_run_id)."""
-    page = _recent_page(store, limit, before)
-    return complete_runs(store, [rid for rid, _ns in page])
+    pages past that run (mltrace's last_run_id).
+
+    The first page: its rows in one read, and since it holds every run started after its
+    oldest one (whatever the component), the fresher-run windows inside that time need no
+    read (:class:`.staleness.Cover`): two queries (rows; dependencies with notes and flags)."""
+    from mltrace_otel.store import staleness
+
+    if limit is None or limit <= 0:
+        return []
+    if not before:
+        ids, found, since = _recent_rows(store, int(limit))
+        cover = staleness.Cover.of(since, found.values()) if since is not None else None
+        return complete_runs(store, ids, found, cover)
+    return complete_runs(store, [rid for rid, _ns in _recent_page(store, limit, before)])
 
 
 def _bound_ns(dt: datetime | str | None, default: int) -> int:
@@ -349,14 +382,15 @@ def _bound_ns(dt: datetime | str | None, default: int) -> int:
     return to_ns(dt)
 
 
-# history's page of (id, start), newest first, from the runs_by_component projection
-# (Component, Start); the rows are then read by id (fetch_runs: two columns).
-# Each date bound is in the SQL only when given (an always-true bound still costs a filter).
-HISTORY_IDS = """
-SELECT RunId, toUnixTimestamp64Nano(Start) AS ns
-FROM {{db}}.mltrace_runs
+# history: a component's runs newest first, as rows, in one read of mltrace_lineage's
+# lineage_by_component projection (Component, Start, RunId, Row; every run is in mltrace_lineage,
+# one row per output: LIMIT 1 BY RunId). Each date bound is in the SQL only when given (an
+# always-true bound still costs a filter).
+HISTORY_ROWS = """
+SELECT Row FROM {{db}}.mltrace_lineage
 WHERE Component = {component:String}{since}{until}
-ORDER BY Start DESC
+ORDER BY Start DESC, RunId DESC
+LIMIT 1 BY RunId
 LIMIT {n:UInt32}
 """
 _SINCE = "\n  AND Start >= fromUnixTimestamp64Nano({since_ns:Int64})"
@@ -365,17 +399,23 @@ _UNTIL = "\n  AND Start <= fromUnixTimestamp64Nano({until_ns:Int64})"
 
 def history(store: Any, component: str, limit: int = 10, since: datetime | str | None = None,
             until: datetime | str | None = None) -> list[Run]:
-    """A component's runs, newest first, started within [since, until] (naive = UTC)."""
+    """A component's runs, newest first, started within [since, until] (naive = UTC).
+
+    Three queries: the runs (one read), their dependencies with notes and flags, staleness."""
     if limit is None:
         limit = 1_000_000
     if limit <= 0:
         return []
     params = {"component": str(component), "since_ns": _bound_ns(since, 0),
-              "until_ns": _bound_ns(until, _MAX_NS)}
-    text = (HISTORY_IDS.replace("{since}", _SINCE if params["since_ns"] != 0 else "")
+              "until_ns": _bound_ns(until, _MAX_NS), "n": int(limit)}
+    text = (HISTORY_ROWS.replace("{since}", _SINCE if params["since_ns"] != 0 else "")
             .replace("{until}", _UNTIL if params["until_ns"] != _MAX_NS else ""))
-    page = _page(store, "history_ids", text, params, int(limit))
-    return complete_runs(store, [rid for rid, _ns in page])
+    found = {}
+    for (row,) in run_query(store, "history", text, params):
+        run, ns = run_from_json(row)
+        found[run.id] = (run, ns)
+    ids = sorted(found, key=lambda i: (found[i][1], i), reverse=True)
+    return complete_runs(store, ids, found)
 
 
 def count_runs(store: Any) -> int:

@@ -60,7 +60,7 @@ def review(store: Any, limit: int | None = None) -> Review:
                   if r in infos and infos[r].run is not None}
     if len(found_runs) < len(reach):  # runs the walk did not read whole (none: lineage reads rows)
         missing = [r for r in reach if r not in found_runs]
-        found_runs.update(queries.fetch_runs(store, missing, lineage.near_of(infos, missing)))
+        found_runs.update(queries.fetch_runs(store, missing))
     order = sorted(found_runs, key=lambda r: (-len(reach[r]), -found_runs[r][1], r))
     if limit is not None:
         order = order[: max(int(limit), 0)]

@@ -18,8 +18,9 @@ One query for a whole batch of runs (the runs_by_component projection answers it
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mltrace_otel.store import queries
@@ -35,7 +36,7 @@ _DAY_S = 86400
 # asked again as 'W', filtered per window in SQL. Part 'p': the latest writer of each read
 # pointer, per writing component, that began after the earliest of the runs (rule 3). Part
 # 'c': the same per component, for set_upstream dependencies. Notes and flags: raw versioned
-# rows (annotate keeps the latest per key).
+# rows (annotate keeps the latest per key), unless read beforehand (:class:`Prefetch`).
 _WINDOWS = """
 SELECT 'w' AS kind, Component, '' AS Pointer, RunId, toUnixTimestamp64Nano(Start) AS ns
 FROM {{db}}.mltrace_runs
@@ -96,11 +97,162 @@ def newer_message(component: str, dep_id: str, newer_id: str) -> str:
     return f"{component} (ID {dep_id}) has a newer run now (ID {newer_id})."
 
 
+# Notes and flags read with another query (the dependencies' read: lineage._candidates), in its
+# row shape (Kind, Pointer, Version, Row), all strings.
+# (Version as text: 'YYYY-MM-DD hh:mm:ss.nnnnnnnnn' sorts as it orders, one function fewer.)
+_PRE_NOTES = """
+    SELECT 'n', RunId, toString(Version), Notes FROM {{db}}.mltrace_notes
+    WHERE RunId IN {pre_ids:Array(String)}"""
+
+_PRE_FLAGS = """
+    SELECT 'f', Pointer, toString(Version), toString(Flagged) FROM {{db}}.mltrace_flags
+    WHERE Pointer IN {pre_ptrs:Array(String)}"""
+
+
+@dataclass(frozen=True)
+class Cover:
+    """Every run of ``comps`` (None: of any component) that started inside [since, until]
+    (until None: no end), already read: a fresher-run window inside it is counted from
+    ``runs`` without a query."""
+
+    since: int
+    runs: dict[str, frozenset[tuple[str, int]]]
+    until: int | None = None
+    comps: frozenset[str] | None = None
+
+    @classmethod
+    def of(cls, since: int, runs: Any) -> Cover:
+        """From (Run, start ns) pairs holding every run started at or after ``since``."""
+        by: dict[str, set[tuple[str, int]]] = {}
+        for run, ns in runs:
+            by.setdefault(run.component, set()).add((run.id, ns))
+        return cls(since, {c: frozenset(v) for c, v in by.items()})
+
+    def holds(self, comp: str, lo: int, hi: int) -> bool:
+        """Whether every run of ``comp`` started inside [lo, hi] is in ``runs``."""
+        return ((self.comps is None or comp in self.comps) and lo >= self.since
+                and (self.until is None or hi <= self.until))
+
+
+# Guessed fresher-run windows, read with the dependencies (Prefetch): the runs of the components
+# a component's runs depended on last time, started since its earliest run minus the longest
+# gap seen then between a run and a dependency. annotate checks each window against what was
+# read (Cover.holds) and asks for the others as before, so a wrong guess costs a read, never an
+# answer. Remembered per store object (a process's API, UI or CLI store), per component:
+# (dependency components, longest gap in ns), or None after a guess read hit WINDOW_CAP.
+_HINTS: weakref.WeakKeyDictionary[Any, dict[str, tuple[frozenset[str], int] | None]] = (
+    weakref.WeakKeyDictionary())
+
+_GUESS = """
+    SELECT 'w', Component, RunId, toString(toUnixTimestamp64Nano(Start)) FROM {{db}}.mltrace_runs
+    WHERE Component IN {g_comps:Array(String)}
+      AND Start >= fromUnixTimestamp64Nano({g_lo:Int64}) AND Start <= fromUnixTimestamp64Nano({g_hi:Int64})
+    LIMIT {g_cap:UInt32}"""
+
+
+def _guess(store: Any, runs: Sequence[tuple[Run, int]]) -> tuple[frozenset[str], int, int] | None:
+    """(components, lo, hi) of the windows these runs' dependencies had last time, or None."""
+    try:
+        hints = _HINTS.get(store) or {}
+    except TypeError:  # not weak-referenceable: no hints
+        return None
+    comps: set[str] = set()
+    gap = 0
+    for run, _ns in runs:
+        h = hints.get(run.component)
+        if h is None:  # never seen, or not worth guessing
+            return None
+        comps |= h[0]
+        gap = max(gap, h[1])
+    if not comps:
+        return None
+    return frozenset(comps), min(ns for _r, ns in runs) - gap, max(ns for _r, ns in runs)
+
+
+def _learn(store: Any, runs: Sequence[tuple[Run, int]], pairs: Sequence[tuple], capped: bool) -> None:
+    """Remember, per component of ``runs``, its dependencies' components and longest gap."""
+    try:
+        hints = _HINTS.setdefault(store, {})
+    except TypeError:
+        return
+    seen: dict[str, tuple[set[str], int]] = {run.component: (set(), 0) for run, _ in runs}
+    for run, ns, _dep, comp, dns, _ptrs in pairs:
+        comps, gap = seen[run.component]
+        comps.add(comp)
+        seen[run.component] = (comps, max(gap, ns - dns))
+    for c, (comps, gap) in seen.items():
+        old = hints.get(c)
+        if capped:
+            hints[c] = None
+        elif old is None and c in hints:
+            continue  # not worth guessing for this component
+        else:
+            hints[c] = (frozenset(comps) | (old[0] if old else frozenset()),
+                        max(gap, old[1] if old else 0))
+
+
+@dataclass
+class Prefetch:
+    """Later notes of some runs, flags of their pointers and (when :func:`_guess` has one) the
+    runs of guessed fresher-run windows, read by another query before :func:`annotate` (which
+    then does not read them): ``parts()`` are its SQL, ``take()`` its rows."""
+
+    ids: frozenset[str]
+    ptrs: frozenset[str]
+    guess: tuple[frozenset[str], int, int] | None = None
+    notes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    flags: dict[str, tuple[str, str]] = field(default_factory=dict)
+    cover: Cover | None = None
+    capped: bool = False
+    done: bool = False
+
+    @classmethod
+    def of(cls, runs: Sequence[tuple[Run, int]], store: Any = None) -> Prefetch:
+        """What annotate needs for these runs (with a window guess when ``store`` has one)."""
+        return cls(frozenset(r.id for r, _ in runs),
+                   frozenset(p.name for r, _ in runs for p in (*r.inputs, *r.outputs)),
+                   _guess(store, runs) if store is not None and runs else None)
+
+    def parts(self) -> tuple[list[str], dict[str, Any]]:
+        """(SQL parts for a UNION ALL, their parameters)."""
+        parts, params = [], {}
+        if self.ids:
+            parts.append(_PRE_NOTES)
+            params["pre_ids"] = sorted(self.ids)
+        if self.ptrs:
+            parts.append(_PRE_FLAGS)
+            params["pre_ptrs"] = sorted(self.ptrs)
+        if self.guess:
+            parts.append(_GUESS)
+            params.update(g_comps=sorted(self.guess[0]), g_lo=self.guess[1], g_hi=self.guess[2],
+                          g_cap=WINDOW_CAP)
+        return parts, params
+
+    def take(self, rows: Sequence[tuple]) -> None:
+        """Keep the latest version per key of the parts' rows, and the guessed windows' runs."""
+        by: dict[str, set[tuple[str, int]]] = {}
+        for kind, key, version, value in rows:
+            if kind == "w":
+                by.setdefault(key, set()).add((version, int(value)))
+                continue
+            into = self.notes if kind == "n" else self.flags if kind == "f" else None
+            if into is not None and (key not in into or version >= into[key][0]):
+                into[key] = (version, value)
+        if self.guess:
+            self.capped = sum(len(v) for v in by.values()) >= WINDOW_CAP
+            if not self.capped:
+                self.cover = Cover(self.guess[1], {c: frozenset(v) for c, v in by.items()},
+                                   self.guess[2], self.guess[0])
+        self.done = True
+
+
 def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[tuple[str, str]]],
              infos: dict[str, Any] | None = None,
-             writers: dict[str, dict[str, Any]] | None = None) -> list[Run]:
+             writers: dict[str, dict[str, Any]] | None = None,
+             pre: Prefetch | None = None, cover: Cover | None = None) -> list[Run]:
     """Runs with ``dependencies``, ``stale``, notes written later and pointer flags filled, in
-    the given order: one query (notes, flags and staleness together).
+    the given order: at most one query (what ``pre`` and ``cover`` do not already hold of
+    notes, flags and staleness, together).
 
     Args:
         runs: (run, start in ns) pairs.
@@ -108,6 +260,8 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
         infos: lineage Info of runs already known (producers), to skip looking them up.
         writers: ``{pointer: {run id: Info}}``, every writer of those pointers (from the
             lineage reads that resolved ``deps``): rule 3 needs no query for them.
+        pre: notes and flags already read for these runs.
+        cover: runs already read that answer the fresher-run windows after some time.
     """
     from mltrace_otel.store import lineage
 
@@ -129,6 +283,16 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
                 comp, dns = known[dep_id]
                 pairs.append((run, ns, dep_id, comp, dns, ptrs))
     windows = sorted({(c, dns, ns) for _r, ns, _d, c, dns, _p in pairs if dns <= ns})
+    window_rows: dict[str, set[tuple[str, int]]] = {}
+    if cover is None and pre is not None:
+        cover = pre.cover
+    if cover is not None:  # windows inside what was read already: counted from those runs
+        for c, dns, ns in windows:
+            if cover.holds(c, dns, ns):
+                window_rows.setdefault(c, set()).update(cover.runs.get(c, ()))
+        windows = [w for w in windows if not cover.holds(*w)]
+    if pre is not None:
+        _learn(store, runs, pairs, pre.capped)
     after = min((p[1] for p in pairs), default=0)
     latest: dict[tuple[str, str], tuple[str, int]] = {}
     read = {x for p in pairs for x in p[5] if x}
@@ -139,10 +303,13 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
                 key = (w.component, ptr)
                 if key not in latest or (w.ns, w.id) > (latest[key][1], latest[key][0]):
                     latest[key] = (w.id, w.ns)
+    ids = {run.id for run, _ in runs}
+    allptrs = {p.name for run, _ in runs for p in (*run.inputs, *run.outputs)}
+    have = pre is not None and pre.done
     params = {
-        "ids": sorted({run.id for run, _ in runs}),
-        "allptrs": sorted({p.name for run, _ in runs for p in (*run.inputs, *run.outputs)}),
-        "comps": sorted({p[3] for p in pairs}),
+        "ids": sorted(ids) if not (have and ids <= pre.ids) else [],
+        "allptrs": sorted(allptrs) if not (have and allptrs <= pre.ptrs) else [],
+        "comps": sorted({w[0] for w in windows}),
         "windows": windows,
         "lo": min((w[1] for w in windows), default=0),
         "hi": max((w[2] for w in windows), default=0),
@@ -153,13 +320,12 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
     }
     parts = [text for text, key in ((_NOTES, "ids"), (_FLAGS, "allptrs"), (_WINDOWS, "windows"),
                                     (_NEWER_WRITERS, "ptrs"), (_NEWER_RUNS, "ucomps")) if params[key]]
-    rows = queries.run_query(store, "staleness", "\nUNION ALL\n".join(parts), params)
+    rows = queries.run_query(store, "staleness", "\nUNION ALL\n".join(parts), params) if parts else []
     if sum(1 for r in rows if r[0] == "w") >= WINDOW_CAP:  # wide windows: filter them in SQL
         rows = [r for r in rows if r[0] != "w"] + queries.run_query(
             store, "staleness_windows", _WINDOWS_FILTERED, params)
-    window_rows: dict[str, set[tuple[str, int]]] = {}
-    notes: dict[str, tuple[int, str]] = {}
-    flags: dict[str, tuple[int, str]] = {}
+    notes: dict[str, tuple[Any, str]] = dict(pre.notes) if have and not params["ids"] else {}
+    flags: dict[str, tuple[Any, str]] = dict(pre.flags) if have and not params["allptrs"] else {}
     for kind, comp, ptr, rid, rns in rows:
         if kind in ("w", "W"):
             window_rows.setdefault(comp, set()).add((rid, int(rns)))
