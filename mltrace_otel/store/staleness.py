@@ -169,6 +169,11 @@ def _guess(store: Any, runs: Sequence[tuple[Run, int]]) -> tuple[frozenset[str],
     return frozenset(comps), min(ns for _r, ns in runs) - gap, max(ns for _r, ns in runs)
 
 
+def forget_hints(store: Any) -> None:
+    """Drop what was learnt for window guesses on this store (benchmarks: a first call)."""
+    _HINTS.pop(store, None)
+
+
 def _learn(store: Any, runs: Sequence[tuple[Run, int]], pairs: Sequence[tuple], capped: bool) -> None:
     """Remember, per component of ``runs``, its dependencies' components and longest gap."""
     try:
@@ -291,8 +296,7 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
             if cover.holds(c, dns, ns):
                 window_rows.setdefault(c, set()).update(cover.runs.get(c, ()))
         windows = [w for w in windows if not cover.holds(*w)]
-    if pre is not None:
-        _learn(store, runs, pairs, pre.capped)
+    _learn(store, runs, pairs, pre is not None and pre.capped)
     after = min((p[1] for p in pairs), default=0)
     latest: dict[tuple[str, str], tuple[str, int]] = {}
     read = {x for p in pairs for x in p[5] if x}
