@@ -52,6 +52,8 @@ ENV_VARS: dict[str, str] = {
     "MLTRACE_QUEUE_SPANS": "collector queue bound in spans; over it clients get 429 (default 200000)",
     "MLTRACE_BATCH_ROWS": "collector insert batch size in rows (default 5000)",
     "MLTRACE_BATCH_DELAY_S": "collector insert batch delay in seconds (default 1.0)",
+    "MLTRACE_NATIVE_INGEST": "collector: let ClickHouse parse and render OTLP requests (default true); "
+    "false renders rows in Python",
     "MLTRACE_METRICS_LABEL_CAP": "most distinct label values per metric label (default 1000)",
     "DB_SERVER": "mltrace's variable: host of an mltrace server, like set_address(host): OTLP to "
     "http://host:4318, store http://host:8123 (MLTRACE_CLICKHOUSE_URL / OTEL_* endpoints win)",
@@ -185,6 +187,7 @@ class Settings:
     queue_spans: int = 200_000
     batch_rows: int = 5000
     batch_delay_s: float = 1.0
+    native_ingest: bool = True
     metrics_label_cap: int = 1000
 
     def __repr__(self) -> str:  # secrets masked
@@ -302,6 +305,7 @@ class Settings:
         take("MLTRACE_QUEUE_SPANS", "queue_spans", lambda n, v: parse_int(n, v, 1))
         take("MLTRACE_BATCH_ROWS", "batch_rows", lambda n, v: parse_int(n, v, 1))
         take("MLTRACE_BATCH_DELAY_S", "batch_delay_s", lambda n, v: parse_float(n, v, 0))
+        take("MLTRACE_NATIVE_INGEST", "native_ingest", parse_bool)
         take("MLTRACE_METRICS_LABEL_CAP", "metrics_label_cap", lambda n, v: parse_int(n, v, 1))
 
         db_server = (env.get("DB_SERVER") or "").strip()

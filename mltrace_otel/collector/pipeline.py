@@ -1,4 +1,4 @@
-"""The ingest pipeline: a bounded queue of checked requests, a renderer and ONE inserter.
+"""The ingest pipeline: a bounded queue of checked requests, a renderer and inserters.
 
 Receivers :meth:`IngestQueue.submit` a checked request (serialized protobuf, see
 :mod:`.otlp`) and wait on the returned :class:`Pending` until the batch it joined is
@@ -6,16 +6,17 @@ committed; only then do they acknowledge.
 
 The renderer thread turns each request as it arrives into a part of the open batch (by default
 just its bytes: ClickHouse parses and renders the batch, ``store.otlp_native``; or its rows
-rendered in Python, ``ingest.rows_from_otlp``), and hands the batch to the inserter thread when
-it holds ``batch_rows`` spans,
-``batch_delay_s`` after its first request arrived, or, group commit, as soon as the inserter is
-idle and arrivals pause for ``linger_s``. While an insert runs, arrivals keep joining the next
-batch (past ``batch_rows``, up to ``max_batch_rows``), so batches grow with the load (ClickHouse
-pays a large fixed cost per insert: the materialized views), and rendering overlaps inserting
-(ClickHouse releases the GIL). Only the inserter writes to the store, so inserts and spool
-drains never interleave. A batch whose insert fails for a reason other than
-:class:`~mltrace_otel.errors.StoreUnavailable` is inserted again request by request, so one
-request the store refuses (:class:`Rejected`, HTTP 400) cannot sink the others.
+rendered in Python, ``ingest.rows_from_otlp``) and hands the batch to an inserter when it holds
+``batch_rows`` spans, ``batch_delay_s`` after its first request arrived, or, group commit, as
+soon as an inserter is idle and arrivals pause for ``linger_s``. While every inserter is busy,
+arrivals keep joining the next batch (past ``batch_rows``, up to ``max_batch_rows``), so batches
+grow with the load (ClickHouse pays a large fixed cost per insert: analysing the materialized
+views). ``inserters`` threads (default 2), each on its own store connection, insert batches
+side by side: the engine runs each insert mostly on one core, so two use both cores of a small
+machine (ClickHouse releases the GIL). A spool drain runs only while no insert does. A batch
+whose insert fails for a reason other than :class:`~mltrace_otel.errors.StoreUnavailable` is
+inserted again request by request, so one request the store refuses (:class:`Rejected`, HTTP
+400) cannot sink the others.
 
 Backpressure, never a silent drop:
 
@@ -186,16 +187,19 @@ class IngestQueue:
             a span); False renders rows in Python (``ingest.rows_from_otlp``, the spool drain's
             path), which costs ~25 µs of interpreter time per span.
         render, combine, insert: override the three steps (a request and its span count to a
-            part, the parts of a batch to what ``insert`` takes, the insert), for tests.
+            part, the parts of a batch to what ``insert`` takes, the insert of that into a
+            store), for tests.
+        inserters: batches inserted side by side, each inserter on its own connection (the
+            engine runs them on separate cores; one insert runs mostly on one core).
     """
 
     def __init__(self, store: Any, *, batch_rows: int = 5000, batch_delay_s: float = 1.0,
                  queue_spans: int = 200_000, stall_s: float = 10.0, retry_after_s: float = 1.0,
                  drain_every_s: float = 0.0, linger_s: float | None = 0.005, metrics: Any = None,
                  render: Callable[[bytes, int], Any] | None = None,
-                 insert: Callable[[Any], Any] | None = None, max_batch_rows: int = 20_000,
+                 insert: Callable[[Any, Any], Any] | None = None, max_batch_rows: int = 20_000,
                  linger_max_s: float = 0.05, native: bool = True,
-                 combine: Callable[[list[Any]], Any] | None = None) -> None:
+                 combine: Callable[[list[Any]], Any] | None = None, inserters: int = 2) -> None:
         self.store = store
         self.batch_rows = max(1, batch_rows)
         self.max_batch_rows = max(self.batch_rows, max_batch_rows)
@@ -212,24 +216,26 @@ class IngestQueue:
         self._inflight = 0  # spans in the batch being inserted
         self._cond = threading.Condition()
         self._stopping = False
-        self._insert_started: float | None = None
+        self._running: dict[int, float] = {}  # inserter thread id -> when its insert started
         self._failed_at: float | None = None
         self.linger_s = linger_s
         self._last_arrival = 0.0
         self._threads: list[threading.Thread] = []
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
-        self._inserter_idle = True
+        self.inserters = max(1, inserters)
+        self._idle = self.inserters  # inserters waiting for a batch
+        self._siblings: list[Any] = []
         self.last_error = ""
         from mltrace_otel.store import ingest
 
         if native:
             self._render = render or _NativePart
             self._combine = combine or _native_batch
-            self._insert = insert or (lambda b: store.insert_requests(b[0], spans=b[1]))
+            self._insert = insert or (lambda st, b: st.insert_requests(b[0], spans=b[1]))
         else:
             self._render = render or (lambda payload, _spans: ingest.rows_from_otlp(payload))
             self._combine = combine or _columns_batch
-            self._insert = insert or (lambda cols: ingest.insert_columns(store, cols))
+            self._insert = insert or (lambda st, cols: ingest.insert_columns(st, cols))
 
     # --- producer side ---------------------------------------------------------------------
     @property
@@ -248,7 +254,7 @@ class IngestQueue:
         with self._cond:
             if self._stopping:
                 raise Unavailable("the collector is shutting down", 2.0)
-            started = self._insert_started
+            started = min(self._running.values(), default=None)
             if started is not None and now - started > self.stall_s:
                 raise Unavailable(f"the store has not finished an insert for {now - started:.0f} s", 5.0)
             if self._failed_at is not None and now - self._failed_at < self.retry_after_s:
@@ -272,10 +278,20 @@ class IngestQueue:
     # batch meanwhile. At most one rendered batch waits between them.
 
     def start(self) -> None:
-        """Start the renderer and inserter threads."""
+        """Start the renderer and the inserter threads (inserter k > 0 on its own connection,
+        ``store.sibling()``, so inserts run side by side on the engine)."""
+        sibling = getattr(self.store, "sibling", None)
+        stores = [self.store]
+        for _ in range(1, self.inserters):
+            if sibling is None:
+                stores.append(self.store)  # a wrapper without connections of its own: share it
+            else:
+                self._siblings.append(sibling())
+                stores.append(self._siblings[-1])
         self._threads = [
             threading.Thread(target=self._render_loop, name="mltrace-collector-render", daemon=True),
-            threading.Thread(target=self._insert_loop, name="mltrace-collector-insert", daemon=True),
+            *(threading.Thread(target=self._insert_loop, args=(st,), name=f"mltrace-collector-insert-{k}",
+                               daemon=True) for k, st in enumerate(stores)),
         ]
         for t in self._threads:
             t.start()
@@ -288,7 +304,12 @@ class IngestQueue:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        done = not any(t.is_alive() for t in self._threads)
+        if done:
+            for st in self._siblings:
+                st.close()
+            self._siblings = []
+        return done
 
     def _next(self, batch: list[Pending], rows: int, opened: float, last_drain: float) -> tuple[str, Any]:
         """What the renderer does next: ("render", item), ("flush", None), ("drain", None) or
@@ -299,14 +320,15 @@ class IngestQueue:
                 # while an insert runs, the next batch may grow past batch_rows (to
                 # max_batch_rows): each insert pays a large fixed cost (the views), so under
                 # load fewer, bigger inserts commit more spans per second
-                limit = self.batch_rows if self._inserter_idle else self.max_batch_rows
+                idle_inserter = self._idle > 0
+                limit = self.batch_rows if idle_inserter else self.max_batch_rows
                 if self._items and rows < limit:
                     item = self._items.popleft()
                     self._queued -= item.spans
                     self._inflight += item.spans
                     return "render", item
                 if batch:
-                    idle = self.linger_s is not None and self._inserter_idle
+                    idle = self.linger_s is not None and idle_inserter
                     linger_until = 0.0
                     if idle:
                         linger_until = self._last_arrival + self.linger_s
@@ -315,10 +337,10 @@ class IngestQueue:
                             # way again: wait for them a little, rather than pay the insert's
                             # fixed cost twice (at most linger_max_s after the batch opened)
                             linger_until = max(linger_until, opened + self.linger_max_s)
-                    if ((rows >= self.batch_rows and self._inserter_idle) or rows >= limit
+                    if ((rows >= self.batch_rows and idle_inserter) or rows >= limit
                             or self._stopping or now >= opened + self.batch_delay_s
                             or (idle and now >= linger_until)):
-                        self._inserter_idle = False  # it gets this batch now
+                        self._idle -= 1  # an idle inserter gets this batch now (or the next free one)
                         self._expect = len(batch)
                         return "flush", None
                     timeout = opened + self.batch_delay_s - now
@@ -328,8 +350,8 @@ class IngestQueue:
                 elif self._stopping:
                     return "stop", None
                 elif self.drain_every_s and now - last_drain >= self.drain_every_s:
-                    if self._inserter_idle:
-                        self._inserter_idle = False
+                    if self._idle == self.inserters:  # a drain never runs beside an insert
+                        self._idle -= 1
                         return "drain", None
                     self._cond.wait(self.drain_every_s)
                 else:
@@ -368,9 +390,11 @@ class IngestQueue:
                     parts.append(one)
                     rows += item.spans
         finally:
-            self._handoff.put(None)
+            for _ in range(self.inserters):
+                self._handoff.put(None)
 
-    def _insert_loop(self) -> None:
+    def _insert_loop(self, store: Any) -> None:
+        me = threading.get_ident()
         while True:
             item = self._handoff.get()
             if item is None:
@@ -379,34 +403,36 @@ class IngestQueue:
                 if item is _DRAIN:
                     self._drain_spool()
                     continue
-                batch, cols, parts = item
-                with self._cond:
-                    self._insert_started = time.monotonic()
+                batch, combined, parts = item
                 t0 = time.perf_counter()
                 try:
-                    result = self._insert(cols)
+                    with self._cond:
+                        self._running[me] = time.monotonic()
+                    result = self._insert(store, combined)
                 except BaseException as e:  # noqa: BLE001 - a store failure fails the batch, not the thread
                     if len(batch) > 1 and not _unavailable(e):
                         # maybe one request's data: insert each alone, so it cannot sink the others
                         log.warning("insert of %d requests failed (%s); inserting them one by one",
                                     len(batch), e)
-                        self._insert_each(batch, parts)
+                        self._insert_each(store, batch, parts)
                     else:
                         self._finish(batch, None, e, 0.0, store_failed=_unavailable(e))
                 else:
                     self._finish(batch, result, None, time.perf_counter() - t0)
             finally:
                 with self._cond:
-                    self._inserter_idle = True
+                    self._running.pop(me, None)
+                    self._idle += 1
                     self._cond.notify_all()
 
-    def _insert_each(self, batch: list[Pending], parts: list[Any]) -> None:
+    def _insert_each(self, store: Any, batch: list[Pending], parts: list[Any]) -> None:
+        me = threading.get_ident()
         for p, part in zip(batch, parts, strict=True):
             with self._cond:
-                self._insert_started = time.monotonic()
+                self._running[me] = time.monotonic()
             t0 = time.perf_counter()
             try:
-                result = self._insert(self._combine([part]))
+                result = self._insert(store, self._combine([part]))
             except BaseException as e:  # noqa: BLE001
                 self._finish([p], None, e, 0.0, store_failed=_unavailable(e))
             else:
@@ -418,7 +444,6 @@ class IngestQueue:
         rows = sum(p.spans for p in batch)
         with self._cond:
             self._inflight -= rows
-            self._insert_started = None
             if error is None:
                 self._failed_at = None
             elif store_failed:

@@ -129,7 +129,7 @@ class Collector:
             self.queue = IngestQueue(
                 self.store, batch_rows=s.batch_rows, batch_delay_s=s.batch_delay_s,
                 queue_spans=s.queue_spans, stall_s=self.stall_s, drain_every_s=self.drain_every_s,
-                linger_s=self.linger_s, metrics=self.metrics)
+                linger_s=self.linger_s, metrics=self.metrics, native=s.native_ingest)
             exporter = Exporter(self.queue, self.metrics, max_body_bytes=s.max_body_bytes,
                                 ack_timeout_s=self.ack_timeout_s, token=s.token)
             register_store_metrics(self.metrics.registry, self.store, s)

@@ -109,6 +109,16 @@ class Store:
             self._sharing = None
         self._conn.close()
 
+    def sibling(self) -> Store:
+        """Another connection to this store (same settings and database; no migration, no
+        drain), closed on its own. The engine runs queries from different connections side by
+        side (one connection runs one at a time): the collector's inserters use one each."""
+        from mltrace_otel.store import share
+
+        conn = share.connect(self.settings)
+        conn.client.database = self.database
+        return Store(self.settings, conn)
+
     def __enter__(self) -> Store:
         return self
 
