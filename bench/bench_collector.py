@@ -137,12 +137,13 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def collector_run(senders: int, spans: int, warmup: float, seconds: float, connections: int = 1) -> dict:
+def collector_run(senders: int, spans: int, warmup: float, seconds: float, connections: int = 1,
+                  native: bool = True) -> dict:
     """Start the collector subprocess, load it, measure; stop it with SIGTERM."""
     port, gport = _free_port(), _free_port()
     with tempfile.TemporaryDirectory() as d:
         env = {**os.environ, "MLTRACE_DIR": d, "MLTRACE_OTLP_HTTP_PORT": str(port),
-               "MLTRACE_OTLP_GRPC_PORT": str(gport)}
+               "MLTRACE_OTLP_GRPC_PORT": str(gport), "MLTRACE_NATIVE_INGEST": str(native).lower()}
         proc = subprocess.Popen([sys.executable, "-m", "mltrace_otel.collector"], env=env, cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
@@ -161,13 +162,15 @@ def collector_run(senders: int, spans: int, warmup: float, seconds: float, conne
             out: mp.Queue = mp.Queue()
             procs = [mp.Process(target=_sender, args=(port, spans, i, warmup, seconds, connections, out))
                      for i in range(senders)]
-            cpu0 = _cpu_seconds(proc.pid)
+            cpu0, threads0 = _cpu_seconds(proc.pid), _thread_cpu(proc.pid)
             for p in procs:
                 p.start()
             results = [out.get(timeout=warmup + seconds + 300) for _ in procs]
             for p in procs:
                 p.join()
             cpu = _cpu_seconds(proc.pid) - cpu0
+            threads = _thread_cpu(proc.pid)
+            threads = {k: v - threads0.get(k, 0.0) for k, v in threads.items()}
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             conn.request("GET", "/metrics")
             metrics = conn.getresponse().read().decode()
@@ -191,7 +194,25 @@ def collector_run(senders: int, spans: int, warmup: float, seconds: float, conne
     return {"spans_per_s": acked / seconds, "acked_spans": acked, "committed_total": committed,
             "mean_batch_rows": committed / batches, "mean_insert_ms": 1000 * insert_s / batches,
             "refused_429_503": sum(r["refused"] for r in results), "peak_rss_mb": rss,
-            "collector_cpu_s_per_s": cpu / (warmup + seconds), "exit_code": code}
+            "collector_cpu_s_per_s": cpu / (warmup + seconds), "exit_code": code,
+            "cpu_us_per_span": 1e6 * cpu / max(committed, 1.0),
+            "cpu_s_by_thread": dict(sorted(threads.items(), key=lambda kv: -kv[1]))}
+
+
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads, summed by thread name (chDB names its threads by
+    role: query pipeline, merges, ...; Python's threads are all "python")."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            raw = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -208,14 +229,18 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=1,
                     help="requests each sender keeps in flight (1 = a synchronous OTel exporter)")
     ap.add_argument("--baseline-rows", type=int, default=51_200)
+    ap.add_argument("--python-render", action="store_true",
+                    help="the collector renders rows in Python (MLTRACE_NATIVE_INGEST=false)")
     args = ap.parse_args()
     base = baseline(args.spans, args.baseline_rows)
-    run = collector_run(args.senders, args.spans, args.warmup, args.seconds, args.connections)
+    run = collector_run(args.senders, args.spans, args.warmup, args.seconds, args.connections,
+                        native=not args.python_render)
     ratio = run["spans_per_s"] / base["bulk_insert_spans_per_s"]
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     print(f"bulk insert of pre-built rows:      {base['bulk_insert_spans_per_s']:>9,.0f} spans/s")
     print(f"rendering rows (rows_from_otlp):    {base['render_spans_per_s']:>9,.0f} spans/s")
     print(f"Store.insert_otlp, one thread:      {base['insert_otlp_spans_per_s']:>9,.0f} spans/s")
+    print(f"ingest: {'Python renderer' if args.python_render else 'native (ClickHouse parses and renders)'}")
     print(f"collector, {args.senders} senders x {args.connections} in flight x {args.spans} spans/request: "
           f"{run['spans_per_s']:>9,.0f} spans/s acknowledged ({ratio:.2f}x the bulk insert)")
     print(f"collector batches: {run['mean_batch_rows']:,.0f} rows on average, "
@@ -224,6 +249,8 @@ def main() -> int:
           f"{base['bench_process_peak_rss_mb']:.0f} MiB")
     print(f"collector peak RSS {run['peak_rss_mb']:.0f} MiB, CPU {run['collector_cpu_s_per_s']:.2f} cores, "
           f"429/503 answers {run['refused_429_503']}, SIGTERM exit code {run['exit_code']}")
+    print(f"collector CPU per span: {run['cpu_us_per_span']:.0f} us; by thread (s): " + ", ".join(
+        f"{k} {v:.1f}" for k, v in list(run["cpu_s_by_thread"].items())[:6]))
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     (results / "collector.json").write_text(json.dumps({"args": vars(args), "baseline": base,
