@@ -219,3 +219,42 @@ def test_a_request_the_store_refuses_does_not_sink_its_batch(tmp_settings: Any, 
     ids = [i for _, ids in good for i in ids]
     assert set(stored_runs(store, ids)) == set(ids)
     assert 'mltrace_collector_spans_rejected_total{reason="store"} 1.0' in text
+
+
+class FirstInsertStuck:
+    """The first insert blocks on ``gate`` before reaching the real store; later ones go through."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.gate = threading.Event()
+        self.inside = threading.Event()
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def insert_requests(self, *args: Any, **kw: Any) -> Any:
+        with self.lock:
+            self.calls += 1
+            first = self.calls == 1
+        if first:
+            self.inside.set()
+            self.gate.wait(120)
+        return self.store.insert_requests(*args, **kw)
+
+
+def test_a_slow_insert_does_not_hold_back_the_next_batch(tmp_settings: Any, store: Any) -> None:
+    """Two writers: while one insert hangs, the next request is committed and answered by the
+    other, and the hung one still lands when the store answers."""
+    stuck = FirstInsertStuck(store)
+    results: dict[str, int] = {}
+    first, second = _body(5), _body(5)
+    with Collector(collector_settings(tmp_settings), stuck, drain_every_s=0) as c:
+        t = threading.Thread(target=lambda: results.setdefault("first", _post(c, first[0])[0]))
+        t.start()
+        assert stuck.inside.wait(30)
+        assert _post(c, second[0])[0] == 200
+        assert set(stored_runs(store, second[1])) == set(second[1])
+        assert "first" not in results  # still waiting for its commit
+        stuck.gate.set()
+        t.join(60)
+        assert results["first"] == 200
+    assert set(stored_runs(store, first[1] + second[1])) == set(first[1] + second[1])
