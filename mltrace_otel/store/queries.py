@@ -333,9 +333,11 @@ def _recent_rows(store: Any, limit: int) -> tuple[list[str], dict[str, tuple[Run
     while True:
         rows = run_query(store, "recent", RECENT_ROWS, {"n": n})
         found: dict[str, tuple[Run, int]] = {}
-        for (row,) in rows:
+        for (row,) in rows:  # newest first: parse until past the first limit + 1 runs' start
             if json_id(row) not in found:
                 run, ns = run_from_json(row)
+                if len(found) > limit and ns < min(v[1] for v in found.values()):
+                    break
                 found[run.id] = (run, ns)
         every = sorted(found, key=lambda i: (found[i][1], i), reverse=True)
         if len(every) > limit or len(rows) < n or n > 10**7:

@@ -13,7 +13,9 @@ For each dependency ``dep`` of a run (the producer of an input, or a set_upstrea
    set_upstream dependency: has run again), so what the run read is superseded now:
    ``"{component} (ID {id}) has a newer run now (ID {newer_id})."``
 
-One query for a whole batch of runs (the runs_by_component projection answers it).
+At most one query for a whole batch of runs, often none: the batch's notes, flags and guessed
+fresher-run windows can be read beforehand with its dependencies (:class:`Prefetch`), and
+windows inside runs already read need no read (:class:`Cover`).
 """
 
 from __future__ import annotations
