@@ -184,8 +184,13 @@ class IngestQueue:
         metrics: a :class:`~.metrics.CollectorMetrics` or None.
         native: let ClickHouse parse and render the requests (``store.insert_requests``:
             the batch's serialized requests go to the store as one body, and no Python touches
-            a span); False renders rows in Python (``ingest.rows_from_otlp``, the spool drain's
-            path), which costs ~25 µs of interpreter time per span.
+            a span) when a batch holds at least ``native_min_spans`` spans; smaller batches, and
+            every batch when False, are rendered in Python (``ingest.rows_from_otlp``, ~25 µs
+            of interpreter time per span, the spool drain's path). The engine's rendering costs
+            less per span but ~100 ms more per insert (analysing its view): at low load, when
+            batches are small and each acknowledgement waits for one insert, Python is faster;
+            under load, when batches are big and CPU is the limit, the engine is. 0 (a
+            ClickHouse server: its cores do the work) sends every batch to the engine.
         render, combine, insert: override the three steps (a request and its span count to a
             part, the parts of a batch to what ``insert`` takes, the insert of that into a
             store), for tests.
@@ -199,7 +204,8 @@ class IngestQueue:
                  render: Callable[[bytes, int], Any] | None = None,
                  insert: Callable[[Any, Any], Any] | None = None, max_batch_rows: int = 20_000,
                  linger_max_s: float = 0.05, native: bool = True,
-                 combine: Callable[[list[Any]], Any] | None = None, inserters: int = 2) -> None:
+                 combine: Callable[[list[Any]], Any] | None = None, inserters: int = 2,
+                 native_min_spans: int = 4000) -> None:
         self.store = store
         self.batch_rows = max(1, batch_rows)
         self.max_batch_rows = max(self.batch_rows, max_batch_rows)
@@ -223,6 +229,7 @@ class IngestQueue:
         self._threads: list[threading.Thread] = []
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
         self.inserters = max(1, inserters)
+        self.native_min_spans = native_min_spans
         self._idle = self.inserters  # inserters waiting for a batch
         self._siblings: list[Any] = []
         self.last_error = ""
@@ -231,11 +238,25 @@ class IngestQueue:
         if native:
             self._render = render or _NativePart
             self._combine = combine or _native_batch
-            self._insert = insert or (lambda st, b: st.insert_requests(b[0], spans=b[1]))
+            self._insert = insert or self._insert_native
         else:
             self._render = render or (lambda payload, _spans: ingest.rows_from_otlp(payload))
             self._combine = combine or _columns_batch
             self._insert = insert or (lambda st, cols: ingest.insert_columns(st, cols))
+
+    def _insert_native(self, store: Any, batch: tuple[list[bytes], int]) -> Any:
+        """A big batch goes to the engine as it is; a small one is rendered here in Python
+        first: the engine's rendering view costs ~100 ms of query analysis per insert, more
+        than rendering ``native_min_spans`` spans in Python (~25 µs each)."""
+        payloads, spans = batch
+        if spans >= self.native_min_spans:
+            return store.insert_requests(payloads, spans=spans)
+        from mltrace_otel.store import ingest
+
+        cols = ingest.Columns()
+        for payload in payloads:
+            ingest.rows_from_otlp(payload, into=cols)
+        return ingest.insert_columns(store, cols)
 
     # --- producer side ---------------------------------------------------------------------
     @property

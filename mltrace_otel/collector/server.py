@@ -88,8 +88,13 @@ class Collector:
 
     def __init__(self, settings: Settings, store: Any = None, *, grpc: bool = True,
                  ack_timeout_s: float = 30.0, stall_s: float = 10.0, drain_every_s: float = 2.0,
-                 linger_s: float | None = 0.005, registry: Any = None) -> None:
+                 linger_s: float | None = 0.005, registry: Any = None,
+                 native_min_spans: int | None = None) -> None:
         self.settings = settings
+        # batches this big go to the engine as serialized requests, smaller ones are rendered in
+        # Python (pipeline.IngestQueue): 4,000 on the embedded store, 0 (always) on a server
+        self.native_min_spans = (native_min_spans if native_min_spans is not None
+                                 else 4000 if settings.is_embedded else 0)
         self.store = store
         self._own_store = store is None
         self._grpc_enabled = grpc
@@ -129,7 +134,8 @@ class Collector:
             self.queue = IngestQueue(
                 self.store, batch_rows=s.batch_rows, batch_delay_s=s.batch_delay_s,
                 queue_spans=s.queue_spans, stall_s=self.stall_s, drain_every_s=self.drain_every_s,
-                linger_s=self.linger_s, metrics=self.metrics, native=s.native_ingest)
+                linger_s=self.linger_s, metrics=self.metrics, native=s.native_ingest,
+                native_min_spans=self.native_min_spans)
             exporter = Exporter(self.queue, self.metrics, max_body_bytes=s.max_body_bytes,
                                 ack_timeout_s=self.ack_timeout_s, token=s.token)
             register_store_metrics(self.metrics.registry, self.store, s)

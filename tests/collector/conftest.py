@@ -19,10 +19,12 @@ def collector_settings(settings: Settings, **changes: Any) -> Settings:
     return settings.replace(**base)
 
 
-@pytest.fixture
-def collector(tmp_settings: Settings, store: Any) -> Iterator[Collector]:
-    """A started collector (HTTP + gRPC on port 0) over the test's store."""
-    c = Collector(collector_settings(tmp_settings), store, drain_every_s=0)
+@pytest.fixture(params=["engine-renders", "python-renders"])
+def collector(request: pytest.FixtureRequest, tmp_settings: Settings, store: Any) -> Iterator[Collector]:
+    """A started collector (HTTP + gRPC on port 0) over the test's store; every test runs with
+    each ingest path: ClickHouse parsing and rendering every batch, and Python rendering it."""
+    native_min_spans = 0 if request.param == "engine-renders" else 10**9
+    c = Collector(collector_settings(tmp_settings), store, drain_every_s=0, native_min_spans=native_min_spans)
     c.start()
     try:
         yield c

@@ -247,7 +247,7 @@ def test_a_slow_insert_does_not_hold_back_the_next_batch(tmp_settings: Any, stor
     stuck = FirstInsertStuck(store)
     results: dict[str, int] = {}
     first, second = _body(5), _body(5)
-    with Collector(collector_settings(tmp_settings), stuck, drain_every_s=0) as c:
+    with Collector(collector_settings(tmp_settings), stuck, drain_every_s=0, native_min_spans=0) as c:
         t = threading.Thread(target=lambda: results.setdefault("first", _post(c, first[0])[0]))
         t.start()
         assert stuck.inside.wait(30)
