@@ -21,8 +21,10 @@ are asked again with their own bound, until decided.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from mltrace_otel.errors import NotFound
@@ -101,17 +103,25 @@ class Info:
     inputs: tuple[tuple[str, str], ...]
     upstream: tuple[str, ...]
     outputs: dict[str, str] = field(hash=False, compare=False)
-    run: Any = field(default=None, hash=False, compare=False)
+    raw: Any = field(default=None, hash=False, compare=False, repr=False)
+
+    @cached_property
+    def run(self) -> Any:
+        """The whole run (a Run without dependencies or staleness) when it was read, else None:
+        built on first use (answers that only resolve producers never build it)."""
+        return None if self.raw is None else queries.run_from_list(self.raw)[0]
 
 
 def _info(row_json: str) -> Info:
-    """Info of a ``queries.RUN_ROW_JSON`` value (keeping the Run it describes)."""
-    run, ns = queries.run_from_json(row_json)
+    """Info of a ``queries.RUN_ROW_JSON`` value (keeping the row for the Run it describes)."""
+    r = json.loads(row_json)
+    in_versions, out_versions = r[12], r[15]
     outputs: dict[str, str] = {}
-    for p in run.outputs:
-        outputs.setdefault(p.name, p.version)
-    return Info(run.id, run.component, ns, tuple((p.name, p.version) for p in run.inputs),
-                tuple(run.upstream), outputs, run)
+    for i, name in enumerate(r[14]):
+        outputs.setdefault(name, out_versions[i] if i < len(out_versions) else "")
+    inputs = tuple((name, in_versions[i] if i < len(in_versions) else "")
+                   for i, name in enumerate(r[11]))
+    return Info(r[0], r[2], int(r[3]), inputs, tuple(r[17]), outputs, r)
 
 
 def lineage_info(store: Any, ids: Iterable[str]) -> dict[str, Info]:

@@ -79,7 +79,11 @@ def _naive(ns: int) -> datetime:
 
 def run_from_json(text: str) -> tuple[Run, int]:
     """A ``RUN_ROW_JSON`` value as a Run (like :func:`row_to_run`) and its start in ns."""
-    r = json.loads(text)
+    return run_from_list(json.loads(text))
+
+
+def run_from_list(r: list) -> tuple[Run, int]:
+    """A parsed ``RUN_ROW_JSON`` value as a Run and its start in ns."""
     start_ns, end_ns = int(r[3]), int(r[4])
     return row_to_run((*r[:3], _naive(start_ns), _naive(end_ns), *r[5:18], int(r[18]), int(r[19]),
                        *r[20:], start_ns))
