@@ -25,6 +25,12 @@ def test_runs_that_wrote_nothing_are_in_history_recent_and_inspect(store):
     assert run.dependencies == (a,) and run.notes == "looked fine" and run.outputs == ()
     assert store.get_runs([lone, check])[1].inputs[0].name == "raw"
     assert [x.id for x in store.history("check", 1)] == [lone]
+    assert [(n.depth, n.run.id) for n in store.trace_run(check).nodes] == [(0, check), (1, a)]
+    assert [n.run.id for n in store.impact(check).nodes] == [check]
+    b = r.run("load", [], ["raw"], at=40)  # check's input is superseded now
+    r.flush(store)
+    assert [x.id for x in store.stale_runs("check")] == []  # its latest run read nothing
+    assert store.get_run(check).stale == (f"load (ID {a}) has a newer run now (ID {b}).",)
 
 
 def test_a_pointer_named_empty_is_not_fed_by_runs_that_wrote_nothing(store):
