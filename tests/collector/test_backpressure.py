@@ -203,7 +203,8 @@ def test_a_request_the_store_refuses_does_not_sink_its_batch(tmp_settings: Any, 
     poison = make_spans(1, component="poison")
     good = [_body(3) for _ in range(3)]
     bodies = [b for b, _ in good] + [encode_spans(poison).SerializeToString()]
-    settings = collector_settings(tmp_settings, batch_delay_s=1.5)
+    # the batch closes when all four are in (10 spans), so they share one insert
+    settings = collector_settings(tmp_settings, batch_delay_s=30, batch_rows=10)
     results: dict[int, int] = {}
     faulty = PoisonStore(store)
     with Collector(settings, faulty, drain_every_s=0, linger_s=None) as c:
