@@ -11,6 +11,8 @@ Measured in one process, on run-like spans (9 attributes, 4 of them string array
    materialized views), rows/s.
 4. **insert_otlp**: render + insert, spans/s; ratio to 3 (batches interleaved with 3's, so
    both pay the same background merges).
+4b. **insert_requests**: the native path (ClickHouse parses the protobuf and renders the rows
+   itself), spans/s wall and CPU (the process's, so the engine's threads too); ratio to 4.
 5. **open**: ``open_store`` on a fresh directory (engine start + migrations) and again on the
    migrated store (one query).
 
@@ -100,8 +102,14 @@ def main() -> None:
             w2 += dw
         res["insert_rows_per_s"] = {"wall": total / w, "cpu_client": total / c}
         res["insert_otlp_spans_per_s"] = {"wall": total / w2}
+        native = [make_request(a.spans, 2000 + s) for s in range(a.batches)]
+        w = c = 0.0
+        for p in native:
+            _, dw, dc = timed(store.insert_requests, [p], a.spans)
+            w, c = w + dw, c + dc
+        res["insert_requests_spans_per_s"] = {"wall": total / w, "cpu": total / c}
         runs = store.query("n", "SELECT count() FROM mltrace_runs FINAL")[0][0]
-        assert runs == 2 * total, runs
+        assert runs == 3 * total, runs
         store.close()
 
     fl, rd = res["floor_spans_per_s"], res["render_spans_per_s"]
@@ -112,6 +120,9 @@ def main() -> None:
     print(f"insert pre-rendered rows:        {ins['wall']:,.0f} rows/s wall")
     print(f"insert_otlp (render + insert):   {e2e['wall']:,.0f} spans/s wall, "
           f"{e2e['wall'] / ins['wall']:.2f} x bulk insert")
+    nat = res["insert_requests_spans_per_s"]
+    print(f"insert_requests (native: ClickHouse parses and renders): {nat['wall']:,.0f} spans/s wall, "
+          f"{nat['cpu']:,.0f} spans/s CPU, {nat['wall'] / e2e['wall']:.2f} x insert_otlp")
     print(f"open_store fresh: {res['open_fresh_s']['wall']:.2f} s, migrated: "
           f"{res['open_migrated_s']['wall'] * 1000:.0f} ms")
     print(json.dumps(res))
