@@ -134,7 +134,10 @@ class Collector:
             self.queue = IngestQueue(
                 self.store, batch_rows=s.batch_rows, batch_delay_s=s.batch_delay_s,
                 queue_spans=s.queue_spans, stall_s=self.stall_s, drain_every_s=self.drain_every_s,
-                linger_s=self.linger_s, metrics=self.metrics, native=s.native_ingest,
+                linger_s=self.linger_s, metrics=self.metrics,
+                # on a cluster, rows go through the Distributed otel_traces (sharded by trace id);
+                # the native entry table would land each request's spans on one random shard
+                native=s.native_ingest and not s.cluster,
                 native_min_spans=self.native_min_spans)
             exporter = Exporter(self.queue, self.metrics, max_body_bytes=s.max_body_bytes,
                                 ack_timeout_s=self.ack_timeout_s, token=s.token)
