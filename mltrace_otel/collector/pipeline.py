@@ -173,11 +173,11 @@ def _halves(batch: list[Pending]) -> list[tuple[int, int]]:
 
 
 class IngestQueue:
-    """Bounded queue, a renderer thread and one inserter thread in front of a store.
+    """Bounded queue, a renderer thread and ``inserters`` inserter threads in front of a store.
 
     Args:
         store: the store (``insert_requests`` or ``insert_columns``, and ``drain_spool``). Only
-            the inserter thread writes to it.
+            the inserter threads write to it (inserter k > 0 through ``store.sibling()``).
         batch_rows, batch_delay_s: close a batch at this many spans, or this long after its
             oldest request arrived.
         linger_max_s: group commit under load: while a batch holds fewer requests than the
@@ -307,9 +307,9 @@ class IngestQueue:
         return p
 
     # --- writer side ---------------------------------------------------------------------------
-    # Two threads, so ClickHouse's work (which releases the GIL) overlaps Python's: the renderer
-    # takes a batch from the queue and renders its rows; the inserter inserts the previous
-    # batch meanwhile. At most one rendered batch waits between them.
+    # The renderer takes requests from the queue into the open batch; the inserters insert the
+    # previous batches meanwhile (ClickHouse releases the GIL). At most one closed batch waits
+    # between them.
 
     def start(self) -> None:
         """Start the renderer and the inserter threads (inserter k > 0 on its own connection,
