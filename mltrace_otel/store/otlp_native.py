@@ -4,7 +4,7 @@ The Python renderer (:mod:`.ingest`) costs ~25 µs per span of interpreter work,
 collector at ~40,000 spans/s before ClickHouse does anything. Here the engine does it in C++:
 the collector concatenates the requests of a batch (length-delimited, ClickHouse's ``Protobuf``
 format), inserts them into ``otel_traces_otlp`` (ENGINE = Null, one row per request, its spans
-as nested arrays, typed by :data:`PROTO_SCHEMA`), and the materialized view
+as nested arrays, typed by :data:`PROTO_FILE`), and the materialized view
 ``otel_traces_otlp_mv`` (migration 0030) renders each span as the ``otel_traces`` row the
 contrib exporter writes, with the same value mapping as :mod:`.ingest` (ids lowercase hex,
 SpanKind / StatusCode names, attribute values as pcommon ``AsString``: doubles in ES6 form,
@@ -14,10 +14,10 @@ bytes base64, arrays compact Go-style JSON with ``<>&`` escaped, maps sorted by 
 What SQL does not render (rare, and never written by mltrace's SDK): a map value
 (``kvlist_value``), an array inside an array, an array value on an event or a link, a duplicate
 attribute key, a string in an array holding one of the control characters ClickHouse's JSON
-writer escapes in upper case. A span holding one is
-"deferred": the view skips it and records it in ``otel_traces_otlp_deferred`` under the batch's
-token; :func:`insert_requests` then renders those spans with the Python renderer and inserts
-them. Requests must be checked first (ids, times: the collector's ``otlp.decode`` does it).
+writer escapes in upper case. A span holding one is "deferred": the view skips it and records
+it in ``otel_traces_otlp_deferred`` under the batch's token; :func:`insert_requests` then
+renders those spans with the Python renderer and inserts them. Requests must be checked first
+(ids, times: the collector's ``otlp.decode`` does it).
 
 Imports :mod:`.ingest` (the Python renderer for deferred spans) and opentelemetry-proto.
 """
@@ -275,7 +275,7 @@ def insert_requests(store: Any, payloads: Sequence[bytes], spans: int | None = N
     late = _insert_rendered(store, payloads, want)
     store.command("forget_deferred", f"ALTER TABLE {db}.{DEFERRED_TABLE} DELETE WHERE Batch = {{b:String}}",
                   {"b": token})
-    return IngestResult(accepted=spans - len(want) + late.accepted, rejected=late.rejected,
+    return IngestResult(accepted=spans - len(deferred) + late.accepted, rejected=late.rejected,
                         errors=late.errors)
 
 
