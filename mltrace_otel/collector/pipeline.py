@@ -131,6 +131,10 @@ class Pending:
         return self._result
 
 
+NATIVE_MIN_SPANS = 4000
+"""Batches of fewer spans are rendered in Python on the embedded store (see ``native``)."""
+
+
 class _NativePart:
     """A request for the native insert: its bytes and span count (nothing rendered here)."""
 
@@ -218,7 +222,7 @@ class IngestQueue:
                  insert: Callable[[Any, Any], Any] | None = None, max_batch_rows: int = 20_000,
                  linger_max_s: float = 0.05, native: bool = True,
                  combine: Callable[[list[Any]], Any] | None = None, inserters: int = 2,
-                 native_min_spans: int = 4000) -> None:
+                 native_min_spans: int = NATIVE_MIN_SPANS) -> None:
         self.store = store
         self.batch_rows = max(1, batch_rows)
         self.max_batch_rows = max(self.batch_rows, max_batch_rows)
@@ -266,10 +270,7 @@ class IngestQueue:
             return store.insert_requests(payloads, spans=spans)
         from mltrace_otel.store import ingest
 
-        cols = ingest.Columns()
-        for payload in payloads:
-            ingest.rows_from_otlp(payload, into=cols)
-        return ingest.insert_columns(store, cols)
+        return ingest.insert_requests_rendered(store, payloads)
 
     # --- producer side ---------------------------------------------------------------------
     @property

@@ -34,7 +34,7 @@ from typing import Any
 from mltrace_otel.collector.grpc_server import GrpcReceiver
 from mltrace_otel.collector.http_server import TRACES_PATH, OTLPHTTPServer
 from mltrace_otel.collector.metrics import CollectorMetrics, register_store_metrics
-from mltrace_otel.collector.pipeline import IngestQueue
+from mltrace_otel.collector.pipeline import NATIVE_MIN_SPANS, IngestQueue
 from mltrace_otel.collector.receiver import Exporter
 from mltrace_otel.errors import ConfigError, StoreUnavailable
 from mltrace_otel.settings import Settings, mask_url
@@ -94,7 +94,7 @@ class Collector:
         # batches this big go to the engine as serialized requests, smaller ones are rendered in
         # Python (pipeline.IngestQueue): 4,000 on the embedded store, 0 (always) on a server
         self.native_min_spans = (native_min_spans if native_min_spans is not None
-                                 else 4000 if settings.is_embedded else 0)
+                                 else NATIVE_MIN_SPANS if settings.is_embedded else 0)
         self.store = store
         self._own_store = store is None
         self._grpc_enabled = grpc

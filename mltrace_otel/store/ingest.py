@@ -371,6 +371,14 @@ def insert_otlp(store: Any, request: bytes | Any, *, dedup_token: str | None = N
     return insert_columns(store, rows_from_otlp(request), dedup_token=dedup_token)
 
 
+def insert_requests_rendered(store: Any, requests: Sequence[bytes | Any]) -> IngestResult:
+    """Render several OTLP requests (objects or bytes) in Python and insert them in one insert."""
+    cols = Columns()
+    for request in requests:
+        rows_from_otlp(request, into=cols)
+    return insert_columns(store, cols)
+
+
 def encode_spans(spans: Sequence[Any]) -> Any:
     """OTel SDK ReadableSpans → ExportTraceServiceRequest (the OTLP exporters' own encoder)."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as _encode

@@ -253,7 +253,7 @@ def insert_requests(store: Any, payloads: Sequence[bytes], spans: int | None = N
                         format_schema_message_name="Req")
     db = quote_ident(store.database)
     if getattr(store, "_native_ingest_refused", False):
-        return _insert_rendered(store, payloads, None)
+        return ingest.insert_requests_rendered(store, payloads)
     try:
         store._call("insert_spans_native", {"requests": len(payloads), "bytes": len(body)},
                     lambda c: _raw_insert(c, f"{db}.{NULL_TABLE}", body, settings))
@@ -263,7 +263,7 @@ def insert_requests(store: Any, payloads: Sequence[bytes], spans: int | None = N
         # a server older than the settings the native path needs: render in Python from now on
         log.warning("mltrace: the store cannot parse OTLP itself (%s); rendering spans in Python", e)
         store._native_ingest_refused = True
-        return _insert_rendered(store, payloads, None)
+        return ingest.insert_requests_rendered(store, payloads)
     if spans is None:
         spans = sum(_count(p) for p in payloads)
     deferred = store.query(
@@ -272,20 +272,11 @@ def insert_requests(store: Any, payloads: Sequence[bytes], spans: int | None = N
     if not deferred:
         return IngestResult(accepted=spans)
     want = {(t, s) for t, s in deferred}
-    late = _insert_rendered(store, payloads, want)
+    late = ingest.insert_requests_rendered(store, [_only(p, want) for p in payloads])
     store.command("forget_deferred", f"ALTER TABLE {db}.{DEFERRED_TABLE} DELETE WHERE Batch = {{b:String}}",
                   {"b": token})
     return IngestResult(accepted=spans - len(deferred) + late.accepted, rejected=late.rejected,
                         errors=late.errors)
-
-
-def _insert_rendered(store: Any, payloads: Sequence[bytes],
-                     only: set[tuple[str, str]] | None) -> IngestResult:
-    """Render the requests' spans (those in ``only``, or all) in Python and insert them."""
-    cols = ingest.Columns()
-    for p in payloads:
-        ingest.rows_from_otlp(_only(p, only) if only is not None else p, into=cols)
-    return ingest.insert_columns(store, cols)
 
 
 def _raw_insert(client: Any, table: str, body: bytes, settings: dict[str, Any]) -> Any:
