@@ -9,6 +9,8 @@ separated by ``;`` at the end of a line. Tokens rendered here:
 - ``{{ttl EXPR}}``: ``TTL EXPR + toIntervalDay(N)`` when a TTL is configured, else nothing.
 - ``{{str_array EXPR}}``: an attribute value as Array(String): compact JSON arrays are parsed,
   a plain non-empty string is one element, '' is the empty array.
+- ``{{run_row_json}}``: a run as one JSON array (``queries.RUN_ROW_JSON``, the ``Row`` the
+  lineage table stores and the queries parse).
 - ``{{otlp_request_type}}``, ``{{otlp_rows}}``, ``{{otlp_deferred_rows}}``: the native ingest's
   request column type and view queries (:mod:`.otlp_native`).
 
@@ -65,6 +67,10 @@ def render(sql: str, database: str, cluster: str | None = None, ttl_days: int = 
             return f"TTL {arg} + toIntervalDay({int(ttl_days)})" if ttl_days > 0 else ""
         if kind == "str_array":
             return str_array(arg)
+        if kind == "run_row_json":
+            from mltrace_otel.store.queries import RUN_ROW_JSON
+
+            return RUN_ROW_JSON
         if kind.startswith("otlp_"):
             from mltrace_otel.store import otlp_native
 

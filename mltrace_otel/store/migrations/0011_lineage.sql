@@ -26,21 +26,13 @@ SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 256, m
 CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.mltrace_lineage_mv {{on_cluster}}
 TO {{db}}.mltrace_lineage
 AS SELECT o.1 AS Pointer, Start, RunId, Component, o.2 AS Version,
-    toJSONString(tuple(RunId, TraceId, Component, toUnixTimestamp64Nano(Start),
-        toUnixTimestamp64Nano(End), StatusCode, StatusMessage, Owner, Description, Tags, ServiceName,
-        Inputs, InputVersions, InputTypes, Outputs, OutputVersions, OutputTypes, Upstream,
-        StalenessThresholdS, Endpoint, GitHash, GitTags, CodeFunction, CodeFile, Notes, TestNames,
-        TestMethods, TestPhases, TestPassed, TestMessages, Exception)) AS Row
+    {{run_row_json}} AS Row
 FROM {{db}}.mltrace_runs
 ARRAY JOIN arrayZip(Outputs, OutputVersions) AS o;
 
 INSERT INTO {{db}}.mltrace_lineage (Pointer, Start, RunId, Component, Version, Row)
 SELECT o.1, Start, RunId, Component, o.2,
-    toJSONString(tuple(RunId, TraceId, Component, toUnixTimestamp64Nano(Start),
-        toUnixTimestamp64Nano(End), StatusCode, StatusMessage, Owner, Description, Tags, ServiceName,
-        Inputs, InputVersions, InputTypes, Outputs, OutputVersions, OutputTypes, Upstream,
-        StalenessThresholdS, Endpoint, GitHash, GitTags, CodeFunction, CodeFile, Notes, TestNames,
-        TestMethods, TestPhases, TestPassed, TestMessages, Exception))
+    {{run_row_json}}
 FROM {{db}}.mltrace_runs
 ARRAY JOIN arrayZip(Outputs, OutputVersions) AS o
 WHERE (SELECT count() FROM {{db}}.mltrace_lineage) = 0;
