@@ -54,11 +54,18 @@ ENV_VARS: dict[str, str] = {
     "MLTRACE_BATCH_DELAY_S": "collector insert batch delay in seconds (default 1.0)",
     "MLTRACE_NATIVE_INGEST": "collector: let ClickHouse parse and render OTLP requests (default true); "
     "false renders rows in Python",
+    "MLTRACE_ACK": "when the collector answers a request: journaled (its bytes committed to the "
+    "store's ingest journal, indexed within ~1 s; default on the embedded store), indexed (its rows "
+    "queryable; default on a ClickHouse server)",
+    "MLTRACE_INDEX_SPANS": "journaled acknowledgement: index once this many spans are journaled, or "
+    "MLTRACE_BATCH_DELAY_S after the oldest (default 20000)",
     "MLTRACE_METRICS_LABEL_CAP": "most distinct label values per metric label (default 1000)",
     "DB_SERVER": "mltrace's variable: host of an mltrace server, like set_address(host): OTLP to "
     "http://host:4318, store http://host:8123 (MLTRACE_CLICKHOUSE_URL / OTEL_* endpoints win)",
 }
 """Every environment variable mltrace-otel reads, with a one-line meaning (README table)."""
+
+_ACKS = ("auto", "journaled", "indexed")
 
 _BOOL = {"true": True, "1": True, "false": False, "0": False}
 
@@ -188,6 +195,8 @@ class Settings:
     batch_rows: int = 5000
     batch_delay_s: float = 1.0
     native_ingest: bool = True
+    ack: str = "auto"
+    index_spans: int = 20_000
     metrics_label_cap: int = 1000
 
     def __repr__(self) -> str:  # secrets masked
@@ -218,6 +227,12 @@ class Settings:
     def resolved_store_url(self) -> str:
         """The store URL: explicit, else the embedded store under MLTRACE_DIR."""
         return self.store_url or f"chdb://{(self.mltrace_dir / 'store').as_posix()}"
+
+    @property
+    def journaled_ack(self) -> bool:
+        """The collector answers a request once journaled (MLTRACE_ACK; auto: on the embedded
+        store, where one process holds the store and its journal)."""
+        return self.ack == "journaled" or (self.ack == "auto" and self.is_embedded and not self.cluster)
 
     @property
     def is_embedded(self) -> bool:
@@ -306,6 +321,8 @@ class Settings:
         take("MLTRACE_BATCH_ROWS", "batch_rows", lambda n, v: parse_int(n, v, 1))
         take("MLTRACE_BATCH_DELAY_S", "batch_delay_s", lambda n, v: parse_float(n, v, 0))
         take("MLTRACE_NATIVE_INGEST", "native_ingest", parse_bool)
+        take("MLTRACE_ACK", "ack", choice(_ACKS))
+        take("MLTRACE_INDEX_SPANS", "index_spans", lambda n, v: parse_int(n, v, 1))
         take("MLTRACE_METRICS_LABEL_CAP", "metrics_label_cap", lambda n, v: parse_int(n, v, 1))
 
         db_server = (env.get("DB_SERVER") or "").strip()

@@ -14,8 +14,12 @@ Series (all prefixed ``mltrace_collector_``):
   ``ack_timeout`` (503 after waiting), ``store_error`` (the insert failed);
 - ``spans_committed_total``, ``batches_total``, ``insert_failures_total``,
   ``spool_drained_spans_total``;
+- ``spans_indexed_total`` (spans queryable: with the indexed acknowledgement the same as
+  committed), and with the journaled one ``index_backlog_spans`` (gauge: acknowledged, not yet
+  indexed) and ``index_duration_seconds`` (histogram);
 - ``requests_total{protocol,code}``: requests by protocol and HTTP status / gRPC code name;
-- ``queue_depth_spans`` (gauge), ``insert_duration_seconds`` (histogram).
+- ``queue_depth_spans`` (gauge: queued, being inserted, or not yet indexed),
+  ``insert_duration_seconds`` (histogram: a batch insert, or a journal append).
 
 Imports prometheus_client only.
 """
@@ -55,6 +59,14 @@ class CollectorMetrics:
                                 ["protocol", "code"], registry=r)
         self.queue_depth = Gauge(f"{PREFIX}_queue_depth_spans", "Spans queued or being inserted",
                                  registry=r)
+        self.indexed = Counter(f"{PREFIX}_spans_indexed",
+                               "Spans indexed into otel_traces and the mltrace tables (queryable)",
+                               registry=r)
+        self.index_backlog = Gauge(f"{PREFIX}_index_backlog_spans",
+                                   "Spans journaled (acknowledged) and not yet indexed", registry=r)
+        self.index_seconds = Histogram(
+            f"{PREFIX}_index_duration_seconds", "Duration of one index insert of journaled requests",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r)
         self.insert_seconds = Histogram(
             f"{PREFIX}_insert_duration_seconds", "Duration of one batch insert into the store",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)

@@ -213,6 +213,11 @@ class IngestQueue:
             store), for tests.
         inserters: batches inserted side by side, each inserter on its own connection (the
             engine runs them on separate cores; one insert runs mostly on one core).
+        indexer: the journaled acknowledgement (an :class:`~.indexer.Indexer`): a batch is
+            committed to the store's ingest journal (``store.journal_append``, one inserter,
+            so Seqs follow the commit order), its requests are answered, and the indexer
+            indexes them later, many batches per insert. Its backlog counts toward
+            ``queue_spans``. None: a batch is answered once indexed.
     """
 
     def __init__(self, store: Any, *, batch_rows: int = 5000, batch_delay_s: float = 1.0,
@@ -222,7 +227,7 @@ class IngestQueue:
                  insert: Callable[[Any, Any], Any] | None = None, max_batch_rows: int = 20_000,
                  linger_max_s: float = 0.05, native: bool = True,
                  combine: Callable[[list[Any]], Any] | None = None, inserters: int = 2,
-                 native_min_spans: int = NATIVE_MIN_SPANS) -> None:
+                 native_min_spans: int = NATIVE_MIN_SPANS, indexer: Any = None) -> None:
         self.store = store
         self.batch_rows = max(1, batch_rows)
         self.max_batch_rows = max(self.batch_rows, max_batch_rows)
@@ -245,14 +250,21 @@ class IngestQueue:
         self._last_arrival = 0.0
         self._threads: list[threading.Thread] = []
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
-        self.inserters = max(1, inserters)
+        self.indexer = indexer
+        self.inserters = 1 if indexer is not None else max(1, inserters)
         self.native_min_spans = native_min_spans
         self._idle = self.inserters  # inserters waiting for a batch
         self._siblings: list[Any] = []
         self.last_error = ""
+        if metrics is not None:
+            metrics.queue_depth.set_function(lambda: self.depth)  # read at each scrape
         from mltrace_otel.store import ingest
 
-        if native:
+        if indexer is not None:
+            self._render = render or _NativePart
+            self._combine = combine or list
+            self._insert = insert or self._insert_journal
+        elif native:
             self._render = render or _NativePart
             self._combine = combine or _native_batch
             self._insert = insert or self._insert_native
@@ -272,11 +284,25 @@ class IngestQueue:
 
         return ingest.insert_requests_rendered(store, payloads)
 
+    def _insert_journal(self, store: Any, parts: list[_NativePart]) -> Any:
+        """Commit a batch to the ingest journal, then hand it to the indexer."""
+        from mltrace_otel.store.journal import Entry, next_seq
+
+        first = next_seq(self.indexer.last_seq)
+        self.indexer.appending(first)
+        try:
+            seqs = store.journal_append(first, [p.payload for p in parts], [p.spans for p in parts])
+            self.indexer.last_seq = seqs[-1]
+            self.indexer.add([Entry(q, p.spans, p.payload) for q, p in zip(seqs, parts, strict=True)])
+        finally:
+            self.indexer.appending(None)
+
     # --- producer side ---------------------------------------------------------------------
     @property
     def depth(self) -> int:
-        """Spans queued or being inserted."""
-        return self._queued + self._inflight
+        """Spans queued, being inserted, or (journaled acknowledgement) not yet indexed."""
+        backlog = self.indexer.backlog if self.indexer is not None else 0
+        return self._queued + self._inflight + backlog
 
     def submit(self, payload: bytes, spans: int) -> Pending:
         """Queue one checked request (``spans`` spans, serialized). Never blocks.
@@ -294,7 +320,7 @@ class IngestQueue:
                 raise Unavailable(f"the store has not finished an insert for {now - started:.0f} s", 5.0)
             if self._failed_at is not None and now - self._failed_at < self.retry_after_s:
                 raise Unavailable(f"the store is failing: {self.last_error}", self.retry_after_s)
-            depth = self._queued + self._inflight
+            depth = self.depth
             if depth and depth + spans > self.queue_spans:
                 raise QueueFull(f"the collector queue is full ({depth} of {self.queue_spans} spans)",
                                 1.0)
@@ -303,8 +329,6 @@ class IngestQueue:
             self._items.append(p)
             self._queued += spans
             self._cond.notify_all()
-        if self.metrics is not None:
-            self.metrics.queue_depth.set(self.depth)
         return p
 
     # --- writer side ---------------------------------------------------------------------------
@@ -315,6 +339,8 @@ class IngestQueue:
     def start(self) -> None:
         """Start the renderer and the inserter threads (inserter k > 0 on its own connection,
         ``store.sibling()``, so inserts run side by side on the engine)."""
+        if self.indexer is not None:
+            self.indexer.start()  # first: it recovers the journal's last Seq
         sibling = getattr(self.store, "sibling", None)
         stores = [self.store]
         for _ in range(1, self.inserters):
@@ -344,7 +370,14 @@ class IngestQueue:
             for st in self._siblings:
                 st.close()
             self._siblings = []
+        if self.indexer is not None:
+            done = self.indexer.stop(max(0.0, deadline - time.monotonic())) and done
         return done
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Wait until every request answered so far is indexed (queryable); True if in time.
+        Immediate without an indexer: a request is answered once indexed."""
+        return self.indexer is None or self.indexer.flush(timeout)
 
     def _next(self, batch: list[Pending], rows: int, opened: float, last_drain: float) -> tuple[str, Any]:
         """What the renderer does next: ("render", item), ("flush", pieces), ("drain", None) or
@@ -512,12 +545,12 @@ class IngestQueue:
                 m.insert_seconds.observe(elapsed)
                 m.batches.inc()
                 m.committed.inc(rows - rejected)
+                if self.indexer is None:  # answered once indexed: committed is queryable
+                    m.indexed.inc(rows - rejected)
                 if rejected:
                     m.rejected.labels("store").inc(rejected)
             for p in batch:
                 p._resolve(Committed(p.rejected, "; ".join(p.errors)[:500]) if p.rejected else _OK)
-        if m is not None:
-            m.queue_depth.set(self.depth)
 
     def _drain_spool(self) -> None:
         drain = getattr(self.store, "drain_spool", None)

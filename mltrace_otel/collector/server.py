@@ -33,6 +33,7 @@ from typing import Any
 
 from mltrace_otel.collector.grpc_server import GrpcReceiver
 from mltrace_otel.collector.http_server import TRACES_PATH, OTLPHTTPServer
+from mltrace_otel.collector.indexer import Indexer
 from mltrace_otel.collector.metrics import CollectorMetrics, register_store_metrics
 from mltrace_otel.collector.pipeline import NATIVE_MIN_SPANS, IngestQueue
 from mltrace_otel.collector.receiver import Exporter
@@ -131,8 +132,12 @@ class Collector:
                     "a collector must write to it directly",
                     hint="stop that process (e.g. mltrace server, which has a collector), or send "
                          "spans to its collector")
+            indexer = None
+            if s.journaled_ack:
+                indexer = Indexer(self.store, min_spans=s.index_spans, delay_s=s.batch_delay_s,
+                                  native_min_spans=self.native_min_spans, metrics=self.metrics)
             self.queue = IngestQueue(
-                self.store, batch_rows=s.batch_rows, batch_delay_s=s.batch_delay_s,
+                self.store, batch_rows=s.batch_rows, batch_delay_s=s.batch_delay_s, indexer=indexer,
                 queue_spans=s.queue_spans, stall_s=self.stall_s, drain_every_s=self.drain_every_s,
                 linger_s=self.linger_s, metrics=self.metrics,
                 # on a cluster, rows go through the Distributed otel_traces (sharded by trace id);
@@ -204,6 +209,11 @@ class Collector:
         if self._own_store and self.store is not None:
             self.store.close()
             self.store = None
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Wait until every request answered so far is queryable (journaled acknowledgement:
+        indexed); True if in time. Tests and embedding code call it before reading back."""
+        return self.queue is None or self.queue.flush(timeout)
 
     def __enter__(self) -> Collector:
         self.start()

@@ -219,12 +219,45 @@ class Store:
         """Insert an OTLP ExportTraceServiceRequest (object or serialized protobuf)."""
         return ingest.insert_otlp(self, request, dedup_token=dedup_token)
 
-    def insert_requests(self, payloads: Sequence[bytes], spans: int | None = None) -> IngestResult:
+    def insert_requests(self, payloads: Sequence[bytes], spans: int | None = None,
+                        dedup_token: str | None = None) -> IngestResult:
         """Insert checked, serialized OTLP requests in one insert, parsed and rendered by the
-        engine (the collector's path; :mod:`.otlp_native`). ``spans``: their span count."""
+        engine (the collector's path; :mod:`.otlp_native`). ``spans``: their span count;
+        ``dedup_token``: the insert's insert_deduplication_token (the journal's replay)."""
         from mltrace_otel.store import otlp_native
 
-        return otlp_native.insert_requests(self, payloads, spans=spans)
+        return otlp_native.insert_requests(self, payloads, spans=spans, dedup_token=dedup_token)
+
+    def insert_requests_rendered(self, payloads: Sequence[bytes],
+                                 dedup_token: str | None = None) -> IngestResult:
+        """Like :meth:`insert_requests`, rendered in Python (cheaper for a few spans: no view
+        analysis)."""
+        return ingest.insert_requests_rendered(self, payloads, dedup_token=dedup_token)
+
+    # --- ingest journal (the collector's journaled acknowledgement; :mod:`.journal`) -----------
+    def journal_append(self, first_seq: int, payloads: Sequence[bytes], spans: Sequence[int]) -> list[int]:
+        """Commit serialized requests to the ingest journal in one insert; their Seqs."""
+        from mltrace_otel.store import journal
+
+        return journal.append(self, first_seq, payloads, spans)
+
+    def journal_mark(self, first_seq: int, last_seq: int, done: bool) -> None:
+        """Record an index group of journal rows as starting (False) or indexed (True)."""
+        from mltrace_otel.store import journal
+
+        journal.mark(self, first_seq, last_seq, done)
+
+    def journal_recover(self) -> Any:
+        """The journal rows still to index (:class:`.journal.Recovered`)."""
+        from mltrace_otel.store import journal
+
+        return journal.recover(self)
+
+    def journal_drop_indexed(self, low_watermark: int) -> int:
+        """Drop journal partitions wholly below ``low_watermark``; how many."""
+        from mltrace_otel.store import journal
+
+        return journal.drop_indexed(self, low_watermark)
 
     def insert_spans(self, spans: Sequence[Any]) -> IngestResult:
         """Insert OTel SDK ReadableSpans (rendered exactly as the contrib exporter would)."""

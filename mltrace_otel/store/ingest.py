@@ -371,12 +371,14 @@ def insert_otlp(store: Any, request: bytes | Any, *, dedup_token: str | None = N
     return insert_columns(store, rows_from_otlp(request), dedup_token=dedup_token)
 
 
-def insert_requests_rendered(store: Any, requests: Sequence[bytes | Any]) -> IngestResult:
-    """Render several OTLP requests (objects or bytes) in Python and insert them in one insert."""
+def insert_requests_rendered(store: Any, requests: Sequence[bytes | Any], *,
+                             dedup_token: str | None = None) -> IngestResult:
+    """Render several OTLP requests (objects or bytes) in Python and insert them in one insert
+    (with an optional insert_deduplication_token)."""
     cols = Columns()
     for request in requests:
         rows_from_otlp(request, into=cols)
-    return insert_columns(store, cols)
+    return insert_columns(store, cols, dedup_token=dedup_token)
 
 
 def encode_spans(spans: Sequence[Any]) -> Any:

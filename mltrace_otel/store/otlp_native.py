@@ -228,18 +228,21 @@ def batch_body(payloads: Sequence[bytes]) -> bytes:
     return b"".join(_varint(len(p)) + p for p in payloads)
 
 
-def insert_requests(store: Any, payloads: Sequence[bytes], spans: int | None = None) -> IngestResult:
+def insert_requests(store: Any, payloads: Sequence[bytes], spans: int | None = None,
+                    dedup_token: str | None = None) -> IngestResult:
     """Insert checked, serialized ExportTraceServiceRequests in one insert, rendered by the engine.
 
     ``spans``: how many spans the requests hold (counted here when None). Spans SQL does not
     render (see module docstring) are then rendered in Python and inserted in a second insert.
-    Returns how many spans were stored.
+    ``dedup_token``: the insert's insert_deduplication_token (unique per batch: it also names
+    the batch's deferred spans), so the same requests inserted again with it are dropped (the
+    journal's replay); None: a fresh token. Returns how many spans were stored.
     """
     from mltrace_otel.store.schema import quote_ident
 
     if not payloads:
         return IngestResult()
-    token = uuid.uuid4().hex  # names the batch for its deferred spans (unique: dedups nothing)
+    token = dedup_token or uuid.uuid4().hex  # also names the batch for its deferred spans
     body = batch_body(payloads)
     settings: dict[str, Any] = {
         "async_insert": 0,
@@ -253,7 +256,7 @@ def insert_requests(store: Any, payloads: Sequence[bytes], spans: int | None = N
                         format_schema_message_name="Req")
     db = quote_ident(store.database)
     if getattr(store, "_native_ingest_refused", False):
-        return ingest.insert_requests_rendered(store, payloads)
+        return ingest.insert_requests_rendered(store, payloads, dedup_token=dedup_token)
     try:
         store._call("insert_spans_native", {"requests": len(payloads), "bytes": len(body)},
                     lambda c: _raw_insert(c, f"{db}.{NULL_TABLE}", body, settings))
@@ -263,7 +266,7 @@ def insert_requests(store: Any, payloads: Sequence[bytes], spans: int | None = N
         # a server older than the settings the native path needs: render in Python from now on
         log.warning("mltrace: the store cannot parse OTLP itself (%s); rendering spans in Python", e)
         store._native_ingest_refused = True
-        return ingest.insert_requests_rendered(store, payloads)
+        return ingest.insert_requests_rendered(store, payloads, dedup_token=dedup_token)
     if spans is None:
         spans = sum(_count(p) for p in payloads)
     deferred = store.query(
@@ -272,7 +275,8 @@ def insert_requests(store: Any, payloads: Sequence[bytes], spans: int | None = N
     if not deferred:
         return IngestResult(accepted=spans)
     want = {(t, s) for t, s in deferred}
-    late = ingest.insert_requests_rendered(store, [_only(p, want) for p in payloads])
+    late = ingest.insert_requests_rendered(store, [_only(p, want) for p in payloads],
+                                           dedup_token=dedup_token and f"{dedup_token}-deferred")
     store.command("forget_deferred", f"ALTER TABLE {db}.{DEFERRED_TABLE} DELETE WHERE Batch = {{b:String}}",
                   {"b": token})
     return IngestResult(accepted=spans - len(deferred) + late.accepted, rejected=late.rejected,

@@ -10,6 +10,7 @@ import pytest
 from mltrace_otel import conventions as C
 from mltrace_otel.collector.server import Collector
 from mltrace_otel.settings import Settings
+from tests.collector.live import LIVE, flush_live
 
 
 def collector_settings(settings: Settings, **changes: Any) -> Settings:
@@ -19,16 +20,23 @@ def collector_settings(settings: Settings, **changes: Any) -> Settings:
     return settings.replace(**base)
 
 
-@pytest.fixture(params=["engine-renders", "python-renders"])
+@pytest.fixture(params=["journaled-engine", "journaled-python", "indexed-engine"])
 def collector(request: pytest.FixtureRequest, tmp_settings: Settings, store: Any) -> Iterator[Collector]:
     """A started collector (HTTP + gRPC on port 0) over the test's store; every test runs with
-    each ingest path: ClickHouse parsing and rendering every batch, and Python rendering it."""
-    native_min_spans = 0 if request.param == "engine-renders" else 10**9
-    c = Collector(collector_settings(tmp_settings), store, drain_every_s=0, native_min_spans=native_min_spans)
+    each acknowledgement and ingest path: journaled (answered once in the ingest journal, then
+    indexed) with ClickHouse or Python rendering each index insert, and indexed (answered once
+    queryable) with ClickHouse rendering every batch. :func:`stored_runs` and
+    :func:`stored_spans` flush it (index what it acknowledged) before reading."""
+    ack, render = request.param.split("-")
+    native_min_spans = 0 if render == "engine" else 10**9
+    c = Collector(collector_settings(tmp_settings, ack=ack), store, drain_every_s=0,
+                  native_min_spans=native_min_spans)
     c.start()
+    LIVE.append(c)
     try:
         yield c
     finally:
+        LIVE.remove(c)
         c.stop()
 
 
@@ -62,6 +70,7 @@ def run_ids(spans: list[Any]) -> list[str]:
 
 def stored_runs(store: Any, ids: list[str]) -> dict[str, str]:
     """{run id: component} of the given runs as the store's run table holds them."""
+    flush_live()
     rows = store.query(
         "test_stored_runs",
         "SELECT RunId, any(Component) FROM mltrace_runs WHERE RunId IN {ids:Array(String)} GROUP BY RunId",
@@ -72,6 +81,7 @@ def stored_runs(store: Any, ids: list[str]) -> dict[str, str]:
 
 def stored_spans(store: Any, span_ids: list[str]) -> dict[str, tuple]:
     """{span id: (trace id, parent, name, service)} of rows in otel_traces."""
+    flush_live()
     rows = store.query(
         "test_stored_spans",
         "SELECT SpanId, TraceId, ParentSpanId, SpanName, ServiceName FROM otel_traces "

@@ -41,6 +41,25 @@ class FaultyStore:
         self._enter()
         return self.store.insert_requests(*args, **kw)
 
+    def insert_requests_rendered(self, *args: Any, **kw: Any) -> Any:
+        self._enter()
+        return self.store.insert_requests_rendered(*args, **kw)
+
+    # the journaled acknowledgement: appends are held and fail like inserts; no sibling(), so
+    # the indexer's inserts come through here too
+    def journal_append(self, *args: Any, **kw: Any) -> Any:
+        self._enter()
+        return self.store.journal_append(*args, **kw)
+
+    def journal_mark(self, *args: Any) -> None:
+        self.store.journal_mark(*args)
+
+    def journal_recover(self) -> Any:
+        return self.store.journal_recover()
+
+    def journal_drop_indexed(self, low: int) -> int:
+        return self.store.journal_drop_indexed(low)
+
 
 def _body(n: int) -> tuple[bytes, list[str]]:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -68,10 +87,11 @@ def _retry_delay(err: grpc.RpcError) -> float:
     return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
 
 
+@pytest.mark.parametrize("ack", ["journaled", "indexed"])
 def test_stalled_store_gives_429_then_503_and_loses_nothing_acknowledged(
-        tmp_settings: Any, store: Any) -> None:
+        tmp_settings: Any, store: Any, ack: str) -> None:
     faulty = FaultyStore(store)
-    settings = collector_settings(tmp_settings, queue_spans=50, batch_rows=10, batch_delay_s=0.01)
+    settings = collector_settings(tmp_settings, queue_spans=50, batch_rows=10, batch_delay_s=0.01, ack=ack)
     acked: list[str] = []
     refused: list[int] = []
     lock = threading.Lock()
@@ -119,6 +139,7 @@ def test_stalled_store_gives_429_then_503_and_loses_nothing_acknowledged(
         for t in threads:
             t.join(60)
         assert refused == [] and len(acked) == 50
+        assert c.flush(60)  # (journaled: indexed too, so the failure below hits no index insert)
 
         # a failing store: the batch's clients get 503, and later requests land again
         faulty.fail = True
@@ -180,7 +201,22 @@ class PoisonStore:
                 raise QueryError(name, {}, str(e)) from e
         self.store.insert_columns(name, table, columns, column_names, **kw)
 
-    def insert_requests(self, payloads: Any, spans: Any = None) -> Any:
+    def insert_requests_rendered(self, payloads: Any, dedup_token: Any = None) -> Any:
+        return self.insert_requests(payloads, dedup_token=dedup_token)
+
+    def journal_append(self, *args: Any) -> Any:
+        return self.store.journal_append(*args)
+
+    def journal_mark(self, *args: Any) -> None:
+        self.store.journal_mark(*args)
+
+    def journal_recover(self) -> Any:
+        return self.store.journal_recover()
+
+    def journal_drop_indexed(self, low: int) -> int:
+        return self.store.journal_drop_indexed(low)
+
+    def insert_requests(self, payloads: Any, spans: Any = None, dedup_token: Any = None) -> Any:
         from clickhouse_connect.driver.exceptions import DataError
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -194,17 +230,18 @@ class PoisonStore:
                 raise DataError("Unable to parse the Protobuf message")
             except DataError as e:
                 raise QueryError("insert_spans_native", {}, str(e)) from e
-        return self.store.insert_requests(payloads, spans=spans)
+        return self.store.insert_requests(payloads, spans=spans, dedup_token=dedup_token)
 
 
 def test_a_request_the_store_refuses_does_not_sink_its_batch(tmp_settings: Any, store: Any) -> None:
+    """Indexed acknowledgement: the refused request is answered 400 alone."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
     poison = make_spans(1, component="poison")
     good = [_body(3) for _ in range(3)]
     bodies = [b for b, _ in good] + [encode_spans(poison).SerializeToString()]
     # the batch closes when all four are in (10 spans), so they share one insert
-    settings = collector_settings(tmp_settings, batch_delay_s=30, batch_rows=10)
+    settings = collector_settings(tmp_settings, batch_delay_s=30, batch_rows=10, ack="indexed")
     results: dict[int, int] = {}
     faulty = PoisonStore(store)
     with Collector(settings, faulty, drain_every_s=0, linger_s=None) as c:
@@ -248,7 +285,8 @@ def test_a_slow_insert_does_not_hold_back_the_next_batch(tmp_settings: Any, stor
     stuck = FirstInsertStuck(store)
     results: dict[str, int] = {}
     first, second = _body(5), _body(5)
-    with Collector(collector_settings(tmp_settings), stuck, drain_every_s=0, native_min_spans=0) as c:
+    settings = collector_settings(tmp_settings, ack="indexed")  # two writers, answered once indexed
+    with Collector(settings, stuck, drain_every_s=0, native_min_spans=0) as c:
         t = threading.Thread(target=lambda: results.setdefault("first", _post(c, first[0])[0]))
         t.start()
         assert stuck.inside.wait(30)
@@ -259,3 +297,28 @@ def test_a_slow_insert_does_not_hold_back_the_next_batch(tmp_settings: Any, stor
         t.join(60)
         assert results["first"] == 200
     assert set(stored_runs(store, first[1] + second[1])) == set(first[1] + second[1])
+
+
+def test_journaled_a_request_the_store_refuses_is_counted_and_its_group_mates_land(
+        tmp_settings: Any, store: Any) -> None:
+    """Journaled acknowledgement: every request is answered 200 once journaled; the index insert
+    holding the refused one fails, each request is then indexed alone, the good ones land, and
+    the refused one is logged and counted (never retried forever, never silently dropped)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    poison = make_spans(1, component="poison")
+    good = [_body(3) for _ in range(3)]
+    bodies = [b for b, _ in good] + [encode_spans(poison).SerializeToString()]
+    # index only when all four are journaled (10 spans): one index group holds them all
+    settings = collector_settings(tmp_settings, batch_delay_s=30, index_spans=10, ack="journaled")
+    faulty = PoisonStore(store)
+    with Collector(settings, faulty, drain_every_s=0, native_min_spans=0) as c:
+        assert [_post(c, b)[0] for b in bodies] == [200, 200, 200, 200]
+        assert c.flush(60)
+        text = c.metrics_body()[0].decode()
+    assert faulty.inserts[0] == 10  # all four in one index insert, which failed ...
+    assert sorted(faulty.inserts[1:]) == [1, 3, 3, 3]  # ... then each alone
+    ids = [i for _, ids in good for i in ids]
+    assert set(stored_runs(store, ids)) == set(ids)
+    assert 'mltrace_collector_spans_rejected_total{reason="store"} 1.0' in text
+    assert "mltrace_collector_spans_indexed_total 9.0" in text

@@ -17,6 +17,7 @@ import pytest
 
 from mltrace_otel.collector.server import Collector
 from tests.collector.conftest import collector_settings, make_spans, run_ids, stored_runs
+from tests.collector.live import LIVE
 
 MAX_BODY = 64 * 1024
 PB = "application/x-protobuf"
@@ -116,7 +117,11 @@ def _post(c: Collector, body: bytes, ctype: str, headers: dict,
 @pytest.fixture
 def small_collector(tmp_settings: Any, store: Any) -> Any:
     with Collector(collector_settings(tmp_settings, max_body_bytes=MAX_BODY), store, drain_every_s=0) as c:
-        yield c
+        LIVE.append(c)  # stored_runs flushes it first
+        try:
+            yield c
+        finally:
+            LIVE.remove(c)
 
 
 def test_200_bad_requests_get_the_right_4xx_and_the_collector_keeps_serving(

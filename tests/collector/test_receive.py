@@ -202,6 +202,7 @@ def test_metrics_endpoint_reports_spans_and_batches(collector: Collector, store:
 
     assert post(collector, encode_spans(make_spans(7)).SerializeToString())[0] == 200
     assert post(collector, b"\x0a\x05garbage")[0] == 400
+    assert collector.flush(60)  # journaled acknowledgement: indexed too
     a = collector.addresses
     conn = http.client.HTTPConnection(a.host, a.http_port, timeout=10)
     conn.request("GET", "/metrics")
@@ -214,6 +215,7 @@ def test_metrics_endpoint_reports_spans_and_batches(collector: Collector, store:
     assert 'mltrace_collector_requests_total{code="400",protocol="http/protobuf"} 1.0' in text
     assert "mltrace_collector_insert_duration_seconds_count" in text
     assert "mltrace_collector_queue_depth_spans 0.0" in text
+    assert "mltrace_collector_spans_indexed_total 7.0" in text
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc", "http/json"])
@@ -244,6 +246,7 @@ def test_mltrace_sdk_exports_runs_over_otlp_that_the_queries_find(
     finally:
         export.reset()
     assert (stats.exported, stats.spooled, stats.dropped) == (2, 0, 0)
+    assert collector.flush(60)  # journaled acknowledgement: queryable once indexed (~1 s)
     [run] = store.history("sdk_train")
     assert [p.name for p in run.outputs] == ["model.pkl"]
     lineage = store.trace("model.pkl")
@@ -260,6 +263,7 @@ def test_json_link_ids_events_and_int64_strings_keep_their_values(collector: Col
                        "attributes": [{"key": "ok", "value": {"boolValue": True}}]}]
     status, _, body = post(collector, json.dumps(_json_request([span])).encode(), "application/json")
     assert status == 200, body
+    assert collector.flush(60)
     [row] = store.query(
         "test_links",
         "SELECT Links.TraceId, Links.SpanId, Links.Attributes, Events.Name, Events.Attributes, "
