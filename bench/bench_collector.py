@@ -207,7 +207,11 @@ def collector_run(senders: int, spans: int, warmup: float, seconds: float, conne
     indexed_per_s = (indexed1 - indexed0) / (t1 - t0)
     return {"spans_per_s": min(acked / seconds, indexed_per_s), "acked_spans_per_s": acked / seconds,
             "indexed_spans_per_s": indexed_per_s, "journaled_ack": journaled,
-            "backlog_indexed_after_s": drain_s, "acked_spans": acked, "committed_total": committed,
+            "backlog_indexed_after_s": drain_s,
+            "mean_index_group_spans": metric("mltrace_collector_spans_indexed_total")
+            / (metric("mltrace_collector_index_duration_seconds_count") or 1.0),
+            "mean_index_s": metric("mltrace_collector_index_duration_seconds_sum")
+            / (metric("mltrace_collector_index_duration_seconds_count") or 1.0), "acked_spans": acked, "committed_total": committed,
             "mean_batch_rows": committed / batches, "mean_insert_ms": 1000 * insert_s / batches,
             "refused_429_503": sum(r["refused"] for r in results), "peak_rss_mb": rss,
             "collector_cpu_s_per_s": cpu / (warmup + seconds), "exit_code": code,
@@ -272,7 +276,9 @@ def main() -> int:
     if run["journaled_ack"]:
         print(f"  journaled acknowledgement: {run['acked_spans_per_s']:,.0f} spans/s acknowledged, "
               f"{run['indexed_spans_per_s']:,.0f} spans/s indexed; everything acknowledged was "
-              f"queryable {run['backlog_indexed_after_s']:.1f} s after the senders stopped")
+              f"queryable {run['backlog_indexed_after_s']:.1f} s after the senders stopped; "
+              f"index inserts of {run['mean_index_group_spans']:,.0f} spans on average, "
+              f"{run['mean_index_s']:.2f} s each")
     else:
         print("  indexed acknowledgement: every acknowledged span was queryable when acknowledged")
     print(f"collector batches: {run['mean_batch_rows']:,.0f} rows on average, "

@@ -135,6 +135,7 @@ class Collector:
             indexer = None
             if s.journaled_ack:
                 indexer = Indexer(self.store, min_spans=s.index_spans, delay_s=s.batch_delay_s,
+                                  group_spans=int(2.5 * s.index_spans),
                                   native_min_spans=self.native_min_spans, metrics=self.metrics)
             self.queue = IngestQueue(
                 self.store, batch_rows=s.batch_rows, batch_delay_s=s.batch_delay_s, indexer=indexer,

@@ -335,6 +335,16 @@ def json_body(cols: Columns) -> bytes:
     return json.dumps(data, ensure_ascii=False, check_circular=False, separators=(",", ":")).encode()
 
 
+INSERT_SETTINGS: dict[str, Any] = {
+    "async_insert": 0,  # one synchronous insert per batch
+    # no de-duplication by key inside the inserted block (the ReplacingMergeTree mltrace
+    # tables the views fill): readers de-duplicate anyway, and sorting-and-collapsing every
+    # block cost ~5 µs per span (~13% of an insert; measured on 40,960-span inserts)
+    "optimize_on_insert": 0,
+}
+"""Settings of every span insert into otel_traces (rows rendered here, or by the engine)."""
+
+
 def insert_columns(store: Any, cols: Columns, *, dedup_token: str | None = None) -> IngestResult:
     """Insert rendered rows in one synchronous insert (with an optional dedup token).
 
@@ -343,7 +353,7 @@ def insert_columns(store: Any, cols: Columns, *, dedup_token: str | None = None)
     gets the column lists.
     """
     if len(cols):
-        settings: dict[str, Any] = {"async_insert": 0}  # one synchronous insert per batch
+        settings: dict[str, Any] = dict(INSERT_SETTINGS)
         if dedup_token:
             settings["insert_deduplication_token"] = dedup_token
         call = getattr(store, "_call", None)

@@ -17,6 +17,7 @@ Imports :mod:`.schema` (identifier quoting) and the error family; SQL only here.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -133,9 +134,9 @@ def recover(store: Any) -> Recovered:
     open_groups = sorted((a, b) for a, b, d in groups if not d)
 
     def covered(seq: int, ranges: list[tuple[int, int]]) -> tuple[int, int] | None:
-        for a, b in ranges:  # few ranges survive: the journal only keeps recent partitions
-            if a <= seq <= b:
-                return a, b
+        i = bisect.bisect_right(ranges, (seq, 2**64)) - 1  # ranges are disjoint, sorted by start
+        if i >= 0 and ranges[i][0] <= seq <= ranges[i][1]:
+            return ranges[i]
         return None
 
     want = [(s, n) for s, n in heads if covered(s, done) is None]

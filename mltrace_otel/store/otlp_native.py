@@ -245,7 +245,7 @@ def insert_requests(store: Any, payloads: Sequence[bytes], spans: int | None = N
     token = dedup_token or uuid.uuid4().hex  # also names the batch for its deferred spans
     body = batch_body(payloads)
     settings: dict[str, Any] = {
-        "async_insert": 0,
+        **ingest.INSERT_SETTINGS,
         "insert_deduplication_token": token,
         "input_format_protobuf_oneof_presence": 1,
     }
