@@ -211,7 +211,8 @@ def collector_run(senders: int, spans: int, warmup: float, seconds: float, conne
             "mean_index_group_spans": metric("mltrace_collector_spans_indexed_total")
             / (metric("mltrace_collector_index_duration_seconds_count") or 1.0),
             "mean_index_s": metric("mltrace_collector_index_duration_seconds_sum")
-            / (metric("mltrace_collector_index_duration_seconds_count") or 1.0), "acked_spans": acked, "committed_total": committed,
+            / (metric("mltrace_collector_index_duration_seconds_count") or 1.0),
+            "acked_spans": acked, "committed_total": committed,
             "mean_batch_rows": committed / batches, "mean_insert_ms": 1000 * insert_s / batches,
             "refused_429_503": sum(r["refused"] for r in results), "peak_rss_mb": rss,
             "collector_cpu_s_per_s": cpu / (warmup + seconds), "exit_code": code,

@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from mltrace_otel.collector.pipeline import _data_error, _unavailable, join_threads, own_connections
 from mltrace_otel.store.journal import Entry, group_token
 
 log = logging.getLogger(__name__)
@@ -141,14 +142,7 @@ class Indexer:
             self._pending_spans += e.spans
         # every indexer thread on a connection of its own: the journal writer uses ``store``'s,
         # and one connection runs one query at a time (an index insert takes ~1 s)
-        sibling = getattr(self.store, "sibling", None)
-        stores = []
-        for _ in range(self.threads):
-            if sibling is None:
-                stores.append(self.store)  # a wrapper without connections of its own: share it
-            else:
-                self._siblings.append(sibling())
-                stores.append(self._siblings[-1])
+        stores = own_connections(self.store, self.threads, self._siblings)
         self._threads = [threading.Thread(target=self._loop, args=(st,), name=f"mltrace-collector-index-{k}",
                                           daemon=True) for k, st in enumerate(stores)]
         for t in self._threads:
@@ -160,15 +154,7 @@ class Indexer:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        done = not any(t.is_alive() for t in self._threads)
-        if done:
-            for st in self._siblings:
-                st.close()
-            self._siblings = []
-        return done
+        return join_threads(self._threads, self._siblings, time.monotonic() + timeout)
 
     # --- indexer threads ----------------------------------------------------------------------
     def _take(self) -> list[Entry] | None:
@@ -215,8 +201,6 @@ class Indexer:
 
     def _index(self, store: Any, group: list[Entry]) -> None:
         """Index one group until it lands (or its data is refused), recording its progress."""
-        from mltrace_otel.collector.pipeline import _data_error, _unavailable
-
         first, last = group[0].seq, group[-1].seq
         spans = sum(e.spans for e in group)
         backoff, attempts = self.retry_after_s, 0

@@ -176,6 +176,30 @@ def _halves(batch: list[Pending]) -> list[tuple[int, int]]:
     return [(0, cut), (cut, len(batch))]
 
 
+def own_connections(store: Any, n: int, siblings: list[Any]) -> list[Any]:
+    """``n`` connections of their own to ``store`` (``store.sibling()``, also appended to
+    ``siblings`` to close later); a wrapper without ``sibling`` (tests) is shared instead."""
+    sibling = getattr(store, "sibling", None)
+    if sibling is None:
+        return [store] * n
+    own = [sibling() for _ in range(n)]
+    siblings.extend(own)
+    return own
+
+
+def join_threads(threads: list[threading.Thread], siblings: list[Any], deadline: float) -> bool:
+    """Wait for the threads until ``deadline`` (monotonic); once all have finished, close the
+    connections they owned. True if they all finished."""
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    done = not any(t.is_alive() for t in threads)
+    if done:
+        for st in siblings:
+            st.close()
+        siblings.clear()
+    return done
+
+
 class IngestQueue:
     """Bounded queue, a renderer thread and ``inserters`` inserter threads in front of a store.
 
@@ -341,14 +365,7 @@ class IngestQueue:
         ``store.sibling()``, so inserts run side by side on the engine)."""
         if self.indexer is not None:
             self.indexer.start()  # first: it recovers the journal's last Seq
-        sibling = getattr(self.store, "sibling", None)
-        stores = [self.store]
-        for _ in range(1, self.inserters):
-            if sibling is None:
-                stores.append(self.store)  # a wrapper without connections of its own: share it
-            else:
-                self._siblings.append(sibling())
-                stores.append(self._siblings[-1])
+        stores = [self.store, *own_connections(self.store, self.inserters - 1, self._siblings)]
         self._threads = [
             threading.Thread(target=self._render_loop, name="mltrace-collector-render", daemon=True),
             *(threading.Thread(target=self._insert_loop, args=(st,), name=f"mltrace-collector-insert-{k}",
@@ -363,13 +380,7 @@ class IngestQueue:
             self._stopping = True
             self._cond.notify_all()
         deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        done = not any(t.is_alive() for t in self._threads)
-        if done:
-            for st in self._siblings:
-                st.close()
-            self._siblings = []
+        done = join_threads(self._threads, self._siblings, deadline)
         if self.indexer is not None:
             done = self.indexer.stop(max(0.0, deadline - time.monotonic())) and done
         return done

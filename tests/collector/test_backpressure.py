@@ -17,7 +17,22 @@ from tests.collector.conftest import collector_settings, make_spans, run_ids, st
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
-class FaultyStore:
+class JournalPassThrough:
+    """The journal's bookkeeping calls of a store wrapper, passed to the real store."""
+
+    store: Any
+
+    def journal_mark(self, *args: Any) -> None:
+        self.store.journal_mark(*args)
+
+    def journal_recover(self) -> Any:
+        return self.store.journal_recover()
+
+    def journal_drop_indexed(self, low: int) -> int:
+        return self.store.journal_drop_indexed(low)
+
+
+class FaultyStore(JournalPassThrough):
     """Failure injection around the real store: inserts block on ``gate``, or raise while ``fail``."""
 
     def __init__(self, store: Any) -> None:
@@ -50,15 +65,6 @@ class FaultyStore:
     def journal_append(self, *args: Any, **kw: Any) -> Any:
         self._enter()
         return self.store.journal_append(*args, **kw)
-
-    def journal_mark(self, *args: Any) -> None:
-        self.store.journal_mark(*args)
-
-    def journal_recover(self) -> Any:
-        return self.store.journal_recover()
-
-    def journal_drop_indexed(self, low: int) -> int:
-        return self.store.journal_drop_indexed(low)
 
 
 def _body(n: int) -> tuple[bytes, list[str]]:
@@ -179,7 +185,7 @@ def test_sigterm_like_stop_commits_everything_queued(tmp_settings: Any, store: A
     assert set(stored_runs(store, ids)) == set(ids)
 
 
-class PoisonStore:
+class PoisonStore(JournalPassThrough):
     """Failure injection: an insert holding a span named 'poison' fails the way ClickHouse
     refuses a value its column cannot hold (a DataError); other inserts reach the real store."""
 
@@ -206,15 +212,6 @@ class PoisonStore:
 
     def journal_append(self, *args: Any) -> Any:
         return self.store.journal_append(*args)
-
-    def journal_mark(self, *args: Any) -> None:
-        self.store.journal_mark(*args)
-
-    def journal_recover(self) -> Any:
-        return self.store.journal_recover()
-
-    def journal_drop_indexed(self, low: int) -> int:
-        return self.store.journal_drop_indexed(low)
 
     def insert_requests(self, payloads: Any, spans: Any = None, dedup_token: Any = None) -> Any:
         from clickhouse_connect.driver.exceptions import DataError
