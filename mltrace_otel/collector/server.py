@@ -192,7 +192,8 @@ class Collector:
             grpc_done = self._grpc.stop(grace=timeout)
         if self.queue is not None:
             if not self.queue.stop(timeout):
-                log.error("the writer did not finish within %g s; queued spans were not committed",
+                log.error("the writer did not finish within %g s; queued spans were not committed "
+                          "(journaled ones are indexed when the collector starts again)",
                           timeout)
         if self._http is not None:
             self._http.wait_idle(5.0)
