@@ -55,8 +55,8 @@ ENV_VARS: dict[str, str] = {
     "MLTRACE_NATIVE_INGEST": "collector: let ClickHouse parse and render OTLP requests (default true); "
     "false renders rows in Python",
     "MLTRACE_ACK": "when the collector answers a request: journaled (its bytes committed to the "
-    "store's ingest journal, indexed within ~1 s; default on the embedded store), indexed (its rows "
-    "queryable; default on a ClickHouse server)",
+    "store's ingest journal, queryable seconds later; the default, embedded store only), indexed "
+    "(its rows queryable; the default on a ClickHouse server)",
     "MLTRACE_INDEX_SPANS": "journaled acknowledgement: index once this many spans are journaled, or "
     "MLTRACE_BATCH_DELAY_S after the oldest (default 20000)",
     "MLTRACE_METRICS_LABEL_CAP": "most distinct label values per metric label (default 1000)",
@@ -232,7 +232,7 @@ class Settings:
     def journaled_ack(self) -> bool:
         """The collector answers a request once journaled (MLTRACE_ACK; auto: on the embedded
         store, where one process holds the store and its journal)."""
-        return self.ack == "journaled" or (self.ack == "auto" and self.is_embedded and not self.cluster)
+        return self.ack == "journaled" or (self.ack == "auto" and self.is_embedded)
 
     @property
     def is_embedded(self) -> bool:

@@ -121,6 +121,12 @@ class Collector:
             ConfigError: a port cannot be bound.
         """
         s = self.settings
+        if s.journaled_ack and not s.is_embedded:
+            # several collectors share a server's journal table, and each would recover (and
+            # drop) what the others journaled and still hold: one journal, one collector
+            raise ConfigError("MLTRACE_ACK=journaled needs the embedded store; a ClickHouse server "
+                              "is shared by several collectors",
+                              hint="unset MLTRACE_ACK (indexed is the default on a server)")
         if self.store is None:
             from mltrace_otel.store import open_store
 

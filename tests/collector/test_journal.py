@@ -9,8 +9,11 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from mltrace_otel.collector import indexer as indexer_module
 from mltrace_otel.collector.server import Collector
+from mltrace_otel.errors import ConfigError
 from mltrace_otel.store import journal
 from tests.collector.conftest import collector_settings, make_spans, run_ids, stored_runs
 
@@ -129,3 +132,11 @@ def test_indexed_journal_partitions_are_dropped(tmp_settings: Any, store: Any, m
         assert _post(c, body2) == 200
     assert _journal_rows(store, old) == 0
     assert set(stored_runs(store, ids + ids2)) == set(ids + ids2)
+
+
+def test_journaled_acknowledgement_is_refused_on_a_clickhouse_server(tmp_settings: Any, store: Any) -> None:
+    """A server's journal would be shared by several collectors; auto picks indexed there."""
+    server = tmp_settings.replace(store_url="http://clickhouse.invalid:8123/db")
+    assert not server.journaled_ack  # auto
+    with pytest.raises(ConfigError, match="MLTRACE_ACK=journaled needs the embedded store"):
+        Collector(collector_settings(server, ack="journaled"), store).start()
