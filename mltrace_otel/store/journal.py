@@ -123,6 +123,17 @@ def drop_indexed(store: Any, low_watermark: int) -> int:
     return dropped
 
 
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted ranges with the overlapping and nested ones merged (disjoint, sorted)."""
+    out: list[tuple[int, int]] = []
+    for a, b in ranges:
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
 def recover(store: Any) -> Recovered:
     """The journal rows still to index, after a crash or a stop (normally none)."""
     db = _db(store)
@@ -130,7 +141,7 @@ def recover(store: Any) -> Recovered:
         "journal_groups", f"SELECT FromSeq, ToSeq, max(Done) FROM {db}.{PROGRESS} GROUP BY FromSeq, ToSeq")
     heads = store.query("journal_heads", f"SELECT Seq, Spans FROM {db}.{JOURNAL} ORDER BY Seq")
     last = max([s for s, _ in heads] + [b for _, b, _ in groups] + [0])
-    done = sorted((a, b) for a, b, d in groups if d)
+    done = _merged(sorted((a, b) for a, b, d in groups if d))  # a split group's parts nest in it
     open_groups = sorted((a, b) for a, b, d in groups if not d)
 
     def covered(seq: int, ranges: list[tuple[int, int]]) -> tuple[int, int] | None:

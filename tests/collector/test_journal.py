@@ -140,3 +140,22 @@ def test_journaled_acknowledgement_is_refused_on_a_clickhouse_server(tmp_setting
     assert not server.journaled_ack  # auto
     with pytest.raises(ConfigError, match="MLTRACE_ACK=journaled needs the embedded store"):
         Collector(collector_settings(server, ack="journaled"), store).start()
+
+
+def test_recovery_of_a_split_group(tmp_settings: Any, store: Any) -> None:
+    """A group whose insert failed on its data is indexed request by request (each its own
+    range, nested in the group's). A crash in the middle replays only the requests not yet
+    indexed; once the group is done, nothing of it is indexed again."""
+    bodies = [_request(1, f"split{k}")[0] for k in range(3)]
+    seqs = store.journal_append(journal.next_seq(0), bodies, [1, 1, 1])
+    store.journal_mark(seqs[0], seqs[2], False)
+    store.journal_mark(seqs[0], seqs[0], False)
+    store.journal_mark(seqs[0], seqs[0], True)  # the crash comes after the first request
+    rec = store.journal_recover()
+    assert [[e.seq for e in g] for g in rec.groups] == [seqs[1:]] and rec.entries == []
+    for q in seqs[1:]:
+        store.journal_mark(q, q, False)
+        store.journal_mark(q, q, True)
+    store.journal_mark(seqs[0], seqs[2], True)
+    rec = store.journal_recover()
+    assert rec.groups == [] and rec.entries == []
