@@ -82,7 +82,6 @@ class Indexer:
         self._last_cleanup = 0.0
         self._threads: list[threading.Thread] = []
         self._siblings: list[Any] = []
-        self.failing = ""  # the last index failure while it lasts ('' when the last insert landed)
         if metrics is not None:
             metrics.index_backlog.set_function(lambda: self.backlog)  # read at each scrape
 
@@ -212,7 +211,6 @@ class Indexer:
                 store.journal_mark(first, last, True)
             except Exception as e:  # noqa: BLE001 - a failed group is retried or split, never lost
                 attempts += 1
-                self.failing = str(e) or type(e).__name__
                 if self.metrics is not None:
                     self.metrics.insert_failures.inc()
                 if not _unavailable(e) and (_data_error(e) or attempts >= 3):
@@ -233,7 +231,6 @@ class Indexer:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
-            self.failing = ""
             if self.metrics is not None:
                 self.metrics.indexed.inc(spans)
                 self.metrics.index_seconds.observe(time.perf_counter() - t0)

@@ -12,7 +12,7 @@ row says Done = 0 before the insert and 1 after. After a crash, :func:`recover` 
 groups left at Done = 0 (indexed again with the same token: the store drops what the crashed
 insert had committed) and the rows no group covers.
 
-Imports :mod:`.schema` (identifier quoting) and the error family; SQL only here.
+Imports :mod:`.schema` (identifier quoting) and :mod:`.otlp_native` (the varint); SQL only here.
 """
 
 from __future__ import annotations
@@ -60,17 +60,11 @@ def _db(store: Any) -> str:
 
 
 def _rowbinary(seqs: Sequence[int], payloads: Sequence[bytes], spans: Sequence[int]) -> bytes:
-    out = bytearray()
-    for seq, p, n in zip(seqs, payloads, spans, strict=True):
-        out += seq.to_bytes(8, "little")
-        out += n.to_bytes(4, "little")
-        size = len(p)
-        while size >= 0x80:
-            out.append((size & 0x7F) | 0x80)
-            size >>= 7
-        out.append(size)
-        out += p
-    return bytes(out)
+    """Journal rows as RowBinary: Seq (UInt64), Spans (UInt32), Payload (String: varint length)."""
+    from mltrace_otel.store.otlp_native import varint
+
+    return b"".join(seq.to_bytes(8, "little") + n.to_bytes(4, "little") + varint(len(p)) + p
+                    for seq, p, n in zip(seqs, payloads, spans, strict=True))
 
 
 def append(store: Any, first_seq: int, payloads: Sequence[bytes], spans: Sequence[int]) -> list[int]:

@@ -211,7 +211,8 @@ ARRAY JOIN ss.spans AS sp
 WHERE {deferred_sql()}"""
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """``n`` as a protobuf base-128 varint (the length prefix of a length-delimited message)."""
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -225,7 +226,7 @@ def _varint(n: int) -> bytes:
 
 def batch_body(payloads: Sequence[bytes]) -> bytes:
     """Serialized requests as one ``Protobuf``-format body (each length-delimited)."""
-    return b"".join(_varint(len(p)) + p for p in payloads)
+    return b"".join(varint(len(p)) + p for p in payloads)
 
 
 def insert_requests(store: Any, payloads: Sequence[bytes], spans: int | None = None,
