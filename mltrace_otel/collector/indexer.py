@@ -88,8 +88,11 @@ class Indexer:
     # --- producer side ---------------------------------------------------------------------
     @property
     def backlog(self) -> int:
-        """Spans journaled and not yet indexed."""
-        return self._pending_spans + sum(self._busy.values()) + sum(e.spans for g in self._replay for e in g)
+        """Spans journaled and not yet indexed. Under the indexer's lock: the collector's
+        submit path and the metrics scrape read it while indexer threads change the groups."""
+        with self._cond:
+            return (self._pending_spans + sum(self._busy.values())
+                    + sum(e.spans for g in self._replay for e in g))
 
     def appending(self, first_seq: int | None) -> None:
         """The journal writer is committing rows from ``first_seq`` on (None: done, handed over
