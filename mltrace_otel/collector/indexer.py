@@ -2,7 +2,7 @@
 
 With the journaled acknowledgement (``MLTRACE_ACK=journaled``, the default on the embedded
 store) the :class:`~.pipeline.IngestQueue` commits each batch of requests to the store's
-ingest journal (``store/journal.py``: one insert of a few ms, no views) and answers it; the
+ingest journal (``store/journal.py``: one append to a segment file) and answers it; the
 indexer then inserts the journaled requests into ``otel_traces`` in index groups of up to
 ``group_spans`` spans. ClickHouse pays ~100 ms of fixed work per index insert (analysing the
 materialized views, writing a part per table): one insert per 20,000-50,000 spans costs a few
@@ -13,14 +13,14 @@ A group is indexed when ``min_spans`` spans are journaled, ``delay_s`` after its
 was, or at once when :meth:`Indexer.flush` or :meth:`Indexer.stop` asks. ``threads`` index
 groups side by side, each on its own store connection.
 
-Never lost, never twice: each group is a contiguous range of journal rows, indexed with the
+Never lost, never twice: each group is a contiguous range of journaled requests, indexed with the
 insert_deduplication_token of that range and recorded in the journal's progress table
 (:mod:`mltrace_otel.store.journal`). A group whose insert fails because the store is
 unavailable is retried (with back-off) until it lands; one that fails on its data is indexed
 request by request, and a request the store still refuses is logged and counted
 (``spans_rejected_total{reason="store"}``), never retried forever. On start, groups a crash
-cut short are indexed again with their own token, then the journal rows no group covers.
-Journal partitions wholly indexed are dropped.
+cut short are indexed again with their own token, then the journaled requests no group
+covers. Journal segments wholly indexed are deleted.
 
 Imports :mod:`mltrace_otel.store.journal` (entries, tokens) and :mod:`.pipeline` (error
 classification).
@@ -41,7 +41,7 @@ from mltrace_otel.store.journal import Entry, group_token
 log = logging.getLogger(__name__)
 
 CLEANUP_EVERY_S = 5.0
-"""How often at most the indexer drops journal partitions it has indexed."""
+"""How often at most the indexer deletes journal segments it has indexed."""
 
 
 class Indexer:
@@ -96,7 +96,7 @@ class Indexer:
 
     def appending(self, first_seq: int | None) -> None:
         """The journal writer is committing rows from ``first_seq`` on (None: done, handed over
-        or failed): journal partitions holding them are not dropped meanwhile."""
+        or failed): journal segments holding them are not deleted meanwhile."""
         with self._cond:
             self._appending = first_seq
 
@@ -252,15 +252,15 @@ class Indexer:
             log.warning("could not record journal progress: %s", e)
 
     def _cleanup(self, store: Any) -> None:
-        """Drop journal partitions below the oldest Seq not yet indexed (at most every 5 s)."""
+        """Delete journal segments below the oldest Seq not yet indexed (at most every 5 s)."""
         now = time.monotonic()
         with self._cond:
             if now - self._last_cleanup < CLEANUP_EVERY_S:
                 return
             self._last_cleanup = now
-            # every journal row below ``low`` is indexed: rows being indexed, waiting, or being
+            # every journaled request below ``low`` is indexed: those being indexed, waiting, or being
             # appended start at or after it, and any later append is numbered from now on (a
-            # partition dropped before rows are appended to it just takes them afterwards)
+            # segment deleted before requests are appended to it is just created again)
             starts = [seq for seq in self._busy] + [g[0].seq for g in self._replay]
             if self._pending:
                 starts.append(self._pending[0][0].seq)
@@ -270,4 +270,4 @@ class Indexer:
         try:
             store.journal_drop_indexed(low)
         except Exception as e:  # noqa: BLE001 - retried next time
-            log.warning("dropping indexed journal partitions failed: %s", e)
+            log.warning("deleting indexed journal segments failed: %s", e)

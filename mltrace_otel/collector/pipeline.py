@@ -238,7 +238,7 @@ class IngestQueue:
         inserters: batches inserted side by side, each inserter on its own connection (the
             engine runs them on separate cores; one insert runs mostly on one core).
         indexer: the journaled acknowledgement (an :class:`~.indexer.Indexer`): a batch is
-            committed to the store's ingest journal (``store.journal_append``, one inserter,
+            appended to the store's ingest journal (``store.journal_append``, one writer,
             so Seqs follow the commit order), its requests are answered, and the indexer
             indexes them later, many batches per insert. Its backlog counts toward
             ``queue_spans``. None: a batch is answered once indexed.

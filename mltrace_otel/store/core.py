@@ -236,25 +236,25 @@ class Store:
 
     # --- ingest journal (the collector's journaled acknowledgement; :mod:`.journal`) -----------
     def journal_append(self, first_seq: int, payloads: Sequence[bytes], spans: Sequence[int]) -> list[int]:
-        """Commit serialized requests to the ingest journal in one insert; their Seqs."""
+        """Append serialized requests to the ingest journal (one write); their Seqs."""
         from mltrace_otel.store import journal
 
         return journal.append(self, first_seq, payloads, spans)
 
     def journal_mark(self, first_seq: int, last_seq: int, done: bool) -> None:
-        """Record an index group of journal rows as starting (False) or indexed (True)."""
+        """Record an index group of journaled requests as starting (False) or indexed (True)."""
         from mltrace_otel.store import journal
 
         journal.mark(self, first_seq, last_seq, done)
 
     def journal_recover(self) -> Any:
-        """The journal rows still to index (:class:`.journal.Recovered`)."""
+        """The journaled requests still to index (:class:`.journal.Recovered`)."""
         from mltrace_otel.store import journal
 
         return journal.recover(self)
 
     def journal_drop_indexed(self, low_watermark: int) -> int:
-        """Drop journal partitions wholly below ``low_watermark``; how many."""
+        """Delete journal segments wholly below ``low_watermark``; how many."""
         from mltrace_otel.store import journal
 
         return journal.drop_indexed(self, low_watermark)

@@ -114,11 +114,10 @@ def test_the_indexer_backlog_counts_toward_the_queue_bound(tmp_settings: Any, st
 
 
 def _journal_rows(store: Any, seq: int) -> int:
-    sql = "SELECT count() FROM mltrace_ingest_journal WHERE Seq = {s:UInt64}"
-    return store.query("test_journal_rows", sql, {"s": seq})[0][0]
+    return sum(r.seq == seq for r in journal.for_store(store).scan())
 
 
-def test_indexed_journal_partitions_are_dropped(tmp_settings: Any, store: Any, monkeypatch: Any) -> None:
+def test_indexed_journal_segments_are_deleted(tmp_settings: Any, store: Any, monkeypatch: Any) -> None:
     monkeypatch.setattr(indexer_module, "CLEANUP_EVERY_S", 0.0)
     old = time.time_ns() - 60 * 10**9  # a minute ago: a partition of its own
     body, ids = _request(2, "old")
@@ -159,3 +158,77 @@ def test_recovery_of_a_split_group(tmp_settings: Any, store: Any) -> None:
     store.journal_mark(seqs[0], seqs[2], True)
     rec = store.journal_recover()
     assert rec.groups == [] and rec.entries == []
+
+
+def test_a_record_a_crash_cut_short_is_dropped_and_appends_go_on(store: Any) -> None:
+    """kill -9 in the middle of a write leaves part of a record (never acknowledged) at the end
+    of a segment; recovery keeps the whole records before it and cuts the rest off, so records
+    appended after the restart are read back too. A record whose bytes changed fails its CRC."""
+    j = journal.for_store(store)
+    (b1, _), (b2, _), (b3, _) = _request(2, "whole1"), _request(2, "whole2"), _request(1, "after")
+    base = time.time_ns() // journal.SEGMENT_NS * journal.SEGMENT_NS  # all in one segment
+    store.journal_append(base, [b1, b2], [2, 2])
+    (segment,) = j.directory.glob("*.seg")
+    with open(segment, "ab") as f:  # the head and half the payload of a third record
+        f.write(journal._HEAD.pack(base + 2, 2, 1000, 0) + b"x" * 500)
+    rec = store.journal_recover()
+    assert [(e.seq, e.payload) for e in rec.entries] == [(base, b1), (base + 1, b2)]
+    store.journal_append(base + 2, [b3], [1])  # after the restart
+    assert [e.payload for e in store.journal_recover().entries] == [b1, b2, b3]
+    data = bytearray(segment.read_bytes())
+    data[-1] ^= 0xFF  # the last byte of b3's payload
+    segment.write_bytes(bytes(data))
+    assert [e.payload for e in store.journal_recover().entries] == [b1, b2]
+
+
+def test_a_failed_journal_write_is_refused_whole_and_leaves_nothing_behind(
+        store: Any, monkeypatch: Any) -> None:
+    """A write that fails half way (the disk filled up) raises StoreUnavailable -- the collector
+    answers 503 and the client retries -- and its half record is cut off the segment."""
+    from mltrace_otel.errors import StoreUnavailable
+
+    j = journal.for_store(store)
+    (b1, _), (b2, _), (b3, _) = (_request(2, f"w{k}") for k in range(3))
+    first = store.journal_append(journal.next_seq(0), [b1], [2])
+    real_open = j._open
+
+    class HalfWrite:
+        def __init__(self, f: Any) -> None:
+            self.f = f
+
+        def tell(self) -> int:
+            return self.f.tell()
+
+        def truncate(self, n: int) -> int:
+            return self.f.truncate(n)
+
+        def write(self, data: Any) -> int:
+            self.f.write(bytes(data[: len(data) // 2]))
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(j, "_open", lambda segment: HalfWrite(real_open(segment)))
+    with pytest.raises(StoreUnavailable, match="No space left on device"):
+        store.journal_append(journal.next_seq(first[0]), [b2], [2])
+    monkeypatch.setattr(j, "_open", real_open)
+    store.journal_append(journal.next_seq(first[0] + 1), [b3], [2])
+    assert [e.payload for e in store.journal_recover().entries] == [b1, b3]
+
+
+def test_a_journal_table_of_the_first_version_is_moved_into_segments(tmp_settings: Any, store: Any) -> None:
+    """A store a first-version collector stopped or crashed on keeps its unindexed requests in
+    the table mltrace_ingest_journal: recovery moves them to segment files and drops the table."""
+    (b1, ids1), (b2, _) = _request(2, "legacy1"), _request(2, "legacy2")
+    store.command("test_legacy", "CREATE TABLE mltrace_ingest_journal (Seq UInt64, Spans UInt32, "
+                  "Payload String) ENGINE = MergeTree ORDER BY Seq")
+    seq = journal.next_seq(0)
+    store.insert_columns("test_legacy_rows", "mltrace_ingest_journal", [[seq, seq + 1], [2, 2], [b1, b2]],
+                         ["Seq", "Spans", "Payload"])
+    store.journal_mark(seq + 1, seq + 1, True)  # b2 was indexed before the stop
+    rec = store.journal_recover()
+    assert [(e.seq, e.payload) for e in rec.entries] == [(seq, b1)] and rec.last_seq == seq + 1
+    tables = store.query("test_legacy_gone", "SELECT count() FROM system.tables WHERE database = "
+                         "currentDatabase() AND name = 'mltrace_ingest_journal'")
+    assert tables[0][0] == 0
+    with Collector(collector_settings(tmp_settings, ack="journaled"), store, drain_every_s=0) as c:
+        assert c.flush(60)  # the collector started on it indexes the moved request
+    assert set(stored_runs(store, ids1)) == set(ids1)
