@@ -39,6 +39,7 @@ from mltrace_otel.collector.pipeline import NATIVE_MIN_SPANS, IngestQueue
 from mltrace_otel.collector.receiver import Exporter
 from mltrace_otel.errors import ConfigError, StoreUnavailable
 from mltrace_otel.settings import Settings, mask_url
+from mltrace_otel.store import share
 
 log = logging.getLogger("mltrace_otel.collector")
 
@@ -300,6 +301,7 @@ def run_collector(settings: Settings) -> int:
         ConfigError: a port cannot be bound.
     """
     _setup_logging()
+    share.tune_engine_allocator()
     with _StopSignals() as signals:
         collector = Collector(settings)
         collector.start()
@@ -357,6 +359,7 @@ def run_server(settings: Settings) -> int:
     """
 
     _setup_logging()
+    share.tune_engine_allocator()
     with _StopSignals() as signals:
         _serve(settings, signals)
     log.info("mltrace server stopped")
