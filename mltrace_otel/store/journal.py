@@ -93,6 +93,7 @@ class Journal:
         self._lock = threading.Lock()
         self._segment: int | None = None
         self._file: Any = None
+        self._poisoned: int | None = None  # a segment that must take no more records
 
     def _path(self, segment: int) -> Path:
         return self.directory / f"{segment:012d}{_SUFFIX}"
@@ -110,6 +111,10 @@ class Journal:
             k = 0
             while k < len(entries):
                 segment = entries[k].seq // SEGMENT_NS
+                if segment == self._poisoned:
+                    raise StoreUnavailable(f"the ingest journal segment {self._path(segment)} ends in a "
+                                           "write that failed and could not be cut off; appends resume "
+                                           "in the next segment (within 10 s)", hint="retry shortly")
                 j = k
                 while j < len(entries) and entries[j].seq // SEGMENT_NS == segment:
                     j += 1
@@ -123,7 +128,10 @@ class Journal:
                         while view:
                             view = view[f.write(view):]
                     except BaseException:
-                        f.truncate(start)
+                        try:
+                            f.truncate(start)
+                        except OSError:  # a half record stays: a record after it would be lost
+                            self._poisoned = segment
                         raise
                 except OSError as e:
                     self._close()
@@ -171,6 +179,7 @@ class Journal:
                     good = at + n
                 if good < len(data):
                     os.truncate(path, good)
+            self._poisoned = None  # every torn tail is cut off now
         records.sort(key=lambda r: r.seq)
         return records
 

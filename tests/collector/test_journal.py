@@ -214,6 +214,41 @@ def test_a_failed_journal_write_is_refused_whole_and_leaves_nothing_behind(
     assert [e.payload for e in store.journal_recover().entries] == [b1, b3]
 
 
+def test_a_half_record_that_cannot_be_cut_off_closes_its_segment(store: Any, monkeypatch: Any) -> None:
+    """If cutting a failed write off fails too, nothing more goes into that segment (a record
+    after the half one would be unreadable): appends to it are refused until the next one."""
+    from mltrace_otel.errors import StoreUnavailable
+
+    j = journal.for_store(store)
+    (b1, _), (b2, _), (b3, _), (b4, _) = (_request(1, f"p{k}") for k in range(4))
+    base = time.time_ns() // journal.SEGMENT_NS * journal.SEGMENT_NS
+    store.journal_append(base, [b1], [1])
+    real_open = j._open
+
+    class Stuck:
+        def __init__(self, f: Any) -> None:
+            self.f = f
+
+        def tell(self) -> int:
+            return self.f.tell()
+
+        def truncate(self, n: int) -> int:
+            raise OSError(5, "Input/output error")
+
+        def write(self, data: Any) -> int:
+            self.f.write(bytes(data[: len(data) // 2]))
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(j, "_open", lambda segment: Stuck(real_open(segment)))
+    with pytest.raises(StoreUnavailable, match="No space left on device"):
+        store.journal_append(base + 1, [b2], [1])
+    monkeypatch.setattr(j, "_open", real_open)
+    with pytest.raises(StoreUnavailable, match="appends resume in the next segment"):
+        store.journal_append(base + 2, [b3], [1])
+    store.journal_append(base + journal.SEGMENT_NS, [b4], [1])
+    assert [e.payload for e in store.journal_recover().entries] == [b1, b4]
+
+
 def test_a_journal_table_of_the_first_version_is_moved_into_segments(tmp_settings: Any, store: Any) -> None:
     """A store a first-version collector stopped or crashed on keeps its unindexed requests in
     the table mltrace_ingest_journal: recovery moves them to segment files and drops the table."""
