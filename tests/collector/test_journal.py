@@ -181,6 +181,27 @@ def test_a_record_a_crash_cut_short_is_dropped_and_appends_go_on(store: Any) -> 
     assert [e.payload for e in store.journal_recover().entries] == [b1, b2]
 
 
+class _HalfWrite:
+    """A segment file whose next write stores half its bytes, then fails (the disk filled up);
+    ``truncate_fails``: cutting them off fails too."""
+
+    def __init__(self, f: Any, truncate_fails: bool = False) -> None:
+        self.f = f
+        self.truncate_fails = truncate_fails
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def truncate(self, n: int) -> int:
+        if self.truncate_fails:
+            raise OSError(5, "Input/output error")
+        return self.f.truncate(n)
+
+    def write(self, data: Any) -> int:
+        self.f.write(bytes(data[: len(data) // 2]))
+        raise OSError(28, "No space left on device")
+
+
 def test_a_failed_journal_write_is_refused_whole_and_leaves_nothing_behind(
         store: Any, monkeypatch: Any) -> None:
     """A write that fails half way (the disk filled up) raises StoreUnavailable -- the collector
@@ -192,21 +213,7 @@ def test_a_failed_journal_write_is_refused_whole_and_leaves_nothing_behind(
     first = store.journal_append(journal.next_seq(0), [b1], [2])
     real_open = j._open
 
-    class HalfWrite:
-        def __init__(self, f: Any) -> None:
-            self.f = f
-
-        def tell(self) -> int:
-            return self.f.tell()
-
-        def truncate(self, n: int) -> int:
-            return self.f.truncate(n)
-
-        def write(self, data: Any) -> int:
-            self.f.write(bytes(data[: len(data) // 2]))
-            raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(j, "_open", lambda segment: HalfWrite(real_open(segment)))
+    monkeypatch.setattr(j, "_open", lambda segment: _HalfWrite(real_open(segment)))
     with pytest.raises(StoreUnavailable, match="No space left on device"):
         store.journal_append(journal.next_seq(first[0]), [b2], [2])
     monkeypatch.setattr(j, "_open", real_open)
@@ -225,21 +232,7 @@ def test_a_half_record_that_cannot_be_cut_off_closes_its_segment(store: Any, mon
     store.journal_append(base, [b1], [1])
     real_open = j._open
 
-    class Stuck:
-        def __init__(self, f: Any) -> None:
-            self.f = f
-
-        def tell(self) -> int:
-            return self.f.tell()
-
-        def truncate(self, n: int) -> int:
-            raise OSError(5, "Input/output error")
-
-        def write(self, data: Any) -> int:
-            self.f.write(bytes(data[: len(data) // 2]))
-            raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(j, "_open", lambda segment: Stuck(real_open(segment)))
+    monkeypatch.setattr(j, "_open", lambda segment: _HalfWrite(real_open(segment), truncate_fails=True))
     with pytest.raises(StoreUnavailable, match="No space left on device"):
         store.journal_append(base + 1, [b2], [1])
     monkeypatch.setattr(j, "_open", real_open)
