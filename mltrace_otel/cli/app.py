@@ -267,7 +267,7 @@ def tags(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
         return emit_json(list(names))
     if not names:
         return friendly("No tags yet.")
-    from rich.markup import escape
+    from mltrace_otel.cli.render import escape
 
     console().print("\n".join(escape(t) for t in names))
 
@@ -322,9 +322,8 @@ def review(
     as_json: bool = JsonOpt,
 ) -> None:
     """The runs the flagged outputs have in common, most common first."""
-    from rich.markup import escape
-
     from mltrace_otel.cli import render
+    from mltrace_otel.cli.render import escape
 
     limit = positive(n) if n is not None else None
     with open_cli_store(ctx) as store:
@@ -372,7 +371,9 @@ def clear(
     with open_cli_store(ctx) as store:
         count = store.count_runs()
         if not yes:
-            where = mask_url(settings.resolved_store_url)
+            from mltrace_otel.cli import render
+
+            where = render.clean(mask_url(settings.resolved_store_url))
             if not typer.confirm(f"Delete all {count} run(s) and every flag and note in {where}?", err=True):
                 friendly("Nothing deleted.")
                 raise typer.Exit(1)
@@ -445,10 +446,10 @@ def migrate(ctx: typer.Context) -> None:
     settings = cli_settings(ctx)
     with open_cli_store(ctx) as store:  # open_store applies every pending migration
         version = store.schema_version()
-    from rich.markup import escape
+    from mltrace_otel.cli.render import escape
 
     console().print(f"schema is up to date (version {version}) in "
-                    f"{escape(mask_url(settings.resolved_store_url))} (database {settings.database})")
+                    f"{escape(mask_url(settings.resolved_store_url))} (database {escape(settings.database)})")
 
 
 @app.command()

@@ -6,7 +6,7 @@ configured store and turns any failure to reach it into a StoreUnavailable that 
 (masked) URL and what to check. Rich and the store are imported inside the functions, so
 importing this module (``mltrace --help``) stays cheap.
 
-May import: mltrace_otel.settings, .errors, .store (lazily), rich (lazily), typer.
+May import: mltrace_otel.settings, .errors, .store (lazily), .cli.render and rich (lazily), typer.
 """
 
 from __future__ import annotations
@@ -48,13 +48,17 @@ class MltraceGroup(TyperGroup):
 
 
 def print_error(e: MltraceError) -> None:
+    """``error: message`` and ``hint: ...`` on stderr; control characters in them (messages
+    quote user input) are shown escaped (:func:`~mltrace_otel.cli.render.clean`)."""
     from rich.console import Console
     from rich.text import Text
 
+    from mltrace_otel.cli.render import clean
+
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    err.print(Text(f"error: {e.message}", style="bold red"))
+    err.print(Text(f"error: {clean(e.message, multiline=True)}", style="bold red"))
     if e.hint:
-        err.print(Text(f"hint: {e.hint}", style="dim"))
+        err.print(Text(f"hint: {clean(e.hint, multiline=True)}", style="dim"))
 
 
 def cli_settings(ctx: typer.Context) -> Settings:
@@ -99,7 +103,7 @@ def open_cli_store(ctx: typer.Context) -> Iterator[Store]:
 
 def describe_candidates(store: Store, e: AmbiguousRunId) -> None:
     """Name each candidate of an ambiguous prefix with its component and start (one query)."""
-    from mltrace_otel.cli.render import format_time
+    from mltrace_otel.cli.render import clean, format_time
 
     try:
         runs = {r.id: r for r in store.get_runs(e.candidates[:20])}
@@ -108,7 +112,7 @@ def describe_candidates(store: Store, e: AmbiguousRunId) -> None:
     lines = [f"run id prefix {e.prefix!r} matches {len(e.candidates)} runs:"]
     for rid in e.candidates[:20]:
         r = runs.get(rid)
-        lines.append(f"  {rid}  {r.component}  {format_time(r.start)}" if r else f"  {rid}")
+        lines.append(f"  {rid}  {clean(r.component)}  {format_time(r.start)}" if r else f"  {rid}")
     if len(e.candidates) > 20:
         lines.append(f"  … and {len(e.candidates) - 20} more")
     e.message = "\n".join(lines)
@@ -121,14 +125,21 @@ def console() -> Console:
 
 
 def emit_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    """``data`` as indented JSON on stdout. Non-ASCII text stays readable (``ensure_ascii=False``),
+    but DEL, C1 and bidi controls are ``\\uXXXX`` like the C0 controls json.dumps escapes itself:
+    ``mltrace ... --json`` shown in a terminal writes no control character raw."""
+    from mltrace_otel.cli.render import json_safe
+
+    typer.echo(json_safe(json.dumps(data, indent=2, ensure_ascii=False)))
 
 
 def friendly(message: str) -> None:
-    """Zero results: a friendly line, exit code 0."""
+    """Zero results: a friendly line, exit code 0 (user input in it is shown escaped)."""
     from rich.text import Text
 
-    console().print(Text(message, style="dim"))
+    from mltrace_otel.cli.render import clean
+
+    console().print(Text(clean(message), style="dim"))
 
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.I)

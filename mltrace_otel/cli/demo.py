@@ -309,13 +309,12 @@ def run_demo(settings: Settings, console: Console, passes: int = 3, seed: int = 
 
 
 def _print_next(console: Console, settings: Settings, result: DemoResult) -> None:
-    from rich.markup import escape
-
+    from mltrace_otel.cli.render import escape
     from mltrace_otel.settings import mask_url
 
     store = "" if settings.store_url is None else f" --store {mask_url(settings.store_url)}"
     console.print(f"\n[bold green]Logged {result.runs} runs[/bold green] (session [cyan]{result.tag}[/cyan]) "
-                  f"into {escape(mask_url(settings.resolved_store_url))}; data in {result.data_dir}.")
+                  f"into {escape(mask_url(settings.resolved_store_url))}; data in {escape(result.data_dir)}.")
     if result.flagged:
         console.print(f"Flagged {len(result.flagged)} predictions as wrong: {', '.join(result.flagged)}.")
     tries = [("mltrace recent", "the newest runs")]

@@ -2,15 +2,22 @@
 
 Pure formatting over the store's result types (:mod:`mltrace_otel.store.models`); no queries.
 Imported by command bodies only (it loads rich), so ``mltrace --help`` stays fast.
+
+Every user string (component names, owners, descriptions, tags, pointers, notes, test names and
+messages, exceptions, code) reaches the terminal through :func:`clean` (for rich ``Text``) or
+:func:`escape` (for rich markup strings): control characters and bidi controls are shown as
+Python escapes (``\\x1b``, ``\\u202e``), never written raw, and rich markup in them is not
+interpreted. :func:`json_safe` does the same for ``--json`` output.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from rich.markup import escape
+from rich.markup import escape as _markup_escape
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -20,6 +27,53 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SHORT_ID = 8
 """Run ids are shown this many characters long in human output (full in --json)."""
+
+# C0 controls, DEL, C1 controls (U+0080-U+009F: 0x9B is a one-byte CSI to some terminals) and
+# Unicode's Bidi_Control characters (U+061C, U+200E/F, the embeddings and overrides U+202A-E,
+# the isolates U+2066-9), which can make one name display as another ("Trojan Source").
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# The same, less newline and tab: for fields that legitimately hold several lines.
+_UNSAFE_MULTILINE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+# What json.dumps(ensure_ascii=False) leaves raw (it escapes U+0000-U+001F itself).
+_UNSAFE_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    ch = m.group()
+    if ch in _NAMED:
+        return _NAMED[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def clean(text: object, multiline: bool = False) -> str:
+    """``text`` safe to write to a terminal: control and bidi characters as Python escapes.
+
+    A name like ``"\\x1b[2J"`` would clear the user's screen, ``"\\x1b]0;t\\x07"`` retitle the
+    window, ``"\\u202e"`` display a different name; shown escaped, the user still sees what is
+    there. ``multiline`` keeps newline and tab, for fields that hold several lines (notes,
+    descriptions, messages, exceptions, code; ``\\r\\n`` becomes ``\\n``); every other field is one
+    line, where a newline or tab would break the table, so they are escaped too. The result
+    is plain text: pass it to rich as ``Text``, or through :func:`escape` as markup.
+    """
+    s = text if isinstance(text, str) else str(text)
+    if multiline:
+        return _UNSAFE_MULTILINE.sub(_escape_char, s.replace("\r\n", "\n"))
+    return _UNSAFE.sub(_escape_char, s)
+
+
+def escape(text: object, multiline: bool = False) -> str:
+    """``text`` for a rich markup string: :func:`clean`, then ``[`` escaped so that ``[bold]``
+    in a user string is shown, not interpreted."""
+    return _markup_escape(clean(text, multiline))
+
+
+def json_safe(dumped: str) -> str:
+    """JSON text (``json.dumps(..., ensure_ascii=False)``) with DEL, C1 and bidi controls as
+    ``\\uXXXX``: json.dumps escapes only U+0000-U+001F, and those characters can only occur
+    inside JSON strings, where ``\\uXXXX`` means the same character (the data is unchanged)."""
+    return _UNSAFE_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", dumped)
 
 
 def format_duration(seconds: float) -> str:
@@ -116,30 +170,30 @@ def run_detail(run: Run) -> list[object]:
     grid.add_column(overflow="fold")
     status = _status(run)
     if run.failed and run.status_message:
-        status.append(f"  {run.status_message}", style="red")
+        status.append(f"  {clean(run.status_message, multiline=True)}", style="red")
     rows: list[tuple[str, object]] = [
-        ("run id", run.id),
+        ("run id", escape(run.id)),
         ("component", escape(run.component)),
         ("status", status),
         ("start", format_time(run.start)),
         ("end", format_time(run.end)),
         ("duration", format_duration(run.duration_s)),
         ("owner", escape(run.owner) or "-"),
-        ("description", escape(run.description) or "-"),
+        ("description", escape(run.description, multiline=True) or "-"),
         ("tags", escape(", ".join(run.tags)) or "-"),
         ("git commit", escape(run.git_hash) or "-"),
         ("git tags", escape(", ".join(run.git_tags)) or "-"),
         ("code", escape(f"{run.code_file} {run.code_function}".strip()) or "-"),
         ("service", escape(run.service_name) or "-"),
-        ("trace id", run.trace_id),
+        ("trace id", escape(run.trace_id)),
         ("inputs", _pointers(p.name for p in run.inputs) or "-"),
         ("outputs", _pointers((p.name for p in run.outputs), (p.flagged for p in run.outputs)) or "-"),
         ("depends on", ", ".join(short_id(d) for d in run.dependencies) or "-"),
-        ("notes", escape(run.notes) or "-"),
+        ("notes", escape(run.notes, multiline=True) or "-"),
     ]
     for k, v in rows:
         grid.add_row(k, v)
-    title = Text.assemble((run.component, "bold"), "  ", (short_id(run.id), "cyan"))
+    title = Text.assemble((clean(run.component), "bold"), "  ", (clean(short_id(run.id)), "cyan"))
     border = "red" if run.failed else ("yellow" if run.stale else "blue")
     parts: list[object] = [Panel(grid, title=title, title_align="left", border_style=border)]
     if run.tests:
@@ -148,14 +202,17 @@ def run_detail(run: Run) -> list[object]:
             tests.add_column(col, overflow="fold")
         for t in run.tests:
             result = Text("passed", style="green") if t.passed else Text("FAILED", style="bold red")
-            tests.add_row(escape(t.name), escape(t.method), t.phase, result, escape(t.message))
+            tests.add_row(escape(t.name), escape(t.method), escape(t.phase), result,
+                          escape(t.message, multiline=True))
         parts.append(tests)
     for msg in run.stale:
-        parts.append(Text(f"⚠ stale: {msg}", style="yellow"))
+        parts.append(Text(f"⚠ stale: {clean(msg)}", style="yellow"))
     if run.exception:
-        parts.append(Panel(Text(run.exception, style="red"), title="exception", border_style="red"))
+        parts.append(Panel(Text(clean(run.exception, multiline=True), style="red"), title="exception",
+                           border_style="red"))
     if run.code_snapshot:
-        parts.append(Panel(Syntax(run.code_snapshot, "python", line_numbers=False, word_wrap=True),
+        parts.append(Panel(Syntax(clean(run.code_snapshot, multiline=True), "python", line_numbers=False,
+                                  word_wrap=True),
                            title="code snapshot", title_align="left"))
     return parts
 
@@ -163,15 +220,15 @@ def run_detail(run: Run) -> list[object]:
 def _run_label(run: Run, via: str | None = None, arrow: str = "←") -> Text:
     label = Text()
     if via:
-        label.append(f"{via} ", style="magenta")
+        label.append(f"{clean(via)} ", style="magenta")
         label.append(f"{arrow} ", style="dim")
-    label.append(run.component, style="bold red" if run.failed else "bold")
+    label.append(clean(run.component), style="bold red" if run.failed else "bold")
     label.append(f"  {short_id(run.id)}", style="cyan")
     label.append(f"  {format_time(run.start)}  {format_duration(run.duration_s)}", style="dim")
     if run.failed:
         label.append("  ✗ failed", style="bold red")
         if run.status_message:
-            label.append(f": {run.status_message}", style="red")
+            label.append(f": {clean(run.status_message, multiline=True)}", style="red")
     return label
 
 
@@ -198,7 +255,7 @@ def lineage_tree(lineage: Lineage, max_depth: int = 50) -> Tree:
         title = Text.assemble(("run ", "dim"), (short_id(lineage.root), "bold cyan"),
                               ("  upstream" if upstream else "  downstream", "dim"))
     else:
-        title = Text.assemble((lineage.root, "bold magenta"), (f"  {heading}", "dim"))
+        title = Text.assemble((clean(lineage.root), "bold magenta"), (f"  {heading}", "dim"))
     tree = Tree(title)
     shown: set[str] = set()
     # depth-first, each run expanded at its first visit; iterative, so a long chain (a model
@@ -218,8 +275,8 @@ def lineage_tree(lineage: Lineage, max_depth: int = 50) -> Tree:
         if run_id in shown:
             ref = Text()
             if via:
-                ref.append(f"{via} {arrow} ", style="magenta")
-            ref.append(f"{run.component}  {short_id(run_id)}  (shown above)", style="dim")
+                ref.append(f"{clean(via)} {arrow} ", style="magenta")
+            ref.append(f"{clean(run.component)}  {short_id(run_id)}  (shown above)", style="dim")
             branch.add(ref)
             continue
         if level >= max_depth:
@@ -227,14 +284,15 @@ def lineage_tree(lineage: Lineage, max_depth: int = 50) -> Tree:
         shown.add(run_id)
         node = branch.add(_run_label(run, via, arrow))
         for msg in run.stale:
-            node.add(Text(f"⚠ {msg}", style="yellow"))
+            node.add(Text(f"⚠ {clean(msg)}", style="yellow"))
         for t in run.tests:
             if not t.passed:
-                node.add(Text(f"✗ test {t.name}.{t.method} failed: {t.message}", style="red"))
+                node.add(Text(f"✗ test {clean(t.name)}.{clean(t.method)} failed: "
+                              f"{clean(t.message, multiline=True)}", style="red"))
         if not upstream:
             outs = [p.name for p in run.outputs]
             if outs:
-                node.add(Text("writes " + ", ".join(outs), style="magenta"))
+                node.add(Text("writes " + ", ".join(clean(o) for o in outs), style="magenta"))
         for child, pointer in reversed(children.get(run_id, [])):
             stack.append((node, child, pointer, level + 1))
     hidden = len(runs) - len(shown)
@@ -251,7 +309,7 @@ def components_table(components: Sequence[ComponentInfo]) -> Table:
         table.add_column(col, justify="right" if col == "runs" else "left", overflow="fold")
     for c in components:
         table.add_row(escape(c.name), escape(c.owner) or "-", escape(", ".join(c.tags)) or "-",
-                      str(c.runs), format_time(c.last_run), escape(c.description))
+                      str(c.runs), format_time(c.last_run), escape(c.description, multiline=True))
     return table
 
 
@@ -281,7 +339,7 @@ def stale_table(runs: Sequence[Run]) -> Table:
     for col in ("run", "component", "start", "why"):
         table.add_column(col, overflow="fold", no_wrap=col in ("run", "start"))
     for run in runs:
-        why = "\n".join(f"⚠ {escape(m)}" for m in run.stale)
+        why = "\n".join(f"⚠ {clean(m)}" for m in run.stale)
         table.add_row(short_id(run.id), escape(run.component), format_time(run.start),
-                      Text.from_markup(why, style="yellow"), style="red" if run.failed else None)
+                      Text(why, style="yellow"), style="red" if run.failed else None)
     return table

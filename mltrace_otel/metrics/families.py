@@ -52,7 +52,7 @@ def stale_rule(message: str) -> str:
     at = message.find("(ID ")
     end = message.find(")", at) if at >= 0 else -1
     m = (message[end + 1:] if end >= 0 else message).lower()
-    if "days ago" in m:
+    if m.lstrip().startswith("was run "):  # "was run 40 days ago." / "... 3 hours ago."
         return "old_input"
     if "fresher run" in m:
         return "fresher_run"

@@ -4,7 +4,9 @@ For each dependency ``dep`` of a run (the producer of an input, or a set_upstrea
 
 1. mltrace's first rule: the run started more than its threshold (``StalenessThresholdS``, from
    the span; 30 days by default) after ``dep`` started:
-   ``"{component} (ID {id}) was run {N} days ago."``
+   ``"{component} (ID {id}) was run {N} days ago."`` (mltrace's wording, kept for every threshold
+   of a day or more; under a day, whole days would read "0 days ago", so the age is given in
+   the largest unit it reaches: ``"... was run 3 hours ago."``, ``"... 1 minute ago."``).
 2. mltrace's second rule: when the run started, ``dep``'s component had ``k`` fresher runs that
    began between ``dep`` and the run:
    ``"{component} (ID {id}) has {k} fresher run(s) that began before this component run started."``
@@ -90,8 +92,27 @@ def fresher_message(component: str, dep_id: str, k: int) -> str:
 
 
 def old_message(component: str, dep_id: str, days: int) -> str:
-    """mltrace's first staleness message."""
+    """mltrace's first staleness message (its exact wording, "1 days ago" included)."""
     return f"{component} (ID {dep_id}) was run {days} days ago."
+
+
+_UNITS = ((_DAY_S, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
+
+
+def age_message(component: str, dep_id: str, age_s: float, threshold_s: float) -> str:
+    """The first staleness message for an input ``age_s`` old under a ``threshold_s`` threshold.
+
+    A threshold of a day or more: mltrace's wording in whole days (:func:`old_message`), which
+    users and their scripts know. Under a day, whole days would say "was run 0 days ago", so the
+    age is floored to the largest unit it reaches, singular or plural:
+    ``"... was run 2 hours ago."``, ``"... was run 1 minute ago."``.
+    """
+    if threshold_s >= _DAY_S:
+        return old_message(component, dep_id, int(age_s // _DAY_S))
+    age = max(age_s, 0.0)
+    unit_s, word = next((u for u in _UNITS if age >= u[0]), _UNITS[-1])
+    n = int(age // unit_s)
+    return f"{component} (ID {dep_id}) was run {n} {word}{'' if n == 1 else 's'} ago."
 
 
 def newer_message(component: str, dep_id: str, newer_id: str) -> str:
@@ -349,7 +370,7 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
         msgs = stale.setdefault(run.id, [])
         diff_s = (ns - dns) / _NS_PER_S
         if diff_s > run.staleness_threshold_s:
-            msgs.append(old_message(comp, dep_id, int(diff_s // _DAY_S)))
+            msgs.append(age_message(comp, dep_id, diff_s, run.staleness_threshold_s))
         k = sum(1 for rid, rns in window_rows.get(comp, ())
                 if dns <= rns <= ns and rid not in (dep_id, run.id))
         if k >= 1:

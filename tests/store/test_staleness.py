@@ -65,3 +65,38 @@ def test_staleness_shows_in_traces_and_history(store):
     node = store.trace("preds").nodes[0].run
     assert node.id == reader and len(node.stale) == 1 and a in node.stale[0]
     assert store.history("component_2")[0].stale == node.stale
+
+
+def test_old_input_message_in_hours_under_a_one_hour_threshold(store):
+    r = Runs()
+    a = r.run("component_1", [], ["features"], at=0)
+    hourly = r.run("component_2", ["features"], ["p1"], at=2 * 3600 + 5, threshold_s=3600)
+    one = r.run("component_3", ["features"], ["p2"], at=3600 + 5, threshold_s=1800)
+    r.flush(store)
+    runs = {x.id: x for x in store.get_runs([hourly, one])}
+    assert runs[hourly].stale == (f"component_1 (ID {a}) was run 2 hours ago.",)
+    assert runs[one].stale == (f"component_1 (ID {a}) was run 1 hour ago.",)  # singular
+
+
+def test_old_input_message_in_minutes_under_a_90_second_threshold(store):
+    r = Runs()
+    a = r.run("component_1", [], ["features"], at=0)
+    five = r.run("component_2", ["features"], ["p1"], at=5 * 60, threshold_s=90)
+    one = r.run("component_3", ["features"], ["p2"], at=100, threshold_s=90)
+    fresh = r.run("component_4", ["features"], ["p3"], at=80, threshold_s=90)
+    r.flush(store)
+    runs = {x.id: x for x in store.get_runs([five, one, fresh])}
+    assert runs[five].stale == (f"component_1 (ID {a}) was run 5 minutes ago.",)
+    assert runs[one].stale == (f"component_1 (ID {a}) was run 1 minute ago.",)
+    assert runs[fresh].stale == ()
+
+
+def test_age_message_units_and_the_day_wording_kept():
+    from mltrace_otel.store.staleness import age_message
+
+    assert age_message("c", "ab", 45, 30) == "c (ID ab) was run 45 seconds ago."
+    assert age_message("c", "ab", 3 * DAY_S + 7200, 3600) == "c (ID ab) was run 3 days ago."
+    assert age_message("c", "ab", DAY_S + 60, 3600) == "c (ID ab) was run 1 day ago."
+    # a threshold of a day or more: mltrace's exact wording, whole days, "days" always
+    assert age_message("c", "ab", 1.5 * DAY_S, DAY_S) == "c (ID ab) was run 1 days ago."
+    assert age_message("c", "ab", 40 * DAY_S + 5, 30 * DAY_S) == "c (ID ab) was run 40 days ago."
