@@ -16,13 +16,21 @@ Life of a batch file, all in ``Settings.spool_dir``::
 ``<name>`` = ``<time_ns:020d>-<pid>-<random hex>``; it is also the insert de-duplication token,
 so a batch re-inserted after a crash between commit and delete is not stored twice.
 
+Private files: spans hold pointer names, code and notes, so what mltrace writes locally is for
+its user only, whatever the umask: the spool directory (like MLTRACE_DIR, the embedded store's
+directory and the artifact directory, through :func:`private_dir` / :func:`secure_home`) is
+created 0700 and batch files 0600.
+
 Imports nothing from the project.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import stat
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +39,61 @@ from pathlib import Path
 SUFFIX = ".otlp"
 CLAIM = ".claim-"
 TMP_PREFIX = ".tmp-"
+DIR_MODE = 0o700
+"""Mode of every directory mltrace creates (MLTRACE_DIR, spool, embedded store, artifacts)."""
+FILE_MODE = 0o600
+"""Mode of spool batch files."""
+
+_log = logging.getLogger("mltrace_otel")
+_secured: set[str] = set()
+_secured_lock = threading.Lock()
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` and its missing parents as directories only this user can enter (0700,
+    narrowed further by a stricter umask); an existing directory is left as it is.
+
+    The missing parents are private too: a parent made with the umask's default (0755) would
+    list the names of what it holds to everyone.
+    """
+    missing = []
+    p = path
+    while not p.is_dir() and p.parent != p:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            pass
+    return path
+
+
+def secure_home(mltrace_dir: Path) -> None:
+    """Make MLTRACE_DIR private: create it 0700, or tighten an existing one this user owns
+    (made by a version that used the umask, e.g. 0755) to 0700, logging that once at INFO.
+
+    Once per directory and process (one stat after the first call); never raises: the callers
+    are the SDK's export thread and store opening, which must go on if this fails.
+    """
+    key = str(mltrace_dir)
+    with _secured_lock:
+        if key in _secured:
+            return
+        _secured.add(key)
+    try:
+        if not mltrace_dir.is_dir():
+            private_dir(mltrace_dir)
+            return
+        st = mltrace_dir.stat()
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_uid == os.geteuid() and mode & 0o077:
+            os.chmod(mltrace_dir, mode & DIR_MODE)
+            _log.info("mltrace: %s was readable by other users (mode %o); made it private (%o): "
+                      "it holds the store, the spool and saved artifacts",
+                      mltrace_dir, mode, mode & DIR_MODE)
+    except OSError as e:
+        _log.debug("mltrace: cannot make %s private: %s", mltrace_dir, e)
 
 
 def write_batch(spool_dir: Path, payload: bytes) -> Path:
@@ -38,11 +101,13 @@ def write_batch(spool_dir: Path, payload: bytes) -> Path:
 
     The file appears under its final name only once complete and fsynced, so a reader never
     sees half a batch, and a batch whose write returned survives kill -9 and power loss.
+    The directory is created 0700 and the file 0600 (see the module docstring).
     """
-    spool_dir.mkdir(parents=True, exist_ok=True)
+    if not spool_dir.is_dir():
+        private_dir(spool_dir)
     name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(6)}{SUFFIX}"
     tmp = spool_dir / (TMP_PREFIX + name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     try:
         view = memoryview(payload)
         while view:

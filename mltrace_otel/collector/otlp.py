@@ -18,7 +18,20 @@ What is rejected, and how:
   a span or event time past 2262 (it does not fit DateTime64 and would fail the whole insert).
   The other spans land.
 
-Imports only :mod:`mltrace_otel.errors` and opentelemetry-proto / protobuf.
+Nesting: protobuf's parsers (upb for protobuf bodies, ``json_format.ParseDict`` for OTLP/JSON)
+refuse messages nested deeper than 100 levels (an attribute value then holds at most ~47
+levels of arrays or ~31 of key-value lists), and JSON nested past ``json``'s recursion limit
+(``[`` x 100,000) does not parse: each is a BadRequest naming the problem, never a
+RecursionError (a 500 and a traceback). Both encodings accept the same depths, and the store
+parses what was accepted again with the same limit.
+
+Off-contract attribute types (:attr:`Decoded.off_contract`): per mltrace attribute, the spans
+carrying ``mltrace.component.name`` whose value has another type than the conventions say
+(str, str[] of strings, int threshold, bool endpoint). They are still accepted (the store's
+views read them where the meaning is unambiguous); the receiver counts them in a metric.
+
+Imports only :mod:`mltrace_otel.errors`, :mod:`mltrace_otel.conventions` and
+opentelemetry-proto / protobuf.
 """
 
 from __future__ import annotations
@@ -26,10 +39,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import zlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from mltrace_otel import conventions as C
 from mltrace_otel.errors import MltraceError
 
 PROTOBUF = "application/x-protobuf"
@@ -39,6 +55,8 @@ _ZERO16 = bytes(16)
 _ZERO8 = bytes(8)
 _MAX_TIME = 2**63 - 1  # DateTime64(9) holds Int64 nanoseconds (year 2262)
 _MAX_ERRORS = 5
+_TOO_DEEP = ("nested too deeply (the limit is 100 levels of messages: an attribute value holds "
+             "at most ~31 levels of key-value lists or ~47 of arrays)")
 
 
 class BadRequest(MltraceError):
@@ -69,12 +87,15 @@ class Decoded:
         spans: number of accepted spans.
         rejected: number of spans dropped as invalid.
         error: why they were dropped ("" when none were).
+        off_contract: spans per mltrace attribute whose value had another type than the span
+            conventions say (still accepted; the receiver counts them in a metric).
     """
 
     payload: bytes
     spans: int
     rejected: int = 0
     error: str = ""
+    off_contract: Mapping[str, int] = field(default_factory=dict)
 
 
 def media_type(content_type: str | None) -> str:
@@ -133,7 +154,7 @@ def decode(body: bytes, media: str) -> Decoded:
         req = _parse_protobuf(body)
         rejected, errors = _drop_invalid_spans(req)
         if not rejected:
-            return Decoded(body, _count_spans(req))
+            return Decoded(body, _count_spans(req), off_contract=off_contract(req, body))
     else:
         req, rejected, errors = _parse_json(body)
         rejected2, errors2 = _drop_invalid_spans(req)
@@ -145,7 +166,8 @@ def decode(body: bytes, media: str) -> Decoded:
     message = ""
     if rejected:
         message = f"{rejected} invalid span(s) rejected: {'; '.join(errors)}"
-    return Decoded(req.SerializeToString(), spans, rejected, message)
+    payload = req.SerializeToString()
+    return Decoded(payload, spans, rejected, message, off_contract(req, payload))
 
 
 def _request_class() -> Any:
@@ -160,7 +182,11 @@ def _parse_protobuf(body: bytes) -> Any:
     try:
         return _request_class().FromString(body)
     except DecodeError as e:
+        if "MaxDepth" in str(e):  # upb's recursion limit
+            raise BadRequest(f"OTLP protobuf request is {_TOO_DEEP}") from None
         raise BadRequest(f"body is not a valid OTLP protobuf ExportTraceServiceRequest: {e}") from None
+    except RecursionError:  # a pure-Python protobuf implementation recurses
+        raise BadRequest(f"OTLP protobuf request is {_TOO_DEEP}") from None
 
 
 def _count_spans(req: Any) -> int:
@@ -294,6 +320,8 @@ def _parse_json(body: bytes) -> tuple[Any, int, list[str]]:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"body is not valid JSON: {e}") from None
+    except RecursionError:  # json's C scanner recurses per array / object level
+        raise BadRequest(f"OTLP/JSON body is {_TOO_DEEP}") from None
     rejected = 0
     errors: list[str] = []
     for r, rs in enumerate(_list_field(doc, "resourceSpans", "resource_spans", "request")):
@@ -318,8 +346,84 @@ def _parse_json(body: bytes) -> tuple[Any, int, list[str]]:
     try:
         json_format.ParseDict(doc, req, ignore_unknown_fields=True)
     except (json_format.ParseError, TypeError, ValueError) as e:
+        if "too deep" in str(e):  # ParseDict's depth limit: upb's, so both encodings agree
+            raise BadRequest(f"OTLP/JSON request is {_TOO_DEEP}") from None
         raise BadRequest(f"OTLP/JSON does not match ExportTraceServiceRequest: {e}") from None
+    except RecursionError:  # not expected (ParseDict stops at its depth limit); never a 500
+        raise BadRequest(f"OTLP/JSON request is {_TOO_DEEP}") from None
     return req, rejected, errors
+
+
+# --- off-contract attribute types ----------------------------------------------------------------
+_STR = (C.COMPONENT_NAME, C.COMPONENT_OWNER, C.COMPONENT_DESCRIPTION, C.RUN_NOTES, C.CODE_SNAPSHOT)
+_STR_ARRAY = (C.COMPONENT_TAGS, C.RUN_INPUTS, C.RUN_OUTPUTS, C.RUN_INPUT_VERSIONS, C.RUN_OUTPUT_VERSIONS,
+              C.RUN_INPUT_TYPES, C.RUN_OUTPUT_TYPES, C.RUN_UPSTREAM, C.GIT_TAGS)
+EXPECTED_KINDS: Mapping[str, str] = {
+    **dict.fromkeys(_STR, "string_value"), **dict.fromkeys(_STR_ARRAY, "array_value"),
+    C.RUN_STALENESS_THRESHOLD_S: "int_value", C.RUN_ENDPOINT: "bool_value",
+}
+"""The AnyValue kind each ``mltrace.*`` span attribute has by the conventions (a str[] holds
+string_value elements)."""
+
+_PREFIX = "mltrace."
+_VARINT = rb"[\x80-\xff]{0,9}[\x00-\x7f]"
+_TAGS = {"string_value": rb"\n", "bool_value": rb"\x10", "int_value": rb"\x18"}
+
+
+def _candidate_pattern() -> re.Pattern[bytes]:
+    """Bytes of a serialized KeyValue with one of our keys whose value may be off contract: the
+    key, the value's tag and length, then not the expected AnyValue field tag (for a str[]: not
+    an array, or an array whose first element is not a string). One branch per kind."""
+    branches = []
+    for kind in dict.fromkeys(EXPECTED_KINDS.values()):
+        names = rb"|".join(re.escape(key[len(_PREFIX):].encode())
+                           for key, k in EXPECTED_KINDS.items() if k == kind)
+        head = rb"(?:" + names + rb")\x12" + _VARINT
+        if kind == "array_value":
+            branches.append(head + rb"(?:(?!\*)|\*" + _VARINT + rb"\n" + _VARINT + rb"(?!\n))")
+        else:
+            branches.append(head + rb"(?!" + _TAGS[kind] + rb")")
+    return re.compile(re.escape(_PREFIX.encode()) + rb"(?:" + rb"|".join(branches) + rb")")
+
+
+_CANDIDATE = _candidate_pattern()
+
+
+def off_contract(req: Any, payload: bytes) -> dict[str, int]:
+    """Per ``mltrace.*`` attribute, the spans carrying ``mltrace.component.name`` whose value has
+    another kind than :data:`EXPECTED_KINDS` (for a str[], also a first element that is not a
+    string); ``{}`` when there are none.
+
+    Cheap, because the collector runs it on every request: requests whose every scope is the
+    mltrace SDK's (:data:`~mltrace_otel.conventions.SCOPE_NAME`) are not looked at (the SDK
+    writes each attribute with its convention's type). Otherwise a regular expression over
+    ``payload`` (the serialized request) finds the places where an off-contract value may be,
+    and only when there is one are the spans of ``req`` walked (a walk of every attribute of
+    every span would cost several times the rest of :func:`decode`; the scan less). The scan reads
+    fields in the order every OTLP encoder writes them (a KeyValue's key before its value); a
+    body ordered otherwise is not counted (its spans are still accepted: this is a metric).
+    """
+    if all(ss.scope.name == C.SCOPE_NAME for rs in req.resource_spans for ss in rs.scope_spans):
+        return {}
+    if _CANDIDATE.search(payload) is None:
+        return {}
+    counts: dict[str, int] = {}
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                found = {kv.key: kv.value for kv in sp.attributes if kv.key.startswith(_PREFIX)}
+                if C.COMPONENT_NAME not in found:
+                    continue
+                for key, value in found.items():
+                    want = EXPECTED_KINDS.get(key)
+                    if want is None:
+                        continue
+                    kind = value.WhichOneof("value")
+                    if kind != want or (kind == "array_value" and value.array_value.values
+                                        and value.array_value.values[0].WhichOneof("value")
+                                        != "string_value"):
+                        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 # --- responses ---------------------------------------------------------------------------------

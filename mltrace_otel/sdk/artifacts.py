@@ -3,7 +3,8 @@
 ``save(obj)`` writes under ``SAVE_DIR`` (else ``MLTRACE_DIR``, default ``~/.mltrace``);
 called inside a decorated run, the path becomes an output of that run (with the object's
 fingerprint as its version), and ``load(path)`` an input. The active run is found through a
-context variable (thread- and asyncio-safe), not by inspecting stack frames.
+context variable (thread- and asyncio-safe), not by inspecting stack frames. Directories
+mltrace names are created 0700 (artifacts hold the pipeline's data).
 """
 
 from __future__ import annotations
@@ -44,6 +45,19 @@ def _artifact_dir() -> Path:
     return current_settings().artifact_dir
 
 
+def _private_parent(path: Path) -> None:
+    """Create the directory of an artifact mltrace names (under SAVE_DIR / MLTRACE_DIR) 0700,
+    like the rest of MLTRACE_DIR: artifacts hold the pipeline's data. A path the user names
+    is created with the umask, as any file they write."""
+    from mltrace_otel import spool
+    from mltrace_otel.sdk.config import current_settings
+
+    s = current_settings()
+    if s.save_dir is None:
+        spool.secure_home(s.mltrace_dir)
+    spool.private_dir(path.parent)
+
+
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.lower()) or "run"
 
@@ -65,6 +79,7 @@ def save(obj: Any, pathname: str | os.PathLike | None = None) -> str:
         name = f"_{secrets.token_hex(3)}{time.strftime('%Y%m%d%H%M%S')}.mlt"
         base = _artifact_dir()
         pathname = base / _slug(io.component) / name if io is not None else base / name
+        _private_parent(Path(pathname))
     path = os.fspath(pathname)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     joblib.dump(obj, path)
@@ -132,7 +147,7 @@ def auto_log_pointers(values: dict[str, Any], component: str, inputs: bool) -> l
             path = base / f"{_slug(k)}_{fp[:16] or secrets.token_hex(8)}.mlt"
             try:
                 if not path.exists():
-                    path.parent.mkdir(parents=True, exist_ok=True)
+                    _private_parent(path)
                     joblib.dump(v, path)
             except Exception:  # noqa: BLE001 - unpicklable: still logged by name, not saved
                 pass

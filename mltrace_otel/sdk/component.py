@@ -231,7 +231,7 @@ class _Spec:
         c = self.component
         attrs = spans.component_attributes(c.name, c.owner, c.description, c.tags)
         attrs[C.RUN_STALENESS_THRESHOLD_S] = self.opts.staleness_threshold
-        attrs[C.RUN_ENDPOINT] = self.opts.endpoint
+        attrs[C.RUN_ENDPOINT] = bool(self.opts.endpoint)
         commit, tags = process_git_info()
         if commit:
             attrs[C.VCS_REVISION] = commit

@@ -26,6 +26,17 @@ _log = logging.getLogger("mltrace_otel.sdk")
 
 OTLP_RETRY_AFTER_S = 30.0
 """After an OTLP failure, batches go straight to the spool for this long."""
+MIN_TIME_NS = 0
+"""The earliest span time: OTLP carries times as unsigned nanoseconds since 1970-01-01."""
+MAX_TIME_NS = 2**63 - 1
+"""The latest span time the store holds: DateTime64(9) is Int64 nanoseconds, up to
+2262-04-11T23:47:16.854775807Z (the collector refuses later spans)."""
+
+
+def in_range(start_ns: int | None, end_ns: int | None) -> bool:
+    """Whether a span with these times can be encoded, exported and stored."""
+    return (start_ns is not None and end_ns is not None
+            and MIN_TIME_NS <= start_ns <= end_ns <= MAX_TIME_NS)
 
 
 class Counters:
@@ -80,6 +91,7 @@ class DeliveringExporter(SpanExporter):
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        spans = _exportable(spans)
         n = len(spans)
         if not n:
             return SpanExportResult.SUCCESS
@@ -116,6 +128,7 @@ class DeliveringExporter(SpanExporter):
                                        f"{self._settings.spool_max_mb}")
             return SpanExportResult.FAILURE
         try:
+            spool.secure_home(self._settings.mltrace_dir)  # 0700, before the spool in it
             spool.write_batch(d, payload)
         except OSError as e:
             COUNTERS.add("dropped", n, f"cannot write the spool {d}: {e}")
@@ -133,6 +146,19 @@ class DeliveringExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def _exportable(spans: Sequence[ReadableSpan]) -> Sequence[ReadableSpan]:
+    """The spans whose times can be encoded; the others are counted as dropped, so one bad
+    span never fails its batch (protobuf refuses a negative time for the whole request).
+    Hand-built runs are clamped before they get here (:func:`.spans.clamp_run_times`)."""
+    if all(in_range(s.start_time, s.end_time) for s in spans):
+        return spans
+    good = [s for s in spans if in_range(s.start_time, s.end_time)]
+    bad = [s for s in spans if not in_range(s.start_time, s.end_time)]
+    COUNTERS.add("dropped", len(bad), f"span {bad[0].name!r} has times outside 1970-2262 "
+                                      f"(start {bad[0].start_time}, end {bad[0].end_time} ns)")
+    return good
 
 
 class OTLPJsonExporter(SpanExporter):

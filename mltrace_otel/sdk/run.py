@@ -270,6 +270,9 @@ def log_component_run(component_run: ComponentRun, set_dependencies_from_inputs:
             (the store always resolves producers from inputs; this only controls span links).
         staleness_threshold: seconds after which an input counts as stale for this run.
 
+    A start or end before 1970 or after 2262-04-11 (what a span can carry) is clamped into
+    that range with a warning (see :func:`mltrace_otel.sdk.spans.clamp_run_times`).
+
     Raises:
         RuntimeError: the run has no start or no end timestamp (mltrace's error), or ends
             before it starts.
@@ -283,12 +286,13 @@ def log_component_run(component_run: ComponentRun, set_dependencies_from_inputs:
     start, end = spans.to_ns(cr.start_timestamp), spans.to_ns(cr.end_timestamp)  # type: ignore[arg-type]
     if end < start:
         raise RuntimeError(f"Cannot log run of {cr.component_name!r}: it ends before it starts.")
+    start, end = spans.clamp_run_times(cr.component_name, start, end)
     attrs = spans.component_attributes(cr.component_name, cr.owner)
     attrs.update(spans.pointer_attributes(cr.inputs, cr.outputs))
     attrs[C.RUN_STALENESS_THRESHOLD_S] = int(staleness_threshold)
     attrs[C.RUN_ENDPOINT] = any(p.pointer_type is PointerTypeEnum.ENDPOINT for p in cr.outputs)
     if cr.notes:
-        attrs[C.RUN_NOTES] = cr.notes
+        attrs[C.RUN_NOTES] = str(cr.notes)
     if cr.dependencies:
         attrs[C.RUN_UPSTREAM] = list(cr.dependencies)
     if cr.git_hash:

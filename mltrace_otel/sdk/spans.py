@@ -20,6 +20,7 @@ from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode
 
 from mltrace_otel import conventions as C
 from mltrace_otel.sdk import export
+from mltrace_otel.sdk.exporters import MAX_TIME_NS, MIN_TIME_NS
 from mltrace_otel.sdk.pointers import IOPointer, PointerTypeEnum
 from mltrace_otel.sdk.testing import TestOutcome
 
@@ -108,7 +109,7 @@ def pointer_attributes(inputs: list[IOPointer], outputs: list[IOPointer]) -> dic
 def component_attributes(name: str, owner: str = "", description: str = "",
                          tags: Iterable[str] = ()) -> dict[str, Any]:
     """Static component metadata (empty values omitted so they never blank stored ones)."""
-    attrs: dict[str, Any] = {C.COMPONENT_NAME: name}
+    attrs: dict[str, Any] = {C.COMPONENT_NAME: str(name)}
     if owner:
         attrs[C.COMPONENT_OWNER] = str(owner)
     if description:
@@ -166,6 +167,38 @@ def to_ns(ts: datetime) -> int:
         ts = ts.replace(tzinfo=timezone.utc)
     delta = ts - datetime(1970, 1, 1, tzinfo=timezone.utc)
     return (delta // timedelta(microseconds=1)) * 1000
+
+
+def clamp_run_times(component: str, start_ns: int, end_ns: int) -> tuple[int, int]:
+    """A hand-built run's start and end, moved into the range a span can carry; one warning
+    per run that needed it, naming the component, the times given and the times recorded.
+
+    Clamped rather than refused: a run logged with a placeholder time (``datetime(1900, 1, 1)``,
+    ``datetime.max``) still carries its inputs, outputs, notes and code, and its lineage
+    (which producer wrote what it read) holds whatever its times; dropping it would lose all
+    that over one field, and mltrace (SQL timestamps) stored such runs. Refusing the whole
+    export batch (protobuf cannot encode a time before 1970, and the collector refuses one
+    after 2262) dropped the valid runs batched with it. Clamping is monotonic, so a run that
+    ended no earlier than it started still does (a run entirely before 1970 becomes a
+    zero-length run at the epoch).
+    """
+    new_start = min(max(start_ns, MIN_TIME_NS), MAX_TIME_NS)
+    new_end = min(max(end_ns, MIN_TIME_NS), MAX_TIME_NS)
+    if (new_start, new_end) != (start_ns, end_ns):
+        _log.warning(
+            "mltrace: run of %r has start %s and end %s, outside what a span can carry "
+            "(1970-01-01 to 2262-04-11 UTC); recorded as start %s and end %s, with its inputs, "
+            "outputs and lineage", component, _show(start_ns), _show(end_ns), _show(new_start),
+            _show(new_end))
+    return new_start, new_end
+
+
+def _show(ns: int) -> str:
+    try:
+        t = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ns // 1000)
+        return t.isoformat().replace("+00:00", "Z")
+    except OverflowError:  # beyond datetime's years 1-9999 (cannot come from a datetime)
+        return f"{ns} ns since the epoch"
 
 
 def endpoint_outputs(pointers: list[IOPointer]) -> list[IOPointer]:

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from mltrace_otel.errors import QueryError, StoreUnavailable
@@ -65,6 +67,8 @@ def open_store(settings: Settings | None = None, *, drain: bool = True) -> Store
     from mltrace_otel.store import share
 
     settings = settings or Settings.from_env()
+    if settings.is_embedded:
+        _private_store_dir(settings, share.engine_dir(settings.resolved_store_url))
     conn = share.connect(settings)
     store = Store(settings, conn)
     try:
@@ -75,6 +79,22 @@ def open_store(settings: Settings | None = None, *, drain: bool = True) -> Store
         store.close()
         raise
     return store
+
+
+def _private_store_dir(settings: Settings, directory: Path) -> None:
+    """Create the embedded store's directory 0700 (and MLTRACE_DIR, tightening an existing one
+    this user owns, when the store lives in it), before chDB writes into it: chDB creates its
+    files with the process umask (0644 under umask 022), so only the directory keeps other
+    users out of the spans, the ingest journal and the share token."""
+    from mltrace_otel import spool
+
+    home = Path(os.path.realpath(settings.mltrace_dir.expanduser()))
+    if directory == home or home in directory.parents:
+        spool.secure_home(home)
+    try:
+        spool.private_dir(directory)
+    except OSError as e:  # share.connect reports an unusable directory with the store's error
+        log.debug("mltrace: cannot create %s: %s", directory, e)
 
 
 class Store:

@@ -7,8 +7,9 @@ separated by ``;`` at the end of a line. Tokens rendered here:
 - ``{{on_cluster}}``: ``ON CLUSTER `name``` when a cluster is configured, else nothing.
 - ``{{engine X(args)}}``: the engine, ``ReplicatedX(args)`` when a cluster is configured.
 - ``{{ttl EXPR}}``: ``TTL EXPR + toIntervalDay(N)`` when a TTL is configured, else nothing.
-- ``{{str_array EXPR}}``: an attribute value as Array(String): compact JSON arrays are parsed,
-  a plain non-empty string is one element, '' is the empty array.
+- ``{{str_array EXPR}}``: an attribute value as Array(String): JSON arrays are parsed (other
+  element types in their JSON form), any other non-empty string is one element, '' is the
+  empty array.
 - ``{{run_row_json}}``: a run as one JSON array (``queries.RUN_ROW_JSON``, the ``Row`` the
   lineage table stores and the queries parse).
 - ``{{otlp_request_type}}``, ``{{otlp_rows}}``, ``{{otlp_deferred_rows}}``: the native ingest's
@@ -45,9 +46,19 @@ def quote_ident(name: str) -> str:
 
 
 def str_array(expr: str) -> str:
-    """SQL turning an attribute string into Array(String) (see module docstring)."""
+    """SQL turning an attribute string into Array(String) (see module docstring).
+
+    A JSON array (how the contrib exporter renders an array attribute) gives its elements,
+    non-strings in their JSON form (``[1,true]`` → ``['1','true']``); any other string is one
+    element, even one starting with ``[`` (a pointer named ``[draft] notes.txt``: reading it
+    as JSON gave no pointer at all). Only a string that is not valid JSON changed meaning
+    (``JSONType`` is 'Array' only for a whole, valid array), so migrations rendered before and
+    after this change agree on every valid array. The rendering cannot tell a scalar string
+    ``["a"]`` from the array ``["a"]``: it is read as the array (the collector counts such
+    off-contract values, :mod:`mltrace_otel.collector.otlp`).
+    """
     return (
-        f"if(startsWith({expr}, '['), JSONExtract({expr}, 'Array(String)'), "
+        f"if(startsWith({expr}, '[') AND JSONType({expr}) = 'Array', JSONExtract({expr}, 'Array(String)'), "
         f"if({expr} = '', CAST([], 'Array(String)'), [{expr}]))"
     )
 
