@@ -63,9 +63,54 @@ class QueryError(MltraceError):
     Attributes:
         query: the name of the query (the function that ran it).
         parameters: the bound parameters it ran with.
+        code: the ClickHouse error code (``Code: N``), or None when the failure was not the
+            engine's (e.g. the driver refused a value before sending it).
+        data: the statement's own data cannot be stored as sent (retrying cannot help).
     """
 
-    def __init__(self, query: str, parameters: dict | None, cause: str) -> None:
+    def __init__(self, query: str, parameters: dict | None, cause: str, code: int | None = None,
+                 data: bool = False) -> None:
         super().__init__(f"query {query} failed: {cause}")
         self.query = query
         self.parameters = dict(parameters or {})
+        self.code = code
+        self.data = data or code in DATA_ERROR_CODES
+
+
+DATA_ERROR_CODES: frozenset[int] = frozenset({
+    6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 128, 130, 131, 190, 321, 349, 407, 444, 467})
+"""ClickHouse error codes that say the inserted data itself cannot be stored as sent (parse
+errors, type mismatches, values out of range, a corrupt Protobuf message): retrying the same
+insert cannot help; rendering it another way may."""
+
+STORAGE_ERROR_CODES: dict[int, str] = {
+    74: "io", 75: "io", 76: "io", 425: "io", 1000: "io", 1001: "io",
+    243: "no_space", 252: "too_many_parts", 173: "memory", 241: "memory",
+    159: "timeout", 209: "timeout", 210: "unavailable", 202: "busy", 203: "busy", 236: "busy",
+    242: "read_only", 319: "unavailable", 394: "busy", 999: "unavailable", 225: "unavailable",
+    279: "unavailable",
+}
+"""ClickHouse error codes that say the store cannot write now (no space, too many parts, out of
+memory, a timeout, I/O): the same insert is retried later, never dropped. The value is the
+``reason`` label of ``mltrace_collector_store_retries_total``."""
+
+
+def store_failure(e: BaseException) -> tuple[str, str]:
+    """How a failed store write should be handled: ``("data", reason)`` (the data itself is
+    refused: render it another way), ``("storage", reason)`` (the store cannot write now: retry),
+    or ``("other", "other")`` (unknown: retry a few times, then treat as data). Decided by the
+    exception type and the ClickHouse error code kept on :class:`QueryError`, never by message
+    text."""
+    while e is not None:
+        if isinstance(e, StoreUnavailable):
+            return "storage", "unavailable"
+        if isinstance(e, QueryError):
+            if e.data:
+                return "data", "data"
+            if e.code in STORAGE_ERROR_CODES:
+                return "storage", STORAGE_ERROR_CODES[e.code]
+            return "other", "other"
+        if isinstance(e, OSError):  # a journal or dead-letter file write
+            return "storage", "no_space" if e.errno == 28 else "io"
+        e = e.__cause__  # type: ignore[assignment]
+    return "other", "other"

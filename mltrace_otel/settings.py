@@ -60,6 +60,13 @@ ENV_VARS: dict[str, str] = {
     "MLTRACE_INDEX_SPANS": "journaled acknowledgement: index once this many spans are journaled, or "
     "MLTRACE_BATCH_DELAY_S after the oldest (default 20000)",
     "MLTRACE_METRICS_LABEL_CAP": "most distinct label values per metric label (default 1000)",
+    "MLTRACE_STOP_GRACE_S": "collector/server: longest a SIGTERM waits for queued spans to be written "
+    "before exiting; journaled spans left are indexed at the next start (default 30)",
+    "MLTRACE_FORWARD_OTLP_ENDPOINTS": "collector/server: also forward every received span, unchanged, to "
+    "these OTLP endpoints (comma-separated URLs: http(s)://host:4318 for OTLP/HTTP protobuf, "
+    "grpc(s)://host:4317 for OTLP/gRPC; headers as a fragment #key=value&key2=value2; default none)",
+    "MLTRACE_FORWARD_QUEUE_SPANS": "forwarding: spans held per endpoint while it is slow or down; beyond "
+    "that spans are dropped and counted (default 100000)",
     "DB_SERVER": "mltrace's variable: host of an mltrace server, like set_address(host): OTLP to "
     "http://host:4318, store http://host:8123 (MLTRACE_CLICKHOUSE_URL / OTEL_* endpoints win)",
 }
@@ -118,6 +125,76 @@ def parse_kv_list(name: str, value: str) -> dict[str, str]:
 _STORE_SCHEMES = ("chdb", "http", "https")
 _EXPORT_MODES = ("auto", "otlp", "spool", "none")
 _PROTOCOLS = ("http/protobuf", "http/json", "grpc")
+
+
+@dataclass(frozen=True)
+class ForwardTarget:
+    """One OTLP endpoint that received spans are forwarded to (MLTRACE_FORWARD_OTLP_ENDPOINTS).
+
+    Attributes:
+        url: where requests go: the full OTLP/HTTP traces URL (``/v1/traces`` appended when the
+            given URL had no path), or ``host:port`` for gRPC.
+        protocol: ``http/protobuf`` or ``grpc``.
+        tls: gRPC over TLS (``grpcs://``); HTTP takes it from the ``https`` scheme.
+        headers: sent with every request (e.g. ``authorization``); never logged.
+    """
+
+    url: str
+    protocol: str
+    tls: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def label(self) -> str:
+        """The endpoint as shown in logs and metric labels (no headers, no credentials)."""
+        return mask_url(self.url) if self.protocol != "grpc" else self.url
+
+
+def parse_forward_targets(name: str, value: str) -> tuple[ForwardTarget, ...]:
+    """Parse MLTRACE_FORWARD_OTLP_ENDPOINTS: comma-separated URLs, each
+    ``http(s)://host:port[/path]`` (OTLP/HTTP protobuf; ``/v1/traces`` when no path) or
+    ``grpc(s)://host:port`` (OTLP/gRPC), with optional headers as a URL fragment
+    ``#key=value&key2=value2`` (percent-encoded; a fragment is never sent). ``user:password@``
+    in the URL becomes an ``authorization: Basic`` header unless one is given. Error messages
+    never show headers or passwords."""
+    import base64
+    from urllib.parse import unquote
+
+    out: list[ForwardTarget] = []
+    for raw in value.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        shown = mask_url(item.split("#", 1)[0])  # the fragment holds headers (tokens): never shown
+        try:
+            parts = urlsplit(item)
+            port = parts.port
+        except ValueError as e:
+            raise ConfigError(f"{name} has an unparseable URL {shown!r}: {e}",
+                              hint="use http://host:4318 or grpc://host:4317") from None
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https", "grpc", "grpcs") or not parts.hostname:
+            raise ConfigError(f"{name} has {shown!r}, which is not an http(s):// or grpc(s):// URL "
+                              "with a host", hint="use http://host:4318 or grpc://host:4317")
+        headers: dict[str, str] = {}
+        for i, kv in enumerate(parts.fragment.split("&") if parts.fragment else (), 1):
+            k, sep, v = kv.partition("=")
+            if not sep or not k.strip():  # the text may be a token: name its position only
+                raise ConfigError(f"{name}: header {i} of {shown!r} is not key=value",
+                                  hint="write headers as #key=value&key2=value2 (percent-encoded)")
+            headers[unquote(k.strip()).lower()] = unquote(v.strip())
+        if parts.username is not None and "authorization" not in headers:
+            creds = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            headers["authorization"] = "Basic " + base64.b64encode(creds).decode("ascii")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        if scheme in ("grpc", "grpcs"):
+            out.append(ForwardTarget(f"{host}:{port or 4317}", "grpc", scheme == "grpcs", headers))
+        else:
+            netloc = parts.netloc.rsplit("@", 1)[-1]
+            path = parts.path if parts.path not in ("", "/") else "/v1/traces"
+            out.append(ForwardTarget(urlunsplit((scheme, netloc, path, parts.query, "")),
+                                     "http/protobuf", scheme == "https", headers))
+    return tuple(out)
 
 
 def parse_store_url(name: str, value: str) -> str:
@@ -198,6 +275,9 @@ class Settings:
     ack: str = "auto"
     index_spans: int = 20_000
     metrics_label_cap: int = 1000
+    stop_grace_s: float = 30.0
+    forward_targets: tuple[ForwardTarget, ...] = ()
+    forward_queue_spans: int = 100_000
 
     def __repr__(self) -> str:  # secrets masked
         fields = []
@@ -324,6 +404,9 @@ class Settings:
         take("MLTRACE_ACK", "ack", choice(_ACKS))
         take("MLTRACE_INDEX_SPANS", "index_spans", lambda n, v: parse_int(n, v, 1))
         take("MLTRACE_METRICS_LABEL_CAP", "metrics_label_cap", lambda n, v: parse_int(n, v, 1))
+        take("MLTRACE_STOP_GRACE_S", "stop_grace_s", lambda n, v: parse_float(n, v, 0))
+        take("MLTRACE_FORWARD_OTLP_ENDPOINTS", "forward_targets", parse_forward_targets)
+        take("MLTRACE_FORWARD_QUEUE_SPANS", "forward_queue_spans", lambda n, v: parse_int(n, v, 1))
 
         db_server = (env.get("DB_SERVER") or "").strip()
         if db_server:  # mltrace's variable: one host for both export and queries

@@ -15,15 +15,29 @@ groups side by side, each on its own store connection.
 
 Never lost, never twice: each group is a contiguous range of journaled requests, indexed with the
 insert_deduplication_token of that range and recorded in the journal's progress table
-(:mod:`mltrace_otel.store.journal`). A group whose insert fails because the store is
-unavailable is retried (with back-off) until it lands; one that fails on its data is indexed
-request by request, and a request the store still refuses is logged and counted
-(``spans_rejected_total{reason="store"}``), never retried forever. On start, groups a crash
-cut short are indexed again with their own token, then the journaled requests no group
-covers. Journal segments wholly indexed are deleted.
+(:mod:`mltrace_otel.store.journal`). Every failure is classified once, by exception type and
+ClickHouse error code (:func:`mltrace_otel.errors.store_failure`):
 
-Imports :mod:`mltrace_otel.store.journal` (entries, tokens) and :mod:`.pipeline` (error
-classification).
+- the store cannot write now (unreachable, no space, too many parts, out of memory, a timeout,
+  I/O): the same insert is retried with back-off (1 s doubling to 30 s) for as long as it takes,
+  counted in ``store_retries_total{reason}``; meanwhile :attr:`Indexer.failing` makes the
+  collector answer new requests 503. Nothing acknowledged is dropped;
+- the data itself is refused: a group is split into its requests; a request the engine refused
+  is rendered by the other renderer (Python); a request that still fails is split into its
+  spans, each stored alone, and a span that still fails is stored stripped to its ids, name,
+  times and status (logged at ERROR, counted ``spans_rejected_total{reason="store_stripped"}``);
+  a span not even that can hold is set aside in a file beside the journal (``rejected/``,
+  counted ``reason="store"``), never deleted;
+- an unknown error is retried twice, then handled as refused data.
+
+:meth:`Indexer.stop` indexes what is journaled until its deadline, then gives up: a group left
+half-done stays in the journal (progress Done = 0) and is indexed again, with its own token, at
+the next start. On start, groups a crash cut short are indexed again with their own token, then
+the journaled requests no group covers. Journal segments wholly indexed are deleted.
+
+Imports :mod:`mltrace_otel.errors` (failure classes), :mod:`mltrace_otel.store.journal` (entries,
+tokens), :mod:`mltrace_otel.store.ingest` (splitting and stripping requests) and :mod:`.pipeline`
+(thread helpers).
 """
 
 from __future__ import annotations
@@ -35,13 +49,23 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from mltrace_otel.collector.pipeline import _data_error, _unavailable, join_threads, own_connections
+from mltrace_otel.collector.pipeline import join_threads, own_connections
+from mltrace_otel.errors import store_failure
+from mltrace_otel.store.ingest import one_request_per_span, stripped
 from mltrace_otel.store.journal import Entry, group_token
 
 log = logging.getLogger(__name__)
 
 CLEANUP_EVERY_S = 5.0
 """How often at most the indexer deletes journal segments it has indexed."""
+MAX_BACKOFF_S = 30.0
+"""Longest wait between two tries of a write the store cannot take now."""
+OTHER_TRIES = 3
+"""Tries of a write failing for an unknown reason before it is handled as refused data."""
+
+
+class _Stopped(Exception):
+    """The indexer was told to give up (stop's deadline passed) while a write kept failing."""
 
 
 class Indexer:
@@ -55,14 +79,17 @@ class Indexer:
             oldest journaled request.
         group_spans: at most this many spans per index insert (at least one request).
         native_min_spans: groups of fewer spans are rendered in Python (no view analysis).
-        retry_after_s: first back-off after a failed insert (doubles up to 30 s).
+        retry_after_s: first back-off after a failed insert (doubles up to MAX_BACKOFF_S).
+        stall_s: an index insert running longer than this counts as a stalled store
+            (:attr:`failing`).
         metrics: a :class:`~.metrics.CollectorMetrics` or None.
     """
 
     def __init__(self, store: Any, *, threads: int = 2, min_spans: int = 20_000, delay_s: float = 1.0,
                  group_spans: int = 50_000, native_min_spans: int = 4000, retry_after_s: float = 1.0,
-                 metrics: Any = None) -> None:
+                 stall_s: float = 60.0, metrics: Any = None) -> None:
         self.store = store
+        self.stall_s = stall_s
         self.threads = max(1, threads)
         self.min_spans = max(1, min_spans)
         self.delay_s = max(0.0, delay_s)
@@ -78,6 +105,9 @@ class Indexer:
         self._busy: dict[int, int] = {}  # first Seq of a group being indexed -> its spans
         self._flushing = 0
         self._stopping = False
+        self._abort = threading.Event()  # stop's deadline passed: stop retrying, leave the rest
+        self._failing: str | None = None  # the last storage error, until a write succeeds again
+        self._writing: dict[int, float] = {}  # indexer thread id -> when its current write started
         self._appending: int | None = None  # first Seq of a journal append in progress
         self._last_cleanup = 0.0
         self._threads: list[threading.Thread] = []
@@ -93,6 +123,16 @@ class Indexer:
         with self._cond:
             return (self._pending_spans + sum(self._busy.values())
                     + sum(e.spans for g in self._replay for e in g))
+
+    @property
+    def failing(self) -> str | None:
+        """Why the store cannot take index inserts now -- the last write failed, or one has
+        been running longer than ``stall_s`` -- or None. The collector answers new requests
+        503 meanwhile: the journal would only grow."""
+        started = min(tuple(self._writing.values()), default=None)
+        if started is not None and time.monotonic() - started > self.stall_s:
+            return f"an index insert has been running for {time.monotonic() - started:.0f} s"
+        return self._failing
 
     def appending(self, first_seq: int | None) -> None:
         """The journal writer is committing rows from ``first_seq`` on (None: done, handed over
@@ -134,6 +174,8 @@ class Indexer:
         start the indexer threads."""
         rec = self.store.journal_recover()
         self.last_seq = rec.last_seq
+        if rec.corrupt and self.metrics is not None:
+            self.metrics.journal_corrupt.inc(rec.corrupt)
         if rec.groups or rec.entries:
             spans = sum(e.spans for g in rec.groups for e in g) + sum(e.spans for e in rec.entries)
             log.info("the ingest journal holds %d spans not yet indexed: indexing them", spans)
@@ -151,18 +193,33 @@ class Indexer:
             t.start()
 
     def stop(self, timeout: float = 60.0) -> bool:
-        """Index everything journaled, then stop the threads. True if they finished in time
-        (what is left stays in the journal for the next start)."""
+        """Index everything journaled, then stop the threads. True if they finished in time.
+
+        At the deadline the threads stop retrying a failing store and return; what is not
+        indexed stays in the journal for the next start (nothing is lost, only delayed)."""
+        deadline = time.monotonic() + timeout
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        return join_threads(self._threads, self._siblings, time.monotonic() + timeout)
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic() - 1.0))
+        self._abort.set()  # give up on a failing store: the journal keeps the rest
+        with self._cond:
+            self._cond.notify_all()
+        done = join_threads(self._threads, self._siblings, max(deadline, time.monotonic() + 0.5))
+        left = self.backlog
+        if left:
+            log.warning("%d acknowledged spans are not indexed yet (%s); they stay in the ingest journal "
+                        "and are indexed at the next start", left, self._failing or "out of time")
+        return done
 
     # --- indexer threads ----------------------------------------------------------------------
     def _take(self) -> list[Entry] | None:
         """The next group to index (waits until one is due), or None to stop."""
         with self._cond:
             while True:
+                if self._abort.is_set():
+                    return None
                 if self._replay:
                     group = self._replay.popleft()
                     self._busy[group[0].seq] = sum(e.spans for e in group)
@@ -195,49 +252,117 @@ class Indexer:
                 return
             try:
                 self._index(store, group)
+            except _Stopped:  # it stays in the journal (Done = 0 or unrecorded): the next start
+                with self._cond:
+                    self._replay.appendleft(group)  # still counted in the backlog
+                return
             finally:
                 with self._cond:
                     self._busy.pop(group[0].seq, None)
                     self._cond.notify_all()
             self._cleanup(store)
 
+    def _retrying(self, what: str, fn: Any) -> Exception | None:
+        """Run ``fn()`` until it succeeds (None) or the data is refused (the error). A store
+        that cannot write now is retried with back-off for as long as it takes; an unknown
+        error OTHER_TRIES times. Raises _Stopped when stop()'s deadline passes meanwhile."""
+        backoff, others, me = self.retry_after_s, 0, threading.get_ident()
+        while True:
+            if self._abort.is_set():
+                raise _Stopped
+            self._writing[me] = time.monotonic()
+            try:
+                fn()
+                error = None
+            except Exception as e:  # noqa: BLE001 - classified below; nothing is dropped here
+                error = e
+            finally:
+                self._writing.pop(me, None)
+            if error is None:
+                if self._failing is not None:
+                    log.info("the store takes writes again (%s)", what)
+                    self._failing = None
+                return None
+            kind, reason = store_failure(error)
+            others += kind == "other"
+            if kind == "data" or (kind == "other" and others >= OTHER_TRIES):
+                return error
+            if self.metrics is not None:
+                self.metrics.store_retries.labels(reason).inc()
+                self.metrics.insert_failures.inc()
+            if self._failing is None or backoff >= MAX_BACKOFF_S:
+                log.warning("%s failed (%s); retrying in %.0f s, nothing is dropped", what, error, backoff)
+            self._failing = str(error) or type(error).__name__
+            if self._abort.wait(backoff):
+                raise _Stopped
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
     def _index(self, store: Any, group: list[Entry]) -> None:
-        """Index one group until it lands (or its data is refused), recording its progress."""
+        """Index one group until it is stored (see the module docstring), recording its progress."""
         first, last = group[0].seq, group[-1].seq
         spans = sum(e.spans for e in group)
-        backoff, attempts = self.retry_after_s, 0
-        while True:
-            t0 = time.perf_counter()
-            try:
-                store.journal_mark(first, last, False)
-                self._insert(store, [e.payload for e in group], spans, group_token(first, last))
-                store.journal_mark(first, last, True)
-            except Exception as e:  # noqa: BLE001 - a failed group is retried or split, never lost
-                attempts += 1
-                if self.metrics is not None:
-                    self.metrics.insert_failures.inc()
-                if not _unavailable(e) and (_data_error(e) or attempts >= 3):
-                    if len(group) > 1:
-                        log.warning("indexing %d journaled requests failed (%s); indexing them one by one",
-                                    len(group), e)
-                        for one in group:
-                            self._index(store, [one])
-                        self._mark_done(store, first, last)
-                        return
-                    log.error("the store refuses a journaled request of %d spans (Seq %d), "
-                              "left unindexed: %s", spans, first, e)
-                    if self.metrics is not None:
-                        self.metrics.rejected.labels("store").inc(spans)
-                    self._mark_done(store, first, last)
-                    return
-                log.warning("indexing %d spans failed (%s); retrying in %.1f s", spans, e, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-                continue
-            if self.metrics is not None:
-                self.metrics.indexed.inc(spans)
-                self.metrics.index_seconds.observe(time.perf_counter() - t0)
+        payloads = [e.payload for e in group]
+        t0 = time.perf_counter()
+
+        def insert() -> None:
+            store.journal_mark(first, last, False)
+            self._insert(store, payloads, spans, group_token(first, last))
+
+        refused = self._retrying(f"indexing {spans} spans", insert)
+        if refused is not None:
+            if len(group) > 1:
+                log.warning("indexing %d journaled requests failed (%s); indexing them one by one",
+                            len(group), refused)
+                for one in group:
+                    self._index(store, [one])
+            else:
+                self._index_refused(store, group[0], refused, native=spans >= self.native_min_spans)
+        self._mark_done(store, first, last)
+        if refused is None and self.metrics is not None:
+            self.metrics.indexed.inc(spans)
+            self.metrics.index_seconds.observe(time.perf_counter() - t0)
+
+    def _index_refused(self, store: Any, entry: Entry, error: Exception, *, native: bool) -> None:
+        """A single request whose insert was refused for its data: the other renderer, then span
+        by span, then stripped spans, then set aside. Each step has its own dedup token."""
+        token = group_token(entry.seq, entry.seq)
+
+        def rendered(payload: bytes, suffix: str) -> Exception | None:
+            return self._retrying(f"indexing Seq {entry.seq} ({suffix})", lambda: (
+                store.insert_requests_rendered([payload], dedup_token=f"{token}-{suffix}")))
+
+        if native:
+            log.warning("the engine refused a journaled request of %d spans (Seq %d: %s); rendering "
+                        "it in Python", entry.spans, entry.seq, error)
+            if (error := rendered(entry.payload, "py")) is None:
+                self._count(indexed=entry.spans)
+                return
+        log.warning("a journaled request of %d spans (Seq %d) cannot be stored whole (%s); storing "
+                    "its spans one by one", entry.spans, entry.seq, error)
+        for i, one in enumerate(one_request_per_span(entry.payload)):
+            if (error := rendered(one, f"s{i}")) is None:
+                self._count(indexed=1)
+            elif (last := rendered(stripped(one), f"x{i}")) is None:
+                log.error("span %d of journaled request Seq %d was stored without its attributes, events "
+                          "and links: the store refused them (%s)", i, entry.seq, error)
+                self._count(indexed=1, rejected=("store_stripped", 1))
+            else:
+                name = f"{entry.seq}-{i}"
+                while self._retrying("setting a span aside",  # until a file is written (or stop)
+                                     lambda n=name, p=one: store.journal_set_aside(n, p)) is not None:
+                    if self._abort.wait(MAX_BACKOFF_S):
+                        raise _Stopped
+                log.error("span %d of journaled request Seq %d cannot be stored at all (%s); kept in "
+                          "the journal's rejected/%s.otlp", i, entry.seq, last, name)
+                self._count(rejected=("store", 1))
+
+    def _count(self, indexed: int = 0, rejected: tuple[str, int] | None = None) -> None:
+        if self.metrics is None:
             return
+        if indexed:
+            self.metrics.indexed.inc(indexed)
+        if rejected is not None:
+            self.metrics.rejected.labels(rejected[0]).inc(rejected[1])
 
     def _insert(self, store: Any, payloads: list[bytes], spans: int, token: str) -> None:
         if spans >= self.native_min_spans:
@@ -246,10 +371,11 @@ class Indexer:
             store.insert_requests_rendered(payloads, dedup_token=token)
 
     def _mark_done(self, store: Any, first: int, last: int) -> None:
-        try:
-            store.journal_mark(first, last, True)
-        except Exception as e:  # noqa: BLE001 - only costs a re-index (deduplicated) after a crash
-            log.warning("could not record journal progress: %s", e)
+        """Record the group as indexed (retried like an insert: until then a restart would
+        only index it again, deduplicated by its token)."""
+        failed = self._retrying("recording journal progress", lambda: store.journal_mark(first, last, True))
+        if failed is not None:
+            log.warning("could not record journal progress: %s", failed)
 
     def _cleanup(self, store: Any) -> None:
         """Delete journal segments below the oldest Seq not yet indexed (at most every 5 s)."""

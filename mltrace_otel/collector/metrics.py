@@ -19,7 +19,15 @@ Series (all prefixed ``mltrace_collector_``):
   indexed) and ``index_duration_seconds`` (histogram);
 - ``requests_total{protocol,code}``: requests by protocol and HTTP status / gRPC code name;
 - ``queue_depth_spans`` (gauge: queued, being inserted, or not yet indexed),
-  ``insert_duration_seconds`` (histogram: a batch insert, or a journal append).
+  ``insert_duration_seconds`` (histogram: a batch insert, or a journal append);
+- ``store_retries_total{reason}``: failed writes that are being retried (never dropped):
+  ``unavailable``, ``no_space``, ``too_many_parts``, ``memory``, ``timeout``, ``other``;
+- ``journal_corrupt_records_total``: journal records skipped at recovery because their bytes
+  were damaged on disk (everything after them is kept);
+- ``spans_off_contract_total{attribute}``: spans whose mltrace attribute had a type other than
+  the convention's (accepted where the meaning is unambiguous, see the span conventions);
+- ``forward_spans_total{endpoint,outcome}`` (``sent``, ``dropped_queue_full``, ``failed``) and
+  ``forward_queue_spans{endpoint}`` (gauge): OTLP forwarding (MLTRACE_FORWARD_OTLP_ENDPOINTS).
 
 Imports prometheus_client only.
 """
@@ -67,6 +75,19 @@ class CollectorMetrics:
         self.index_seconds = Histogram(
             f"{PREFIX}_index_duration_seconds", "Duration of one index insert of journaled requests",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=r)
+        self.store_retries = Counter(f"{PREFIX}_store_retries",
+                                     "Failed store writes being retried (acknowledged data is never dropped)",
+                                     ["reason"], registry=r)
+        self.journal_corrupt = Counter(f"{PREFIX}_journal_corrupt_records",
+                                       "Journal records skipped at recovery: damaged on disk", registry=r)
+        self.off_contract = Counter(f"{PREFIX}_spans_off_contract",
+                                    "Spans with an mltrace attribute of another type than the convention's",
+                                    ["attribute"], registry=r)
+        self.forwarded = Counter(f"{PREFIX}_forward_spans", "Spans forwarded over OTLP, by outcome",
+                                 ["endpoint", "outcome"], registry=r)
+        self.forward_queue = Gauge(f"{PREFIX}_forward_queue_spans",
+                                   "Spans waiting to be forwarded to an OTLP endpoint", ["endpoint"],
+                                   registry=r)
         self.insert_seconds = Histogram(
             f"{PREFIX}_insert_duration_seconds", "Duration of one batch insert into the store",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mltrace_otel.errors import MltraceError
+from mltrace_otel.errors import MltraceError, store_failure
 
 log = logging.getLogger(__name__)
 _DRAIN = object()  # hand-off marker: the inserter drains the spool
@@ -81,19 +81,14 @@ _OK = Committed()
 
 
 def _unavailable(e: BaseException) -> bool:
-    """The store itself is unreachable or closed (retry later), rather than refusing this data."""
-    from mltrace_otel.errors import StoreUnavailable
-
-    return isinstance(e, StoreUnavailable)
+    """The store cannot write now (unreachable, no space, too many parts …): retry later,
+    rather than the store refusing this data."""
+    return store_failure(e)[0] == "storage"
 
 
 def _data_error(e: BaseException) -> bool:
     """The insert failed on the data itself (a value the column type cannot hold)."""
-    while e is not None:
-        if type(e).__name__ == "DataError":  # clickhouse_connect.driver.exceptions.DataError
-            return True
-        e = e.__cause__ or e.__context__  # type: ignore[assignment]
-    return False
+    return store_failure(e)[0] == "data"
 
 
 class Rejected(MltraceError):
@@ -301,12 +296,20 @@ class IngestQueue:
         """A big batch goes to the engine as it is; a small one is rendered here in Python
         first: the engine's rendering view costs ~100 ms of query analysis per insert, more
         than rendering ``native_min_spans`` spans in Python (~25 µs each)."""
-        payloads, spans = batch
-        if spans >= self.native_min_spans:
-            return store.insert_requests(payloads, spans=spans)
         from mltrace_otel.store import ingest
 
-        return ingest.insert_requests_rendered(store, payloads)
+        payloads, spans = batch
+        if spans < self.native_min_spans:
+            return ingest.insert_requests_rendered(store, payloads)
+        try:
+            return store.insert_requests(payloads, spans=spans)
+        except Exception as e:
+            if not _data_error(e):
+                raise
+            # what the engine's Protobuf reader refuses (e.g. a known field sent with another wire
+            # type, which protobuf parsers must skip), the Python renderer may store
+            log.warning("the engine refused a batch of %d spans (%s); rendering it in Python", spans, e)
+            return ingest.insert_requests_rendered(store, payloads)
 
     def _insert_journal(self, store: Any, parts: list[_NativePart]) -> Any:
         """Commit a batch to the ingest journal, then hand it to the indexer."""
@@ -344,6 +347,10 @@ class IngestQueue:
                 raise Unavailable(f"the store has not finished an insert for {now - started:.0f} s", 5.0)
             if self._failed_at is not None and now - self._failed_at < self.retry_after_s:
                 raise Unavailable(f"the store is failing: {self.last_error}", self.retry_after_s)
+            failing = self.indexer.failing if self.indexer is not None else None
+            if failing:  # acknowledged spans wait for the store; take no more meanwhile
+                raise Unavailable(f"the store cannot index now (acknowledged spans are kept and "
+                                  f"retried): {failing}", 5.0)
             depth = self.depth
             if depth and depth + spans > self.queue_spans:
                 raise QueueFull(f"the collector queue is full ({depth} of {self.queue_spans} spans)",

@@ -17,9 +17,10 @@ exception                      HTTP         gRPC
 
 from __future__ import annotations
 
-import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from mltrace_otel.auth import token_matches
 from mltrace_otel.collector import otlp
 from mltrace_otel.collector.metrics import CollectorMetrics
 from mltrace_otel.collector.pipeline import AckTimeout, IngestQueue, QueueFull, Rejected, Unavailable
@@ -38,18 +39,19 @@ class Exporter:
     """Decode → queue → wait for the commit, with metrics. Thread-safe."""
 
     def __init__(self, queue: IngestQueue, metrics: CollectorMetrics, *, max_body_bytes: int,
-                 ack_timeout_s: float, token: str | None) -> None:
+                 ack_timeout_s: float, token: str | None,
+                 forward: Callable[[bytes, int], None] | None = None) -> None:
         self.queue = queue
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.ack_timeout_s = ack_timeout_s
-        self._token = ("Bearer " + token).encode() if token else None
+        self._token = token
+        self._forward = forward
 
     def authorized(self, header: str | None) -> bool:
-        """True when no token is configured or ``header`` is ``Bearer <token>``."""
-        if self._token is None:
-            return True
-        return bool(header) and hmac.compare_digest(header.strip().encode(), self._token)
+        """True when no token is configured or ``header`` is ``Bearer <token>`` (any case of
+        the scheme, RFC 7235)."""
+        return token_matches(header, self._token)
 
     def check_size(self, n: int) -> None:
         """Raise PayloadTooLarge for a body of ``n`` bytes over the limit."""
@@ -75,6 +77,8 @@ class Exporter:
         m.received.labels(protocol).inc(decoded.spans + decoded.rejected)
         if decoded.rejected:
             m.rejected.labels("invalid_span").inc(decoded.rejected)
+        for attribute, n in decoded.off_contract.items():
+            m.off_contract.labels(attribute).inc(n)
         if not decoded.spans:
             return Exported(0, decoded.rejected, decoded.error)
         try:
@@ -92,6 +96,8 @@ class Exporter:
             raise
         except Rejected as e:
             raise otlp.BadRequest(str(e)) from None
+        if self._forward is not None:  # after the acknowledgement: a retried request is not sent twice
+            self._forward(decoded.payload, decoded.spans)
         error = decoded.error
         if committed.store_rejected:
             note = (f"the store rejected {committed.store_rejected} span(s) of the batch this "

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,12 +107,14 @@ class Collector:
         self.linger_s = linger_s
         self.metrics = CollectorMetrics(registry)
         self.queue: IngestQueue | None = None
+        self.forwarder: Any = None  # a .forward.Forwarder when settings.forward_targets
         self._http: OTLPHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
         self._grpc: GrpcReceiver | None = None
         self.addresses: Addresses | None = None
         self._started = False
         self._stopped = False
+        self._clean = True
 
     # --- life cycle ------------------------------------------------------------------------------
     def start(self) -> Addresses:
@@ -142,6 +145,7 @@ class Collector:
             indexer = None
             if s.journaled_ack:
                 indexer = Indexer(self.store, min_spans=s.index_spans, delay_s=s.batch_delay_s,
+                                  stall_s=max(30.0, 3 * self.stall_s),
                                   group_spans=int(2.5 * s.index_spans),
                                   native_min_spans=self.native_min_spans, metrics=self.metrics)
             self.queue = IngestQueue(
@@ -152,8 +156,14 @@ class Collector:
                 # the native entry table would land each request's spans on one random shard
                 native=s.native_ingest and not s.cluster,
                 native_min_spans=self.native_min_spans)
+            if s.forward_targets:
+                from mltrace_otel.collector.forward import Forwarder
+
+                self.forwarder = Forwarder(s.forward_targets, queue_spans=s.forward_queue_spans,
+                                           metrics=self.metrics)
             exporter = Exporter(self.queue, self.metrics, max_body_bytes=s.max_body_bytes,
-                                ack_timeout_s=self.ack_timeout_s, token=s.token)
+                                ack_timeout_s=self.ack_timeout_s, token=s.token,
+                                forward=self.forwarder.submit if self.forwarder is not None else None)
             register_store_metrics(self.metrics.registry, self.store, s)
             try:
                 self._http = OTLPHTTPServer((s.host, s.otlp_http_port), exporter, self.metrics_body)
@@ -169,6 +179,8 @@ class Collector:
                                       hint="choose another --grpc-port / MLTRACE_OTLP_GRPC_PORT") from None
                 grpc_port = self._grpc.port
             self.queue.start()
+            if self.forwarder is not None:
+                self.forwarder.start()
             self._http_thread = threading.Thread(
                 target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
                 name="mltrace-collector-http", daemon=True)
@@ -183,39 +195,62 @@ class Collector:
         self.addresses = Addresses(s.host, self._http.server_address[1], grpc_port)
         return self.addresses
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """Stop accepting, commit everything queued, answer in-flight requests, close.
-
-        Safe to call twice. Closes the store only when :meth:`start` opened it.
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting, commit everything queued, answer in-flight requests, close -- all
+        within ``timeout`` seconds (default ``settings.stop_grace_s``), even when the store
+        cannot be written: journaled spans not yet indexed then stay in the journal and are
+        indexed at the next start; requests not yet journaled are answered 503 (the client
+        retries them). Safe to call twice. Closes the store only when :meth:`start` opened it.
         """
         if self._stopped or not self._started:
             return
         self._stopped = True
+        timeout = self.settings.stop_grace_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+
+        def left(reserve: float = 0.0) -> float:
+            return max(0.0, deadline - time.monotonic() - reserve)
+
         grpc_done = None
         if self._http is not None:
             self._http.stopping.set()
             self._http.shutdown()  # no new connections; keep-alive ones get 503 + close
         if self._grpc is not None:
-            grpc_done = self._grpc.stop(grace=timeout)
+            grpc_done = self._grpc.stop(grace=left())
+        finished = True
         if self.queue is not None:
-            if not self.queue.stop(timeout):
-                log.error("the writer did not finish within %g s; queued spans were not committed "
-                          "(journaled ones are indexed when the collector starts again)",
-                          timeout)
+            finished = self.queue.stop(left(1.0))
+            if not finished:
+                log.error("the store did not take the queued spans within %g s; stopping anyway: "
+                          "journaled spans are indexed when the collector starts again, the others "
+                          "were answered 503 and are retried by their clients", timeout)
         if self._http is not None:
-            self._http.wait_idle(5.0)
+            self._http.wait_idle(min(5.0, left()))
         if grpc_done is not None:
-            grpc_done.wait(5.0)
-        self._teardown()
+            grpc_done.wait(min(5.0, left()))
+        if self.forwarder is not None:  # last: every answered request has been handed to it
+            self.forwarder.stop(min(5.0, left()))
+        self._teardown(close_store=finished)
 
-    def _teardown(self, failed: bool = False) -> None:
+    def stop_clean(self) -> bool:
+        """:meth:`stop`, then whether every writer finished (so the store may be closed: a
+        writer still stuck in a stalled store holds its connection)."""
+        self.stop()
+        return self._clean
+
+    def _teardown(self, failed: bool = False, close_store: bool = True) -> None:
+        self._clean = close_store
         if self._http is not None:
             self._http.server_close()
         if failed and self._grpc is not None:
             self._grpc.stop(grace=0)
         if failed and self.queue is not None:
             self.queue.stop(5.0)
-        if self._own_store and self.store is not None:
+        if failed and self.forwarder is not None:
+            self.forwarder.stop(1.0)
+        # a writer still stuck in a stalled store holds its connection: closing the store under
+        # it could wait as long; the process is exiting anyway
+        if self._own_store and self.store is not None and close_store:
             self.store.close()
             self.store = None
 
@@ -291,10 +326,12 @@ class _StopSignals:
 def run_collector(settings: Settings) -> int:
     """``mltrace collector``: the collector alone, on the store the settings name.
 
-    Opens the store (embedded chDB by default, or the ClickHouse URL), serves OTLP/HTTP on
-    ``settings.host:otlp_http_port`` (with ``/metrics``) and OTLP/gRPC on ``otlp_grpc_port``,
-    drains the local spool when idle, logs one line with the addresses, and blocks until
-    SIGTERM/SIGINT; then stops accepting, commits the queue and returns 0.
+    Opens the store (embedded chDB by default, or the ClickHouse URL), shares an embedded store
+    with other processes (so the CLI and the Python API can query it while the collector runs;
+    the sharing also drains the spool), serves OTLP/HTTP on ``settings.host:otlp_http_port``
+    (with ``/metrics``) and OTLP/gRPC on ``otlp_grpc_port``, logs one line with the addresses,
+    and blocks until SIGTERM/SIGINT; then stops accepting, commits the queue (within
+    ``settings.stop_grace_s``) and returns 0.
 
     Raises:
         StoreUnavailable: the store cannot be opened.
@@ -303,17 +340,37 @@ def run_collector(settings: Settings) -> int:
     _setup_logging()
     share.tune_engine_allocator()
     with _StopSignals() as signals:
-        collector = Collector(settings)
-        collector.start()
+        store, shared = _open_shared(settings)
+        collector = None
         try:
+            collector = Collector(settings, store, drain_every_s=0.0 if shared else 2.0)
+            collector.start()
             log.info("mltrace collector listening: %s", collector.describe())
             signals.wait()
             log.info("mltrace collector stopping: committing %d queued spans",
                      collector.queue.depth if collector.queue else 0)
         finally:
-            collector.stop()
+            clean = collector is None or collector.stop_clean()
+            if clean:
+                store.close()
     log.info("mltrace collector stopped")
     return 0
+
+
+def _open_shared(settings: Settings) -> tuple[Any, bool]:
+    """Open the store and, when it is the embedded one held here, share it with other
+    processes (CLI, Python API; the sharing drains the spool too). The store and whether it
+    is shared."""
+    from mltrace_otel.store import open_store
+
+    store = open_store(settings)
+    shared = settings.is_embedded and not getattr(store, "proxied", False)
+    if shared:
+        try:
+            store.serve_shared()
+        except NotImplementedError:  # a store without sharing: the collector drains instead
+            shared = False
+    return store, shared
 
 
 def _start_ui(settings: Settings, store: Any, metrics_body: Any) -> tuple[Any, str] | None:
@@ -367,18 +424,11 @@ def run_server(settings: Settings) -> int:
 
 
 def _serve(settings: Settings, signals: _StopSignals) -> None:
-    from mltrace_otel.store import open_store
-
-    store = open_store(settings)
+    store, shared = _open_shared(settings)
     ui = None
     collector = None
+    clean = True
     try:
-        shared = settings.is_embedded and not getattr(store, "proxied", False)
-        if shared:
-            try:
-                store.serve_shared()
-            except NotImplementedError:  # store without sharing: the collector drains instead
-                shared = False
         collector = Collector(settings, store, drain_every_s=0.0 if shared else 2.0)
         collector.start()
         ui = _start_ui(settings, store, collector.metrics_body)
@@ -390,5 +440,6 @@ def _serve(settings: Settings, signals: _StopSignals) -> None:
         if ui is not None:
             ui[0].shutdown()
         if collector is not None:
-            collector.stop()
-        store.close()
+            clean = collector.stop_clean()
+        if clean:
+            store.close()

@@ -156,7 +156,12 @@ class Store:
         if isinstance(e, OperationalError) or (isinstance(e, OSError) and not isinstance(e, DatabaseError)):
             return StoreUnavailable(f"store {mask_url(self.url)} cannot be reached: {e}",
                                     hint="check the ClickHouse server and MLTRACE_CLICKHOUSE_URL")
-        return QueryError(name, parameters, " ".join(str(e).split()) or repr(e))
+        from clickhouse_connect.driver.exceptions import DataError
+
+        code = getattr(e, "code", None)
+        return QueryError(name, parameters, " ".join(str(e).split()) or repr(e),
+                          code=code if isinstance(code, int) and code > 0 else None,
+                          data=isinstance(e, DataError))
 
     def _call(self, name: str, parameters: dict[str, Any] | None, fn: Any) -> Any:
         """Run ``fn(client)``; map errors once. Through a shared endpoint whose holder went
@@ -272,6 +277,13 @@ class Store:
         from mltrace_otel.store import journal
 
         return journal.recover(self)
+
+    def journal_set_aside(self, name: str, payload: bytes) -> str:
+        """Keep a journaled request that no way of indexing could store (a file beside the
+        journal, never deleted); its path."""
+        from mltrace_otel.store import journal
+
+        return journal.set_aside(self, name, payload)
 
     def journal_drop_indexed(self, low_watermark: int) -> int:
         """Delete journal segments wholly below ``low_watermark``; how many."""

@@ -391,6 +391,51 @@ def insert_requests_rendered(store: Any, requests: Sequence[bytes | Any], *,
     return insert_columns(store, cols, dedup_token=dedup_token)
 
 
+def one_request_per_span(payload: bytes) -> list[bytes]:
+    """A serialized request split into one request per span (each with its resource and scope):
+    when a request cannot be stored whole, each span is tried alone."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    out: list[bytes] = []
+    req = ExportTraceServiceRequest.FromString(payload)
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                one = ExportTraceServiceRequest()
+                r = one.resource_spans.add()
+                r.resource.CopyFrom(rs.resource)
+                r.schema_url = rs.schema_url
+                s = r.scope_spans.add()
+                s.scope.CopyFrom(ss.scope)
+                s.schema_url = ss.schema_url
+                s.spans.add().CopyFrom(sp)
+                out.append(one.SerializeToString())
+    return out
+
+
+def stripped(payload: bytes) -> bytes:
+    """A request with its spans reduced to what any store can hold: ids, name, kind, times,
+    status and the resource's service.name (attributes, events and links dropped). The last
+    resort for a span no renderer can store: an ordinary span without its bad field."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest.FromString(payload)
+    req.DiscardUnknownFields()
+    for rs in req.resource_spans:
+        keep = [kv for kv in rs.resource.attributes if kv.key == "service.name"
+                and kv.value.WhichOneof("value") == "string_value"]
+        del rs.resource.attributes[:]
+        rs.resource.attributes.extend(keep)
+        for ss in rs.scope_spans:
+            del ss.scope.attributes[:]
+            for sp in ss.spans:
+                del sp.attributes[:]
+                del sp.events[:]
+                del sp.links[:]
+                sp.trace_state = ""
+    return req.SerializeToString()
+
+
 def encode_spans(spans: Sequence[Any]) -> Any:
     """OTel SDK ReadableSpans → ExportTraceServiceRequest (the OTLP exporters' own encoder)."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as _encode
@@ -408,7 +453,7 @@ def insert_spans(store: Any, spans: Sequence[Any]) -> IngestResult:
 # --- spool drain ---------------------------------------------------------------------------------
 def _move_aside(claimed: spool.Claimed, reason: str) -> None:
     bad = claimed.path.parent / BAD_DIR
-    bad.mkdir(exist_ok=True)
+    bad.mkdir(mode=0o700, exist_ok=True)
     target = bad / (claimed.token + spool.SUFFIX)
     try:
         os.replace(claimed.path, target)

@@ -14,8 +14,17 @@ Durability is the store's own: like an engine insert (no fsync), an append survi
 collector being killed, not the machine losing power.
 
 Record: ``<QIII`` (Seq, Spans, payload length, CRC-32 of the three and the payload), then the
-payload. A record cut short or failing its CRC ends its segment (a write a crash interrupted,
-never acknowledged): :meth:`Journal.scan` truncates it away.
+payload. A record cut short at the end of its segment is a write a crash interrupted (never
+acknowledged): :meth:`Journal.scan` truncates it away. A record whose bytes were damaged on
+disk (its CRC fails, or its header is garbage) is skipped alone: the scan resynchronises on the
+next record whose header and CRC check out and keeps everything after it, logs an ERROR with the
+count, and :attr:`Recovered.corrupt` reports it (``mltrace_collector_journal_corrupt_records_total``).
+
+Segment files are created 0600 in a 0700 directory: they hold every span, like the store.
+
+A request that no way of indexing can store (:mod:`mltrace_otel.collector.indexer` tries the
+engine, the Python renderer, then each span alone and stripped) is set aside, never deleted:
+:meth:`Journal.set_aside` writes it to ``rejected/<seq>-<span>.otlp`` beside the segments.
 
 Exactly-once: each index insert covers a contiguous range of journal records and carries the
 insert_deduplication_token :func:`group_token` of that range; its ``mltrace_ingest_progress``
@@ -30,6 +39,7 @@ directory); SQL only here.
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import struct
 import threading
@@ -39,6 +49,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 PROGRESS = "mltrace_ingest_progress"
 LEGACY_TABLE = "mltrace_ingest_journal"
@@ -67,6 +79,8 @@ class Recovered:
     groups: list[list[Entry]]
     entries: list[Entry]
     last_seq: int
+    corrupt: int = 0
+    """Damaged records skipped (each at least one request: logged at ERROR)."""
 
 
 @dataclass(frozen=True)
@@ -142,8 +156,9 @@ class Journal:
     def _open(self, segment: int) -> Any:
         if self._segment != segment:
             self._close()
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._file = open(self._path(segment), "ab", buffering=0)  # noqa: SIM115 - kept open
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self._path(segment), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._file = os.fdopen(fd, "ab", buffering=0)
             self._segment = segment
         return self._file
 
@@ -161,26 +176,56 @@ class Journal:
                 out.append((int(p.stem), p))
         return sorted(out)
 
-    def scan(self) -> list[_Record]:
-        """Every whole record, in Seq order; a segment's torn tail is truncated away."""
+    def scan(self) -> tuple[list[_Record], int]:
+        """Every whole record in Seq order, and how many damaged records were skipped.
+
+        A record cut short at the end of a segment (a crash mid-write, never acknowledged) is
+        truncated away. A damaged record anywhere else -- a CRC that fails, a header that makes
+        no sense -- is skipped alone: the scan resumes at the next offset holding a record whose
+        header and CRC check out, so every record after the damage is kept."""
         records: list[_Record] = []
+        corrupt = 0
         with self._lock:
             self._close()
-            for _, path in self._segments():
-                good = 0
+            for segment, path in self._segments():
                 data = memoryview(path.read_bytes())  # payloads checked in place, not copied
-                while good + _HEAD.size <= len(data):
-                    seq, spans, n, crc = _HEAD.unpack_from(data, good)
-                    at = good + _HEAD.size
-                    if at + n > len(data) or _crc(seq, spans, data[at:at + n]) != crc:
-                        break
-                    records.append(_Record(seq, spans, path, at, n))
-                    good = at + n
-                if good < len(data):
-                    os.truncate(path, good)
+                at, end = 0, len(data)
+                while at + _HEAD.size <= end:
+                    rec = _record_at(data, at, segment, path)
+                    if rec is not None:
+                        records.append(rec)
+                        at = rec.offset + rec.length
+                        continue
+                    nxt = _resync(data, at + 1, segment, path)
+                    if nxt is None:
+                        if _whole_but_damaged(data, at, segment):
+                            corrupt += 1
+                            log.error("ingest journal %s: the last record (at byte %d) is damaged "
+                                      "(CRC mismatch); skipped", path, at)
+                        break  # a torn tail: cut off below
+                    corrupt += 1
+                    log.error("ingest journal %s: %d damaged bytes at byte %d skipped (a record "
+                              "lost); the records after them are kept", path, nxt - at, at)
+                    at = nxt
+                if at < end:
+                    os.truncate(path, at)
             self._poisoned = None  # every torn tail is cut off now
         records.sort(key=lambda r: r.seq)
-        return records
+        return records, corrupt
+
+    def set_aside(self, name: str, payload: bytes) -> Path:
+        """Keep a request no way of indexing could store: ``rejected/<name>.otlp`` (0600)."""
+        directory = self.directory / "rejected"
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = directory / f"{name}.otlp"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        return path
 
     def read(self, records: Sequence[_Record]) -> Iterator[Entry]:
         """The payloads of scanned records."""
@@ -206,6 +251,49 @@ class Journal:
                     path.unlink(missing_ok=True)
                     dropped += 1
         return dropped
+
+
+def _record_at(data: memoryview, at: int, segment: int, path: Path) -> _Record | None:
+    """The record starting at ``at`` if its header is plausible (a Seq of this segment, a
+    payload that fits) and its CRC checks out; else None."""
+    if at + _HEAD.size > len(data):
+        return None
+    seq, spans, n, crc = _HEAD.unpack_from(data, at)
+    start = at + _HEAD.size
+    if seq // SEGMENT_NS != segment or start + n > len(data):
+        return None
+    if _crc(seq, spans, data[start:start + n]) != crc:
+        return None
+    return _Record(seq, spans, path, start, n)
+
+
+def _resync(data: memoryview, start: int, segment: int, path: Path) -> int | None:
+    """The first offset at or after ``start`` where a valid record begins (None: none).
+
+    Candidates are found with ``bytes.find``: every Seq of a segment shares its top bytes
+    (Seqs are ns, a segment spans 10 s < 2**40 ns, so bits 40-63 take at most two values)."""
+    raw = data.obj if isinstance(data.obj, bytes) else bytes(data)
+    lo, hi = segment * SEGMENT_NS, (segment + 1) * SEGMENT_NS - 1
+    needles = {(lo >> 40).to_bytes(3, "little"), (hi >> 40).to_bytes(3, "little")}
+    best: int | None = None
+    for needle in needles:
+        pos = start + 5
+        while True:
+            pos = raw.find(needle, pos)
+            if pos < 0 or (best is not None and pos - 5 >= best):
+                break
+            if _record_at(data, pos - 5, segment, path) is not None:
+                best = pos - 5
+                break
+            pos += 1
+    return best
+
+
+def _whole_but_damaged(data: memoryview, at: int, segment: int) -> bool:
+    """A record at ``at`` whose header is plausible and whose payload is all there (so not a
+    write a crash cut short), but whose CRC fails: damage, not a torn tail."""
+    seq, _spans, n, _crc_value = _HEAD.unpack_from(data, at)
+    return seq // SEGMENT_NS == segment and at + _HEAD.size + n == len(data)
 
 
 _journals: dict[Path, Journal] = {}
@@ -301,7 +389,7 @@ def recover(store: Any) -> Recovered:
     _adopt_legacy_table(store, journal)
     sql = f"SELECT FromSeq, ToSeq, max(Done) FROM {_db(store)}.{PROGRESS} GROUP BY FromSeq, ToSeq"
     groups = store.query("journal_groups", sql)
-    records = journal.scan()
+    records, corrupt = journal.scan()
     last = max([r.seq for r in records] + [b for _, b, _ in groups] + [0])
     done = _merged(sorted((a, b) for a, b, d in groups if d))  # a split group's parts nest in it
     open_groups = sorted((a, b) for a, b, d in groups if not d)
@@ -320,8 +408,14 @@ def recover(store: Any) -> Recovered:
             loose.append(e)
         else:
             by_group.setdefault(g, []).append(e)
-    return Recovered([by_group[g] for g in sorted(by_group)], loose, last)
+    return Recovered([by_group[g] for g in sorted(by_group)], loose, last, corrupt)
+
+
+def set_aside(store: Any, name: str, payload: bytes) -> str:
+    """Keep a journaled request that no way of indexing could store; where it went."""
+    return str(for_store(store).set_aside(name, payload))
 
 
 __all__ = ["Entry", "Journal", "Recovered", "append", "mark", "recover", "drop_indexed", "for_store",
+           "set_aside",
            "group_token", "next_seq", "PROGRESS", "SEGMENT_NS"]

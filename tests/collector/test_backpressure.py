@@ -31,6 +31,9 @@ class JournalPassThrough:
     def journal_drop_indexed(self, low: int) -> int:
         return self.store.journal_drop_indexed(low)
 
+    def journal_set_aside(self, name: str, payload: bytes) -> str:
+        return self.store.journal_set_aside(name, payload)
+
 
 class FaultyStore(JournalPassThrough):
     """Failure injection around the real store: inserts block on ``gate``, or raise while ``fail``."""
@@ -204,7 +207,7 @@ class PoisonStore(JournalPassThrough):
             try:
                 raise DataError("Unable to create native array for column `Timestamp`")
             except DataError as e:
-                raise QueryError(name, {}, str(e)) from e
+                raise QueryError(name, {}, str(e), data=True) from e
         self.store.insert_columns(name, table, columns, column_names, **kw)
 
     def insert_requests_rendered(self, payloads: Any, dedup_token: Any = None) -> Any:
@@ -226,7 +229,7 @@ class PoisonStore(JournalPassThrough):
             try:
                 raise DataError("Unable to parse the Protobuf message")
             except DataError as e:
-                raise QueryError("insert_spans_native", {}, str(e)) from e
+                raise QueryError("insert_spans_native", {}, str(e), data=True) from e
         return self.store.insert_requests(payloads, spans=spans, dedup_token=dedup_token)
 
 
@@ -299,9 +302,14 @@ def test_a_slow_insert_does_not_hold_back_the_next_batch(tmp_settings: Any, stor
 def test_journaled_a_request_the_store_refuses_is_counted_and_its_group_mates_land(
         tmp_settings: Any, store: Any) -> None:
     """Journaled acknowledgement: every request is answered 200 once journaled; the index insert
-    holding the refused one fails, each request is then indexed alone, the good ones land, and
-    the refused one is logged and counted (never retried forever, never silently dropped)."""
+    holding the refused one fails, each request is then indexed alone, the good ones land. The
+    refused one is tried by the other renderer, then span by span, then stripped; a span the
+    store refuses even bare is kept in the journal's rejected/ directory, logged and counted
+    (never retried forever, never silently dropped)."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from mltrace_otel.store import journal
 
     poison = make_spans(1, component="poison")
     good = [_body(3) for _ in range(3)]
@@ -314,8 +322,14 @@ def test_journaled_a_request_the_store_refuses_is_counted_and_its_group_mates_la
         assert c.flush(60)
         text = c.metrics_body()[0].decode()
     assert faulty.inserts[0] == 10  # all four in one index insert, which failed ...
-    assert sorted(faulty.inserts[1:]) == [1, 3, 3, 3]  # ... then each alone
+    # ... then each alone; the poison request: engine, Python, its one span, that span stripped
+    assert sorted(faulty.inserts[1:]) == [1, 1, 1, 1, 3, 3, 3]
     ids = [i for _, ids in good for i in ids]
     assert set(stored_runs(store, ids)) == set(ids)
     assert 'mltrace_collector_spans_rejected_total{reason="store"} 1.0' in text
     assert "mltrace_collector_spans_indexed_total 9.0" in text
+    kept = list((journal.for_store(store).directory / "rejected").glob("*.otlp"))
+    assert len(kept) == 1
+    req = ExportTraceServiceRequest.FromString(kept[0].read_bytes())
+    assert [sp.name for rs in req.resource_spans for ss in rs.scope_spans for sp in ss.spans] == ["poison"]
+    assert kept[0].stat().st_mode & 0o777 == 0o600

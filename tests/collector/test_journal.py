@@ -114,7 +114,7 @@ def test_the_indexer_backlog_counts_toward_the_queue_bound(tmp_settings: Any, st
 
 
 def _journal_rows(store: Any, seq: int) -> int:
-    return sum(r.seq == seq for r in journal.for_store(store).scan())
+    return sum(r.seq == seq for r in journal.for_store(store).scan()[0])
 
 
 def test_indexed_journal_segments_are_deleted(tmp_settings: Any, store: Any, monkeypatch: Any) -> None:

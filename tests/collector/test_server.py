@@ -82,3 +82,36 @@ def test_server_runs_collector_ui_metrics_and_shares_the_store(tmp_path: Path) -
     assert f"OTLP/HTTP http://127.0.0.1:{http_port}/v1/traces" in start
     assert f"UI http://127.0.0.1:{ui_port}/" in start
     assert "mltrace server stopped" in text
+
+
+@pytest.mark.slow
+def test_the_cli_reads_the_store_while_mltrace_collector_holds_it(tmp_path: Path) -> None:
+    """``mltrace collector`` shares the embedded store like ``mltrace server`` does: the CLI,
+    another process, answers at once instead of waiting for the store and failing."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    home, log = tmp_path / "home", tmp_path / "collector.log"
+    http_port = _free_port()
+    env = _env(home, MLTRACE_OTLP_HTTP_PORT=str(http_port), MLTRACE_OTLP_GRPC_PORT=str(_free_port()),
+               MLTRACE_BATCH_DELAY_S="0.1", MLTRACE_STORE_WAIT_S="5")
+    collector = subprocess.Popen([sys.executable, "-m", "mltrace_otel.collector"], env=env, cwd=ROOT,
+                                 stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    try:
+        _wait_healthy(collector, http_port)
+        spans = make_spans(3, component="collected")
+        exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{http_port}/v1/traces")
+        assert exporter.export(spans).name == "SUCCESS"
+        deadline = time.monotonic() + 60
+        while True:  # acknowledged once journaled: queryable a moment later
+            out = subprocess.run([sys.executable, "-m", "mltrace_otel.cli.app", "recent", "--json"],
+                                 env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, out.stderr
+            if all(i in out.stdout for i in run_ids(spans)):
+                break
+            assert time.monotonic() < deadline, out.stdout
+            time.sleep(0.3)
+        collector.send_signal(signal.SIGTERM)
+        assert collector.wait(60) == 0
+    finally:
+        if collector.poll() is None:
+            collector.kill()
