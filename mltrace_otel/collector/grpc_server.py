@@ -3,7 +3,8 @@
 Registered as a generic handler that receives the raw request bytes (no deserializer), so the
 body goes through the same :func:`~.otlp.decode` check as OTLP/HTTP protobuf and the same queue.
 gRPC decompresses (gzip) by itself. Status codes: INVALID_ARGUMENT (malformed or oversized
-request, no valid span), UNAUTHENTICATED (missing/wrong ``authorization: Bearer <token>``),
+request, no valid span), UNAUTHENTICATED (missing/wrong ``authorization: Bearer <token>``, the
+scheme in any case: the one rule of :func:`mltrace_otel.auth.token_matches`),
 RESOURCE_EXHAUSTED (queue full) and UNAVAILABLE (store stalled/failing, shutting down), the last
 two with a ``google.rpc.RetryInfo`` delay in the trailers, as OTel exporters expect.
 """

@@ -7,13 +7,11 @@ opens the store, shares it with other processes, and serves until interrupted.
 When ``settings.token`` is set every request needs ``Authorization: Bearer <token>`` or HTTP
 basic auth with the token as password (browsers prompt for it).
 
-May import: dash, plotly, flask/werkzeug, :mod:`mltrace_otel.store`, settings, errors.
+May import: dash, plotly, flask/werkzeug, :mod:`mltrace_otel.store`, settings, errors, auth.
 """
 
 from __future__ import annotations
 
-import base64
-import hmac
 import logging
 import threading
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import dash
 from dash import MATCH, Input, Output, State, ctx, dcc, html, no_update
 
+from mltrace_otel.auth import token_matches
 from mltrace_otel.dashboards import pages
 from mltrace_otel.dashboards.cards import run_card
 from mltrace_otel.dashboards.routes import Action, Route, parse_command, route_from_url
@@ -72,27 +71,12 @@ def _layout() -> html.Div:
     ], className="shell")
 
 
-def _check_auth(header: str | None, token: str) -> bool:
-    if not header:
-        return False
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer":
-        return hmac.compare_digest(value.strip().encode(), token.encode())
-    if scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(value.strip()).decode("utf-8")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        return hmac.compare_digest(decoded.partition(":")[2].encode(), token.encode())
-    return False
-
-
 def _install_auth(server: Any, token: str) -> None:
     from flask import Response, request
 
     @server.before_request
     def _require_token() -> Any:
-        if _check_auth(request.headers.get("Authorization"), token):
+        if token_matches(request.headers.get("Authorization"), token, basic=True):
             return None
         return Response("mltrace: this UI needs the token (MLTRACE_TOKEN)\n", 401,
                         {"WWW-Authenticate": 'Basic realm="mltrace", charset="UTF-8"'})

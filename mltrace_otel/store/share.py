@@ -22,7 +22,6 @@ May import: settings, errors, clickhouse-connect, chdb.
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import hmac
 import json
@@ -43,6 +42,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from mltrace_otel import spool
+from mltrace_otel.auth import token_matches
 from mltrace_otel.errors import StoreUnavailable
 from mltrace_otel.settings import Settings, mask_url
 
@@ -224,7 +224,7 @@ def _connect_embedded(settings: Settings, directory: Path) -> Connection:
                 except StoreUnavailable as e:  # the holder is stopping: retry until it is gone
                     last_error = e
         else:
-            directory.mkdir(parents=True, exist_ok=True)
+            spool.private_dir(directory)
             with _engine_lock:
                 try:
                     client = clickhouse_connect.get_client(dsn=f"chdb://{directory.as_posix()}")
@@ -291,16 +291,13 @@ class _Handler(BaseHTTPRequestHandler):
                     "Content-Type": "text/plain; charset=UTF-8"})
 
     def _authorized(self, params: dict[str, str]) -> bool:
+        """The token as ``Authorization`` (Basic or Bearer, the scheme in any case), else as
+        ClickHouse's ``X-ClickHouse-Key`` header or ``password`` parameter."""
         token = self.server.token
+        auth = self.headers.get("Authorization")
+        if auth:
+            return token_matches(auth, token, basic=True)
         given = self.headers.get("X-ClickHouse-Key") or params.get("password") or ""
-        auth = self.headers.get("Authorization") or ""
-        if auth.startswith("Basic "):
-            try:
-                given = base64.b64decode(auth[6:]).decode().partition(":")[2]
-            except ValueError:
-                given = ""
-        elif auth.startswith("Bearer "):
-            given = auth[7:]
         return hmac.compare_digest(given.encode(), token.encode())
 
     def _body(self) -> bytes:
@@ -535,7 +532,7 @@ class SharedServer:
 
 
 def _write_private_json(path: Path, info: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    spool.private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
