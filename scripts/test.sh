@@ -16,5 +16,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# The OpenTelemetry JS SDK that tests/interop runs (they skip without node): npm ci when the lock changed.
+js=tests/interop/js
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  installed="$js/node_modules/.package-lock.json"
+  if [ ! -f "$installed" ] || [ "$js/package-lock.json" -nt "$installed" ]; then
+    npm ci --silent --no-audit --no-fund --prefix "$js"
+  fi
+fi
 python3 -m ruff check mltrace_otel tests bench
 exec python3 -m pytest -q "$@"
