@@ -35,6 +35,9 @@ ENV_VARS: dict[str, str] = {
     "MLTRACE_TTL_DAYS": "drop spans older than this many days (0 = keep forever)",
     "MLTRACE_STORE_WAIT_S": "how long to wait for an embedded store another process holds (default 30)",
     "MLTRACE_EXPORT": "where spans go: auto (OTLP if an endpoint is set, else the spool), otlp, spool, none",
+    "MLTRACE_HASH_MAX_MB": "SDK: a file named as an input or output up to this size is versioned by its "
+    "whole content; a bigger one by size, mtime and its first, middle and last MiB; 0: always the "
+    "latter (default 64)",
     "MLTRACE_SPOOL_MAX_MB": "spool size above which the SDK stops spooling and counts drops (default 1024)",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "OTLP endpoint for spans (standard OTel)",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "OTLP endpoint for spans, signal-specific (standard OTel)",
@@ -255,6 +258,7 @@ class Settings:
     store_wait_s: float = 30.0
     export: str = "auto"
     spool_max_mb: int = 1024
+    hash_max_mb: int = 64
     otlp_endpoint: str | None = None
     otlp_traces_endpoint: str | None = None
     otlp_protocol: str = "http/protobuf"
@@ -384,6 +388,7 @@ class Settings:
         take("MLTRACE_STORE_WAIT_S", "store_wait_s", lambda n, v: parse_float(n, v, 0))
         take("MLTRACE_EXPORT", "export", choice(_EXPORT_MODES))
         take("MLTRACE_SPOOL_MAX_MB", "spool_max_mb", lambda n, v: parse_int(n, v, 1))
+        take("MLTRACE_HASH_MAX_MB", "hash_max_mb", lambda n, v: parse_int(n, v, 0))
         take("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint", text)
         take("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otlp_traces_endpoint", text)
         take("OTEL_EXPORTER_OTLP_PROTOCOL", "otlp_protocol", choice(_PROTOCOLS))

@@ -1,10 +1,12 @@
 """Component and its ``run`` decorator; ``register`` (mltrace's decorator factory).
 
 Every call of a decorated function is one run = one span (see :mod:`mltrace_otel.sdk.spans`).
-Order, as in mltrace: start timestamp → beforeTests (the call's arguments) → the function
-(its locals captured at return when needed) → end timestamp → pointers collected (a missing
-variable or mismatched list is a ValueError and nothing is logged) → afterTests (the locals) →
-the run is emitted. A function that raises, or a failing test, still emits the run (status
+Order, as in mltrace: versions of input files (literal inputs, and input_vars that are
+arguments: read before the function can overwrite them) → start timestamp → beforeTests (the
+call's arguments) → the function (its locals captured at return when needed) → end timestamp →
+pointers collected (a missing variable or mismatched list is a ValueError and nothing is
+logged) → versions of output files, and of inputs only named at return → afterTests (the
+locals) → the run is emitted. A function that raises, or a failing test, still emits the run (status
 ERROR, an ``exception`` event) and the exception propagates unchanged.
 
 Plain, ``async def`` and generator functions are supported: the span covers the awaited body,
@@ -26,15 +28,16 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from mltrace_otel import conventions as C
-from mltrace_otel.sdk import artifacts, export, spans
+from mltrace_otel.sdk import artifacts, export, files, spans
 from mltrace_otel.sdk.capture import call_capturing_locals, frame_locals
 from mltrace_otel.sdk.git import process_git_info
-from mltrace_otel.sdk.pointers import IOPointer
+from mltrace_otel.sdk.pointers import IOPointer, needs_file_version, with_file_version
 from mltrace_otel.sdk.testing import TestFailure, TestOutcome, run_tests
 
 _log = logging.getLogger("mltrace_otel.sdk")
 _INTERNAL = SpanKind.INTERNAL
 _time_ns = time.time_ns
+_NO_VERSIONS: dict[str, str] = {}  # shared, never written: a run with no input file names
 
 
 class Component:
@@ -218,6 +221,14 @@ class _Spec:
         self.lit_inputs = [IOPointer(n) for n in opts.inputs]
         self.lit_outputs = spans.endpoint_outputs(lit_out) if opts.endpoint else lit_out
         self.input_names = [p.name for p in self.lit_inputs]
+        # names that may be local files: versioned per call (one lstat each), never cached here
+        self.input_files = list(dict.fromkeys(
+            p.name for p in self.lit_inputs if needs_file_version(p) and files.local_path(p.name)))
+        self.output_files = any(needs_file_version(p) and files.local_path(p.name)
+                                for p in self.lit_outputs)
+        self.arg_input_vars = _argument_vars(self.signature, self.opts.input_vars)
+        # (input versions, static attributes, both merged) of the latest call; never mutated
+        self.versioned_attrs: tuple[list[str], dict[str, Any], dict[str, Any]] | None = None
         try:
             src = inspect.getsource(func)
         except (OSError, TypeError):
@@ -247,13 +258,45 @@ class _Spec:
         return attrs
 
     # --- phases ------------------------------------------------------------------------------
-    def start(self) -> tuple[Any, int]:
+    def start(self, args: tuple, kwargs: dict) -> tuple[Any, dict[str, str]]:
+        """Start the run's span; return it and the versions of the input files named so far
+        ({name: version}), taken now, before the function can change them."""
         attrs = self.attrs or self.prepare()
+        pre = _NO_VERSIONS
+        if self.input_files or self.arg_input_vars:
+            pre, attrs = self.input_versions(args, kwargs, attrs)
         links = spans.links_for(self.input_names) if self.input_names else None
-        start = _time_ns()
         span = export.tracer().start_span(self.name, kind=_INTERNAL, attributes=attrs, links=links,
-                                          start_time=start)
-        return span, start
+                                          start_time=_time_ns())
+        return span, pre
+
+    def input_versions(self, args: tuple, kwargs: dict,
+                       attrs: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+        """Versions of the literal input files and of the file names input_vars arguments hold
+        at call time; the static attributes, with the literal inputs' versions filled in."""
+        pre: dict[str, str] = {}
+        try:
+            for name in self.input_files:
+                pre[name] = files.file_version(name)
+            if self.arg_input_vars:
+                call = self.call_args(args, kwargs)
+                for var in self.arg_input_vars:
+                    val = call.get(var)
+                    for n in (val if isinstance(val, (list, tuple)) else () if val is None else (val,)):
+                        name = str(n)
+                        if name not in pre and files.local_path(name):
+                            pre[name] = files.file_version(name)
+            versions = [pre.get(n, "") for n in self.input_names]  # literal names carry no value
+            if any(versions):
+                last = self.versioned_attrs  # unchanged files: the previous call's attributes
+                if last is not None and last[0] == versions and last[1] is attrs:
+                    return pre, last[2]
+                new = {**attrs, C.RUN_INPUT_VERSIONS: versions}
+                self.versioned_attrs = (versions, attrs, new)
+                attrs = new
+        except Exception:  # noqa: BLE001 - telemetry never breaks the host program
+            _log.warning("mltrace: could not version the inputs of %s", self.name, exc_info=True)
+        return pre, attrs
 
     def call_args(self, args: tuple, kwargs: dict) -> dict[str, Any]:
         if self.signature is None:
@@ -269,7 +312,8 @@ class _Spec:
                 values.update(values.pop(p.name))
         return values
 
-    def before_tests(self, span: Any, args: tuple, kwargs: dict, io: artifacts.RunIO) -> list[TestOutcome]:
+    def before_tests(self, span: Any, args: tuple, kwargs: dict, io: artifacts.RunIO,
+                     pre: dict[str, str]) -> list[TestOutcome]:
         """auto_log the arguments (before the function can change them), run beforeTests; on a
         test failure record the run and raise the test's exception."""
         if self.opts.auto_log:
@@ -286,20 +330,23 @@ class _Spec:
             return run_tests(tests, _rename(self.call_args(args, kwargs), self.opts.renames), "before")
         except TestFailure as f:
             end = _time_ns()
-            self.emit(span, end, list(self.lit_inputs), [], f.outcomes, {}, None, f)
+            self.emit(span, end, list(self.lit_inputs), [], f.outcomes, {}, None, f, pre)
             raise f.error from None
 
     def finish(self, span: Any, end: int, args: tuple, kwargs: dict, value: Any,
                local_vars: dict[str, Any] | None, exc: BaseException | None, io: artifacts.RunIO,
-               before: list[TestOutcome], strict: bool = True) -> None:
+               before: list[TestOutcome], pre: dict[str, str], strict: bool = True) -> None:
         """Collect pointers, run afterTests, emit. Raises ValueError (nothing logged) for a missing
         variable, or the after test's exception (run logged)."""
         if (not self.slow and exc is None and value is None and not before and not io.loaded
                 and not io.saved):  # the common case: literal pointers only, nothing to add
             try:
+                outputs = self.lit_outputs
+                if self.output_files:
+                    outputs = self.output_versions(span, outputs)
                 span.end(end_time=end)
-                if self.lit_outputs:
-                    spans.remember_outputs(self.lit_outputs, span.get_span_context())
+                if outputs:
+                    spans.remember_outputs(outputs, span.get_span_context())
             except Exception:  # noqa: BLE001
                 _log.warning("mltrace: could not emit the run of %s", self.name, exc_info=True)
             return
@@ -341,23 +388,37 @@ class _Spec:
             except TestFailure as f:
                 outcomes += f.outcomes
                 failure = f
-        self.emit(span, end, inputs, outputs, outcomes, values, exc, failure)
+        self.emit(span, end, inputs, outputs, outcomes, values, exc, failure, pre)
         if failure is not None:
             raise failure.error from None
 
+    def output_versions(self, span: Any, outputs: list[IOPointer]) -> list[IOPointer]:
+        """The literal outputs with the versions of the files they name now (after the function
+        returned); sets them on the span when any is a file."""
+        versions = [files.file_version(p.name) for p in outputs]  # literal names carry no value
+        if not any(versions):
+            return outputs
+        span.set_attribute(C.RUN_OUTPUT_VERSIONS, versions)
+        return [IOPointer(p.name, "", p.pointer_type, p.flag, version=v)
+                for p, v in zip(outputs, versions, strict=True)]
+
     def emit(self, span: Any, end: int, inputs: list[IOPointer], outputs: list[IOPointer],
              outcomes: list[TestOutcome], values: dict[str, Any], exc: BaseException | None,
-             failure: TestFailure | None) -> None:
-        """Set the dynamic parts of the span and end it; never raises."""
+             failure: TestFailure | None, pre: dict[str, str]) -> None:
+        """Set the dynamic parts of the span and end it; never raises. Input file versions come
+        from ``pre`` (taken before the call) or, for names only known now, are taken now; output
+        file versions are taken now."""
         try:
             lit = self.lit_inputs
             if len(inputs) != len(lit) or len(outputs) != len(self.lit_outputs) or failure is not None:
-                inputs = spans.dedupe(inputs)
-                outputs = spans.dedupe(outputs)
+                inputs = [with_file_version(p, pre) for p in spans.dedupe(inputs)]
+                outputs = [with_file_version(p) for p in spans.dedupe(outputs)]
                 span.set_attributes(spans.pointer_attributes(inputs, outputs))
                 known = set(self.input_names)
                 for link in spans.links_for(p.name for p in inputs if p.name not in known):
                     span.add_link(link.context, link.attributes)
+            elif self.output_files:
+                outputs = self.output_versions(span, outputs)
             if outcomes:
                 spans.add_test_events(span, outcomes)
             if values:
@@ -373,6 +434,17 @@ class _Spec:
                 spans.remember_outputs(outputs, span.get_span_context())
         except Exception:  # noqa: BLE001 - telemetry never breaks the host program
             _log.warning("mltrace: could not emit the run of %s", self.name, exc_info=True)
+
+
+def _argument_vars(signature: inspect.Signature | None, names: list) -> list[str]:
+    """The input_vars that are the function's arguments (their call-time values name inputs)."""
+    if signature is None or not names:
+        return []
+    params = signature.parameters
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    star = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [n for n in names if isinstance(n, str)
+            and ((n in params and params[n].kind not in star) or (var_kw and n not in params))]
 
 
 def _pointers_from_locals(opts: _RunOptions, loc: dict[str, Any], strict: bool,
@@ -434,10 +506,10 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
     func = spec.func
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        span, _ = spec.start()
+        span, pre = spec.start(args, kwargs)
         ctx_token, io_token, io = _enter(span, spec.name)
         try:
-            before = spec.before_tests(span, args, kwargs, io)
+            before = spec.before_tests(span, args, kwargs, io, pre)
             if spec.needs_locals:
                 value, loc, exc = call_capturing_locals(func, spec.code, args, kwargs)
             else:
@@ -449,7 +521,7 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
         finally:
             _leave(ctx_token, io_token)
         end = _time_ns()
-        spec.finish(span, end, args, kwargs, value, loc, exc, io, before)
+        spec.finish(span, end, args, kwargs, value, loc, exc, io, before, pre)
         if exc is not None:
             raise exc
         return value
@@ -461,11 +533,11 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
     func = spec.func
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        span, _ = spec.start()
+        span, pre = spec.start(args, kwargs)
         ctx_token, io_token, io = _enter(span, spec.name)
         loc = exc = value = None
         try:
-            before = spec.before_tests(span, args, kwargs, io)
+            before = spec.before_tests(span, args, kwargs, io, pre)
             coro = func(*args, **kwargs)
             frame = getattr(coro, "cr_frame", None)
             try:
@@ -477,7 +549,7 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
         finally:
             _leave(ctx_token, io_token)
         end = _time_ns()
-        spec.finish(span, end, args, kwargs, value, loc, exc, io, before)
+        spec.finish(span, end, args, kwargs, value, loc, exc, io, before, pre)
         if exc is not None:
             raise exc
         return value
@@ -489,10 +561,10 @@ def _gen_wrapper(spec: _Spec) -> Callable[..., Any]:
     func = spec.func
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        span, _ = spec.start()
+        span, pre = spec.start(args, kwargs)
         ctx_token, io_token, io = _enter(span, spec.name)
         try:
-            before = spec.before_tests(span, args, kwargs, io)
+            before = spec.before_tests(span, args, kwargs, io, pre)
             gen = func(*args, **kwargs)
         finally:
             _leave(ctx_token, io_token)
@@ -519,7 +591,7 @@ def _gen_wrapper(spec: _Spec) -> Callable[..., Any]:
             exc = e
         end = _time_ns()
         spec.finish(span, end, args, kwargs, value, frame_locals(frame) if spec.needs_locals else None,
-                    exc, io, before, strict=not closed)
+                    exc, io, before, pre, strict=not closed)
         if exc is not None:
             raise exc
         return value
@@ -531,10 +603,10 @@ def _async_gen_wrapper(spec: _Spec) -> Callable[..., Any]:
     func = spec.func
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        span, _ = spec.start()
+        span, pre = spec.start(args, kwargs)
         ctx_token, io_token, io = _enter(span, spec.name)
         try:
-            before = spec.before_tests(span, args, kwargs, io)
+            before = spec.before_tests(span, args, kwargs, io, pre)
             agen = func(*args, **kwargs)
         finally:
             _leave(ctx_token, io_token)
@@ -559,7 +631,7 @@ def _async_gen_wrapper(spec: _Spec) -> Callable[..., Any]:
             exc = e
         end = _time_ns()
         spec.finish(span, end, args, kwargs, None, frame_locals(frame) if spec.needs_locals else None,
-                    exc, io, before, strict=not closed)
+                    exc, io, before, pre, strict=not closed)
         if exc is not None:
             raise exc
 

@@ -69,6 +69,7 @@ from mltrace_otel.sdk.exporters import (
 from mltrace_otel.settings import Settings
 
 __all__ = ["DeliveryStats", "configure", "reset", "flush", "delivery_stats", "tracer", "add_span_processor",
+           "count_unreadable_file",
            "OTLP_TIMEOUT_S", "OTLP_RETRY_AFTER_S", "MAX_QUEUE_SPANS", "SCHEDULE_DELAY_MS"]
 
 _log = logging.getLogger("mltrace_otel.sdk")
@@ -93,6 +94,9 @@ class DeliveryStats:
         queued: spans waiting in the background queue right now.
         last_error: the latest failure, "" if none.
         destination: where spans go: "otlp <url>", "spool <dir>", "none" or "custom".
+        unreadable_files: pointers naming a local file that got no content version because it
+            could not be read (vanished, no permission, a FIFO or device); each path is also
+            logged once as a WARNING.
     """
 
     exported: int = 0
@@ -102,6 +106,7 @@ class DeliveryStats:
     queued: int = 0
     last_error: str = ""
     destination: str = ""
+    unreadable_files: int = 0
 
     @property
     def delivered(self) -> int:
@@ -133,6 +138,22 @@ _configured_settings: Settings | None = None
 _atexit_registered = False
 _reset_hooks: list[Callable[[], None]] = []
 _extra_processors: list[SpanProcessor] = []
+_unreadable_lock = threading.Lock()
+_unreadable_files = 0
+
+
+def count_unreadable_file() -> None:
+    """Count one pointer whose local file could not be read for its version (see
+    :mod:`mltrace_otel.sdk.files`); reported as ``delivery_stats().unreadable_files``."""
+    global _unreadable_files
+    with _unreadable_lock:
+        _unreadable_files += 1
+
+
+def _zero_unreadable_files() -> None:
+    global _unreadable_files
+    with _unreadable_lock:
+        _unreadable_files = 0
 
 
 def resource_for(settings: Settings) -> Resource:
@@ -320,6 +341,7 @@ def configure(settings: Settings | None = None, exporter: SpanExporter | None = 
     with _lock:
         _configured_settings = settings
         COUNTERS.reset()
+        _zero_unreadable_files()
         from mltrace_otel.sdk.config import current_settings
 
         _install(_build(current_settings(), exporter, sync, otlp_timeout_s, batch))
@@ -349,6 +371,7 @@ def reset() -> None:
         _configured_settings = None
         _extra_processors.clear()
         COUNTERS.reset()
+        _zero_unreadable_files()
         for hook in _reset_hooks:
             hook()
 
@@ -375,7 +398,7 @@ def delivery_stats() -> DeliveryStats:
     c = COUNTERS
     with c.lock:
         return DeliveryStats(c.exported, c.spooled, c.dropped, c.export_failures, queued,
-                             c.last_error, p.destination if p is not None else "")
+                             c.last_error, p.destination if p is not None else "", _unreadable_files)
 
 
 def _at_exit() -> None:

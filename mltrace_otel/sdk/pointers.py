@@ -4,6 +4,9 @@ A pointer is a name (a file path, a table, a record id). When its value is known
 output_kwargs, auto_log, save/load, ``IOPointer(value=...)``) the run also records a content
 **fingerprint** of the value, so the store can tell versions of the same name apart. Fingerprints
 are real content hashes (blake2b): two DataFrames or arrays that differ in any cell differ.
+When no value is known and the name is a local file or directory, a run records that file's
+version instead (:func:`with_file_version`, rules in :mod:`mltrace_otel.sdk.files`), taken
+before the function runs for inputs and after it returns for outputs.
 
 Imports nothing heavy at module level (pandas and numpy are recognised by type name, never
 imported here). Nothing in this module raises into user code while fingerprinting.
@@ -17,16 +20,15 @@ import logging
 import os
 import pickle
 import struct
+from collections.abc import Mapping
 from typing import Any
+
+from mltrace_otel.sdk import files
 
 _log = logging.getLogger("mltrace_otel.sdk")
 
 _DATA_EXTENSIONS = frozenset({"csv", "pq", "parquet", "txt", "md", "rtf", "tsv", "xml", "pdf", "mlt"})
 _MODEL_EXTENSIONS = frozenset({"h5", "hdf5", "joblib", "pkl", "pickle", "ckpt", "mlmodel"})
-
-FILE_HASH_MAX_BYTES = 64 * 1024 * 1024
-"""Files up to this size are fingerprinted by content; bigger ones by size and mtime only."""
-
 
 class PointerTypeEnum(enum.Enum):
     """What a pointer names (mltrace's enum; the value is the attribute string)."""
@@ -115,10 +117,15 @@ class IOPointer:
 
     @property
     def version(self) -> str:
-        """Content fingerprint of the value ("" when the value is unknown); computed once."""
+        """Content fingerprint of the value ("" when the value is unknown); computed once.
+
+        A pointer with no value stays unversioned (``_version`` None) so a run can still give it
+        the version of the file it names (:func:`with_file_version`)."""
         if self._version is None:
             v = self._value
-            self._version = "" if (isinstance(v, str) and v == "") else fingerprint(v)
+            if isinstance(v, str) and v == "":
+                return ""
+            self._version = fingerprint(v)
         return self._version
 
     def to_dictionary(self) -> dict[str, Any]:
@@ -150,9 +157,12 @@ def fingerprint(value: Any) -> str:
     """A content hash (32 hex chars) of ``value``; "" when it cannot be computed.
 
     DataFrames hash every cell (``pandas.util.hash_pandas_object``) plus columns and dtypes;
-    arrays their dtype, shape and bytes; paths (``os.PathLike``) the file's size, mtime and, up
-    to FILE_HASH_MAX_BYTES, its content; other objects their pickle. Never raises.
+    arrays their dtype, shape and bytes; paths (``os.PathLike``) the version of the file or
+    directory (:func:`mltrace_otel.sdk.files.file_version`: the same as a plain-string name of
+    that file gets; "" for a missing path); other objects their pickle. Never raises.
     """
+    if isinstance(value, os.PathLike):
+        return _path_version(value)
     try:
         h = hashlib.blake2b(digest_size=16)
         _feed(h, value, 0)
@@ -181,7 +191,7 @@ def _feed(h: Any, v: Any, depth: int) -> None:
     elif t in (int, float, complex):
         h.update(b"\x00n" + t.__name__.encode() + repr(v).encode())
     elif isinstance(v, os.PathLike):
-        _feed_file(h, os.fspath(v))
+        h.update(b"\x00f" + _path_version(v).encode())
     elif t.__module__.startswith("numpy") and t.__name__ == "ndarray":
         _feed_ndarray(h, v)
     elif t.__module__.startswith("pandas") and t.__name__ in ("DataFrame", "Series", "Index"):
@@ -235,15 +245,26 @@ def _feed_pandas(h: Any, obj: Any) -> None:
         h.update(pickle.dumps(obj, protocol=5))
 
 
-def _feed_file(h: Any, path: str) -> None:
-    h.update(b"\x00f" + path.encode("utf-8", "surrogatepass"))
+def _path_version(p: os.PathLike) -> str:
     try:
-        st = os.stat(path)
-    except OSError:
-        h.update(b"missing")
-        return
-    h.update(struct.pack("<Qq", st.st_size, st.st_mtime_ns))
-    if st.st_size <= FILE_HASH_MAX_BYTES and os.path.isfile(path):
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        return files.file_version(os.fsdecode(os.fspath(p)))
+    except Exception:  # noqa: BLE001 - a PathLike whose __fspath__ fails
+        return ""
+
+
+def needs_file_version(p: IOPointer) -> bool:
+    """Whether a run should look up the file ``p`` names: it has no value and no version."""
+    return p._version is None and isinstance(p._value, str) and p._value == ""
+
+
+def with_file_version(p: IOPointer, known: Mapping[str, str] | None = None) -> IOPointer:
+    """``p`` itself when it carries a value or a version; else a copy whose version is the
+    version of the local file it names (``known[p.name]`` when given: a version taken earlier,
+    e.g. before the function ran); ``p`` itself when it names none. The original is never
+    changed, so a pointer shared between runs never carries one run's version into the next."""
+    if not needs_file_version(p):
+        return p
+    v = known.get(p._name) if known else None
+    if v is None:
+        v = files.file_version(p._name)
+    return IOPointer(p._name, "", p._type, p._flag, version=v) if v else p

@@ -4,6 +4,11 @@ Build a run by hand (start/end timestamps, inputs, outputs, git hash, code snaps
 upstream components) and log it: it becomes one span, like a decorated run. The query API
 also returns ComponentRun objects read from the store (with status, test results, exception
 and owner filled in).
+
+Inputs and outputs named by a local file get that file's content version
+(:mod:`mltrace_otel.sdk.files`): inputs when :meth:`ComponentRun.add_input` / ``add_inputs``
+adds them (mltrace's documented pattern adds an input before reading it), outputs and any
+input added otherwise when the run is logged.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from opentelemetry.trace import SpanKind
 
 from mltrace_otel import conventions as C
 from mltrace_otel.sdk import export, spans
-from mltrace_otel.sdk.pointers import IOPointer, PointerTypeEnum
+from mltrace_otel.sdk.pointers import IOPointer, PointerTypeEnum, with_file_version
 
 
 def _utcnow() -> datetime:
@@ -177,12 +182,14 @@ class ComponentRun:
         self._end_timestamp = ts
 
     def add_input(self, inp: str | IOPointer, pointer_type: PointerTypeEnum | None = None) -> None:
-        """Add one input (a name or an IOPointer); a repeated name is ignored."""
-        self._inputs = spans.dedupe([*self._inputs, _to_pointer(inp, pointer_type)])
+        """Add one input (a name or an IOPointer); a repeated name is ignored. A name that is a
+        local file gets the file's version now, before the caller reads (or rewrites) it."""
+        self._inputs = spans.dedupe([*self._inputs, with_file_version(_to_pointer(inp, pointer_type))])
 
     def add_inputs(self, inputs: list[str | IOPointer]) -> None:
-        """Add several inputs."""
-        self._inputs = spans.dedupe([*self._inputs, *(_to_pointer(x) for x in _listify(inputs))])
+        """Add several inputs (local files are versioned now, as by :meth:`add_input`)."""
+        self._inputs = spans.dedupe([*self._inputs,
+                                     *(with_file_version(_to_pointer(x)) for x in _listify(inputs))])
 
     def add_output(self, out: str | IOPointer, pointer_type: PointerTypeEnum | None = None) -> None:
         """Add one output (a name or an IOPointer); a repeated name is ignored."""
@@ -270,6 +277,9 @@ def log_component_run(component_run: ComponentRun, set_dependencies_from_inputs:
             (the store always resolves producers from inputs; this only controls span links).
         staleness_threshold: seconds after which an input counts as stale for this run.
 
+    Inputs and outputs that name a local file and carry no version yet get the file's version
+    now (see the module docstring).
+
     A start or end before 1970 or after 2262-04-11 (what a span can carry) is clamped into
     that range with a warning (see :func:`mltrace_otel.sdk.spans.clamp_run_times`).
 
@@ -288,7 +298,9 @@ def log_component_run(component_run: ComponentRun, set_dependencies_from_inputs:
         raise RuntimeError(f"Cannot log run of {cr.component_name!r}: it ends before it starts.")
     start, end = spans.clamp_run_times(cr.component_name, start, end)
     attrs = spans.component_attributes(cr.component_name, cr.owner)
-    attrs.update(spans.pointer_attributes(cr.inputs, cr.outputs))
+    inputs = [with_file_version(p) for p in cr.inputs]
+    outputs = [with_file_version(p) for p in cr.outputs]
+    attrs.update(spans.pointer_attributes(inputs, outputs))
     attrs[C.RUN_STALENESS_THRESHOLD_S] = int(staleness_threshold)
     attrs[C.RUN_ENDPOINT] = any(p.pointer_type is PointerTypeEnum.ENDPOINT for p in cr.outputs)
     if cr.notes:
@@ -301,12 +313,12 @@ def log_component_run(component_run: ComponentRun, set_dependencies_from_inputs:
         attrs[C.GIT_TAGS] = [str(t) for t in cr.git_tags]
     if cr.code_snapshot:
         attrs[C.CODE_SNAPSHOT] = spans.snapshot(cr.code_snapshot)
-    links = spans.links_for(p.name for p in cr.inputs) if set_dependencies_from_inputs else None
+    links = spans.links_for(p.name for p in inputs) if set_dependencies_from_inputs else None
     span = export.tracer().start_span(cr.component_name, kind=SpanKind.INTERNAL, attributes=attrs,
                                       links=links, start_time=start)
     span.end(end_time=end)
     ctx = span.get_span_context()
-    if cr.outputs:
-        spans.remember_outputs(cr.outputs, ctx)
+    if outputs:
+        spans.remember_outputs(outputs, ctx)
     cr._id = format(ctx.span_id, "016x")
     return cr._id
