@@ -27,7 +27,7 @@ from tests.collector.test_crash import ROOT, _env, _free_port, _wait_healthy
 
 JS_DIR = Path(__file__).with_name("js")
 NODE = shutil.which("node")
-KINDS = ("proto", "json", "grpc")
+KINDS = ("proto", "proto-gzip", "json", "grpc")
 
 pytestmark = [
     pytest.mark.slow,

@@ -27,6 +27,8 @@ const EXPORTERS = {
   proto: () => require('@opentelemetry/exporter-trace-otlp-proto'),
   json: () => require('@opentelemetry/exporter-trace-otlp-http'),
   grpc: () => require('@opentelemetry/exporter-trace-otlp-grpc'),
+  // the protobuf exporter with gzip: a chunked body that is also Content-Encoding: gzip
+  'proto-gzip': () => require('@opentelemetry/exporter-trace-otlp-proto'),
 };
 
 // mltrace_otel/conventions.py
@@ -84,14 +86,16 @@ const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function main() {
   const [kind, endpointArg] = process.argv.slice(2);
-  if (!EXPORTERS[kind]) fail(`usage: node pipeline.js proto|json|grpc [ENDPOINT] (got ${kind})`);
+  if (!EXPORTERS[kind]) fail(`usage: node pipeline.js proto|proto-gzip|json|grpc [ENDPOINT] (got ${kind})`);
   const fallback = kind === 'grpc' ? 'http://127.0.0.1:4317' : 'http://127.0.0.1:4318';
   const endpoint = (endpointArg || process.env.OTEL_EXPORTER_OTLP_ENDPOINT || fallback).replace(/\/+$/, '');
   const url = kind === 'grpc' ? endpoint : `${endpoint}/v1/traces`;
 
   diag.setLogger(new DiagConsoleLogger(), DiagLogLevel.WARN);
   const { OTLPTraceExporter } = EXPORTERS[kind]();
-  const exporter = new CheckedExporter(new OTLPTraceExporter({ url, timeoutMillis: 10000 }));
+  const options = { url, timeoutMillis: 10000 };
+  if (kind.endsWith('-gzip')) options.compression = 'gzip';
+  const exporter = new CheckedExporter(new OTLPTraceExporter(options));
   const provider = new BasicTracerProvider({
     resource: resourceFromAttributes({ 'service.name': 'mltrace-js-interop' }),
     spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: 60000 })],
