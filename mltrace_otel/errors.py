@@ -77,6 +77,49 @@ class QueryError(MltraceError):
         self.data = data or code in DATA_ERROR_CODES
 
 
+class BadRequest(MltraceError):
+    """An OTLP request cannot be accepted as sent (HTTP 400; gRPC INVALID_ARGUMENT). Not retryable."""
+
+    status = 400
+
+
+class PayloadTooLarge(BadRequest):
+    """An OTLP body exceeds the size limit, compressed or decompressed (HTTP 413)."""
+
+    status = 413
+
+
+class UnsupportedMediaType(BadRequest):
+    """A Content-Type or Content-Encoding the collector does not speak (HTTP 415)."""
+
+    status = 415
+
+
+class QueueFull(MltraceError):
+    """The collector's queue cannot take the request now (HTTP 429); retry after
+    :attr:`retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, hint=f"retry after {retry_after:g} s")
+        self.retry_after = retry_after
+
+
+class Unavailable(MltraceError):
+    """The store is stalled or failing, or the collector is stopping (HTTP 503); retry later."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, hint=f"retry after {retry_after:g} s")
+        self.retry_after = retry_after
+
+
+class AckTimeout(Unavailable):
+    """A request's batch was not committed in time (it may still land later)."""
+
+
+class Rejected(MltraceError):
+    """The store refused a request's data on its own: retrying cannot help (HTTP 400)."""
+
+
 DATA_ERROR_CODES: frozenset[int] = frozenset({
     6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 128, 130, 131, 190, 321, 349, 407, 444, 467})
 """ClickHouse error codes that say the inserted data itself cannot be stored as sent (parse

@@ -404,7 +404,7 @@ def server(
                                           help="Dash app port (default 8050)."),
 ) -> None:
     """Collector (OTLP :4318/:4317) + Dash app + /metrics on this machine, on one store."""
-    from mltrace_otel.collector.server import run_server
+    from mltrace_otel.server import run_server
 
     code = run_server(_serve_settings(ctx, host=host, otlp_http_port=http_port, otlp_grpc_port=grpc_port,
                                       ui_port=ui_port))

@@ -3,16 +3,19 @@
 Modules: :mod:`.otlp` (decode and check requests, OTLP/JSON to protobuf), :mod:`.pipeline`
 (bounded queue, batching, the one writer thread), :mod:`.receiver` (decode → queue → ack),
 :mod:`.http_server`, :mod:`.grpc_server`, :mod:`.metrics` (self-health metrics),
-:mod:`.server` (:class:`Collector`, ``run_collector``, ``run_server``).
+:mod:`.indexer` (journaled requests into the store), :mod:`.forward` (OTLP forwarding),
+:mod:`.server` (:class:`Collector`, ``run_collector``). ``mltrace server`` (collector + UI) is
+:mod:`mltrace_otel.server`, above this package.
 
-May import: settings, errors, store; never the SDK. grpc and the store load only when used.
+May import: settings, errors, auth, store; never the SDK or the UI. grpc and the store load only
+when used.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Collector", "run_collector", "run_server"]
+__all__ = ["Collector", "run_collector"]
 
 
 def __getattr__(name: str) -> Any:

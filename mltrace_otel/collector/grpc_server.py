@@ -18,8 +18,8 @@ from typing import Any
 import grpc
 
 from mltrace_otel.collector import otlp
-from mltrace_otel.collector.pipeline import QueueFull, Unavailable
 from mltrace_otel.collector.receiver import Exporter
+from mltrace_otel.errors import BadRequest, QueueFull, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class _Service:
             if self.stopping:
                 raise Unavailable("the collector is shutting down", 2.0)
             result = ex.export(request, otlp.PROTOBUF, "grpc")
-        except otlp.BadRequest as e:
+        except BadRequest as e:
             self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except (QueueFull, Unavailable) as e:
             code = (grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(e, QueueFull)

@@ -48,8 +48,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from mltrace_otel.collector import otlp
-from mltrace_otel.collector.pipeline import QueueFull, Unavailable
 from mltrace_otel.collector.receiver import Exporter
+from mltrace_otel.errors import BadRequest, QueueFull, Unavailable, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
 
@@ -413,7 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             media = otlp.media_type(self.headers.get("Content-Type"))
-        except otlp.UnsupportedMediaType as e:
+        except UnsupportedMediaType as e:
             self._discard_body()
             self._error(415, str(e))
             return
@@ -440,7 +440,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = otlp.decompress(body, self.headers.get("Content-Encoding"), exporter.max_body_bytes)
             result = exporter.export(body, media, protocol)
-        except otlp.BadRequest as e:
+        except BadRequest as e:
             self._error(e.status, str(e), media, protocol=protocol)
             return
         except (QueueFull, Unavailable) as e:

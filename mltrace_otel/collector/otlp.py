@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mltrace_otel import conventions as C
-from mltrace_otel.errors import MltraceError
+from mltrace_otel.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -57,24 +57,6 @@ _MAX_TIME = 2**63 - 1  # DateTime64(9) holds Int64 nanoseconds (year 2262)
 _MAX_ERRORS = 5
 _TOO_DEEP = ("nested too deeply (the limit is 100 levels of messages: an attribute value holds "
              "at most ~31 levels of key-value lists or ~47 of arrays)")
-
-
-class BadRequest(MltraceError):
-    """The request cannot be accepted as sent (HTTP 400; gRPC INVALID_ARGUMENT). Not retryable."""
-
-    status = 400
-
-
-class PayloadTooLarge(BadRequest):
-    """The body exceeds the size limit, compressed or decompressed (HTTP 413)."""
-
-    status = 413
-
-
-class UnsupportedMediaType(BadRequest):
-    """A Content-Type or Content-Encoding the collector does not speak (HTTP 415)."""
-
-    status = 415
 
 
 @dataclass(frozen=True)

@@ -43,30 +43,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mltrace_otel.errors import MltraceError, store_failure
+from mltrace_otel.errors import AckTimeout, QueueFull, Rejected, Unavailable, store_failure
 
 log = logging.getLogger(__name__)
 _DRAIN = object()  # hand-off marker: the inserter drains the spool
-
-
-class QueueFull(MltraceError):
-    """The queue cannot take the request now; retry after :attr:`retry_after` seconds."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message, hint=f"retry after {retry_after:g} s")
-        self.retry_after = retry_after
-
-
-class Unavailable(MltraceError):
-    """The store is stalled or failing (or the collector is stopping); retry later."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message, hint=f"retry after {retry_after:g} s")
-        self.retry_after = retry_after
-
-
-class AckTimeout(Unavailable):
-    """The request's batch was not committed in time (it may still land later)."""
 
 
 @dataclass(frozen=True)
@@ -89,10 +69,6 @@ def _unavailable(e: BaseException) -> bool:
 def _data_error(e: BaseException) -> bool:
     """The insert failed on the data itself (a value the column type cannot hold)."""
     return store_failure(e)[0] == "data"
-
-
-class Rejected(MltraceError):
-    """The store refused this request's data on its own: retrying cannot help (HTTP 400)."""
 
 
 class Pending:

@@ -3,16 +3,16 @@
 The HTTP and gRPC servers both call :meth:`Exporter.export` with a (decompressed) body and map
 its exceptions to their status codes:
 
-=============================  ===========  ====================
-exception                      HTTP         gRPC
-=============================  ===========  ====================
-:class:`~.otlp.BadRequest`     400          INVALID_ARGUMENT
-:class:`~.otlp.PayloadTooLarge` 413         INVALID_ARGUMENT
-:class:`~.otlp.UnsupportedMediaType` 415    (n/a)
-:class:`~.pipeline.QueueFull`  429 + Retry-After   RESOURCE_EXHAUSTED + RetryInfo
-:class:`~.pipeline.Unavailable` 503 + Retry-After  UNAVAILABLE + RetryInfo
-:class:`~.pipeline.Rejected`   400          INVALID_ARGUMENT
-=============================  ===========  ====================
+======================  ===================  =================================
+exception (errors.py)   HTTP                 gRPC
+======================  ===================  =================================
+BadRequest              400                  INVALID_ARGUMENT
+PayloadTooLarge         413                  INVALID_ARGUMENT
+UnsupportedMediaType    415                  (n/a)
+QueueFull               429 + Retry-After    RESOURCE_EXHAUSTED + RetryInfo
+Unavailable             503 + Retry-After    UNAVAILABLE + RetryInfo
+Rejected                400                  INVALID_ARGUMENT
+======================  ===================  =================================
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from mltrace_otel.auth import token_matches
 from mltrace_otel.collector import otlp
 from mltrace_otel.collector.metrics import CollectorMetrics
-from mltrace_otel.collector.pipeline import AckTimeout, IngestQueue, QueueFull, Rejected, Unavailable
+from mltrace_otel.collector.pipeline import IngestQueue
+from mltrace_otel.errors import AckTimeout, BadRequest, PayloadTooLarge, QueueFull, Rejected, Unavailable
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class Exporter:
     def check_size(self, n: int) -> None:
         """Raise PayloadTooLarge for a body of ``n`` bytes over the limit."""
         if n > self.max_body_bytes:
-            raise otlp.PayloadTooLarge(
+            raise PayloadTooLarge(
                 f"request body of {n} bytes exceeds the limit of {self.max_body_bytes} bytes",
                 hint="send smaller batches or raise MLTRACE_MAX_BODY_BYTES")
 
@@ -71,7 +72,7 @@ class Exporter:
         try:
             self.check_size(len(body))
             decoded = otlp.decode(body, media)
-        except otlp.BadRequest:
+        except BadRequest:
             m.rejected.labels("bad_request").inc()
             raise
         m.received.labels(protocol).inc(decoded.spans + decoded.rejected)
@@ -95,7 +96,7 @@ class Exporter:
             m.dropped.labels("ack_timeout").inc(decoded.spans)
             raise
         except Rejected as e:
-            raise otlp.BadRequest(str(e)) from None
+            raise BadRequest(str(e)) from None
         if self._forward is not None:  # after the acknowledgement: a retried request is not sent twice
             self._forward(decoded.payload, decoded.spans)
         error = decoded.error

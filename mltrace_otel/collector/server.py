@@ -1,5 +1,5 @@
-"""Running the collector: the :class:`Collector` object, and the ``mltrace collector`` /
-``mltrace server`` entry points.
+"""Running the collector: the :class:`Collector` object and the ``mltrace collector`` entry point
+(``mltrace server``, the collector plus the UI, is composed above it in :mod:`mltrace_otel.server`).
 
 Contract with the CLI (``mltrace_otel/cli``)::
 
@@ -7,9 +7,6 @@ Contract with the CLI (``mltrace_otel/cli``)::
         -> settings = Settings.from_env(store_url=URL).replace(host=H, otlp_http_port=P,
                                                                otlp_grpc_port=G)  # flags given
         -> return run_collector(settings)          # the process exit code
-    mltrace [--store URL] server [same flags] [--ui-port U]
-        -> ... ui_port=U ...
-        -> return run_server(settings)
 
 The token, limits and batch sizes come from the environment (MLTRACE_TOKEN,
 MLTRACE_MAX_BODY_BYTES, MLTRACE_QUEUE_SPANS, MLTRACE_BATCH_ROWS, MLTRACE_BATCH_DELAY_S).
@@ -19,8 +16,8 @@ They raise :class:`~mltrace_otel.errors.MltraceError` (StoreUnavailable, ConfigE
 that cannot be bound) before serving; the CLI prints it as usual. One log line per start names
 every address.
 
-Imports: settings, errors, store (``open_store``), the collector modules; the Dash app and the
-store metrics are imported only when present.
+Imports: settings, errors, store (``open_store``), the collector modules; the store metrics are
+imported only when present. Never the Dash app: the collector does not depend on the UI.
 """
 
 from __future__ import annotations
@@ -291,15 +288,18 @@ class Collector:
 
 # --- entry points --------------------------------------------------------------------------------
 
-def _setup_logging() -> None:
+def setup_logging() -> None:
+    """INFO lines of mltrace's own loggers on stderr (a process that configured logging keeps
+    its handlers; only mltrace's level is raised to INFO)."""
     root = logging.getLogger()
+    ours = logging.getLogger("mltrace_otel")
     if not root.handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    elif log.getEffectiveLevel() > logging.INFO:
-        log.setLevel(logging.INFO)
+    elif ours.getEffectiveLevel() > logging.INFO:
+        ours.setLevel(logging.INFO)
 
 
-class _StopSignals:
+class StopSignals:
     """SIGTERM/SIGINT set :attr:`stop` from the moment this is entered (before anything starts,
     so a signal during start-up is not lost or fatal); the old handlers come back on exit."""
 
@@ -307,7 +307,7 @@ class _StopSignals:
         self.stop = threading.Event()
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopSignals:
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._previous[sig] = signal.signal(sig, lambda signum, frame: self.stop.set())
@@ -337,10 +337,10 @@ def run_collector(settings: Settings) -> int:
         StoreUnavailable: the store cannot be opened.
         ConfigError: a port cannot be bound.
     """
-    _setup_logging()
+    setup_logging()
     share.tune_engine_allocator()
-    with _StopSignals() as signals:
-        store, shared = _open_shared(settings)
+    with StopSignals() as signals:
+        store, shared = open_shared(settings)
         collector = None
         try:
             collector = Collector(settings, store, drain_every_s=0.0 if shared else 2.0)
@@ -357,7 +357,7 @@ def run_collector(settings: Settings) -> int:
     return 0
 
 
-def _open_shared(settings: Settings) -> tuple[Any, bool]:
+def open_shared(settings: Settings) -> tuple[Any, bool]:
     """Open the store and, when it is the embedded one held here, share it with other
     processes (CLI, Python API; the sharing drains the spool too). The store and whether it
     is shared."""
@@ -371,75 +371,3 @@ def _open_shared(settings: Settings) -> tuple[Any, bool]:
         except NotImplementedError:  # a store without sharing: the collector drains instead
             shared = False
     return store, shared
-
-
-def _start_ui(settings: Settings, store: Any, metrics_body: Any) -> tuple[Any, str] | None:
-    """Serve the Dash app (and /metrics on it) on settings.ui_port; None if it is not installed."""
-    try:
-        from mltrace_otel.dashboards.app import create_app
-    except ImportError as e:
-        log.warning("the Dash app is not available (%s); serving the collector only", e)
-        return None
-    from werkzeug.serving import make_server
-
-    app = create_app(settings, store)
-    flask_app = app.server
-    if "mltrace_metrics" not in flask_app.view_functions:
-        from flask import Response
-
-        def mltrace_metrics() -> Any:
-            body, ctype = metrics_body()
-            return Response(body, mimetype=None, content_type=ctype)
-
-        flask_app.add_url_rule("/metrics", "mltrace_metrics", mltrace_metrics)
-    try:
-        httpd = make_server(settings.host, settings.ui_port, flask_app, threaded=True)
-    except OSError as e:
-        raise ConfigError(f"cannot bind the UI on {settings.host}:{settings.ui_port}: {e.strerror or e}",
-                          hint="choose another --ui-port / MLTRACE_UI_PORT") from None
-    threading.Thread(target=httpd.serve_forever, name="mltrace-ui", daemon=True).start()
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return httpd, f"http://{host}:{httpd.server_port}/"
-
-
-def run_server(settings: Settings) -> int:
-    """``mltrace server``: collector + Dash app + /metrics on one machine.
-
-    Like :func:`run_collector`, plus: the Dash app (``create_app(settings, store)``) on
-    ``settings.ui_port`` with ``/metrics`` next to it, and ``store.serve_shared()`` so the CLI
-    and the Python API can query the embedded store while the server holds it (it also drains
-    the spool every second). Blocks until SIGTERM/SIGINT, then stops everything and returns 0.
-
-    Raises:
-        StoreUnavailable: the store cannot be opened.
-        ConfigError: a port cannot be bound.
-    """
-
-    _setup_logging()
-    share.tune_engine_allocator()
-    with _StopSignals() as signals:
-        _serve(settings, signals)
-    log.info("mltrace server stopped")
-    return 0
-
-
-def _serve(settings: Settings, signals: _StopSignals) -> None:
-    store, shared = _open_shared(settings)
-    ui = None
-    collector = None
-    clean = True
-    try:
-        collector = Collector(settings, store, drain_every_s=0.0 if shared else 2.0)
-        collector.start()
-        ui = _start_ui(settings, store, collector.metrics_body)
-        ui_text = f", UI {ui[1]}" if ui else ""
-        log.info("mltrace server listening: %s%s", collector.describe(), ui_text)
-        signals.wait()
-        log.info("mltrace server stopping")
-    finally:
-        if ui is not None:
-            ui[0].shutdown()
-        if collector is not None:
-            clean = collector.stop_clean()
-        if clean:
-            store.close()

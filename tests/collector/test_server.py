@@ -34,7 +34,7 @@ def test_server_runs_collector_ui_metrics_and_shares_the_store(tmp_path: Path) -
     http_port, grpc_port, ui_port = _free_port(), _free_port(), _free_port()
     env = _env(home, MLTRACE_OTLP_HTTP_PORT=str(http_port), MLTRACE_OTLP_GRPC_PORT=str(grpc_port),
                MLTRACE_UI_PORT=str(ui_port), MLTRACE_BATCH_DELAY_S="0.1")
-    server = subprocess.Popen([sys.executable, "-m", "mltrace_otel.collector", "server"], env=env,
+    server = subprocess.Popen([sys.executable, "-m", "mltrace_otel.server"], env=env,
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
     try:
         _wait_healthy(server, http_port)
