@@ -1,25 +1,39 @@
-"""The durable local spool: span batches waiting for the store.
+"""The durable queue of OTLP requests: the SDK's spool and the collector's ingest journal.
 
-The SDK writes (it never opens the store); any process that opens the embedded store, and the
-collector, drain it. One file per batch, holding one serialized OTLP
-``ExportTraceServiceRequest`` (protobuf), so the drain and the collector share one ingest path.
+One format and one piece of code for both (issue 15): **segment files** of **records**, each
+record one serialized OTLP ``ExportTraceServiceRequest`` with its sequence number, span count
+and a CRC-32::
 
-Life of a batch file, all in ``Settings.spool_dir``::
+    record   = <QIII: Seq, Spans, payload length, CRC-32 of the three and the payload> payload
+    segment  = record*          (all Seqs of a segment fall in one SEGMENT_NS-wide slot)
+    <first Seq:020d>-<writer>.open   a live writer appends here (writer = "<pid>-<hex>" or a name)
+    <first Seq:020d>-<writer>.seg    sealed: complete, no more records
 
-    .tmp-<name>          being written (ignored; left behind only by a writer killed mid-write,
-                         whose export had not returned, and removed after an hour)
-    <name>.otlp          sealed: complete, fsynced, atomically renamed into place
-    <name>.otlp.claim-<pid>   claimed by one draining process (atomic rename, so two drains
-                         never take the same file); deleted after its rows are committed.
-                         A claim whose process is dead is taken back by the next drain.
+A writer (:class:`SegmentWriter`) appends to segments of its own, so writers never share a
+file. A record cut short at the end of a segment is a write that a crash interrupted: it was
+never acknowledged, and readers skip it. A record damaged on disk (a CRC that fails, a header
+that makes no sense) is skipped alone: :func:`scan` resynchronises on the next record whose
+header and CRC check out, so every record after the damage is kept, and reports the count.
 
-``<name>`` = ``<time_ns:020d>-<pid>-<random hex>``; it is also the insert de-duplication token,
-so a batch re-inserted after a crash between commit and delete is not stored twice.
+The two users:
+
+- **The SDK's spool** (``Settings.spool_dir``): with no collector configured, or when OTLP
+  fails, the SDK writes each batch with :func:`write_batch` (a sealed, fsynced segment of one
+  record: it survives kill -9 and power loss). Any process that opens the embedded store, and the
+  collector, drains it: :func:`claim_all` claims a sealed segment (or one whose writer died) by an
+  atomic rename to ``<name>.seg.claim-<pid>``, so two drains never take the same file; the drain
+  inserts its records with the segment's name as the insert de-duplication token, then deletes
+  it. A claim whose process died is taken back by the next drain. Spool files of version 0.1
+  (``<time>-<pid>-<hex>.otlp``, one request per file, no header) are still drained.
+- **The collector's ingest journal** (:mod:`mltrace_otel.store.journal`): one
+  :class:`SegmentWriter` per store directory, not fsynced (like the store's own inserts: it
+  survives the collector being killed, not the machine losing power), indexed into the store in
+  large inserts with per-range tokens and progress rows.
 
 Private files: spans hold pointer names, code and notes, so what mltrace writes locally is for
 its user only, whatever the umask: the spool directory (like MLTRACE_DIR, the embedded store's
 directory and the artifact directory, through :func:`private_dir` / :func:`secure_home`) is
-created 0700 and batch files 0600.
+created 0700 and segment files 0600.
 
 Imports nothing from the project.
 """
@@ -28,25 +42,71 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import stat
+import struct
 import threading
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-SUFFIX = ".otlp"
+OPEN = ".open"
+SEALED = ".seg"
 CLAIM = ".claim-"
-TMP_PREFIX = ".tmp-"
+LEGACY = ".otlp"
+"""Spool batch files of version 0.1 (one request per file, no record header)."""
+SEGMENT_NS = 10_000_000_000
+"""Seq slot of one segment (10 s of ns Seqs): a writer starts a new segment when a Seq leaves the
+slot of the open one. The journal deletes whole slots once indexed."""
 DIR_MODE = 0o700
 """Mode of every directory mltrace creates (MLTRACE_DIR, spool, embedded store, artifacts)."""
 FILE_MODE = 0o600
-"""Mode of spool batch files."""
+"""Mode of segment files."""
+HEAD = struct.Struct("<QIII")
+"""A record's header: Seq, Spans, payload length, CRC-32."""
 
 _log = logging.getLogger("mltrace_otel")
 _secured: set[str] = set()
 _secured_lock = threading.Lock()
+_NAME = re.compile(r"(\d{1,20})-(.+)")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One queued request: its sequence number, span count and serialized bytes."""
+
+    seq: int
+    spans: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Record:
+    """Where a whole, CRC-checked record lies in a segment file."""
+
+    seq: int
+    spans: int
+    path: Path
+    offset: int  # of the payload
+    length: int
+
+
+def next_seq(last_seq: int) -> int:
+    """The next sequence number: now in ns, and always past ``last_seq``."""
+    return max(time.time_ns(), last_seq + 1)
+
+
+def _crc(seq: int, spans: int, payload: bytes | memoryview) -> int:
+    return zlib.crc32(payload, zlib.crc32(struct.pack("<QII", seq, spans, len(payload))))
+
+
+def encode(entries: Sequence[Entry]) -> bytes:
+    """Records for ``entries``, back to back (one ``write``)."""
+    return b"".join(HEAD.pack(e.seq, e.spans, len(e.payload), _crc(e.seq, e.spans, e.payload)) + e.payload
+                    for e in entries)
 
 
 def private_dir(path: Path) -> Path:
@@ -96,30 +156,237 @@ def secure_home(mltrace_dir: Path) -> None:
         _log.debug("mltrace: cannot make %s private: %s", mltrace_dir, e)
 
 
-def write_batch(spool_dir: Path, payload: bytes) -> Path:
-    """Durably add one serialized ExportTraceServiceRequest to the spool; return its path.
+# --- segments --------------------------------------------------------------------------------
 
-    The file appears under its final name only once complete and fsynced, so a reader never
-    sees half a batch, and a batch whose write returned survives kill -9 and power loss.
-    The directory is created 0700 and the file 0600 (see the module docstring).
-    """
-    if not spool_dir.is_dir():
-        private_dir(spool_dir)
-    name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(6)}{SUFFIX}"
-    tmp = spool_dir / (TMP_PREFIX + name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+def segment_slot(path: Path) -> int | None:
+    """The Seq slot (Seq // SEGMENT_NS) a segment file's records belong to; None for a name that is
+    not a segment. ``<first seq>-<writer>.open|.seg`` (and the journal's first version:
+    ``<slot:012d>.seg``)."""
+    name = path.name
+    if CLAIM in name:
+        name = name[:name.index(CLAIM)]
+    if name.endswith(SEALED):
+        stem = name[:-len(SEALED)]
+    elif name.endswith(OPEN):
+        stem = name[:-len(OPEN)]
+    else:
+        return None
+    if stem.isdigit() and len(stem) == 12:
+        return int(stem)
+    m = _NAME.fullmatch(stem)
+    return int(m.group(1)) // SEGMENT_NS if m else None
+
+
+def writer_pid(path: Path) -> int | None:
+    """The pid of the writer that named a segment ``<seq>-<pid>-<hex>``; None for named writers."""
+    m = _NAME.fullmatch(path.name.split(".", 1)[0])
+    if not m:
+        return None
+    pid = m.group(2).split("-", 1)[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def _record_at(data: memoryview, at: int, slot: int, path: Path) -> Record | None:
+    """The record starting at ``at`` if its header is plausible (a Seq of this slot, a payload that
+    fits) and its CRC checks out; else None."""
+    if at + HEAD.size > len(data):
+        return None
+    seq, spans, n, crc = HEAD.unpack_from(data, at)
+    start = at + HEAD.size
+    if seq // SEGMENT_NS != slot or start + n > len(data):
+        return None
+    if _crc(seq, spans, data[start:start + n]) != crc:
+        return None
+    return Record(seq, spans, path, start, n)
+
+
+def _resync(data: memoryview, start: int, slot: int, path: Path) -> int | None:
+    """The first offset at or after ``start`` where a valid record begins (None: none).
+
+    Candidates are found with ``bytes.find``: every Seq of a slot shares its top bytes (Seqs are
+    ns, a slot spans 10 s < 2**40 ns, so bits 40-63 take at most two values)."""
+    raw = data.obj if isinstance(data.obj, bytes) else bytes(data)
+    lo, hi = slot * SEGMENT_NS, (slot + 1) * SEGMENT_NS - 1
+    best: int | None = None
+    for needle in {(lo >> 40).to_bytes(3, "little"), (hi >> 40).to_bytes(3, "little")}:
+        pos = start + 5
+        while True:
+            pos = raw.find(needle, pos)
+            if pos < 0 or (best is not None and pos - 5 >= best):
+                break
+            if _record_at(data, pos - 5, slot, path) is not None:
+                best = pos - 5
+                break
+            pos += 1
+    return best
+
+
+def _whole_but_damaged(data: memoryview, at: int, slot: int) -> bool:
+    """A record at ``at`` whose header is plausible and whose payload is all there (so not a write
+    a crash cut short), but whose CRC fails: damage, not a torn tail."""
+    seq, _spans, n, _crc_value = HEAD.unpack_from(data, at)
+    return seq // SEGMENT_NS == slot and at + HEAD.size + n == len(data)
+
+
+def scan(path: Path, data: bytes | None = None) -> tuple[list[Record], int, int]:
+    """The whole records of one segment file, how many damaged records were skipped (each logged
+    at ERROR), and the offset where the good data ends (a torn tail starts there)."""
+    slot = segment_slot(path)
+    if slot is None:
+        raise ValueError(f"{path} is not a segment file")
+    view = memoryview(data if data is not None else path.read_bytes())  # checked in place, not copied
+    records: list[Record] = []
+    corrupt, at, end = 0, 0, len(view)
+    while at + HEAD.size <= end:
+        rec = _record_at(view, at, slot, path)
+        if rec is not None:
+            records.append(rec)
+            at = rec.offset + rec.length
+            continue
+        nxt = _resync(view, at + 1, slot, path)
+        if nxt is None:
+            if _whole_but_damaged(view, at, slot):
+                corrupt += 1
+                _log.error("mltrace: queue segment %s: the last record (at byte %d) is damaged (CRC "
+                           "mismatch); skipped", path, at)
+                at = end
+            break  # else a torn tail: a write a crash cut short, never acknowledged
+        corrupt += 1
+        _log.error("mltrace: queue segment %s: %d damaged bytes at byte %d skipped (a record lost); "
+                   "the records after them are kept", path, nxt - at, at)
+        at = nxt
+    return records, corrupt, at
+
+
+def read(records: Sequence[Record]) -> Iterator[Entry]:
+    """The payloads of scanned records."""
+    files: dict[Path, object] = {}
     try:
-        view = memoryview(payload)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
+        for r in records:
+            f = files.get(r.path) or files.setdefault(r.path, open(r.path, "rb"))  # noqa: SIM115
+            f.seek(r.offset)  # type: ignore[attr-defined]
+            yield Entry(r.seq, r.spans, f.read(r.length))  # type: ignore[attr-defined]
     finally:
-        os.close(fd)
-    final = spool_dir / name
-    os.replace(tmp, final)
-    _fsync_dir(spool_dir)
-    return final
+        for f in files.values():
+            f.close()  # type: ignore[attr-defined]
+
+
+def payloads(path: Path) -> list[bytes]:
+    """The requests a spool or journal file holds (a 0.1 batch file: its whole content)."""
+    data = path.read_bytes()
+    if path.name.endswith(LEGACY):
+        return [data]
+    records, _, _ = scan(path, data)
+    return [data[r.offset:r.offset + r.length] for r in records]
+
+
+def segments(directory: Path) -> list[tuple[int, Path]]:
+    """The segment files of a directory (open and sealed, not claimed) with their Seq slots, in
+    order of their first Seq."""
+    if not directory.is_dir():
+        return []
+    out = []
+    for p in directory.iterdir():
+        if CLAIM in p.name:
+            continue
+        slot = segment_slot(p)
+        if slot is not None:
+            out.append((slot, p))
+    return sorted(out, key=lambda sp: (sp[0], sp[1].name))
+
+
+class SegmentWriter:
+    """Appends records to segment files of its own in ``directory`` (thread-safe).
+
+    Args:
+        directory: the queue directory (created 0700).
+        writer: the writer's name in its file names; default ``<pid>-<random hex>``, which lets a
+            drain tell a dead writer's open segment from a live one's.
+        fsync: make each append durable against power loss (the SDK's spool), not only against
+            the process dying (the collector's journal).
+    """
+
+    def __init__(self, directory: Path, writer: str | None = None, *, fsync: bool = False) -> None:
+        self.directory = directory
+        self.writer = writer or f"{os.getpid()}-{secrets.token_hex(6)}"
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._slot: int | None = None
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Write records in Seq order, each to a segment of its Seq's slot (one ``write`` per slot).
+        A failed write is cut back off its segment; if even that fails, the segment is sealed, so
+        no record ever follows a torn one.
+
+        Raises:
+            OSError: the records could not be written (disk full, permissions): none of them is.
+        """
+        with self._lock:
+            k = 0
+            while k < len(entries):
+                slot = entries[k].seq // SEGMENT_NS
+                j = k
+                while j < len(entries) and entries[j].seq // SEGMENT_NS == slot:
+                    j += 1
+                self._write(slot, entries[k].seq, encode(entries[k:j]))
+                k = j
+
+    def _write(self, slot: int, first_seq: int, chunk: bytes) -> None:
+        if self._slot != slot:
+            self._seal()
+            private_dir(self.directory)
+            self._path = self.directory / f"{first_seq:020d}-{self.writer}{OPEN}"
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+            self._slot = slot
+        fd = self._fd
+        assert fd is not None
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+            if self.fsync:
+                os.fsync(fd)
+        except BaseException:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:  # a half record stays at the end: nothing may follow it
+                self._seal()
+            raise
+
+    def seal(self) -> None:
+        """Close the open segment and mark it complete (readers may now take it whole)."""
+        with self._lock:
+            self._seal()
+
+    def _seal(self) -> None:
+        if self._fd is None:
+            return
+        fd, path = self._fd, self._path
+        self._fd, self._path, self._slot = None, None, None
+        try:
+            os.close(fd)
+            if path is not None:
+                os.replace(path, path.with_name(path.name[:-len(OPEN)] + SEALED))
+                if self.fsync:
+                    _fsync_dir(self.directory)
+        except OSError as e:  # a dead writer's .open segment is drained all the same
+            _log.warning("mltrace: cannot seal queue segment %s: %s", path, e)
+
+
+def write_batch(spool_dir: Path, payload: bytes, spans: int = 0) -> Path:
+    """Durably add one serialized ExportTraceServiceRequest (of ``spans`` spans) to the spool: a
+    sealed, fsynced segment of one record; its path. A reader never takes a half-written one
+    (it is ``.open`` until sealed), and one whose write returned survives kill -9 and power loss.
+    """
+    writer = SegmentWriter(spool_dir, fsync=True)
+    writer.append([Entry(next_seq(0), spans, payload)])
+    path = writer._path
+    writer.seal()
+    assert path is not None
+    return path.with_name(path.name[:-len(OPEN)] + SEALED)
 
 
 def _fsync_dir(d: Path) -> None:
@@ -148,76 +415,82 @@ def pid_alive(pid: int) -> bool:
 
 @dataclass(frozen=True)
 class Claimed:
-    """A batch this process has claimed: read :attr:`payload`, insert, then :meth:`done`."""
+    """A spool segment this process has claimed: read :meth:`entries`, insert them with
+    :attr:`token`, then :meth:`done` (or :meth:`release` to give it back)."""
 
     path: Path
     token: str
+    restore: str  # the name it goes back to on release
 
-    @property
-    def payload(self) -> bytes:
-        """The serialized ExportTraceServiceRequest."""
-        return self.path.read_bytes()
+    def entries(self) -> tuple[list[Entry], int]:
+        """Its whole records (a 0.1 batch file: its one request) and how many damaged ones were
+        skipped. Raises OSError when it cannot be read."""
+        data = self.path.read_bytes()
+        if self.restore.endswith(LEGACY):
+            return [Entry(0, 0, data)], 0
+        records, corrupt, _ = scan(self.path.with_name(self.restore), data)
+        return [Entry(r.seq, r.spans, data[r.offset:r.offset + r.length]) for r in records], corrupt
 
     def done(self) -> None:
-        """The batch's rows are committed: remove the file."""
+        """Its rows are committed: remove the file."""
         try:
             self.path.unlink()
         except FileNotFoundError:
             pass
 
     def release(self) -> None:
-        """Give the batch back unprocessed (e.g. the store refused it for a passing reason)."""
+        """Give it back unprocessed (e.g. the store refused it for a passing reason)."""
         try:
-            os.replace(self.path, self.path.with_name(self.token + SUFFIX))
+            os.replace(self.path, self.path.with_name(self.restore))
         except FileNotFoundError:
             pass
 
 
+def _drainable(p: Path, me: int) -> str | None:
+    """The name ``p`` is restored to if a drain may take it now, else None: a sealed segment, a
+    dead writer's open one, a 0.1 batch file, or a claim whose drain died."""
+    name = p.name
+    if CLAIM in name:
+        base, _, pid = name.rpartition(CLAIM)
+        return base if pid.isdigit() and int(pid) != me and not pid_alive(int(pid)) else None
+    if name.endswith(SEALED) and segment_slot(p) is not None:
+        return name
+    if name.endswith(LEGACY) and not name.startswith("."):
+        return name
+    if name.endswith(OPEN):
+        pid = writer_pid(p)
+        return name if pid is not None and pid != me and not pid_alive(pid) else None
+    return None
+
+
 def pending(spool_dir: Path) -> list[Path]:
-    """Sealed, unclaimed batch files, oldest first."""
+    """Spool files a drain would take now (sealed or abandoned, unclaimed), oldest first."""
     if not spool_dir.is_dir():
         return []
-    return sorted(p for p in spool_dir.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith("."))
+    me = os.getpid()
+    return sorted(p for p in spool_dir.iterdir() if CLAIM not in p.name and _drainable(p, me))
 
 
 def claim_all(spool_dir: Path) -> Iterator[Claimed]:
-    """Claim every sealed batch (and every claim left by a dead process), oldest first.
-
-    Safe when several processes drain at once: each file is claimed by exactly one of them.
-    Claims are made lazily, one file per iteration, so stopping early leaves the rest.
-    """
+    """Claim every drainable spool file (see :func:`pending`, plus claims of dead drains), oldest
+    first. Safe when several processes drain at once: each file is claimed by exactly one. Claims
+    are made lazily, one file per iteration, so stopping early leaves the rest."""
     if not spool_dir.is_dir():
         return
     me = os.getpid()
-    now = time.time()
-    candidates: list[tuple[str, Path]] = []
-    for p in spool_dir.iterdir():
-        name = p.name
-        if name.startswith(TMP_PREFIX):
-            try:
-                if now - p.stat().st_mtime > 3600:
-                    p.unlink()
-            except FileNotFoundError:
-                pass
-            continue
-        if name.endswith(SUFFIX):
-            candidates.append((name[: -len(SUFFIX)], p))
-        elif CLAIM in name:
-            base, _, pid = name.rpartition(CLAIM)
-            if pid.isdigit() and int(pid) != me and not pid_alive(int(pid)):
-                candidates.append((base[: -len(SUFFIX)], p))
-    candidates.sort()
-    for token, p in candidates:
-        target = spool_dir / f"{token}{SUFFIX}{CLAIM}{me}"
+    candidates = sorted((base, p) for p in spool_dir.iterdir() if (base := _drainable(p, me)))
+    for base, p in candidates:
+        target = spool_dir / f"{base}{CLAIM}{me}"
         try:
             os.rename(p, target)
         except FileNotFoundError:
             continue  # another drain took it
-        yield Claimed(target, token)
+        token = base[:-len(LEGACY)] if base.endswith(LEGACY) else base.rsplit(".", 1)[0]
+        yield Claimed(target, token, base)
 
 
 def size_bytes(spool_dir: Path) -> int:
-    """Total bytes of sealed and claimed batches (for the spool size cap)."""
+    """Total bytes of the spool's files (for the spool size cap)."""
     if not spool_dir.is_dir():
         return 0
     total = 0

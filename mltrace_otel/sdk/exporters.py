@@ -129,7 +129,7 @@ class DeliveringExporter(SpanExporter):
             return SpanExportResult.FAILURE
         try:
             spool.secure_home(self._settings.mltrace_dir)  # 0700, before the spool in it
-            spool.write_batch(d, payload)
+            spool.write_batch(d, payload, n)
         except OSError as e:
             COUNTERS.add("dropped", n, f"cannot write the spool {d}: {e}")
             return SpanExportResult.FAILURE

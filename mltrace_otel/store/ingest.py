@@ -454,29 +454,33 @@ def insert_spans(store: Any, spans: Sequence[Any]) -> IngestResult:
 def _move_aside(claimed: spool.Claimed, reason: str) -> None:
     bad = claimed.path.parent / BAD_DIR
     bad.mkdir(mode=0o700, exist_ok=True)
-    target = bad / (claimed.token + spool.SUFFIX)
+    target = bad / claimed.restore
     try:
         os.replace(claimed.path, target)
     except FileNotFoundError:
         return
-    log.error("mltrace: spool batch %s moved to %s: %s", claimed.token, target, reason)
+    log.error("mltrace: spool file %s moved to %s: %s", claimed.restore, target, reason)
 
 
 def drain_spool(store: Any) -> int:
-    """Move every batch of the local spool into the store, exactly once; spans stored.
+    """Move every sealed segment of the local spool (:mod:`mltrace_otel.spool`) into the store,
+    exactly once; spans stored.
 
-    Each batch is claimed (an atomic rename, so concurrent drains never share one), inserted
-    with its name as ``insert_deduplication_token`` (a batch re-inserted after a crash between
-    commit and delete is stored once), then deleted. An unreadable batch is moved to
-    ``spool/bad/`` with a logged error and never blocks the rest; a batch the store refuses is
-    given back (logged) for the next drain; when the store goes away the batch is given back
-    and the error raised.
+    Each segment is claimed (an atomic rename, so concurrent drains never share one), its records
+    inserted in one insert with the segment's name as ``insert_deduplication_token`` (a segment
+    re-inserted after a crash between commit and delete is stored once), then deleted. A damaged
+    record is skipped alone (logged at ERROR by the scan); a segment that cannot be read or parsed
+    at all is moved to ``spool/bad/`` with a logged error and never blocks the rest; a segment the
+    store refuses is given back (logged) for the next drain; when the store goes away it is given
+    back and the error raised.
     """
     total = 0
     for claimed in spool.claim_all(store.settings.spool_dir):
         try:
-            payload = claimed.payload
-            cols = rows_from_otlp(payload)
+            entries, _corrupt = claimed.entries()
+            cols = Columns()
+            for entry in entries:
+                rows_from_otlp(entry.payload, into=cols)
         except (OSError, ValueError) as e:
             _move_aside(claimed, str(e))
             continue
@@ -485,12 +489,12 @@ def drain_spool(store: Any) -> int:
         except StoreUnavailable:
             claimed.release()
             raise
-        except Exception as e:  # the store refused it: keep the batch for the next drain
+        except Exception as e:  # the store refused it: keep the segment for the next drain
             claimed.release()
-            log.error("mltrace: spool batch %s not drained, kept for the next drain: %s", claimed.token, e)
+            log.error("mltrace: spool file %s not drained, kept for the next drain: %s", claimed.restore, e)
             continue
         if result.rejected:
-            log.warning("mltrace: spool batch %s: %d spans rejected: %s", claimed.token,
+            log.warning("mltrace: spool file %s: %d spans rejected: %s", claimed.restore,
                         result.rejected, "; ".join(result.errors))
         claimed.done()
         total += result.accepted

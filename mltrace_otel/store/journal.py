@@ -1,30 +1,17 @@
 """The ingest journal: serialized OTLP requests committed before they are indexed.
 
 The collector's "journaled" acknowledgement (``collector/indexer.py``) answers a request once
-its bytes are appended to the journal: segment files in the embedded store's directory
-(``<store>/mltrace-journal/<database>/<segment>.seg``, one per 10 s of sequence numbers), a single
-``write`` per batch of requests. Indexing the same spans into ``otel_traces`` and the mltrace
-tables costs the engine ~100 ms of fixed work per insert; the indexer indexes many journaled
-requests per insert, which is where the throughput comes from.
+its bytes are appended to the journal, a queue directory in the embedded store's directory
+(``<store>/mltrace-journal/<database>/``) in the one queue format of :mod:`mltrace_otel.spool`
+(segment files of CRC-checked records, one ``write`` per batch, one segment per 10 s of
+sequence numbers). Indexing the same spans into ``otel_traces`` and the mltrace tables costs the
+engine ~100 ms of fixed work per insert; the indexer indexes many journaled requests per insert,
+which is where the throughput comes from. Durability is the store's own: like an engine insert
+(no fsync), an append survives the collector being killed, not the machine losing power.
 
-Why files and not a table: a MergeTree insert per batch (as the first version did) cost the
-engine 3-8 µs per span -- a part of ~10 files created, then dropped, per batch, and the
-RowBinary parse -- a fifth of the collector's CPU at 50,000 spans/s. An append costs a write.
-Durability is the store's own: like an engine insert (no fsync), an append survives the
-collector being killed, not the machine losing power.
-
-Record: ``<QIII`` (Seq, Spans, payload length, CRC-32 of the three and the payload), then the
-payload. A record cut short at the end of its segment is a write a crash interrupted (never
-acknowledged): :meth:`Journal.scan` truncates it away. A record whose bytes were damaged on
-disk (its CRC fails, or its header is garbage) is skipped alone: the scan resynchronises on the
-next record whose header and CRC check out and keeps everything after it, logs an ERROR with the
-count, and :attr:`Recovered.corrupt` reports it (``mltrace_collector_journal_corrupt_records_total``).
-
-Segment files are created 0600 in a 0700 directory: they hold every span, like the store.
-
-A request that no way of indexing can store (:mod:`mltrace_otel.collector.indexer` tries the
-engine, the Python renderer, then each span alone and stripped) is set aside, never deleted:
-:meth:`Journal.set_aside` writes it to ``rejected/<seq>-<span>.otlp`` beside the segments.
+Recovery (:meth:`Journal.scan`) cuts a record a crash cut short off the end of its segment (it was
+never acknowledged) and skips a record damaged on disk alone, keeping everything after it (logged
+at ERROR, :attr:`Recovered.corrupt`, ``mltrace_collector_journal_corrupt_records_total``).
 
 Exactly-once: each index insert covers a contiguous range of journal records and carries the
 insert_deduplication_token :func:`group_token` of that range; its ``mltrace_ingest_progress``
@@ -32,8 +19,12 @@ row (a table: migration 0040) says Done = 0 before the insert and 1 after. After
 :func:`recover` returns the groups left at Done = 0 (indexed again with the same token: the
 store drops what the crashed insert had committed) and the records no group covers.
 
-Imports :mod:`.schema` (identifier quoting) and :mod:`.share` (the embedded store's
-directory); SQL only here.
+A request that no way of indexing can store (:mod:`mltrace_otel.collector.indexer` tries the
+engine, the Python renderer, then each span alone and stripped) is set aside, never deleted:
+:meth:`Journal.set_aside` writes it to ``rejected/<seq>-<span>.otlp`` beside the segments.
+
+Imports :mod:`mltrace_otel.spool` (the queue format), :mod:`.schema` (identifier quoting) and
+:mod:`.share` (the embedded store's directory); SQL only here.
 """
 
 from __future__ import annotations
@@ -41,14 +32,14 @@ from __future__ import annotations
 import bisect
 import logging
 import os
-import struct
 import threading
-import time
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mltrace_otel import spool
+from mltrace_otel.spool import SEGMENT_NS, Entry, next_seq
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +47,8 @@ PROGRESS = "mltrace_ingest_progress"
 LEGACY_TABLE = "mltrace_ingest_journal"
 """The journal table of the first version (dropped by :func:`recover` once its rows are moved)."""
 DIRNAME = "mltrace-journal"
-SEGMENT_NS = 10_000_000_000
-"""Seq range of one segment file (10 s of appends): the unit dropped once indexed."""
-_HEAD = struct.Struct("<QIII")
-_SUFFIX = ".seg"
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One journaled request: its sequence number, span count and serialized bytes."""
-
-    seq: int
-    spans: int
-    payload: bytes
+WRITER = "journal"
+"""The name of the collector's writer in its segment files (one writer per journal)."""
 
 
 @dataclass(frozen=True)
@@ -83,142 +63,59 @@ class Recovered:
     """Damaged records skipped (each at least one request: logged at ERROR)."""
 
 
-@dataclass(frozen=True)
-class _Record:
-    seq: int
-    spans: int
-    path: Path
-    offset: int  # of the payload
-    length: int
-
-
-def _crc(seq: int, spans: int, payload: bytes | memoryview) -> int:
-    return zlib.crc32(payload, zlib.crc32(struct.pack("<QII", seq, spans, len(payload))))
-
-
 class Journal:
-    """The segment files of one store directory. One object per directory and process
-    (:func:`for_store`): the collector's writer appends, its indexer threads drop, under one
-    lock. Only the process holding the embedded store runs a collector on it
-    (``collector/server.py`` refuses a proxied store), so no other process writes here."""
+    """The journal of one store directory. One object per directory and process
+    (:func:`for_store`): the collector's writer appends, its indexer threads drop. Only the
+    process holding the embedded store runs a collector on it (``collector/server.py`` refuses a
+    proxied store), so no other process writes here."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._lock = threading.Lock()
-        self._segment: int | None = None
-        self._file: Any = None
-        self._poisoned: int | None = None  # a segment that must take no more records
-
-    def _path(self, segment: int) -> Path:
-        return self.directory / f"{segment:012d}{_SUFFIX}"
+        self._writer = spool.SegmentWriter(directory, WRITER)
 
     def append(self, entries: Sequence[Entry]) -> None:
-        """Write records in Seq order, each to the segment of its Seq; a failed write is cut
-        back off its segment (nothing half-written stays before later records).
+        """Write records in Seq order (one ``write`` per segment); a failed write leaves nothing
+        half-written before later records.
 
         Raises:
             StoreUnavailable: the journal cannot be written (disk full, permissions).
         """
         from mltrace_otel.errors import StoreUnavailable
 
-        with self._lock:
-            k = 0
-            while k < len(entries):
-                segment = entries[k].seq // SEGMENT_NS
-                if segment == self._poisoned:
-                    raise StoreUnavailable(f"the ingest journal segment {self._path(segment)} ends in a "
-                                           "write that failed and could not be cut off; appends resume "
-                                           "in the next segment (within 10 s)", hint="retry shortly")
-                j = k
-                while j < len(entries) and entries[j].seq // SEGMENT_NS == segment:
-                    j += 1
-                chunk = b"".join(_HEAD.pack(e.seq, e.spans, len(e.payload), _crc(e.seq, e.spans, e.payload))
-                                 + e.payload for e in entries[k:j])
-                try:
-                    f = self._open(segment)
-                    start = f.tell()
-                    try:
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[f.write(view):]
-                    except BaseException:
-                        try:
-                            f.truncate(start)
-                        except OSError:  # a half record stays: a record after it would be lost
-                            self._poisoned = segment
-                        raise
-                except OSError as e:
-                    self._close()
-                    raise StoreUnavailable(f"cannot write the ingest journal in {self.directory}: {e}",
-                                           hint="free disk space, or set MLTRACE_ACK=indexed") from e
-                k = j
+        try:
+            self._writer.append(entries)
+        except OSError as e:
+            raise StoreUnavailable(f"cannot write the ingest journal in {self.directory}: {e}",
+                                   hint="free disk space, or set MLTRACE_ACK=indexed") from e
 
-    def _open(self, segment: int) -> Any:
-        if self._segment != segment:
-            self._close()
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self._path(segment), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            self._file = os.fdopen(fd, "ab", buffering=0)
-            self._segment = segment
-        return self._file
-
-    def _close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        self._file, self._segment = None, None
-
-    def _segments(self) -> list[tuple[int, Path]]:
-        if not self.directory.is_dir():
-            return []
-        out = []
-        for p in self.directory.iterdir():
-            if p.suffix == _SUFFIX and p.stem.isdigit():
-                out.append((int(p.stem), p))
-        return sorted(out)
-
-    def scan(self) -> tuple[list[_Record], int]:
-        """Every whole record in Seq order, and how many damaged records were skipped.
-
-        A record cut short at the end of a segment (a crash mid-write, never acknowledged) is
-        truncated away. A damaged record anywhere else -- a CRC that fails, a header that makes
-        no sense -- is skipped alone: the scan resumes at the next offset holding a record whose
-        header and CRC check out, so every record after the damage is kept."""
-        records: list[_Record] = []
+    def scan(self) -> tuple[list[spool.Record], int]:
+        """Every whole record in Seq order, and how many damaged records were skipped. A
+        segment's torn tail (a crash mid-write: never acknowledged) is truncated away; a damaged
+        record is skipped alone (see :func:`mltrace_otel.spool.scan`)."""
+        records: list[spool.Record] = []
         corrupt = 0
         with self._lock:
-            self._close()
-            for segment, path in self._segments():
-                data = memoryview(path.read_bytes())  # payloads checked in place, not copied
-                at, end = 0, len(data)
-                while at + _HEAD.size <= end:
-                    rec = _record_at(data, at, segment, path)
-                    if rec is not None:
-                        records.append(rec)
-                        at = rec.offset + rec.length
-                        continue
-                    nxt = _resync(data, at + 1, segment, path)
-                    if nxt is None:
-                        if _whole_but_damaged(data, at, segment):
-                            corrupt += 1
-                            log.error("ingest journal %s: the last record (at byte %d) is damaged "
-                                      "(CRC mismatch); skipped", path, at)
-                        break  # a torn tail: cut off below
-                    corrupt += 1
-                    log.error("ingest journal %s: %d damaged bytes at byte %d skipped (a record "
-                              "lost); the records after them are kept", path, nxt - at, at)
-                    at = nxt
-                if at < end:
-                    os.truncate(path, at)
-            self._poisoned = None  # every torn tail is cut off now
+            self._writer.seal()  # appends after a scan go to a new segment
+            for _, path in spool.segments(self.directory):
+                found, bad, good_end = spool.scan(path)
+                records.extend(found)
+                corrupt += bad
+                if good_end < path.stat().st_size:
+                    os.truncate(path, good_end)
         records.sort(key=lambda r: r.seq)
         return records, corrupt
+
+    def read(self, records: Sequence[spool.Record]) -> Iterator[Entry]:
+        """The payloads of scanned records."""
+        return spool.read(records)
 
     def set_aside(self, name: str, payload: bytes) -> Path:
         """Keep a request no way of indexing could store: ``rejected/<name>.otlp`` (0600)."""
         directory = self.directory / "rejected"
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        spool.private_dir(directory)
         path = directory / f"{name}.otlp"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, spool.FILE_MODE)
         try:
             view = memoryview(payload)
             while view:
@@ -227,73 +124,19 @@ class Journal:
             os.close(fd)
         return path
 
-    def read(self, records: Sequence[_Record]) -> Iterator[Entry]:
-        """The payloads of scanned records."""
-        files: dict[Path, Any] = {}
-        try:
-            for r in records:
-                f = files.get(r.path) or files.setdefault(r.path, open(r.path, "rb"))  # noqa: SIM115
-                f.seek(r.offset)
-                yield Entry(r.seq, r.spans, f.read(r.length))
-        finally:
-            for f in files.values():
-                f.close()
-
     def drop_below(self, low_watermark: int) -> int:
-        """Delete the segments wholly below ``low_watermark``; how many."""
+        """Delete the segments whose Seq slot lies wholly below ``low_watermark``; how many."""
         below = low_watermark // SEGMENT_NS
         dropped = 0
         with self._lock:
-            for segment, path in self._segments():
-                if segment < below:
-                    if segment == self._segment:
-                        self._close()
+            for slot, path in spool.segments(self.directory):
+                if slot < below:
+                    if path.name.endswith(spool.OPEN):
+                        self._writer.seal()
+                        path = path.with_name(path.name[:-len(spool.OPEN)] + spool.SEALED)
                     path.unlink(missing_ok=True)
                     dropped += 1
         return dropped
-
-
-def _record_at(data: memoryview, at: int, segment: int, path: Path) -> _Record | None:
-    """The record starting at ``at`` if its header is plausible (a Seq of this segment, a
-    payload that fits) and its CRC checks out; else None."""
-    if at + _HEAD.size > len(data):
-        return None
-    seq, spans, n, crc = _HEAD.unpack_from(data, at)
-    start = at + _HEAD.size
-    if seq // SEGMENT_NS != segment or start + n > len(data):
-        return None
-    if _crc(seq, spans, data[start:start + n]) != crc:
-        return None
-    return _Record(seq, spans, path, start, n)
-
-
-def _resync(data: memoryview, start: int, segment: int, path: Path) -> int | None:
-    """The first offset at or after ``start`` where a valid record begins (None: none).
-
-    Candidates are found with ``bytes.find``: every Seq of a segment shares its top bytes
-    (Seqs are ns, a segment spans 10 s < 2**40 ns, so bits 40-63 take at most two values)."""
-    raw = data.obj if isinstance(data.obj, bytes) else bytes(data)
-    lo, hi = segment * SEGMENT_NS, (segment + 1) * SEGMENT_NS - 1
-    needles = {(lo >> 40).to_bytes(3, "little"), (hi >> 40).to_bytes(3, "little")}
-    best: int | None = None
-    for needle in needles:
-        pos = start + 5
-        while True:
-            pos = raw.find(needle, pos)
-            if pos < 0 or (best is not None and pos - 5 >= best):
-                break
-            if _record_at(data, pos - 5, segment, path) is not None:
-                best = pos - 5
-                break
-            pos += 1
-    return best
-
-
-def _whole_but_damaged(data: memoryview, at: int, segment: int) -> bool:
-    """A record at ``at`` whose header is plausible and whose payload is all there (so not a
-    write a crash cut short), but whose CRC fails: damage, not a torn tail."""
-    seq, _spans, n, _crc_value = _HEAD.unpack_from(data, at)
-    return seq // SEGMENT_NS == segment and at + _HEAD.size + n == len(data)
 
 
 _journals: dict[Path, Journal] = {}
@@ -331,11 +174,6 @@ def append(store: Any, first_seq: int, payloads: Sequence[bytes], spans: Sequenc
     seqs = list(range(first_seq, first_seq + len(payloads)))
     for_store(store).append([Entry(q, n, p) for q, p, n in zip(seqs, payloads, spans, strict=True)])
     return seqs
-
-
-def next_seq(last_seq: int) -> int:
-    """The next sequence number: now in ns, and always past ``last_seq``."""
-    return max(time.time_ns(), last_seq + 1)
 
 
 def mark(store: Any, first_seq: int, last_seq: int, done: bool) -> None:
@@ -417,5 +255,5 @@ def set_aside(store: Any, name: str, payload: bytes) -> str:
 
 
 __all__ = ["Entry", "Journal", "Recovered", "append", "mark", "recover", "drop_indexed", "for_store",
-           "set_aside",
+           "set_aside", "next_seq",
            "group_token", "next_seq", "PROGRESS", "SEGMENT_NS"]

@@ -5,12 +5,14 @@ toward the queue bound (429), and indexed journal partitions are dropped."""
 from __future__ import annotations
 
 import http.client
+import os
 import threading
 import time
 from typing import Any
 
 import pytest
 
+from mltrace_otel import spool
 from mltrace_otel.collector import indexer as indexer_module
 from mltrace_otel.collector.server import Collector
 from mltrace_otel.errors import ConfigError
@@ -160,6 +162,12 @@ def test_recovery_of_a_split_group(tmp_settings: Any, store: Any) -> None:
     assert rec.groups == [] and rec.entries == []
 
 
+def _segment(j: Any) -> Any:
+    """The journal's one segment file (open or sealed)."""
+    (segment,) = [p for p in j.directory.iterdir() if p.name.endswith((spool.OPEN, spool.SEALED))]
+    return segment
+
+
 def test_a_record_a_crash_cut_short_is_dropped_and_appends_go_on(store: Any) -> None:
     """kill -9 in the middle of a write leaves part of a record (never acknowledged) at the end
     of a segment; recovery keeps the whole records before it and cuts the rest off, so records
@@ -168,38 +176,49 @@ def test_a_record_a_crash_cut_short_is_dropped_and_appends_go_on(store: Any) -> 
     (b1, _), (b2, _), (b3, _) = _request(2, "whole1"), _request(2, "whole2"), _request(1, "after")
     base = time.time_ns() // journal.SEGMENT_NS * journal.SEGMENT_NS  # all in one segment
     store.journal_append(base, [b1, b2], [2, 2])
-    (segment,) = j.directory.glob("*.seg")
-    with open(segment, "ab") as f:  # the head and half the payload of a third record
-        f.write(journal._HEAD.pack(base + 2, 2, 1000, 0) + b"x" * 500)
+    with open(_segment(j), "ab") as f:  # the head and half the payload of a third record
+        f.write(spool.HEAD.pack(base + 2, 2, 1000, 0) + b"x" * 500)
     rec = store.journal_recover()
     assert [(e.seq, e.payload) for e in rec.entries] == [(base, b1), (base + 1, b2)]
-    store.journal_append(base + 2, [b3], [1])  # after the restart
+    store.journal_append(base + 2, [b3], [1])  # after the restart: a segment of its own
     assert [e.payload for e in store.journal_recover().entries] == [b1, b2, b3]
-    data = bytearray(segment.read_bytes())
+    last = max(p for p in j.directory.iterdir() if p.name.endswith(spool.SEALED))
+    data = bytearray(last.read_bytes())
     data[-1] ^= 0xFF  # the last byte of b3's payload
-    segment.write_bytes(bytes(data))
+    last.write_bytes(bytes(data))
     assert [e.payload for e in store.journal_recover().entries] == [b1, b2]
 
 
-class _HalfWrite:
-    """A segment file whose next write stores half its bytes, then fails (the disk filled up);
-    ``truncate_fails``: cutting them off fails too."""
+class _HalfWrites:
+    """Failure injection on the journal's file writes: the next write to a journal segment stores
+    half its bytes, then fails (the disk filled up); ``truncate_fails``: cutting them off fails
+    too. Other writes (and the real functions) are untouched."""
 
-    def __init__(self, f: Any, truncate_fails: bool = False) -> None:
-        self.f = f
-        self.truncate_fails = truncate_fails
+    def __init__(self, monkeypatch: Any, directory: Any, truncate_fails: bool = False) -> None:
+        self.directory = str(directory)
+        self.armed = True
+        real_write, real_truncate = os.write, os.ftruncate
 
-    def tell(self) -> int:
-        return self.f.tell()
+        def ours(fd: int) -> bool:
+            try:
+                return os.readlink(f"/proc/self/fd/{fd}").startswith(self.directory)
+            except OSError:
+                return False
 
-    def truncate(self, n: int) -> int:
-        if self.truncate_fails:
-            raise OSError(5, "Input/output error")
-        return self.f.truncate(n)
+        def write(fd: int, data: Any) -> int:
+            if self.armed and ours(fd):
+                self.armed = False
+                real_write(fd, bytes(data[: len(data) // 2]))
+                raise OSError(28, "No space left on device")
+            return real_write(fd, data)
 
-    def write(self, data: Any) -> int:
-        self.f.write(bytes(data[: len(data) // 2]))
-        raise OSError(28, "No space left on device")
+        def ftruncate(fd: int, n: int) -> None:
+            if truncate_fails and ours(fd):
+                raise OSError(5, "Input/output error")
+            real_truncate(fd, n)
+
+        monkeypatch.setattr(spool.os, "write", write)
+        monkeypatch.setattr(spool.os, "ftruncate", ftruncate)
 
 
 def test_a_failed_journal_write_is_refused_whole_and_leaves_nothing_behind(
@@ -211,35 +230,31 @@ def test_a_failed_journal_write_is_refused_whole_and_leaves_nothing_behind(
     j = journal.for_store(store)
     (b1, _), (b2, _), (b3, _) = (_request(2, f"w{k}") for k in range(3))
     first = store.journal_append(journal.next_seq(0), [b1], [2])
-    real_open = j._open
-
-    monkeypatch.setattr(j, "_open", lambda segment: _HalfWrite(real_open(segment)))
-    with pytest.raises(StoreUnavailable, match="No space left on device"):
-        store.journal_append(journal.next_seq(first[0]), [b2], [2])
-    monkeypatch.setattr(j, "_open", real_open)
+    with monkeypatch.context() as m:
+        _HalfWrites(m, j.directory)
+        with pytest.raises(StoreUnavailable, match="No space left on device"):
+            store.journal_append(journal.next_seq(first[0]), [b2], [2])
     store.journal_append(journal.next_seq(first[0] + 1), [b3], [2])
     assert [e.payload for e in store.journal_recover().entries] == [b1, b3]
 
 
 def test_a_half_record_that_cannot_be_cut_off_closes_its_segment(store: Any, monkeypatch: Any) -> None:
-    """If cutting a failed write off fails too, nothing more goes into that segment (a record
-    after the half one would be unreadable): appends to it are refused until the next one."""
+    """If cutting a failed write off fails too, its segment is sealed (a record after the half
+    one would be unreadable): the next append goes to a fresh segment, and recovery reads every
+    acknowledged record and cuts the half one off."""
     from mltrace_otel.errors import StoreUnavailable
 
     j = journal.for_store(store)
-    (b1, _), (b2, _), (b3, _), (b4, _) = (_request(1, f"p{k}") for k in range(4))
+    (b1, _), (b2, _), (b3, _) = (_request(1, f"p{k}") for k in range(3))
     base = time.time_ns() // journal.SEGMENT_NS * journal.SEGMENT_NS
     store.journal_append(base, [b1], [1])
-    real_open = j._open
-
-    monkeypatch.setattr(j, "_open", lambda segment: _HalfWrite(real_open(segment), truncate_fails=True))
-    with pytest.raises(StoreUnavailable, match="No space left on device"):
-        store.journal_append(base + 1, [b2], [1])
-    monkeypatch.setattr(j, "_open", real_open)
-    with pytest.raises(StoreUnavailable, match="appends resume in the next segment"):
-        store.journal_append(base + 2, [b3], [1])
-    store.journal_append(base + journal.SEGMENT_NS, [b4], [1])
-    assert [e.payload for e in store.journal_recover().entries] == [b1, b4]
+    with monkeypatch.context() as m:
+        _HalfWrites(m, j.directory, truncate_fails=True)
+        with pytest.raises(StoreUnavailable, match="No space left on device"):
+            store.journal_append(base + 1, [b2], [1])
+    store.journal_append(base + 2, [b3], [1])
+    assert len([p for p in j.directory.iterdir() if p.name.endswith((spool.OPEN, spool.SEALED))]) == 2
+    assert [e.payload for e in store.journal_recover().entries] == [b1, b3]
 
 
 def test_a_journal_table_of_the_first_version_is_moved_into_segments(tmp_settings: Any, store: Any) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from mltrace_otel import spool
 from mltrace_otel.collector.server import Collector
 from mltrace_otel.errors import QueryError
 from mltrace_otel.store import journal
@@ -188,7 +189,7 @@ def test_a_torn_tail_is_cut_off_quietly(store: Any, caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.ERROR, logger="mltrace_otel.store.journal"):
         records, corrupt = journal.for_store(store).scan()
     assert len(records) == 2 and corrupt == 0
-    assert path.stat().st_size == offset - journal._HEAD.size
+    assert path.stat().st_size == offset - spool.HEAD.size
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 

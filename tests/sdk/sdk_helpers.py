@@ -30,8 +30,8 @@ def spooled_spans(spool_dir: Path) -> dict[str, dict]:
     """{span id hex: {"name", "attrs", "service"}} of every span in the spool's sealed files."""
     out = {}
     for p in spool.pending(spool_dir):
-        req = ExportTraceServiceRequest.FromString(p.read_bytes())
-        out.update(_spans_of(req))
+        for payload in spool.payloads(p):
+            out.update(_spans_of(ExportTraceServiceRequest.FromString(payload)))
     return out
 
 

@@ -58,8 +58,8 @@ def test_corrupt_batch_is_moved_aside_and_the_rest_drains(store, otel_tracer, ca
         assert store.drain_spool() == 10
     assert store.query("n", "SELECT count() FROM mltrace_runs FINAL") == [(10,)]
     aside = store.settings.spool_dir / "bad" / bad.name
-    assert aside.read_bytes() == b"\x0a\xff\xff garbage"
-    assert any(bad.name[:-5] in r.getMessage() and "bad" in r.getMessage() for r in caplog.records)
+    assert spool.payloads(aside) == [b"\x0a\xff\xff garbage"]
+    assert any(bad.name in r.getMessage() and "bad" in r.getMessage() for r in caplog.records)
     assert spool.pending(store.settings.spool_dir) == []
 
 
@@ -71,7 +71,8 @@ def test_reinserting_a_committed_batch_adds_nothing_anywhere(store, otel_tracer)
     tracer, exporter = otel_tracer
     payload = spool_runs(store.settings, tracer, exporter, 8)
     (claimed,) = spool.claim_all(store.settings.spool_dir)
-    assert store.insert_otlp(claimed.payload, dedup_token=claimed.token).accepted == 8
+    ((entry,), _) = claimed.entries()
+    assert store.insert_otlp(entry.payload, dedup_token=claimed.token).accepted == 8
     once = raw_counts(store)
     assert once["mltrace_runs"] == 8 and once["mltrace_io"] == 16
     claimed.release()  # as if its drainer died: the file is back, unprocessed
@@ -90,9 +91,11 @@ def test_rejected_spans_do_not_block_their_batch(store, otel_tracer, caplog) -> 
     tracer, exporter = otel_tracer
     spool_runs(store.settings, tracer, exporter, 3)
     (path,) = spool.pending(store.settings.spool_dir)
-    req = ExportTraceServiceRequest.FromString(path.read_bytes())
+    (payload,) = spool.payloads(path)
+    req = ExportTraceServiceRequest.FromString(payload)
     req.resource_spans[0].scope_spans[0].spans[1].span_id = b"\x01"  # invalid length
-    path.write_bytes(req.SerializeToString())
+    path.unlink()
+    spool.write_batch(store.settings.spool_dir, req.SerializeToString(), 3)
     with caplog.at_level(logging.WARNING, logger="mltrace_otel.store.ingest"):
         assert store.drain_spool() == 2
     assert any("1 spans rejected" in r.getMessage() for r in caplog.records)
@@ -110,3 +113,53 @@ def test_a_batch_the_store_refuses_is_kept_for_the_next_drain(store, otel_tracer
     assert not (store.settings.spool_dir / "bad").exists()
     store.command("repair", "RENAME TABLE otel_traces_away TO otel_traces")
     assert store.drain_spool() == 3
+
+
+def _payload(tracer, exporter, n: int, tag: str) -> bytes:
+    exporter.clear()
+    for i in range(n):
+        with tracer.start_as_current_span(tag, attributes={c.COMPONENT_NAME: tag, c.RUN_OUTPUTS: [f"{tag}{i}"]}):
+            pass
+    return encode_spans(exporter.get_finished_spans()).SerializeToString()
+
+
+def _runs(store, tag: str) -> int:
+    return store.query("n", "SELECT uniqExact(RunId) FROM mltrace_runs WHERE Component = {t:String}",
+                       {"t": tag})[0][0]
+
+
+def test_the_spool_and_the_journal_share_one_segment_format(store, otel_tracer) -> None:
+    """A spool segment is the journal's format: several records, each drained; a live writer's
+    open segment waits, a dead writer's is drained; a damaged record is skipped alone."""
+    import os
+
+    tracer, exporter = otel_tracer
+    d = store.settings.spool_dir
+    live = spool.SegmentWriter(d)  # this process: alive, its open segment is not taken
+    live.append([spool.Entry(spool.next_seq(0), 2, _payload(tracer, exporter, 2, "live"))])
+    dead = spool.SegmentWriter(d, writer=f"{2**22 + 12345}-dead")  # a pid no process has
+    seq = spool.next_seq(0)
+    dead.append([spool.Entry(seq + k, 3, _payload(tracer, exporter, 3, f"dead{k}")) for k in range(3)])
+    (dead_path,) = [p for p in d.iterdir() if "-dead" in p.name]
+    data = bytearray(dead_path.read_bytes())
+    middle = len(data) // 2  # inside the second record's payload
+    data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
+    dead_path.write_bytes(bytes(data))
+    os.close(dead._fd)  # the "dead" writer never sealed it
+    store.drain_spool()
+    assert [_runs(store, f"dead{k}") for k in range(3)] == [3, 0, 3]  # only the damaged record lost
+    assert _runs(store, "live") == 0  # still being written
+    live.seal()
+    store.drain_spool()
+    assert _runs(store, "live") == 2
+    assert spool.pending(d) == [] and not [p for p in d.iterdir() if p.is_file()]
+
+
+def test_spool_files_of_version_0_1_are_still_drained(store, otel_tracer) -> None:
+    """An upgrade leaves 0.1's spool files (one request per file, no header): drained as before."""
+    tracer, exporter = otel_tracer
+    d = store.settings.spool_dir
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "00000000000000000001-123-abcdef.otlp").write_bytes(_payload(tracer, exporter, 4, "old"))
+    assert store.drain_spool() == 4
+    assert _runs(store, "old") == 4 and spool.pending(d) == []
