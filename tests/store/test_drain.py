@@ -118,7 +118,8 @@ def test_a_batch_the_store_refuses_is_kept_for_the_next_drain(store, otel_tracer
 def _payload(tracer, exporter, n: int, tag: str) -> bytes:
     exporter.clear()
     for i in range(n):
-        with tracer.start_as_current_span(tag, attributes={c.COMPONENT_NAME: tag, c.RUN_OUTPUTS: [f"{tag}{i}"]}):
+        attrs = {c.COMPONENT_NAME: tag, c.RUN_OUTPUTS: [f"{tag}{i}"]}
+        with tracer.start_as_current_span(tag, attributes=attrs):
             pass
     return encode_spans(exporter.get_finished_spans()).SerializeToString()
 
