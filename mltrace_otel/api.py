@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from mltrace_otel.errors import NotFound
-from mltrace_otel.store.models import ComponentInfo, Lineage, Run
+from mltrace_otel.store.models import ComponentInfo, Lineage, Review, Run
 
 _lock = threading.RLock()
 _store: Any = None
@@ -183,10 +183,19 @@ def impact(target: str) -> list[tuple[int, Any]]:
     return [(n.depth, to_component_run(n.run, names)) for n in lin.nodes]
 
 
-def get_stale_runs(component_name: str | None = None, limit: int = 100) -> list[Any]:
-    """The latest run of each component (or of one) that is stale now, newest first."""
+def get_stale_runs(component_name: str | None = None, limit: int = 100, direct: bool = False) -> list[Any]:
+    """The latest run of each component (or of one) that is stale now, newest first. A run is
+    stale when a run upstream of it is (its ``stale`` messages name the root cause and the
+    path); ``direct=True`` keeps only runs stale for a cause of their own."""
     store = _get_store()
-    return _runs(store, store.stale_runs(component_name, limit))
+    return _runs(store, store.stale_runs(component_name, limit, direct))
+
+
+def stale_reasons(run_id: str) -> list[dict[str, Any]]:
+    """Why a run (prefix allowed) is stale, machine-readable: the ``stale_reasons`` of
+    ``mltrace inspect --json`` (``kind``: old_input, fresher_upstream, newer_upstream,
+    upstream_failed, upstream_stale; ``inherited``; ``message``; ...)."""
+    return [r.to_json() for r in _get_store().get_run(str(run_id)).stale_reasons]
 
 
 def review_flagged_outputs() -> tuple[list[str], list[tuple[Any, int]]]:
@@ -197,6 +206,15 @@ def review_flagged_outputs() -> tuple[list[str], list[tuple[Any, int]]]:
     rv = store.review()
     runs = _runs(store, [e.run for e in rv.entries])
     return list(rv.flagged), [(cr, e.count) for cr, e in zip(runs, rv.entries, strict=True)]
+
+
+def review(limit: int | None = None, since: datetime | str | None = None,
+           component: str | None = None, tag: str | None = None) -> Review:
+    """The review as the CLI's ``review --json`` gives it (a :class:`~mltrace_otel.store.models.Review`):
+    entries ranked by coverage, ties broken by evidence, each with ``why`` and mltrace's
+    ``coverage_text``; optionally only runs started since ``since``, of ``component``, or of
+    components tagged ``tag``."""
+    return _get_store().review(limit, since, component, tag)
 
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -277,12 +295,24 @@ def tag_component(component_name: str, tags: Sequence[str]) -> None:
 
 # --- flags, pointers, housekeeping --------------------------------------------------------------
 def flag_output_id(output_id: str) -> bool:
-    """Flag an output for review; True."""
+    """Flag an output's newest version (the run that wrote it last) for review; True. Older
+    versions (runs that wrote the same name before) are not flagged."""
     return _get_store().flag(output_id)
 
 
+def flag_output_version(output_id: str, run_id: str) -> bool:
+    """Flag the version of an output that run ``run_id`` (prefix allowed) wrote; True.
+
+    Raises:
+        NotFound / AmbiguousRunId: the id does not name exactly one run, or it did not write
+            ``output_id``.
+    """
+    return _get_store().flag(output_id, str(run_id))
+
+
 def unflag_output_id(output_id: str) -> bool:
-    """Unflag an output; False (the flag's new value, as mltrace returns)."""
+    """Unflag every flagged version of an output; False (the flag's new value, as mltrace
+    returns)."""
     return _get_store().unflag(output_id)
 
 
@@ -321,4 +351,5 @@ __all__ = [
     "get_components_with_tag", "get_all_tags", "tag_component", "create_component",
     "add_notes_to_component_run", "flag_output_id", "unflag_output_id", "unflag_all",
     "review_flagged_outputs", "get_io_pointer", "clean_db", "impact", "get_stale_runs", "close",
+    "review", "stale_reasons", "flag_output_version",
 ]

@@ -219,16 +219,20 @@ def stale(
     component: Optional[str] = typer.Option(None, "--component", "-c", metavar="NAME",
                                             help="Only this component."),
     n: int = typer.Option(100, "-n", "--limit", metavar="N", help="How many runs."),
+    direct: bool = typer.Option(False, "--direct",
+                                help="Only runs stale for a cause of their own (leave out staleness "
+                                     "inherited from runs upstream)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """The latest run of each component that is stale now, and why."""
+    """The latest run of each component that is stale now, and why (root cause and path for
+    staleness inherited from upstream, marked as such)."""
     from mltrace_otel.cli import render
 
     limit = positive(n)
     with open_cli_store(ctx) as store:
         if component is not None:
             store.component(component)  # NotFound for an unknown component
-        runs = store.stale_runs(component, limit)
+        runs = store.stale_runs(component, limit, direct)
     if as_json:
         return emit_json([r.to_json() for r in runs])
     if not runs:
@@ -273,21 +277,37 @@ def tags(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
 
 
 # --- flags and review ------------------------------------------------------------------------
+RunOpt = typer.Option(None, "--run", metavar="RUN_ID",
+                      help="The version this run wrote (id or unique prefix), not the newest one.")
+
+
 @app.command()
 def flag(
     ctx: typer.Context,
     outputs: list[str] = typer.Argument(..., metavar="OUTPUT", help="Output pointers to flag."),
+    run: Optional[str] = RunOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Flag outputs as wrong, for `mltrace review`."""
+    """Flag outputs as wrong, for `mltrace review`: each output's newest version (the run that
+    wrote it last), or with --run the version that run wrote."""
+    from mltrace_otel.cli.render import escape, short_id, short_version
+
     with open_cli_store(ctx) as store:
         for name in outputs:
             store.pointer(name)  # NotFound before anything is flagged
-        for name in outputs:
-            store.flag(name)
+        run_id = store.resolve_run_id(run) if run is not None else None
+        done = [store.flag_output(name, run_id) for name in outputs]
     if as_json:
-        return emit_json({"flagged": list(outputs)})
-    console().print(f"flagged {len(outputs)} output(s); see [bold]mltrace review[/bold]")
+        return emit_json({"flagged": list(outputs), "versions": [f.to_json() for f in done]})
+    out = console()
+    for f in done:
+        if f.run:
+            ver = f" @{escape(short_version(f.version))}" if f.version else ""
+            out.print(f"flagged {escape(f.pointer)}{ver} (written by run [cyan]{short_id(f.run)}[/cyan])")
+        else:
+            out.print(f"[yellow]no run wrote {escape(f.pointer)}[/yellow]: flagged by name; "
+                      "review lists it as unproduced")
+    out.print(f"flagged {len(done)} output(s); see [bold]mltrace review[/bold]")
 
 
 @app.command()
@@ -295,39 +315,55 @@ def unflag(
     ctx: typer.Context,
     outputs: Optional[list[str]] = typer.Argument(None, metavar="OUTPUT", help="Outputs to unflag."),
     all_: bool = typer.Option(False, "--all", help="Unflag every flagged output."),
+    run: Optional[str] = typer.Option(None, "--run", metavar="RUN_ID",
+                                      help="Only the version this run wrote (id or unique prefix)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Unflag outputs (or all of them with --all)."""
+    """Unflag outputs (every flagged version of each, or with --run the one that run wrote), or
+    all of them with --all."""
     outputs = list(outputs or [])
     if bool(outputs) == all_:
         raise ConfigError("give OUTPUT... or --all (one of them)", hint="e.g. mltrace unflag --all")
+    if all_ and run is not None:
+        raise ConfigError("--run names a version of an OUTPUT; it does not go with --all")
     with open_cli_store(ctx) as store:
         if all_:
-            outputs = list(store.flagged())
+            versions = store.flagged_outputs()
+            outputs = sorted({f.pointer for f in versions})
             store.unflag_all()
         else:
             for name in outputs:
                 store.pointer(name)
-            for name in outputs:
-                store.unflag(name)
+            run_id = store.resolve_run_id(run) if run is not None else None
+            versions = [f for name in outputs for f in store.unflag_output(name, run_id)]
     if as_json:
-        return emit_json({"unflagged": outputs})
-    console().print(f"unflagged {len(outputs)} output(s)")
+        return emit_json({"unflagged": outputs, "versions": [f.to_json() for f in versions]})
+    console().print(f"unflagged {len(outputs)} output(s) ({len(versions)} flagged version(s))")
 
 
 @app.command()
 def review(
     ctx: typer.Context,
     n: Optional[int] = typer.Option(None, "-n", "--limit", metavar="N", help="How many runs (default all)."),
+    since: Optional[str] = typer.Option(None, "--since", metavar="WHEN",
+                                        help="Only runs started at or after (2026-11-01, 7d)."),
+    component: Optional[str] = typer.Option(None, "--component", "-c", metavar="NAME",
+                                            help="Only runs of this component."),
+    tag_name: Optional[str] = typer.Option(None, "--tag", metavar="TAG",
+                                           help="Only runs of components with this tag."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """The runs the flagged outputs have in common, most common first."""
+    """The runs the flagged outputs have in common, most common first; ties broken by evidence
+    (failed, failed test, stale, changed since the previous run), each with why."""
     from mltrace_otel.cli import render
     from mltrace_otel.cli.render import escape
 
     limit = positive(n) if n is not None else None
+    lo = parse_when("--since", since)
     with open_cli_store(ctx) as store:
-        result = store.review(limit)
+        if component is not None:
+            store.component(component)  # NotFound for an unknown component
+        result = store.review(limit, lo, component, tag_name)
     if as_json:
         return emit_json(result.to_json())
     if not result.flagged:
@@ -337,11 +373,17 @@ def review(
               + ", ".join(escape(f) for f in result.flagged))
     if result.unproduced:
         out.print("[yellow]no run produced[/yellow]: " + ", ".join(escape(u) for u in result.unproduced))
+    if result.scope:
+        out.print("[dim]only runs with "
+                  + ", ".join(f"{k} {escape(v)}" for k, v in result.scope.items()) + "[/dim]")
+    if not result.entries and result.scope:
+        out.print("[dim]No run in that scope is in the flagged outputs' traces.[/dim]")
     if result.entries:
         out.print(render.review_table(result))
         top = result.entries[0]
+        because = f": {escape(top.why[0])}" if top.why else ""
         out.print(f"Start with [bold]{escape(top.run.component)}[/bold] "
-                  f"([cyan]mltrace inspect {render.short_id(top.run.id)}[/cyan]).")
+                  f"([cyan]mltrace inspect {render.short_id(top.run.id)}[/cyan]){because}.")
 
 
 @app.command()

@@ -23,7 +23,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mltrace_otel.store.models import ComponentInfo, Lineage, Review, Run
+    from mltrace_otel.store.models import Change, ComponentInfo, Lineage, Review, Run
 
 SHORT_ID = 8
 """Run ids are shown this many characters long in human output (full in --json)."""
@@ -117,6 +117,11 @@ def short_id(run_id: str) -> str:
     return run_id[:SHORT_ID]
 
 
+def short_version(version: str) -> str:
+    """A content version's short form (8 characters; full in --json), "" when unknown."""
+    return version[:SHORT_ID]
+
+
 def _status(run: Run) -> Text:
     if run.failed:
         return Text("failed", style="bold red")
@@ -125,13 +130,39 @@ def _status(run: Run) -> Text:
     return Text("ok", style="green")
 
 
-def _pointers(names: Iterable[str], flagged: Iterable[bool] = ()) -> str:
+def _pointers(names: Iterable[str], flagged: Iterable[bool] = (), versions: Iterable[str] = ()) -> str:
     out = []
     flags = list(flagged)
+    vers = list(versions)
     for i, name in enumerate(names):
         mark = " [red]⚑[/red]" if i < len(flags) and flags[i] else ""
-        out.append(escape(name) + mark)
+        ver = f" [dim]@{escape(short_version(vers[i]))}[/dim]" if i < len(vers) and vers[i] else ""
+        out.append(escape(name) + ver + mark)
     return ", ".join(out)
+
+
+def change_text(change: Change) -> str:
+    """One change since the previous run, e.g. ``input data/raw.csv 1a2b3c4d → 5e6f7a8b``,
+    ``new input rules.yaml``, ``code 0f1e2d3c → 4b5a6978`` (plain text: pass through
+    :func:`clean`)."""
+    name = f"{change.what} {change.name}".strip()
+    if not change.previous:
+        return f"new {name}"
+    return f"{name} {short_version(change.previous)} → {short_version(change.current)}"
+
+
+def stale_lines(run: Run, direct: str = "⚠ ", inherited: str = "↳ inherited: ") -> list[Text]:
+    """The run's staleness reasons, one line each: direct causes first (``direct`` prefix),
+    then inherited ones marked as such (``inherited`` prefix)."""
+    out = []
+    for r in run.stale_reasons or ():
+        if r.inherited:
+            out.append(Text(f"{inherited}{clean(r.message)}", style="dim yellow"))
+        else:
+            out.append(Text(f"{direct}{clean(r.message)}", style="yellow"))
+    if not run.stale_reasons:  # runs built without reasons: the messages alone
+        out += [Text(f"{direct}{clean(m)}", style="yellow") for m in run.stale]
+    return out
 
 
 def runs_table(runs: Sequence[Run], title: str | None = None) -> Table:
@@ -186,9 +217,16 @@ def run_detail(run: Run) -> list[object]:
         ("code", escape(f"{run.code_file} {run.code_function}".strip()) or "-"),
         ("service", escape(run.service_name) or "-"),
         ("trace id", escape(run.trace_id)),
-        ("inputs", _pointers(p.name for p in run.inputs) or "-"),
-        ("outputs", _pointers((p.name for p in run.outputs), (p.flagged for p in run.outputs)) or "-"),
+        ("inputs", _pointers((p.name for p in run.inputs), (p.flagged for p in run.inputs),
+                             (p.version for p in run.inputs)) or "-"),
+        ("outputs", _pointers((p.name for p in run.outputs), (p.flagged for p in run.outputs),
+                              (p.version for p in run.outputs)) or "-"),
+        ("code hash", escape(short_version(run.code_hash)) or "-"),
         ("depends on", ", ".join(short_id(d) for d in run.dependencies) or "-"),
+        ("previous run", short_id(run.previous_run) or "-"),
+        ("changed since the previous run",
+         escape("; ".join(change_text(c) for c in run.changes))
+         or ("nothing" if run.previous_run else "-")),
         ("notes", escape(run.notes, multiline=True) or "-"),
     ]
     for k, v in rows:
@@ -205,8 +243,7 @@ def run_detail(run: Run) -> list[object]:
             tests.add_row(escape(t.name), escape(t.method), escape(t.phase), result,
                           escape(t.message, multiline=True))
         parts.append(tests)
-    for msg in run.stale:
-        parts.append(Text(f"⚠ stale: {clean(msg)}", style="yellow"))
+    parts += stale_lines(run, "⚠ stale: ", "↳ stale (inherited): ")
     if run.exception:
         parts.append(Panel(Text(clean(run.exception, multiline=True), style="red"), title="exception",
                            border_style="red"))
@@ -245,7 +282,8 @@ def lineage_tree(lineage: Lineage, max_depth: int = 50) -> Tree:
     for e in lineage.edges:
         parent, child = (e.consumer, e.producer) if upstream else (e.producer, e.consumer)
         if parent in runs and child in runs:
-            children.setdefault(parent, []).append((child, e.pointer))
+            via = f"{e.pointer} @{short_version(e.version)}" if e.version else e.pointer
+            children.setdefault(parent, []).append((child, via))
     for kids in children.values():
         kids.sort(key=lambda kv: (runs[kv[0]].start, kv[1]), reverse=True)
 
@@ -283,8 +321,8 @@ def lineage_tree(lineage: Lineage, max_depth: int = 50) -> Tree:
             continue
         shown.add(run_id)
         node = branch.add(_run_label(run, via, arrow))
-        for msg in run.stale:
-            node.add(Text(f"⚠ {clean(msg)}", style="yellow"))
+        for line in stale_lines(run):
+            node.add(line)
         for t in run.tests:
             if not t.passed:
                 node.add(Text(f"✗ test {clean(t.name)}.{clean(t.method)} failed: "
@@ -314,32 +352,40 @@ def components_table(components: Sequence[ComponentInfo]) -> Table:
 
 
 def coverage_line(count: int, coverage: float) -> str:
-    """mltrace's review wording for one run."""
-    pct = round(coverage * 100, 1)
-    pct_s = f"{pct:g}"
-    return (f"This component has {pct_s}% coverage: it was used {count} time(s) in producing the "
-            f"flagged outputs")
+    """mltrace's review wording for one run (the long form, kept in --json and the API)."""
+    from mltrace_otel.store.review import coverage_sentence
+
+    return coverage_sentence(count, coverage)
+
+
+def coverage_short(count: int, flagged: int) -> str:
+    """The review's coverage as one short figure, as the UI shows it: ``44% · 4/9``."""
+    pct = 100.0 * count / flagged if flagged else 0.0
+    return f"{pct:.0f}% · {count}/{flagged}"
 
 
 def review_table(review: Review) -> Table:
-    """Review entries ranked by count: run, component, start, coverage sentence."""
+    """Review entries ranked by coverage, then evidence: run, component, start, status,
+    coverage (short figure) and why the run ranks where it does."""
     table = Table(header_style="bold")
-    for col in ("#", "run", "component", "start", "status", "coverage"):
-        table.add_column(col, overflow="fold", no_wrap=col in ("run", "start"))
+    for col in ("#", "run", "component", "start", "status", "coverage", "why"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("run", "start", "coverage"))
+    n = len(review.flagged)
     for i, e in enumerate(review.entries, 1):
+        why = Text("\n".join(clean(w) for w in e.why) or "—", style="yellow" if e.why else "dim")
         table.add_row(str(i), short_id(e.run.id), escape(e.run.component), format_time(e.run.start),
-                      _status(e.run), coverage_line(e.count, e.coverage),
+                      _status(e.run), coverage_short(e.count, n), why,
                       style="red" if e.run.failed else None)
     return table
 
 
 def stale_table(runs: Sequence[Run]) -> Table:
-    """Stale runs with each staleness message on its own line."""
+    """Stale runs with each staleness message on its own line, inherited ones marked."""
     table = Table(header_style="bold")
     for col in ("run", "component", "start", "why"):
         table.add_column(col, overflow="fold", no_wrap=col in ("run", "start"))
     for run in runs:
-        why = "\n".join(f"⚠ {clean(m)}" for m in run.stale)
+        why = Text("\n").join(stale_lines(run))
         table.add_row(short_id(run.id), escape(run.component), format_time(run.start),
-                      Text(why, style="yellow"), style="red" if run.failed else None)
+                      why, style="red" if run.failed else None)
     return table

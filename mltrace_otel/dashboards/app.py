@@ -138,16 +138,18 @@ def create_app(settings: Settings | None = None, store: Any = None) -> dash.Dash
         path, _, query = parsed.url.partition("?")
         return path, f"?{query}" if query else "", "", (refresh or 0) + 1
 
-    @app.callback(Output({"type": "flag-status", "key": MATCH, "p": MATCH}, "children"),
-                  Input({"type": "flag", "key": MATCH, "p": MATCH}, "value"), prevent_initial_call=True)
+    @app.callback(Output({"type": "flag-status", "key": MATCH, "p": MATCH, "run": MATCH}, "children"),
+                  Input({"type": "flag", "key": MATCH, "p": MATCH, "run": MATCH}, "value"),
+                  prevent_initial_call=True)
     def toggle_flag(value: list[str] | None) -> str:
-        pointer = ctx.triggered_id["p"]
+        # the version that run wrote (a run card's output), or "" the newest one
+        pointer, run_id = ctx.triggered_id["p"], ctx.triggered_id.get("run") or None
         try:
             with lock:
                 if value and "flagged" in value:
-                    store.flag(pointer)
+                    store.flag(pointer, run_id)
                     return " ✓ flagged"
-                store.unflag(pointer)
+                store.unflag(pointer, run_id)
                 return " ✓ unflagged"
         except MltraceError as e:
             return f" {e}"

@@ -6,7 +6,10 @@ results, the exception, staleness warnings, the code snapshot (highlighted by ``
 inside a code fence, never as HTML), editable notes, and coverage when reached from review.
 
 Ids of interactive parts are pattern-matching dicts that carry a ``scope`` (so the same run
-shown twice on one page never duplicates an id); the callbacks live in :mod:`.app`.
+shown twice on one page never duplicates an id); a flag toggle carries the run whose version
+it flags. The run's own card also says what changed since the component's previous run
+(inputs, outputs, code); staleness warnings list direct causes, then inherited ones marked.
+The callbacks live in :mod:`.app`.
 Imports dash and :mod:`mltrace_otel.store.models` only.
 """
 
@@ -18,7 +21,7 @@ from datetime import datetime
 from dash import dcc, html
 
 from mltrace_otel.dashboards.routes import Route
-from mltrace_otel.store.models import Pointer, Run
+from mltrace_otel.store.models import Change, Pointer, Run
 
 
 def fmt_time(t: datetime | None) -> str:
@@ -59,26 +62,35 @@ def status_badge(run: Run) -> html.Span:
                      title=f"span status {run.status or 'UNSET'}")
 
 
-def _flag_toggle(p: Pointer, key: str) -> list:
+def flag_toggle(pointer: str, run_id: str, key: str, flagged: bool) -> list:
+    """A flag checkbox for the version of ``pointer`` that run ``run_id`` wrote ("" = the newest
+    version), and the span its callback writes the outcome into."""
     return [
         dcc.Checklist(
-            id={"type": "flag", "key": key, "p": p.name},
+            id={"type": "flag", "key": key, "p": pointer, "run": run_id},
             options=[{"label": " flagged", "value": "flagged"}],
-            value=["flagged"] if p.flagged else [],
+            value=["flagged"] if flagged else [],
             inline=True, className="flag-toggle",
         ),
-        html.Span(id={"type": "flag-status", "key": key, "p": p.name}, className="muted"),
+        html.Span(id={"type": "flag-status", "key": key, "p": pointer, "run": run_id}, className="muted"),
     ]
 
 
-def _pointers(title: str, pointers: tuple[Pointer, ...], key: str, outputs: bool, full: bool) -> html.Div:
+def short_version(version: str) -> str:
+    """A content version's short form (8 characters, as the CLI shows it)."""
+    return version[:8]
+
+
+def _pointers(title: str, pointers: tuple[Pointer, ...], key: str, outputs: bool, full: bool,
+              run_id: str = "") -> html.Div:
     items = []
     for i, p in enumerate(pointers):
         parts: list = [pointer_link(p.name), html.Span(p.type, className="badge type")]
         if p.version and full:
-            parts.append(html.Span(p.version[:12], className="muted mono", title=p.version))
+            parts.append(html.Span("@" + short_version(p.version), className="muted mono version",
+                                   title=p.version))
         if outputs:
-            parts += _flag_toggle(p, f"{key}|{i}")
+            parts += flag_toggle(p.name, run_id, f"{key}|{i}", p.flagged)
         elif p.flagged:
             parts.append(html.Span("flagged", className="badge flagged"))
         items.append(html.Li(parts))
@@ -153,8 +165,38 @@ def _notes(run: Run, key: str, full: bool) -> html.Div:
     ], className="notes-box")
 
 
+def stale_box(run: Run) -> html.Div:
+    """The run's staleness warnings: direct causes, then inherited ones marked as such."""
+    direct = [html.Li(r.message, className="stale-direct") for r in run.stale_direct]
+    inherited = [html.Li(["inherited: ", r.message], className="stale-inherited")
+                 for r in run.stale_reasons if r.inherited]
+    if not run.stale_reasons:
+        direct = [html.Li(m, className="stale-direct") for m in run.stale]
+    return html.Div([html.Strong("Staleness warnings"), html.Ul(direct + inherited)],
+                    className="warning")
+
+
+def change_text(change: Change) -> str:
+    """One change since the previous run, as the CLI words it."""
+    name = f"{change.what} {change.name}".strip()
+    if not change.previous:
+        return f"new {name}"
+    return f"{name} {short_version(change.previous)} → {short_version(change.current)}"
+
+
+def _changes(run: Run) -> html.Div:
+    if not run.previous_run:
+        return html.Div([html.H4("Changed since the previous run"),
+                         html.P("no previous run of this component", className="muted")],
+                        className="changes")
+    items = [html.Li(change_text(c)) for c in run.changes]
+    return html.Div([
+        html.H4(["Changed since the previous run ", run_link(run.previous_run, run.previous_run[:8])]),
+        html.Ul(items) if items else html.P("nothing", className="muted")], className="changes")
+
+
 def run_card(run: Run, *, scope: str = "main", full: bool = False,
-             coverage: tuple[int, int] | None = None) -> html.Div:
+             coverage: tuple[int, int] | None = None, why: tuple[str, ...] = ()) -> html.Div:
     """One run as a card.
 
     Args:
@@ -164,6 +206,7 @@ def run_card(run: Run, *, scope: str = "main", full: bool = False,
             the notes editor; otherwise a compact card for lists (metadata on one line, test
             summary, notes shown with a link to edit them), so pages of many cards stay fast.
         coverage: (count, flagged) when the card is reached from review.
+        why: the review's evidence for this run (shown with the coverage).
     """
     key = f"{scope}|{run.id}"
     header: list = [
@@ -178,17 +221,23 @@ def run_card(run: Run, *, scope: str = "main", full: bool = False,
         header.append(html.Span(f"coverage {pct:.0f}% ({count}/{flagged} flagged)",
                                 className="badge coverage"))
     body: list = [html.Div(header, className="card-head"), _meta(run) if full else _meta_line(run)]
+    if coverage is not None:
+        body.append(html.Div([html.Strong("Why it ranks here: "),
+                              "; ".join(why) if why else "no evidence: coverage, then newest"],
+                             className="review-why"))
     if run.description and full:
         body.append(html.P(run.description, className="muted"))
     if run.stale:
-        body.append(html.Div([html.Strong("Staleness warnings"),
-                              html.Ul([html.Li(m) for m in run.stale])], className="warning"))
+        body.append(stale_box(run))
     if run.exception or run.status_message:
         body.append(html.Div([html.Strong("Failure"),
                               html.Pre(run.exception or run.status_message)], className="error"))
     if full or run.inputs or run.outputs:
         body.append(html.Div([_pointers("Inputs", run.inputs, key, False, full),
-                              _pointers("Outputs", run.outputs, key, True, full)], className="io-row"))
+                              _pointers("Outputs", run.outputs, key, True, full, run.id)],
+                             className="io-row"))
+    if full:
+        body.append(_changes(run))
     if run.dependencies and full:
         body.append(html.Div([html.H4("Depends on"),
                               html.Span([run_link(d) for d in run.dependencies], className="deps")]))

@@ -4,7 +4,9 @@
 Layers come from the edges (longest path from the sources, so every edge points right, even when
 the walk reached a run by a shorter path), and each layer is ordered by the barycenter of its
 neighbours to keep crossings few. Each run appears once; failed runs are red, stale runs have an
-orange ring. Each node's ``customdata`` is its run id, which the app turns into the run's card
+orange ring (``⚠`` after the name: a direct cause; ``↑⚠``: only staleness inherited from upstream).
+An edge's hover names the pointers it carries with the version read (short form). Each node's
+``customdata`` is its run id, which the app turns into the run's card
 on click. Imports :mod:`mltrace_otel.store.models` only (the figure is plain data).
 """
 
@@ -78,9 +80,17 @@ def _hover(run: Run) -> str:
     lines = [run.component, f"run {run.id}", run.start.strftime("%Y-%m-%d %H:%M:%S UTC"),
              "FAILED" if run.failed else "OK"]
     lines += [f"stale: {m}" for m in run.stale[:3]]
+    if run.failed:
+        lines.append(f"failed: {run.failure}")
     # plotly renders hover text as HTML-ish markup: keep store strings literal
     return "<br>".join(s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
                        for s in lines)
+
+
+def _stale_mark(run: Run) -> str:
+    if not run.stale:
+        return ""
+    return "  ⚠" if run.stale_direct or not run.stale_reasons else "  ↑⚠"
 
 
 def _label(s: str) -> str:
@@ -101,7 +111,8 @@ def lineage_figure(lineage: Lineage) -> dict:
     pairs: dict[tuple[str, str], list[str]] = defaultdict(list)
     for e in lineage.edges:
         if e.producer in xy and e.consumer in xy and e.producer != e.consumer:
-            pairs[(e.producer, e.consumer)].append(e.pointer)
+            pairs[(e.producer, e.consumer)].append(f"{e.pointer} @{e.version[:8]}" if e.version
+                                                   else e.pointer)
     for (p, c), names in pairs.items():
         (x0, y0), (x1, y1) = xy[p], xy[c]
         ex += [x0, x1, None]
@@ -133,7 +144,7 @@ def lineage_figure(lineage: Lineage) -> dict:
             "type": "scatter", "x": [xy[i][0] for i in ids], "y": [xy[i][1] for i in ids],
             "mode": "markers+text", "name": name, "customdata": ids,
             "hovertext": [_hover(runs[i]) for i in ids], "hoverinfo": "text",
-            "text": [_label(runs[i].component) + ("  ⚠" if runs[i].stale else "") for i in ids],
+            "text": [_label(runs[i].component) + _stale_mark(runs[i]) for i in ids],
             "textposition": "top center",
             "marker": {"size": 22, "color": color,
                        "line": {"color": ["#f0a020" if runs[i].stale else "#ffffff" for i in ids],

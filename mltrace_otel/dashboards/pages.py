@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import datetime, time, timezone
+from datetime import datetime, time, timedelta, timezone
 
 from dash import dcc, html
 
-from mltrace_otel.dashboards.cards import fmt_duration, fmt_time, link, pointer_link, run_card, run_link
+from mltrace_otel.dashboards.cards import (
+    flag_toggle,
+    fmt_duration,
+    fmt_time,
+    link,
+    pointer_link,
+    run_card,
+    run_link,
+    short_version,
+)
 from mltrace_otel.dashboards.graph import lineage_figure
 from mltrace_otel.dashboards.routes import ACTIONS, PAGES, Route
 from mltrace_otel.errors import AmbiguousRunId, MltraceError, NotFound
-from mltrace_otel.store.models import Lineage, Run
+from mltrace_otel.store.models import FlaggedOutput, Lineage, Run
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,31 @@ def _parse_day(name: str, raw: str, end: bool) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
+def status_cell(run: Run) -> html.Td:
+    """The status column, as the CLI's: FAILED, or OK (staleness has its own column)."""
+    return html.Td("FAILED" if run.failed else "OK", className="fail" if run.failed else "")
+
+
+def stale_cell(run: Run) -> html.Td:
+    """The stale column, as the CLI marks it: ``⚠ stale`` for a direct cause, ``⚠ stale
+    (inherited)`` when only runs upstream are stale; every message in the tooltip."""
+    if not run.stale:
+        return html.Td("", className="stale-cell")
+    label = "⚠ stale" if run.stale_direct or not run.stale_reasons else "⚠ stale (inherited)"
+    return html.Td(label, className="stale-cell", title="\n".join(run.stale))
+
+
+_AGE = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _parse_since(raw: str) -> datetime | None:
+    """A review's ``since``: an age as the CLI takes it (``12h``, ``7d``) or a date."""
+    r = raw.strip().lower()
+    if len(r) > 1 and r[-1] in _AGE and r[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(timezone.utc) - timedelta(seconds=float(r[:-1]) * _AGE[r[-1]])
+    return _parse_day("since", raw, False)
+
+
 def _run_table(runs: list[Run], *, depth: dict[str, int] | None = None) -> html.Table:
     head = (["depth"] if depth is not None else []) + ["start", "component", "run", "duration",
                                                         "status", "stale"]
@@ -57,10 +91,7 @@ def _run_table(runs: list[Run], *, depth: dict[str, int] | None = None) -> html.
         cells = [html.Td(depth[r.id])] if depth is not None else []
         cells += [html.Td(fmt_time(r.start)), html.Td(link(Route("history", r.component), r.component)),
                   html.Td(run_link(r.id)), html.Td(fmt_duration(r.duration_s)),
-                  html.Td("FAILED" if r.failed else "OK",
-                          className="fail" if r.failed else ""),
-                  html.Td("⚠ stale" if r.stale else "", className="stale-cell",
-                          title="\n".join(r.stale))]
+                  status_cell(r), stale_cell(r)]
         rows.append(html.Tr(cells, className="failed" if r.failed else ""))
     return html.Table([html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(rows)],
                       className="runs")
@@ -149,18 +180,19 @@ def page_history(route: Route, store) -> list:
     return body
 
 
-def _review_coverage(store, run_id: str) -> tuple[int, int] | None:
+def _review_coverage(store, run_id: str) -> tuple[tuple[int, int], tuple[str, ...]] | None:
     review = store.review(None)
     for e in review.entries:
         if e.run.id == run_id:
-            return e.count, len(review.flagged)
+            return (e.count, len(review.flagged)), e.why
     return None
 
 
 def page_inspect(route: Route, store) -> list:
     run = store.get_run(route.arg)
-    coverage = _review_coverage(store, run.id) if route.param("from") == "review" else None
-    return [_title(f"Run {run.id}"), run_card(run, scope="inspect", full=True, coverage=coverage)]
+    found = _review_coverage(store, run.id) if route.param("from") == "review" else None
+    coverage, why = found if found else (None, ())
+    return [_title(f"Run {run.id}"), run_card(run, scope="inspect", full=True, coverage=coverage, why=why)]
 
 
 def lineage_view(lineage: Lineage) -> list:
@@ -231,18 +263,27 @@ def page_components(route: Route, store) -> list:
 
 
 def page_review(route: Route, store) -> list:
-    review = store.review(route.limit())
+    since = route.param("since") or None
+    component = route.param("component") or None
+    tag = route.param("tag") or None
+    when = _parse_since(since) if since else None
+    review = store.review(route.limit(), when, component, tag)
     n = len(review.flagged)
     flagged = []
-    for i, p in enumerate(review.flagged):
+    versions = review.flagged_versions or tuple(FlaggedOutput(p) for p in review.flagged)
+    for i, f in enumerate(versions):
         key = f"review|{i}"
+        where = []
+        if f.run:
+            where = [html.Span(f" @{short_version(f.version)}", className="muted mono version",
+                               title=f.version) if f.version else None,
+                     " written by ", run_link(f.run, f.run[:8])]
         flagged.append(html.Li([
-            pointer_link(p),
-            dcc.Checklist(id={"type": "flag", "key": key, "p": p}, value=["flagged"], inline=True,
-                          options=[{"label": " flagged", "value": "flagged"}], className="flag-toggle"),
-            html.Span(id={"type": "flag-status", "key": key, "p": p}, className="muted"),
-            html.Span(" (no run produced this)", className="muted") if p in review.unproduced else None,
+            pointer_link(f.pointer), *where,
+            *flag_toggle(f.pointer, f.run, key, True),
+            html.Span(" (no run produced this)", className="muted") if not f.run else None,
         ]))
+    scope = [f"{k} {v}" for k, v in review.scope.items()]
     body: list = [_title("Review"), html.H3(f"Flagged outputs ({n})"),
                   html.Ul(flagged, id="flagged-list") if flagged else
                   html.P("Nothing is flagged. Flag an output on a run card or type 'flag OUTPUT'.",
@@ -250,32 +291,45 @@ def page_review(route: Route, store) -> list:
     if review.unproduced:
         body.append(html.P(f"{len(review.unproduced)} flagged output(s) have no producing run.",
                            className="warning"))
+    if scope:
+        body.append(html.P("Only runs with " + ", ".join(scope) + ".", className="muted",
+                           id="review-scope"))
     if review.entries:
-        body.append(html.H3("Runs ranked by coverage"))
-        rows = [html.Tr([html.Td(k + 1), html.Td(f"{100 * e.coverage:.0f}%", className="coverage-pct"),
-                         html.Td(f"{e.count}/{n}"),
+        body.append(html.H3("Runs ranked by coverage, then evidence"))
+        rows = [html.Tr([html.Td(k + 1),
+                         html.Td(f"{100 * e.coverage:.0f}% · {e.count}/{n}", className="coverage-pct",
+                                 title=e.coverage_text),
                          html.Td(link(Route("history", e.run.component), e.run.component)),
                          html.Td(run_link(e.run.id, None, **{"from": "review"})),
-                         html.Td(fmt_time(e.run.start)),
-                         html.Td("FAILED" if e.run.failed else "OK",
-                                 className="fail" if e.run.failed else "")])
+                         html.Td(fmt_time(e.run.start)), status_cell(e.run), stale_cell(e.run),
+                         html.Td(html.Ul([html.Li(w) for w in e.why]) if e.why else "—",
+                                 className="why")],
+                        className="failed" if e.run.failed else "")
                 for k, e in enumerate(review.entries)]
-        head = html.Tr([html.Th(h) for h in ("#", "coverage", "count", "component", "run", "start",
-                                              "status")])
+        head = html.Tr([html.Th(h) for h in ("#", "coverage", "component", "run", "start", "status",
+                                              "stale", "why")])
         body.append(html.Table([html.Thead(head), html.Tbody(rows)], className="runs", id="review-table"))
-        body += [run_card(e.run, scope="review", coverage=(e.count, n)) for e in review.entries[:10]]
+        body += [run_card(e.run, scope="review", coverage=(e.count, n), why=e.why)
+                 for e in review.entries[:10]]
+    elif scope and review.flagged:
+        body.append(html.P("No run in that scope is in the flagged outputs' traces.", className="muted"))
     return body
 
 
 def page_stale(route: Route, store) -> list:
     component = route.param("component") or None
-    runs = store.stale_runs(component, route.limit())
-    title = "Stale runs" + (f" of {component}" if component else "")
+    direct = route.param("direct") in ("1", "true")
+    runs = store.stale_runs(component, route.limit(), direct)
+    title = "Stale runs" + (f" of {component}" if component else "") + (" (direct causes)" if direct else "")
     if not runs:
         return [_title(title), html.P("No stale runs: every latest run used fresh inputs.",
                                       className="muted")]
-    return [_title(title, html.Span(f" {len(runs)}", className="muted")),
-            *[run_card(r, scope="stale") for r in runs]]
+    other = Route("stale", "", tuple((k, v) for k, v in (("component", component or ""),
+                                                          ("direct", "" if direct else "1")) if v))
+    toggle = link(other, "show inherited staleness too" if direct else "only direct causes",
+                  id="stale-direct")
+    return [_title(title, html.Span(f" {len(runs)}", className="muted")), html.P(toggle),
+            _run_table(runs), *[run_card(r, scope="stale") for r in runs]]
 
 
 def page_help(route: Route, store) -> list:

@@ -25,8 +25,10 @@ PAGES: dict[str, str] = {
     "trace": "trace OUTPUT — the runs that produced an output, as a lineage graph (a run id also works)",
     "impact": "impact OUTPUT|RUN_ID — everything downstream of an output or a run",
     "tag": "tag [TAG] — the components with a tag (without TAG: every tag)",
-    "review": "review [N] — flagged outputs and the runs they share, ranked by coverage",
-    "stale": "stale [COMPONENT] — latest runs that are stale now",
+    "review": "review [N] [--since WHEN] [--component C] [--tag T] — flagged outputs and the runs they "
+              "share, ranked by coverage, then evidence (failed, failed test, stale, changed), with why",
+    "stale": "stale [COMPONENT] [--direct] — latest runs that are stale now (--direct: leave out "
+             "staleness inherited from upstream)",
     "components": "components [--owner O] [--tag T] — every component",
     "help": "help — this list",
 }
@@ -91,6 +93,11 @@ class Route:
             words.append(self.param("limit"))
         if self.command == "stale" and self.param("component"):
             words.append(self.param("component"))
+        if self.command == "stale" and self.param("direct"):
+            words.append("--direct")
+        for opt in ("since", "component", "tag"):
+            if self.command == "review" and self.param(opt):
+                words += [f"--{opt}", self.param(opt)]
         for opt in ("owner", "tag"):
             if self.command == "components" and self.param(opt):
                 words += [f"--{opt}", self.param(opt)]
@@ -139,6 +146,35 @@ def _limit_word(command: str, words: list[str]) -> tuple[tuple[str, str], ...]:
     return (("limit", words[0]),)
 
 
+def _options(command: str, words: list[str], names: tuple[str, ...], usage: str
+             ) -> tuple[tuple[str, str], ...]:
+    """``--name value`` pairs among ``words`` (in order), as route parameters."""
+    out: list[tuple[str, str]] = []
+    it = iter(words)
+    for w in it:
+        if w.startswith("--"):
+            if w not in names:
+                raise CommandError(f"{command}: unknown option {w!r}", hint=usage)
+            value = next(it, None)
+            if value is None:
+                raise CommandError(f"{command}: {w} needs a value", hint=usage)
+            out.append((w[2:], value))
+    return tuple(out)
+
+
+def _positional(words: list[str]) -> list[str]:
+    """``words`` without their ``--name value`` pairs."""
+    out, skip = [], False
+    for w in words:
+        if skip:
+            skip = False
+        elif w.startswith("--"):
+            skip = True
+        else:
+            out.append(w)
+    return out
+
+
 def parse_command(text: str) -> Route | Action:
     """Parse the command bar's text into the page to show or the action to run.
 
@@ -172,12 +208,18 @@ def parse_command(text: str) -> Route | Action:
         if command != "history" and rest:
             raise CommandError(f"{command} takes one argument", hint=usage)
         return Route(command, arg, params)
-    if command in ("recent", "review"):
+    if command == "recent":
         return Route(command, "", _limit_word(command, rest))
+    if command == "review":
+        opts = _options(command, rest, ("--since", "--component", "--tag"), usage)
+        return Route("review", "", _limit_word(command, _positional(rest)) + opts)
     if command == "stale":
+        direct = "--direct" in rest
+        rest = [w for w in rest if w != "--direct"]
         if len(rest) > 1:
             raise CommandError("stale takes at most one component", hint=usage)
-        return Route("stale", "", (("component", rest[0]),) if rest else ())
+        params = ((("component", rest[0]),) if rest else ()) + ((("direct", "1"),) if direct else ())
+        return Route("stale", "", params)
     if command == "tag":
         if len(rest) > 1:
             raise CommandError("tag takes one tag", hint=usage)

@@ -35,8 +35,11 @@ QUANTILES: tuple[float, ...] = (0.01, 0.1, 0.5, 0.9, 0.99)
 """Quantiles exposed for every output distribution."""
 DEFAULT_WINDOW_RUNS = 10
 """Runs merged for the wider output-distribution window (``window="last_10_runs"``)."""
-STALE_RULES: tuple[str, ...] = ("old_input", "fresher_run", "newer_upstream")
-"""Values of the ``rule`` label of mltrace_component_stale_runs (plus ``other``)."""
+STALE_RULES: tuple[str, ...] = ("old_input", "fresher_run", "newer_upstream", "upstream_failed",
+                                "upstream_stale")
+"""Values of the ``rule`` label of mltrace_component_stale_runs (plus ``other``): the store's
+staleness kinds (``fresher_run`` is the kind ``fresher_upstream``, named as before);
+``upstream_stale`` is staleness inherited from a run upstream."""
 CAPPED_LABELS = frozenset({"component", "output", "column", "test", "method"})
 """Labels whose values come from user names and are capped."""
 
@@ -52,6 +55,10 @@ def stale_rule(message: str) -> str:
     at = message.find("(ID ")
     end = message.find(")", at) if at >= 0 else -1
     m = (message[end + 1:] if end >= 0 else message).lower()
+    if ", which is stale: " in m:  # "report (ID …) read x from clean (ID …), which is stale: …"
+        return "upstream_stale"
+    if m.lstrip().startswith("failed:"):  # "clean (ID …) failed: ValueError: …"
+        return "upstream_failed"
     if m.lstrip().startswith("was run "):  # "was run 40 days ago." / "... 3 hours ago."
         return "old_input"
     if "fresher run" in m:

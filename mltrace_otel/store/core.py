@@ -29,6 +29,7 @@ from mltrace_otel.settings import Settings, mask_url
 from mltrace_otel.store import ingest
 from mltrace_otel.store.models import (
     ComponentInfo,
+    FlaggedOutput,
     IngestResult,
     Lineage,
     PointerInfo,
@@ -345,13 +346,18 @@ class Store:
         """Runs and outputs downstream of an output pointer or a run id (prefix allowed)."""
         return queries.impact(self, target)
 
-    def stale_runs(self, component: str | None = None, limit: int = 100) -> list[Run]:
-        """Latest runs (per component) that are stale now, newest first."""
-        return queries.stale_runs(self, component, limit)
+    def stale_runs(self, component: str | None = None, limit: int = 100,
+                   direct: bool = False) -> list[Run]:
+        """Latest runs (per component) that are stale now, newest first; ``direct``: only
+        those with a direct cause (inherited causes left out)."""
+        return queries.stale_runs(self, component, limit, direct)
 
-    def review(self, limit: int | None = None) -> Review:
-        """Runs common to the flagged outputs' traces, ranked by count then newest."""
-        return queries.review(self, limit)
+    def review(self, limit: int | None = None, since: datetime | str | None = None,
+               component: str | None = None, tag: str | None = None) -> Review:
+        """Runs common to the flagged outputs' traces, ranked by count, then evidence (failed,
+        failed test, stale, changed), then newest; optionally only runs started since
+        ``since``, of ``component``, or of components tagged ``tag``."""
+        return queries.review(self, limit, since, component, tag)
 
     # --- components, pointers -------------------------------------------------------------
     def components(self, owner: str | None = None, tag: str | None = None) -> list[ComponentInfo]:
@@ -380,21 +386,38 @@ class Store:
         """Add tags to a component; NotFound when it does not exist."""
         return state.tag_component(self, name, tags)
 
-    def flag(self, pointer: str) -> bool:
-        """Flag an output for review; True (mltrace's return)."""
-        return state.flag(self, pointer)
+    def flag(self, pointer: str, run_id: str | None = None) -> bool:
+        """Flag an output's newest version (or the version run ``run_id`` wrote) for review;
+        True (mltrace's return)."""
+        state.flag(self, pointer, run_id)
+        return True
 
-    def unflag(self, pointer: str) -> bool:
-        """Unflag an output; False (mltrace's return: the flag's new value)."""
-        return state.unflag(self, pointer)
+    def unflag(self, pointer: str, run_id: str | None = None) -> bool:
+        """Unflag every version of an output (or the one run ``run_id`` wrote); False
+        (mltrace's return: the flag's new value)."""
+        state.unflag(self, pointer, run_id)
+        return False
+
+    def flag_output(self, pointer: str, run_id: str | None = None) -> FlaggedOutput:
+        """Flag an output's newest version (or the one ``run_id`` wrote); the version flagged
+        (``run`` "" when no run wrote it: review reports it as unproduced)."""
+        return state.flag(self, pointer, run_id)
+
+    def unflag_output(self, pointer: str, run_id: str | None = None) -> list[FlaggedOutput]:
+        """Unflag an output's versions (or the one ``run_id`` wrote); those that were flagged."""
+        return state.unflag(self, pointer, run_id)
 
     def unflag_all(self) -> int:
-        """Unflag every output; how many were flagged."""
+        """Unflag every output; how many versions were flagged."""
         return state.unflag_all(self)
 
     def flagged(self) -> list[str]:
-        """Every flagged pointer, sorted."""
+        """Every flagged pointer name, sorted."""
         return state.flagged(self)
+
+    def flagged_outputs(self) -> list[FlaggedOutput]:
+        """Every flagged output version (pointer, the run that wrote it, its version)."""
+        return state.flagged_outputs(self)
 
     def set_notes(self, run_id: str, notes: str) -> str:
         """Replace a run's notes (prefix allowed); returns the notes."""

@@ -7,7 +7,10 @@ Semantics (DESIGN.md "Semantics"):
   wrote that version. A run that reads and rewrites a pointer is not its own producer.
 - ``set_upstream`` names (the run's ``Upstream``) resolve to that component's latest run that
   started no later than the run.
-- A walk visits each run once; depth = hops from where it started (first visit wins).
+- A walk visits each run once; depth = hops from where it started (first visit wins). Each
+  edge carries the version read (the consumer's fingerprint, else what the producer wrote).
+- A walk's runs carry inherited staleness (:mod:`.causes`): a trace holds every run upstream
+  of its runs; an impact only the runs it reached (so only causes among those).
 
 Set-based: one query resolves the producers of a whole frontier (every input of every run in
 it), so a trace costs one query per lineage level, never one per run. Candidates come from
@@ -341,15 +344,23 @@ def _latest_writer(store: Any, output: str, writers: Writers | None = None) -> I
     return found[0][1]
 
 
-def _walk_up(store: Any, root: Info, infos: dict[str, Info], writers: Writers) -> tuple[
+def _edge(n: Need, prod: Info) -> LineageEdge:
+    """The edge of a resolved need, with the version read (the consumer's fingerprint, else
+    what the producer wrote)."""
+    return LineageEdge(producer=prod.id, consumer=n.consumer, pointer=n.pointer,
+                       version=n.version or prod.outputs.get(n.pointer, ""))
+
+
+def _walk_up(store: Any, root: Info | Sequence[Info], infos: dict[str, Info], writers: Writers) -> tuple[
         dict[str, int], list[LineageEdge], dict[str, list[tuple[str, str]]]]:
-    """Breadth-first upstream walk: depth per run, edges, and each run's dependencies
-    (``infos`` collects what the walk learnt of each run)."""
-    depth = {root.id: 0}
-    infos[root.id] = root
+    """Breadth-first upstream walk from one run or several (each at depth 0): depth per run,
+    edges, and each run's dependencies (``infos`` collects what the walk learnt of each run)."""
+    roots = [root] if isinstance(root, Info) else list(root)
+    depth = {r.id: 0 for r in roots}
+    infos.update((r.id, r) for r in roots)
     edges: list[LineageEdge] = []
     deps: dict[str, list[tuple[str, str]]] = {}
-    frontier = [root]
+    frontier = roots
     level = 0
     while frontier:
         needs = [n for info in frontier for n in needs_of(info)]
@@ -362,7 +373,7 @@ def _walk_up(store: Any, root: Info, infos: dict[str, Info], writers: Writers) -
             pair = (prod.id, n.pointer)
             if pair not in deps[n.consumer]:
                 deps[n.consumer].append(pair)
-                edges.append(LineageEdge(producer=prod.id, consumer=n.consumer, pointer=n.pointer))
+                edges.append(_edge(n, prod))
             if prod.id not in depth:
                 depth[prod.id] = level
                 infos[prod.id] = prod
@@ -376,7 +387,7 @@ def _lineage(store: Any, root: str, direction: str, depth: dict[str, int], edges
              outputs: tuple[str, ...] = (), writers: Writers | None = None) -> Lineage:
     """Full runs (with dependencies and staleness) for a walk's nodes, ordered by depth then
     newest first."""
-    from mltrace_otel.store import staleness
+    from mltrace_otel.store import causes, staleness
 
     found = {r: (infos[r].run, infos[r].ns) for r in depth if r in infos and infos[r].run is not None}
     if len(found) < len(depth):  # runs the walk did not read whole (none, as lineage reads rows)
@@ -388,7 +399,8 @@ def _lineage(store: Any, root: str, direction: str, depth: dict[str, int], edges
                                infos, writers), **(deps or {})}
     ordered = sorted(found, key=lambda r: (depth[r], -found[r][1], r))
     runs = staleness.annotate(store, [found[r] for r in ordered], deps, infos, writers)
-    nodes = tuple(LineageNode(depth=depth[r.id], run=r) for r in runs)
+    full = causes.inherit(runs, deps)
+    nodes = tuple(LineageNode(depth=depth[r.id], run=full[r.id]) for r in runs)
     return Lineage(root=root, direction=direction, nodes=nodes, edges=tuple(edges), outputs=outputs)
 
 
@@ -474,7 +486,7 @@ def impact(store: Any, target: str) -> Lineage:
         frontier_ids = {i.id for i in frontier}
         for n, prod in found:
             if prod.id in frontier_ids:
-                edges.append(LineageEdge(producer=prod.id, consumer=n.consumer, pointer=n.pointer))
+                edges.append(_edge(n, prod))
                 if n.consumer not in depth:
                     depth[n.consumer] = level
                     nxt.append(by_id[n.consumer])

@@ -57,6 +57,58 @@ class TestResult(JsonMixin):
     message: str = ""
 
 
+STALE_KINDS = ("old_input", "fresher_upstream", "newer_upstream", "upstream_failed", "upstream_stale")
+"""Machine-readable kinds of :class:`StaleReason`: the first four are direct causes (a dependency
+of the run itself), ``upstream_stale`` is inherited (a run upstream of it is stale)."""
+
+
+@dataclass(frozen=True)
+class Hop(JsonMixin):
+    """One dependency step of an inherited staleness path: ``run`` (of ``component``) wrote
+    ``pointer`` (``version``, "" unknown) that the previous step read ("" pointer: set_upstream)."""
+
+    run: str
+    component: str
+    pointer: str = ""
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class StaleReason(JsonMixin):
+    """Why a run is stale, machine-readable beside mltrace's ``message``.
+
+    Direct causes name the dependency ``run`` (of ``component``) the run read ``pointer`` from:
+    ``old_input`` (it ran more than the threshold before), ``fresher_upstream`` (``count``
+    fresher runs of its component began before the run), ``newer_upstream`` (its component has
+    written a different version since: ``newer``), ``upstream_failed`` (it failed). An inherited
+    cause (``upstream_stale``, ``inherited`` True) names the stale upstream ``run``, the ``path``
+    of hops from this run to it, and that run's own direct reason as ``root``.
+    """
+
+    kind: str
+    message: str
+    run: str
+    component: str
+    pointer: str = ""
+    newer: str = ""
+    count: int = 0
+    inherited: bool = False
+    path: tuple[Hop, ...] = ()
+    root: StaleReason | None = None
+
+
+@dataclass(frozen=True)
+class Change(JsonMixin):
+    """What differs from the component's previous run: an ``input`` or ``output`` pointer
+    (``name``) whose version differs or that is new (``previous`` ""), or the ``code`` (the
+    code snapshot's hash; ``name`` "")."""
+
+    what: str  # "input" | "output" | "code"
+    name: str
+    previous: str
+    current: str
+
+
 @dataclass(frozen=True)
 class Run(JsonMixin):
     """One component run (one span carrying mltrace.component.name).
@@ -64,6 +116,10 @@ class Run(JsonMixin):
     ``dependencies`` (run ids of the producers of its inputs, plus set_upstream runs) and
     ``stale`` (staleness messages in mltrace's wording) are computed at query time.
     ``code_snapshot`` is filled only by single-run reads (inspect), "" in lists.
+    ``stale_reasons`` say why, machine-readable (``stale`` holds their messages, direct causes
+    first); lists (recent, history) carry direct causes only, walks (trace, impact, review,
+    stale runs, inspect) inherited ones too. ``previous_run``, ``code_hash`` and ``changes``
+    (what differs from the component's previous run) are filled by inspect and review.
     """
 
     id: str
@@ -92,6 +148,10 @@ class Run(JsonMixin):
     exception: str = ""
     dependencies: tuple[str, ...] = ()
     stale: tuple[str, ...] = ()
+    stale_reasons: tuple[StaleReason, ...] = ()
+    previous_run: str = ""
+    code_hash: str = ""
+    changes: tuple[Change, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -102,6 +162,24 @@ class Run(JsonMixin):
     def failed(self) -> bool:
         """The function or a test raised."""
         return self.status == "ERROR"
+
+    @property
+    def stale_direct(self) -> tuple[StaleReason, ...]:
+        """The direct causes of staleness (a dependency of this run), without inherited ones."""
+        return tuple(r for r in self.stale_reasons if not r.inherited)
+
+    @property
+    def failure(self) -> str:
+        """One line saying how the run failed ("" when it did not): the exception's first
+        line, else the status message, else the first failed test."""
+        if not self.failed:
+            return ""
+        for text in (self.exception, self.status_message):
+            line = text.strip().splitlines()[0] if text.strip() else ""
+            if line:
+                return line
+        bad = next((t for t in self.tests if not t.passed), None)
+        return f"test {bad.name}.{bad.method} failed" if bad else "failed"
 
     def to_json(self) -> Any:
         d = _jsonable(self)
@@ -124,6 +202,7 @@ class LineageEdge(JsonMixin):
     producer: str
     consumer: str
     pointer: str
+    version: str = ""  # the version read ("" unknown): the consumer's, else what the producer wrote
 
 
 @dataclass(frozen=True)
@@ -141,20 +220,42 @@ class Lineage(JsonMixin):
 
 @dataclass(frozen=True)
 class ReviewEntry(JsonMixin):
-    """A run reached from ``count`` of the flagged outputs; coverage = count / len(flagged)."""
+    """A run reached from ``count`` of the flagged outputs; coverage = count / len(flagged).
+    ``why``: the evidence that broke ties among equal counts (failed, failed test, stale,
+    changed since the component's previous run), as short sentences; ``coverage_text`` is
+    mltrace's sentence."""
 
     run: Run
     count: int
     coverage: float
+    why: tuple[str, ...] = ()
+    coverage_text: str = ""
+
+
+@dataclass(frozen=True)
+class FlaggedOutput(JsonMixin):
+    """A flagged output version: ``pointer`` as ``run`` wrote it (``version``, "" unknown);
+    ``run`` "" when no run had written it when it was flagged."""
+
+    pointer: str
+    run: str = ""
+    version: str = ""
 
 
 @dataclass(frozen=True)
 class Review(JsonMixin):
-    """review_flagged_outputs: the flagged ids, those no run produced, and the ranked runs."""
+    """review_flagged_outputs: the flagged ids, those no run produced, and the ranked runs.
+
+    ``flagged`` holds the pointer of each flagged version (a name twice when two of its versions
+    are flagged), so coverage = count / len(flagged); ``flagged_versions`` says which versions.
+    ``scope``: the filters the entries were limited to (since, component, tag), {} when none.
+    """
 
     flagged: tuple[str, ...] = ()
     unproduced: tuple[str, ...] = ()
     entries: tuple[ReviewEntry, ...] = ()
+    flagged_versions: tuple[FlaggedOutput, ...] = ()
+    scope: dict[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

@@ -243,15 +243,38 @@ LIMIT 1
 """
 
 
+def walked_runs(store: Any, ids: Sequence[str]) -> tuple[dict[str, Run], dict[str, int]]:
+    """Runs by full id with dependencies and staleness, inherited causes included (missing ids
+    absent), and the start (ns) of each: one upstream walk from all of them together (a query
+    per lineage level), then one staleness query for every run it reached."""
+    from mltrace_otel.store import causes, lineage, staleness
+
+    start = lineage.lineage_info(store, ids)
+    if not start:
+        return {}, {}
+    infos: dict[str, Any] = {}
+    writers: dict[str, Any] = {}
+    depth, _edges, deps = lineage._walk_up(store, list(start.values()), infos, writers)
+    found = {r: (infos[r].run, infos[r].ns) for r in depth if r in infos and infos[r].run is not None}
+    runs = staleness.annotate(store, list(found.values()), deps, infos, writers)
+    full = causes.inherit(runs, deps)
+    return ({i: full[i] for i in ids if i in full},
+            {i: found[i][1] for i in ids if i in found})
+
+
 def get_run(store: Any, run_id: str) -> Run:
-    """One run (prefix allowed) with its code snapshot, notes, tests, dependencies, staleness."""
+    """One run (prefix allowed) with its code snapshot, notes, tests, dependencies, staleness
+    (inherited causes included: its trace is walked) and what changed since its component's
+    previous run."""
+    from mltrace_otel.store import causes
+
     rid = resolve_run_id(store, run_id)
-    found = fetch_runs(store, [rid])
-    if rid not in found:
+    runs, starts = walked_runs(store, [rid])
+    if rid not in runs:
         raise NotFound(f"no run with id {run_id!r}")
-    run = complete_runs(store, [rid], found)[0]
+    run = causes.with_changes(store, [(runs[rid], starts[rid])])[rid]
     rows = run_query(store, "code_snapshot", CODE_SNAPSHOT_SQL,
-                     {"key": CODE_SNAPSHOT, "service": run.service_name, "start": found[rid][1],
+                     {"key": CODE_SNAPSHOT, "service": run.service_name, "start": starts[rid],
                       "id": rid})
     return replace(run, code_snapshot=rows[0][0] if rows else "")
 
@@ -543,15 +566,17 @@ def impact(store: Any, target: str):  # noqa: ANN201
     return lineage.impact(store, target)
 
 
-def stale_runs(store: Any, component: str | None = None, limit: int = 100) -> list[Run]:
+def stale_runs(store: Any, component: str | None = None, limit: int = 100,
+               direct: bool = False) -> list[Run]:
     """Latest run of each component that is stale now (see :func:`.staleness.stale_runs`)."""
     from mltrace_otel.store import staleness
 
-    return staleness.stale_runs(store, component, limit)
+    return staleness.stale_runs(store, component, limit, direct)
 
 
-def review(store: Any, limit: int | None = None):  # noqa: ANN201
+def review(store: Any, limit: int | None = None, since: datetime | str | None = None,
+           component: str | None = None, tag: str | None = None):  # noqa: ANN201
     """Flagged outputs' common runs (see :func:`.review.review`)."""
     from mltrace_otel.store import review as review_mod
 
-    return review_mod.review(store, limit)
+    return review_mod.review(store, limit, since=since, component=component, tag=tag)

@@ -22,13 +22,14 @@ windows inside runs already read need no read (:class:`Cover`).
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mltrace_otel.store import queries
-from mltrace_otel.store.models import Pointer, Run
+from mltrace_otel.store.models import Pointer, Run, StaleReason
 
 _NS_PER_S = 1_000_000_000
 _DAY_S = 86400
@@ -42,14 +43,14 @@ _DAY_S = 86400
 # 'c': the same per component, for set_upstream dependencies. Notes and flags: raw versioned
 # rows (annotate keeps the latest per key), unless read beforehand (:class:`Prefetch`).
 _WINDOWS = """
-SELECT 'w' AS kind, Component, '' AS Pointer, RunId, toUnixTimestamp64Nano(Start) AS ns
+SELECT 'w' AS kind, Component, '' AS Pointer, RunId, toUnixTimestamp64Nano(Start) AS ns, '' AS V
 FROM {{db}}.mltrace_runs
 WHERE Component IN {comps:Array(String)}
   AND Start >= fromUnixTimestamp64Nano({lo:Int64}) AND Start <= fromUnixTimestamp64Nano({hi:Int64})
 LIMIT {wcap:UInt32}"""
 
 _WINDOWS_FILTERED = """
-SELECT 'W' AS kind, Component, '' AS Pointer, RunId, toUnixTimestamp64Nano(Start) AS ns
+SELECT 'W' AS kind, Component, '' AS Pointer, RunId, toUnixTimestamp64Nano(Start) AS ns, '' AS V
 FROM {{db}}.mltrace_runs
 WHERE Component IN {comps:Array(String)}
   AND Start >= fromUnixTimestamp64Nano({lo:Int64}) AND Start <= fromUnixTimestamp64Nano({hi:Int64})
@@ -61,24 +62,26 @@ WINDOW_CAP = 2048
 """Rows the unfiltered window read may return before the filtered read is used instead."""
 
 _NEWER_WRITERS = """
-SELECT 'p' AS kind, Component, Pointer, argMax(RunId, (Start, RunId)), max(toUnixTimestamp64Nano(Start))
+SELECT 'p' AS kind, Component, Pointer, argMax(RunId, (Start, RunId)), max(toUnixTimestamp64Nano(Start)),
+       argMax(Version, (Start, RunId))
 FROM {{db}}.mltrace_lineage
 WHERE Pointer IN {ptrs:Array(String)} AND Start > fromUnixTimestamp64Nano({after:Int64})
 GROUP BY Component, Pointer"""
 
 _NOTES = """
-SELECT 'n' AS kind, Notes, '' AS Pointer, RunId, toUnixTimestamp64Nano(Version) AS ns
+SELECT 'n' AS kind, Notes, '' AS Pointer, RunId, toUnixTimestamp64Nano(Version) AS ns, '' AS V
 FROM {{db}}.mltrace_notes
 WHERE RunId IN {ids:Array(String)}"""
 
 _FLAGS = """
-SELECT 'f' AS kind, toString(Flagged), Pointer, '' AS RunId, toUnixTimestamp64Nano(Version) AS ns
+SELECT 'f' AS kind, toString(Flagged), Pointer, RunId, toUnixTimestamp64Nano(Version) AS ns,
+       OutputVersion AS V
 FROM {{db}}.mltrace_flags
 WHERE Pointer IN {allptrs:Array(String)}"""
 
 _NEWER_RUNS = """
 SELECT 'c' AS kind, Component, '' AS Pointer, argMax(RunId, (Start, RunId)),
-       max(toUnixTimestamp64Nano(Start))
+       max(toUnixTimestamp64Nano(Start)), '' AS V
 FROM {{db}}.mltrace_runs
 WHERE Component IN {ucomps:Array(String)} AND Start > fromUnixTimestamp64Nano({after:Int64})
 GROUP BY Component"""
@@ -128,7 +131,8 @@ _PRE_NOTES = """
     WHERE RunId IN {pre_ids:Array(String)}"""
 
 _PRE_FLAGS = """
-    SELECT 'f', Pointer, toString(Version), toString(Flagged) FROM {{db}}.mltrace_flags
+    SELECT 'f', Pointer, toString(toUnixTimestamp64Nano(Version)),
+           toJSONString(tuple(RunId, OutputVersion, Flagged)) FROM {{db}}.mltrace_flags
     WHERE Pointer IN {pre_ptrs:Array(String)}"""
 
 
@@ -229,7 +233,7 @@ class Prefetch:
     ptrs: frozenset[str]
     guess: tuple[frozenset[str], int, int] | None = None
     notes: dict[str, tuple[str, str]] = field(default_factory=dict)
-    flags: dict[str, tuple[str, str]] = field(default_factory=dict)
+    flags: dict[tuple[str, str], tuple[int, str, str]] = field(default_factory=dict)
     cover: Cover | None = None
     capped: bool = False
     done: bool = False
@@ -263,9 +267,13 @@ class Prefetch:
             if kind == "w":
                 by.setdefault(key, set()).add((version, int(value)))
                 continue
-            into = self.notes if kind == "n" else self.flags if kind == "f" else None
-            if into is not None and (key not in into or version >= into[key][0]):
-                into[key] = (version, value)
+            if kind == "f":  # value: [RunId, OutputVersion, Flagged]; latest per (pointer, run)
+                rid, ov, flagged = json.loads(value)
+                ns = int(version)
+                if (key, rid) not in self.flags or ns >= self.flags[(key, rid)][0]:
+                    self.flags[(key, rid)] = (ns, ov, str(flagged))
+            elif kind == "n" and (key not in self.notes or version >= self.notes[key][0]):
+                self.notes[key] = (version, value)
         if self.guess:
             self.capped = sum(len(v) for v in by.values()) >= WINDOW_CAP
             if not self.capped:
@@ -278,9 +286,11 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
              infos: dict[str, Any] | None = None,
              writers: dict[str, dict[str, Any]] | None = None,
              pre: Prefetch | None = None, cover: Cover | None = None) -> list[Run]:
-    """Runs with ``dependencies``, ``stale``, notes written later and pointer flags filled, in
-    the given order: at most one query (what ``pre`` and ``cover`` do not already hold of
-    notes, flags and staleness, together).
+    """Runs with ``dependencies``, ``stale`` and ``stale_reasons`` (direct causes), notes
+    written later and flags of the versions they wrote and read filled, in the given order: at
+    most one query (what ``pre`` and ``cover`` do not already hold of notes, flags and
+    staleness, together). :func:`.causes.inherit` adds inherited causes where the caller has
+    every run upstream.
 
     Args:
         runs: (run, start in ns) pairs.
@@ -295,12 +305,13 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
 
     if not runs:
         return []
-    known = {run.id: (run.component, ns) for run, ns in runs}
+    known: dict[str, _Dep] = {run.id: _Dep.of_run(run, ns) for run, ns in runs}
     for rid, info in (infos or {}).items():
-        known.setdefault(rid, (info.component, info.ns))
+        if rid not in known:
+            known[rid] = _Dep.of_info(info)
     missing = {p for run, _ in runs for p, _ptr in deps.get(run.id, ()) if p not in known}
     for rid, info in lineage.lineage_info(store, missing).items():
-        known[rid] = (info.component, info.ns)
+        known[rid] = _Dep.of_info(info)
     pairs = []  # (run, run_ns, dep_id, dep_component, dep_ns, pointers read from dep)
     for run, ns in runs:
         by_dep: dict[str, list[str]] = {}
@@ -308,8 +319,7 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
             by_dep.setdefault(dep_id, []).append(ptr)
         for dep_id, ptrs in by_dep.items():
             if dep_id in known:
-                comp, dns = known[dep_id]
-                pairs.append((run, ns, dep_id, comp, dns, ptrs))
+                pairs.append((run, ns, dep_id, known[dep_id].component, known[dep_id].ns, ptrs))
     windows = sorted({(c, dns, ns) for _r, ns, _d, c, dns, _p in pairs if dns <= ns})
     window_rows: dict[str, set[tuple[str, int]]] = {}
     if cover is None and pre is not None:
@@ -321,7 +331,7 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
         windows = [w for w in windows if not cover.holds(*w)]
     _learn(store, runs, pairs, pre is not None and pre.capped)
     after = min((p[1] for p in pairs), default=0)
-    latest: dict[tuple[str, str], tuple[str, int]] = {}
+    latest: dict[tuple[str, str], tuple[str, int, str]] = {}  # (comp, ptr) -> (id, ns, version)
     read = {x for p in pairs for x in p[5] if x}
     writers = writers or {}
     for ptr in read & writers.keys():  # rule 3 from the writers already read
@@ -329,7 +339,7 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
             if w.ns > after:
                 key = (w.component, ptr)
                 if key not in latest or (w.ns, w.id) > (latest[key][1], latest[key][0]):
-                    latest[key] = (w.id, w.ns)
+                    latest[key] = (w.id, w.ns, w.outputs.get(ptr, ""))
     ids = {run.id for run, _ in runs}
     allptrs = {p.name for run, _ in runs for p in (*run.inputs, *run.outputs)}
     have = pre is not None and pre.done
@@ -352,44 +362,115 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
         rows = [r for r in rows if r[0] != "w"] + queries.run_query(
             store, "staleness_windows", _WINDOWS_FILTERED, params)
     notes: dict[str, tuple[Any, str]] = dict(pre.notes) if have and not params["ids"] else {}
-    flags: dict[str, tuple[Any, str]] = dict(pre.flags) if have and not params["allptrs"] else {}
-    for kind, comp, ptr, rid, rns in rows:
+    flags: dict[tuple[str, str], tuple[int, str, str]] = (
+        dict(pre.flags) if have and not params["allptrs"] else {})
+    for kind, comp, ptr, rid, rns, version in rows:
         if kind in ("w", "W"):
             window_rows.setdefault(comp, set()).add((rid, int(rns)))
         elif kind == "n":  # latest version wins (comp holds the notes)
             if rid not in notes or int(rns) >= notes[rid][0]:
                 notes[rid] = (int(rns), comp)
-        elif kind == "f":  # latest version wins (comp holds the flag)
-            if ptr not in flags or int(rns) >= flags[ptr][0]:
-                flags[ptr] = (int(rns), comp)
+        elif kind == "f":  # latest per (pointer, run) wins (comp holds the flag)
+            if (ptr, rid) not in flags or int(rns) >= flags[(ptr, rid)][0]:
+                flags[(ptr, rid)] = (int(rns), version, comp)
         else:
-            latest[(comp, ptr)] = (rid, int(rns))
-    flagged = {p for p, (_v, f) in flags.items() if f == "1"}
-    stale: dict[str, list[str]] = {}
+            latest[(comp, ptr)] = (rid, int(rns), version)
+    from mltrace_otel.store import state
+
+    active = state.active_flags([(p, r, v, int(f), ns) for (p, r), (ns, v, f) in flags.items()])
+    by_run = {(f.pointer, f.run) for f in active if f.run}
+    by_version = {(f.pointer, f.version) for f in active if f.run and f.version}
+    reasons: dict[str, list[StaleReason]] = {}
     for run, ns, dep_id, comp, dns, ptrs in pairs:
-        msgs = stale.setdefault(run.id, [])
+        out = reasons.setdefault(run.id, [])
+        dep = known[dep_id]
+        ptr = next((p for p in ptrs if p), "")
         diff_s = (ns - dns) / _NS_PER_S
+        if dep.failure:
+            out.append(StaleReason("upstream_failed", failed_message(comp, dep_id, dep.failure),
+                                   dep_id, comp, ptr))
         if diff_s > run.staleness_threshold_s:
-            msgs.append(age_message(comp, dep_id, diff_s, run.staleness_threshold_s))
+            out.append(StaleReason("old_input", age_message(comp, dep_id, diff_s,
+                                                            run.staleness_threshold_s),
+                                   dep_id, comp, ptr))
         k = sum(1 for rid, rns in window_rows.get(comp, ())
                 if dns <= rns <= ns and rid not in (dep_id, run.id))
         if k >= 1:
-            msgs.append(fresher_message(comp, dep_id, k))
-        newer = [latest[(comp, p)] for p in ptrs if (comp, p) in latest]
-        newer = [n for n in newer if n[1] > ns and n[0] not in (dep_id, run.id)]
+            out.append(StaleReason("fresher_upstream", fresher_message(comp, dep_id, k), dep_id,
+                                   comp, ptr, count=k))
+        newer = []
+        for p in ptrs:
+            n = latest.get((comp, p))
+            if n is None or n[1] <= ns or n[0] in (dep_id, run.id):
+                continue
+            seen = _read_version(run, p, dep)
+            if seen and n[2] == seen:  # early cutoff: the newer run wrote what this run read
+                continue
+            newer.append(n)
         if newer:
-            msgs.append(newer_message(comp, dep_id, max(newer, key=lambda n: (n[1], n[0]))[0]))
+            n = max(newer, key=lambda n: (n[1], n[0]))
+            out.append(StaleReason("newer_upstream", newer_message(comp, dep_id, n[0]), dep_id,
+                                   comp, ptr, newer=n[0]))
 
-    def flag(ps: tuple[Pointer, ...]) -> tuple[Pointer, ...]:
-        return tuple(replace(p, flagged=p.name in flagged) for p in ps)
+    def flag_out(run: Run) -> tuple[Pointer, ...]:
+        return tuple(replace(p, flagged=(p.name, run.id) in by_run
+                             or (p.name, p.version) in by_version and bool(p.version))
+                     for p in run.outputs)
 
-    return [
-        replace(run, dependencies=tuple(dict.fromkeys(p for p, _ptr in deps.get(run.id, ()))),
-                stale=tuple(stale.get(run.id, ())),
-                notes=notes[run.id][1] if run.id in notes else run.notes,
-                inputs=flag(run.inputs), outputs=flag(run.outputs))
-        for run, _ns in runs
-    ]
+    def flag_in(run: Run) -> tuple[Pointer, ...]:
+        producer = {ptr: d for d, ptr in deps.get(run.id, ()) if ptr}
+        out = []
+        for p in run.inputs:
+            dep = known.get(producer.get(p.name, ""))
+            seen = _read_version(run, p.name, dep) if dep else p.version
+            out.append(replace(p, flagged=(p.name, producer.get(p.name, "")) in by_run
+                               or bool(seen) and (p.name, seen) in by_version))
+        return tuple(out)
+
+    done = []
+    for run, _ns in runs:
+        rs = tuple(reasons.get(run.id, ()))
+        done.append(replace(
+            run, dependencies=tuple(dict.fromkeys(p for p, _ptr in deps.get(run.id, ()))),
+            stale=tuple(r.message for r in rs), stale_reasons=rs,
+            notes=notes[run.id][1] if run.id in notes else run.notes,
+            inputs=flag_in(run), outputs=flag_out(run)))
+    return done
+
+
+@dataclass(frozen=True)
+class _Dep:
+    """What staleness needs of a dependency: component, start, how it failed ("" if it did
+    not), the versions it wrote."""
+
+    component: str
+    ns: int
+    failure: str
+    outputs: dict[str, str]
+
+    @classmethod
+    def of_run(cls, run: Run, ns: int) -> _Dep:
+        return cls(run.component, ns, run.failure,
+                   {p.name: p.version for p in reversed(run.outputs)})
+
+    @classmethod
+    def of_info(cls, info: Any) -> _Dep:
+        run = info.run
+        return cls(info.component, info.ns, run.failure if run is not None else "",
+                   dict(info.outputs))
+
+
+def _read_version(run: Run, pointer: str, dep: _Dep | None) -> str:
+    """The version of ``pointer`` the run read: its own fingerprint, else what its producer
+    wrote ("" when neither is known)."""
+    own = next((p.version for p in run.inputs if p.name == pointer and p.version), "")
+    return own or (dep.outputs.get(pointer, "") if dep is not None else "")
+
+
+def failed_message(component: str, dep_id: str, failure: str) -> str:
+    """The failed-upstream message: ``"clean (ID …) failed: ValueError: negative amount."``."""
+    text = " ".join(failure.split())
+    return f"{component} (ID {dep_id}) failed: {text}{'' if text.endswith(('.', '!', '?')) else '.'}"
 
 
 # Each component's latest run: max(Start) per component, then the runs at that (Component,
@@ -403,13 +484,22 @@ WHERE (Component, Start) IN (
 """
 
 
-def stale_runs(store: Any, component: str | None = None, limit: int = 100) -> list[Run]:
-    """The latest run of each component (or of one) that is stale now, newest first."""
+def stale_runs(store: Any, component: str | None = None, limit: int = 100,
+               direct: bool = False) -> list[Run]:
+    """The latest run of each component (or of one) that is stale now, newest first.
+
+    Inherited causes count (a run upstream is stale, or failed): the latest runs' traces are
+    walked together (:func:`.queries.walked_runs`). ``direct``: only runs with a direct cause,
+    showing their direct causes only (``mltrace stale --direct``).
+    """
+    from mltrace_otel.store import causes
+
     rows = queries.run_query(store, "latest_per_component", LATEST_PER_COMPONENT,
                              {"component": component or ""})
     latest: dict[str, str] = {}
     for comp, rid in rows:  # ties on start: the largest id, as everywhere else
         latest[comp] = max(rid, latest.get(comp, ""))
-    runs = queries.complete_runs(store, list(latest.values()))
-    stale = sorted((r for r in runs if r.stale), key=lambda r: (r.start, r.id), reverse=True)
+    runs, _starts = queries.walked_runs(store, list(latest.values()))
+    picked = [causes.direct_only(r) if direct else r for r in runs.values()]
+    stale = sorted((r for r in picked if r.stale), key=lambda r: (r.start, r.id), reverse=True)
     return stale[: max(int(limit), 0)]

@@ -1,7 +1,9 @@
 """User state written by the CLI, the UI and the API: flags, notes, component metadata and tags.
 
-Each write is one ``INSERT ... SELECT`` of bound parameters (no client-side data blocks, so it
-works through a proxy that only forwards SQL) into a ReplacingMergeTree table with
+Flags bind to an output's version (the run that wrote it): :func:`flag` flags the newest
+version unless a run is given. Each write is one ``INSERT ... SELECT`` of bound parameters (no
+client-side data blocks, so it works through a proxy that only forwards SQL) into a
+ReplacingMergeTree table with
 ``Version = now64(9)``; reads take the latest row per key.
 """
 
@@ -12,23 +14,33 @@ from typing import Any
 
 from mltrace_otel.errors import MltraceError, NotFound
 from mltrace_otel.store import queries
-from mltrace_otel.store.models import ComponentInfo
+from mltrace_otel.store.models import ComponentInfo, FlaggedOutput
 
-SET_FLAG = """
-INSERT INTO {{db}}.mltrace_flags (Pointer, Flagged, Version)
-SELECT {pointer:String}, {flagged:UInt8}, now64(9)
+# Flags bind to an output's version (migration 0070): one row per (Pointer, RunId = the run that
+# wrote the flagged version, OutputVersion = its content version), latest Version wins. RunId ''
+# = a name no run had written when flagged; such a row applies only while it is newer than
+# every run-bound row of its pointer (the migration carried older name-level flags over).
+SET_FLAGS = """
+INSERT INTO {{db}}.mltrace_flags (Pointer, RunId, OutputVersion, Flagged, Version)
+SELECT f.1, f.2, f.3, {flagged:UInt8}, now64(9)
+FROM (SELECT arrayJoin({rows:Array(Tuple(String, String, String))}) AS f)
 """
 
-FLAGGED = """
-SELECT Pointer FROM (
-    SELECT Pointer, argMax(Flagged, Version) AS f FROM {{db}}.mltrace_flags GROUP BY Pointer)
-WHERE f = 1
-ORDER BY Pointer
+# The latest row per (Pointer, RunId), of some pointers ({all:UInt8} = 1: of every pointer).
+FLAG_ROWS = """
+SELECT Pointer, RunId, argMax(OutputVersion, Version), argMax(Flagged, Version),
+       toUnixTimestamp64Nano(max(Version))
+FROM {{db}}.mltrace_flags
+WHERE {all:UInt8} = 1 OR Pointer IN {ptrs:Array(String)}
+GROUP BY Pointer, RunId
 """
 
-UNFLAG_ALL = """
-INSERT INTO {{db}}.mltrace_flags (Pointer, Flagged, Version)
-SELECT arrayJoin({pointers:Array(String)}), 0, now64(9)
+# The newest writer of each pointer: (Pointer, RunId, Version).
+LATEST_WRITERS = """
+SELECT Pointer, argMax(RunId, (Start, RunId)), argMax(Version, (Start, RunId))
+FROM {{db}}.mltrace_io
+WHERE Role = 'out' AND Pointer IN {ptrs:Array(String)}
+GROUP BY Pointer
 """
 
 SET_NOTES = """
@@ -92,29 +104,100 @@ def tag_component(store: Any, name: str, tags: Sequence[str]) -> ComponentInfo:
     return queries.component(store, name)
 
 
-def flag(store: Any, pointer: str) -> bool:
-    """Flag an output for review; True (mltrace's return). Any id can be flagged: one that no
-    run wrote shows up in the review as unproduced."""
-    _command(store, "flag", SET_FLAG, {"pointer": _text(pointer, "an output id"), "flagged": 1})
-    return True
+def active_flags(rows: Any) -> list[FlaggedOutput]:
+    """The flags in effect among raw latest-per-key rows ``(pointer, run, version, flagged, ns)``:
+    run-bound rows flagged now, and name-level rows (run "") flagged and newer than every
+    run-bound row of their pointer. Sorted by pointer, then run."""
+    newest_bound: dict[str, int] = {}
+    for p, rid, _v, _f, ns in rows:
+        if rid:
+            newest_bound[p] = max(newest_bound.get(p, 0), int(ns))
+    out = {(p, rid): FlaggedOutput(p, rid, v) for p, rid, v, f, ns in rows
+           if int(f) == 1 and (rid or int(ns) > newest_bound.get(p, -1))}
+    return [out[k] for k in sorted(out)]
 
 
-def unflag(store: Any, pointer: str) -> bool:
-    """Unflag an output; False (mltrace's return: the flag's new value)."""
-    _command(store, "unflag", SET_FLAG, {"pointer": _text(pointer, "an output id"), "flagged": 0})
-    return False
+def flag_rows(store: Any, pointers: Sequence[str] | None = None) -> list[tuple]:
+    """Latest row per (pointer, run) of some pointers (None: all): (pointer, run, version,
+    flagged, ns)."""
+    if pointers is not None and not pointers:
+        return []
+    return queries.run_query(store, "flag_rows", FLAG_ROWS,
+                             {"all": int(pointers is None), "ptrs": sorted(set(pointers or ()))})
+
+
+def flagged_outputs(store: Any, pointers: Sequence[str] | None = None) -> list[FlaggedOutput]:
+    """The flagged output versions (of some pointers; None: all), sorted by pointer, then run."""
+    return active_flags(flag_rows(store, pointers))
+
+
+def _set(store: Any, name: str, rows: Sequence[tuple[str, str, str]], flagged: int) -> None:
+    if rows:
+        _command(store, name, SET_FLAGS, {"rows": [tuple(r) for r in rows], "flagged": flagged})
+
+
+def flag(store: Any, pointer: str, run_id: str | None = None) -> FlaggedOutput:
+    """Flag an output's version for review: the newest version (the run that wrote ``pointer``
+    last, now), or with ``run_id`` (prefix allowed) the version that run wrote. An output no run
+    wrote is flagged by name (review reports it as unproduced); never an error.
+
+    Returns the :class:`FlaggedOutput` flagged (``run`` "" for a name no run wrote).
+
+    Raises:
+        NotFound / AmbiguousRunId: ``run_id`` does not name exactly one run, or that run did
+            not write ``pointer``.
+    """
+    pointer = _text(pointer, "an output id")
+    if run_id is not None:
+        target = _written_by(store, pointer, _text(run_id, "a run id"))
+    else:
+        rows = queries.run_query(store, "latest_writers", LATEST_WRITERS, {"ptrs": [pointer]})
+        target = FlaggedOutput(pointer, rows[0][1], rows[0][2]) if rows else FlaggedOutput(pointer)
+    _set(store, "flag", [(target.pointer, target.run, target.version)], 1)
+    return target
+
+
+def _written_by(store: Any, pointer: str, run_id: str) -> FlaggedOutput:
+    """The version of ``pointer`` that the run ``run_id`` (prefix allowed) wrote; NotFound when
+    it did not write it."""
+    rid = queries.resolve_run_id(store, run_id)
+    found = queries.fetch_runs(store, [rid])
+    run = found[rid][0] if rid in found else None
+    out = next((p for p in run.outputs if p.name == pointer), None) if run else None
+    if out is None:
+        raise NotFound(f"run {rid[:8]} did not write {pointer!r}",
+                       hint=f"`mltrace inspect {rid[:8]}` lists its outputs")
+    return FlaggedOutput(pointer, rid, out.version)
+
+
+def unflag(store: Any, pointer: str, run_id: str | None = None) -> list[FlaggedOutput]:
+    """Unflag an output: every flagged version of it, or with ``run_id`` (prefix allowed) the
+    version that run wrote. Returns the versions that were flagged and now are not.
+
+    Raises:
+        NotFound / AmbiguousRunId: as :func:`flag`, for ``run_id``.
+    """
+    pointer = _text(pointer, "an output id")
+    current = flagged_outputs(store, [pointer])
+    if run_id is not None:
+        target = _written_by(store, pointer, _text(run_id, "a run id"))
+        current = [f for f in current if f.run == target.run]
+        rows = [(pointer, target.run, target.version)]
+    else:
+        rows = [(f.pointer, f.run, f.version) for f in current] + [(pointer, "", "")]
+    _set(store, "unflag", rows, 0)
+    return current
 
 
 def flagged(store: Any) -> list[str]:
-    """Every flagged pointer, sorted."""
-    return [r[0] for r in queries.run_query(store, "flagged", FLAGGED)]
+    """Every flagged pointer name (once however many of its versions are flagged), sorted."""
+    return sorted({f.pointer for f in flagged_outputs(store)})
 
 
 def unflag_all(store: Any) -> int:
-    """Unflag every output; how many were flagged."""
-    current = flagged(store)
-    if current:
-        _command(store, "unflag_all", UNFLAG_ALL, {"pointers": current})
+    """Unflag every output; how many versions were flagged."""
+    current = flagged_outputs(store)
+    _set(store, "unflag_all", [(f.pointer, f.run, f.version) for f in current], 0)
     return len(current)
 
 
@@ -130,5 +213,5 @@ def set_notes(store: Any, run_id: str, notes: str) -> str:
     return notes
 
 
-__all__ = ["create_component", "tag_component", "flag", "unflag", "flagged", "unflag_all",
-           "set_notes", "NotFound"]
+__all__ = ["create_component", "tag_component", "flag", "unflag", "flagged", "flagged_outputs",
+           "unflag_all", "set_notes", "NotFound"]

@@ -195,3 +195,65 @@ def test_sdk_logged_staleness_messages(env):
         f"component_1 (ID {first}) has 1 fresher run that began before this component run started."]
     assert f"component_1 (ID {first}) was run 39 days ago." in runs["component_3"].stale
     assert runs["component_2"].dependencies == ["component_1"]
+
+
+def test_versions_causes_and_review_through_the_api(env, tmp_path, monkeypatch):
+    """Issue 14 through mltrace's functions: plain file paths get versions, a new upstream
+    version makes both downstream runs stale (inherited named), flags bind to versions, and the
+    review's first entry is the failed run, with why."""
+    import time
+    from pathlib import Path
+
+    from mltrace_otel.sdk import files
+
+    monkeypatch.chdir(tmp_path)
+
+    @mltrace.register("extract", outputs=["raw.csv"])
+    def extract(rows: str) -> None:
+        Path("raw.csv").write_text(rows)
+
+    @mltrace.register("clean", inputs=["raw.csv"], outputs=["clean.csv"])
+    def clean() -> None:
+        text = Path("raw.csv").read_text()
+        Path("clean.csv").write_text(text)
+        if "-" in text:
+            raise ValueError("negative amount")
+
+    @mltrace.register("report", inputs=["clean.csv"], outputs=["report.txt"])
+    def report() -> None:
+        Path("report.txt").write_text(Path("clean.csv").read_text().upper())
+
+    def settle() -> None:
+        while any(files._racy(Path(p).stat()) for p in ("raw.csv", "clean.csv", "report.txt")
+                  if Path(p).exists()):
+            time.sleep(0.02)
+
+    extract("a\n1\n")
+    clean()
+    report()
+    settle()
+    extract("a\n2\n")
+    stale = {cr.component_name: cr for cr in mltrace.get_stale_runs()}
+    assert set(stale) == {"clean", "report"}
+    assert "which is stale: extract (ID" in stale["report"].stale[0]
+    assert [cr.component_name for cr in api.get_stale_runs(direct=True)] == ["clean"]
+    assert [r["kind"] for r in api.stale_reasons(stale["report"].id)] == ["upstream_stale"]
+
+    old_report = stale["report"].id
+    settle()
+    extract("a\n-3\n")
+    with pytest.raises(ValueError):
+        clean()
+    report()
+    assert mltrace.flag_output_id("report.txt") is True
+    rv = api.review()
+    assert rv.entries[0].run.component == "clean"
+    assert rv.entries[0].why[0] == "failed: ValueError: negative amount"
+    flagged, ranked = mltrace.review_flagged_outputs()
+    assert flagged == ["report.txt"] and ranked[0][0].component_name == "clean" and ranked[0][1] == 1
+    assert not mltrace.get_component_run_information(old_report).outputs[0].flag
+    assert api.flag_output_version("report.txt", old_report[:8]) is True
+    assert mltrace.get_component_run_information(old_report).outputs[0].flag
+    assert len(api.review(component="report").entries) == 2
+    assert mltrace.unflag_output_id("report.txt") is False
+    assert mltrace.review_flagged_outputs() == ([], [])

@@ -165,7 +165,10 @@ def test_components_and_tags(pipeline: Pipeline) -> None:
 # --- flags, review, notes --------------------------------------------------------------------
 def test_flag_review_unflag(pipeline: Pipeline) -> None:
     s, store = pipeline.settings, pipeline.store
-    assert ok_json(invoke(s, "flag", "pred-1", "pred-2", "--json")) == {"flagged": ["pred-1", "pred-2"]}
+    flagged = ok_json(invoke(s, "flag", "pred-1", "pred-2", "--json"))
+    predict = _run_id(pipeline, "predict")
+    versions = [{"pointer": p, "run": predict, "version": ""} for p in ("pred-1", "pred-2")]
+    assert flagged == {"flagged": ["pred-1", "pred-2"], "versions": versions}
     try:
         assert store.flagged() == ["pred-1", "pred-2"]
         review = ok_json(invoke(s, "review", "--json"))
@@ -173,16 +176,17 @@ def test_flag_review_unflag(pipeline: Pipeline) -> None:
         assert review["flagged"] == ["pred-1", "pred-2"]
         top = review["entries"][0]
         assert top["count"] == 2 and top["coverage"] == 1.0
+        assert top["coverage_text"] == ("This component has 100% coverage: it was used 2 time(s) in "
+                                        "producing the flagged outputs")
         human = invoke(s, "review").stdout
-        assert ("This component has 100% coverage: it was used 2 time(s) in producing the flagged "
-                "outputs") in human
+        assert "100% · 2/2" in human  # the short figure; the sentence stays in --json
         assert len(ok_json(invoke(s, "review", "-n", "1", "--json"))["entries"]) == 1
         # an unknown name: nothing is flagged at all
         err = _error(invoke(s, "flag", "pred-3", "no-such-output"))
         assert "no-such-output" in err and store.flagged() == ["pred-1", "pred-2"]
-        assert ok_json(invoke(s, "unflag", "pred-1", "--json")) == {"unflagged": ["pred-1"]}
+        assert ok_json(invoke(s, "unflag", "pred-1", "--json"))["unflagged"] == ["pred-1"]
         assert store.flagged() == ["pred-2"]
-        assert ok_json(invoke(s, "unflag", "--all", "--json")) == {"unflagged": ["pred-2"]}
+        assert ok_json(invoke(s, "unflag", "--all", "--json"))["unflagged"] == ["pred-2"]
         assert store.flagged() == []
         assert "Nothing is flagged" in invoke(s, "review").stdout
     finally:

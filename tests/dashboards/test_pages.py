@@ -101,6 +101,6 @@ def test_review_reports_a_flagged_output_no_run_produced(pages, ui_store, filled
     try:
         shown = texts(pages.page("/review")["page"])
         assert "ghost/never written.csv" in shown and " (no run produced this)" in shown
-        assert "50%" in shown  # train fed one of the two flagged outputs
+        assert "50% · 1/2" in shown  # train fed one of the two flagged outputs
     finally:
         ui_store.unflag_all()

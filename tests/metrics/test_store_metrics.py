@@ -198,3 +198,15 @@ def test_stale_rule_reads_the_store_wording():
     assert stale_rule(fresher_message(tricky, "ab12", 3)) == "fresher_run"
     assert stale_rule(newer_message("x days ago", "ab12", "cd34")) == "newer_upstream"
     assert stale_rule("something else") == "other"
+
+
+def test_stale_rule_reads_failed_and_inherited_staleness():
+    from mltrace_otel.metrics.families import STALE_RULES, stale_rule
+    from mltrace_otel.store.staleness import failed_message, newer_message
+
+    tricky = "was run, which is stale: x"  # a component name must not mislead it
+    assert stale_rule(failed_message(tricky, "ab12", "ValueError: negative amount")) == "upstream_failed"
+    inherited = (f"report (ID ab12) read clean.csv from {tricky} (ID cd34), which is stale: "
+                 + newer_message("extract", "ef56", "0a1b"))
+    assert stale_rule(inherited) == "upstream_stale"
+    assert {"upstream_failed", "upstream_stale"} <= set(STALE_RULES)

@@ -79,4 +79,12 @@ def test_no_user_value_is_spliced_into_sql(store, monkeypatch):
     store.impact(marker)
     store.components(owner=marker, tag=marker)
     store.unflag_all()
+    # issue 14's queries: versioned flags, scoped review, stale, inspect with changes
+    store.flag(marker + "2", rid[:8])
+    store.review(since="2026-01-01", component=marker, tag=marker)
+    store.stale_runs(marker)
+    store.stale_runs(direct=True)
+    store.get_run(rid)
+    store.trace_run(rid)
+    store.unflag(marker + "2", rid)
     assert seen and not [s for s in seen if "MARK" in s]
