@@ -76,8 +76,10 @@ def main() -> int:
                          "(on a kept --dir store, later runs then measure every query with it)")
     args = ap.parse_args()
 
+    import bench_data
+
     from mltrace_otel.settings import Settings
-    from mltrace_otel.store import bench_data, open_store, queries, staleness
+    from mltrace_otel.store import open_store, queries, staleness
 
     root = args.dir or Path(tempfile.mkdtemp(prefix="mltrace-bench-"))
     settings = Settings.from_env({}, mltrace_dir=root, store_url=f"chdb://{root / 'store'}?database=bench")
