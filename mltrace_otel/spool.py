@@ -361,6 +361,18 @@ class SegmentWriter:
         with self._lock:
             self._seal()
 
+    def detach(self) -> Path | None:
+        """Close the open segment without sealing it and return its path (None when nothing was
+        written since the last detach): the caller decides its fate (:func:`seal_path` or
+        delete); the next append starts a new segment. A live writer's ``.open`` segment is
+        never taken by a drain, so nothing else touches it meanwhile."""
+        with self._lock:
+            fd, path = self._fd, self._path
+            self._fd, self._path, self._slot = None, None, None
+            if fd is not None:
+                os.close(fd)
+            return path
+
     def _seal(self) -> None:
         if self._fd is None:
             return
@@ -374,6 +386,15 @@ class SegmentWriter:
                     _fsync_dir(self.directory)
         except OSError as e:  # a dead writer's .open segment is drained all the same
             _log.warning("mltrace: cannot seal queue segment %s: %s", path, e)
+
+
+def seal_path(path: Path, fsync: bool = False) -> Path:
+    """Mark a detached ``.open`` segment complete (drainable); its new path."""
+    sealed = path.with_name(path.name[:-len(OPEN)] + SEALED)
+    os.replace(path, sealed)
+    if fsync:
+        _fsync_dir(path.parent)
+    return sealed
 
 
 def write_batch(spool_dir: Path, payload: bytes, spans: int = 0) -> Path:

@@ -21,219 +21,21 @@ and :mod:`mltrace_otel.collector.metrics`; ``grpc`` and ``opentelemetry.proto`` 
 from __future__ import annotations
 
 import collections
-import email.utils
-import gzip
-import http.client
 import logging
 import random
-import socket
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
 
 from mltrace_otel.collector.metrics import CollectorMetrics
+from mltrace_otel.otlp_send import GrpcSender, HttpSender, sender_for
 from mltrace_otel.settings import ForwardTarget
 
 log = logging.getLogger(__name__)
 
-GRPC_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-"""The OTLP/gRPC trace export method."""
-
-GZIP_MIN_BYTES = 4096
-"""OTLP/HTTP bodies larger than this are sent gzip-compressed."""
-
 MAX_BATCH_BYTES = 2 * 1024 * 1024
 """Queued requests are joined into one export up to this size (receivers often cap at 4 MiB);
 a single larger request is still sent alone."""
-
-MAX_RETRY_AFTER_S = 60.0
-"""Longest ``Retry-After`` / RetryInfo delay honoured."""
-
-_RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
-_RETRYABLE_GRPC = frozenset({"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE",
-                             "UNAVAILABLE", "DATA_LOSS", "RESOURCE_EXHAUSTED"})
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-_OWN_HEADERS = frozenset({"content-type", "content-encoding", "content-length", "host"})
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """What one export attempt came to."""
-
-    ok: bool
-    retryable: bool = False
-    reason: str = ""
-    retry_after: float | None = None
-    rejected: int = 0  # spans the receiver refused in an otherwise successful answer (partial success)
-
-
-def _rejected_spans(response: bytes) -> tuple[int, str]:
-    """(rejected_spans, error_message) of a serialized ExportTraceServiceResponse; (0, "") if none
-    or unreadable."""
-    if not response:
-        return 0, ""
-    try:
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-
-        msg = trace_service_pb2.ExportTraceServiceResponse.FromString(response)
-    except Exception:  # noqa: BLE001 - an answer we cannot read still means delivered
-        return 0, ""
-    return int(msg.partial_success.rejected_spans), msg.partial_success.error_message
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from an HTTP ``Retry-After`` header (delay seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, min(float(value), MAX_RETRY_AFTER_S))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, min(when.timestamp() - time.time(), MAX_RETRY_AFTER_S))
-
-
-class _HttpSender:
-    """OTLP/HTTP protobuf over one keep-alive ``http.client`` connection."""
-
-    def __init__(self, target: ForwardTarget) -> None:
-        parts = urlsplit(target.url)
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname or "localhost"
-        self.port = parts.port or (443 if self.https else 80)
-        self.path = (parts.path or "/v1/traces") + (f"?{parts.query}" if parts.query else "")
-        self.headers = {k: v for k, v in target.headers.items() if k.lower() not in _OWN_HEADERS}
-        self._conn: http.client.HTTPConnection | None = None
-        self._lock = threading.Lock()
-
-    def _connection(self, timeout: float) -> http.client.HTTPConnection:
-        with self._lock:
-            if self._conn is None:
-                cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
-                self._conn = cls(self.host, self.port, timeout=timeout)
-            conn = self._conn
-        conn.timeout = timeout
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout)
-        return conn
-
-    def send(self, body: bytes, timeout: float) -> _Outcome:
-        headers = {**self.headers, "Content-Type": "application/x-protobuf",
-                   "User-Agent": "mltrace-otel-forwarder"}
-        if len(body) > GZIP_MIN_BYTES:
-            body = gzip.compress(body, compresslevel=6)
-            headers["Content-Encoding"] = "gzip"
-        retry_stale = True
-        while True:
-            conn = self._connection(timeout)
-            reused = conn.sock is not None
-            try:
-                conn.request("POST", self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                answer = resp.read()
-                break
-            except (OSError, http.client.HTTPException) as e:
-                self.close()
-                if reused and retry_stale and isinstance(e, _STALE):
-                    retry_stale = False  # the server closed an idle keep-alive connection: reconnect now
-                    continue
-                return _Outcome(False, True, f"{type(e).__name__}: {e}".rstrip(": "))
-        if resp.will_close:
-            self.close()
-        status = resp.status
-        if 200 <= status < 300:
-            rejected, message = _rejected_spans(answer)
-            return _Outcome(True, reason=message, rejected=rejected)
-        snippet = answer[:200].decode("utf-8", "replace").strip()
-        reason = f"HTTP {status}" + (f": {snippet}" if snippet else "")
-        if status in _RETRYABLE_HTTP:
-            return _Outcome(False, True, reason, _retry_after(resp.getheader("Retry-After")))
-        return _Outcome(False, False, reason)
-
-    def close(self) -> None:
-        """Close the connection; called from another thread it interrupts a blocked request."""
-        with self._lock:
-            conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        sock = conn.sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        conn.close()
-
-
-class _GrpcSender:
-    """OTLP/gRPC: the raw request bytes through ``TraceService/Export`` (no re-encoding)."""
-
-    def __init__(self, target: ForwardTarget) -> None:
-        import grpc
-
-        self._grpc = grpc
-        # reconnect soon after the endpoint comes back (gRPC's default backoff reaches 120 s)
-        options = [("grpc.initial_reconnect_backoff_ms", 500), ("grpc.max_reconnect_backoff_ms", 5000)]
-        if target.tls:
-            self._channel = grpc.secure_channel(target.url, grpc.ssl_channel_credentials(), options)
-        else:
-            self._channel = grpc.insecure_channel(target.url, options)
-        self._export = self._channel.unary_unary(GRPC_METHOD, request_serializer=None,
-                                                 response_deserializer=None)
-        self.metadata: list[tuple[str, str | bytes]] = [
-            (k.lower(), v.encode() if k.lower().endswith("-bin") else v) for k, v in target.headers.items()]
-
-    def send(self, body: bytes, timeout: float) -> _Outcome:
-        grpc = self._grpc
-        try:
-            answer = self._export(body, timeout=timeout, metadata=self.metadata or None)
-        except grpc.RpcError as e:
-            code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
-            name = code.name if code is not None else "UNKNOWN"
-            details = e.details() if hasattr(e, "details") else ""
-            reason = f"gRPC {name}" + (f": {details}" if details else "")
-            if name in _RETRYABLE_GRPC:
-                trailers = e.trailing_metadata() if hasattr(e, "trailing_metadata") else None
-                return _Outcome(False, True, reason, _grpc_retry_delay(trailers))
-            return _Outcome(False, False, reason)
-        except Exception as e:  # noqa: BLE001 - e.g. metadata gRPC refuses: every call would fail
-            return _Outcome(False, False, f"{type(e).__name__}: {e}")
-        rejected, message = _rejected_spans(answer or b"")
-        return _Outcome(True, reason=message, rejected=rejected)
-
-    def close(self) -> None:
-        """Close the channel; in-flight calls end (CANCELLED)."""
-        try:
-            self._channel.close()
-        except Exception:  # noqa: BLE001 - closing twice / during shutdown
-            pass
-
-
-def _grpc_retry_delay(trailers: Any) -> float | None:
-    """The ``google.rpc.RetryInfo`` delay in a failed call's status details, if any."""
-    for key, value in trailers or ():
-        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
-            continue
-        try:
-            from google.rpc import error_details_pb2, status_pb2
-
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.RetryInfo()
-                if detail.Unpack(info):
-                    d = info.retry_delay
-                    return max(0.0, min(d.seconds + d.nanos / 1e9, MAX_RETRY_AFTER_S))
-        except Exception:  # noqa: BLE001 - unreadable details: use our own backoff
-            return None
-    return None
-
 
 class _Endpoint:
     """One target: a bounded queue of requests (counted in spans) and the thread that sends it.
@@ -260,7 +62,7 @@ class _Endpoint:
         self.deadline: float | None = None
         self.abandoned = threading.Event()
         self.thread: threading.Thread | None = None
-        self.sender: _HttpSender | _GrpcSender | None = None
+        self.sender: HttpSender | GrpcSender | None = None
         self.failing_since: float | None = None
         self._last_refusal_log = 0.0
         self._refusals_unlogged = 0
@@ -291,8 +93,7 @@ class _Endpoint:
     # --- sender thread ---------------------------------------------------------------------------
     def run(self) -> None:
         try:
-            self.sender = (_GrpcSender(self.target) if self.target.protocol == "grpc"
-                           else _HttpSender(self.target))
+            self.sender = sender_for(self.target, "mltrace-otel-forwarder")
         except Exception as e:  # noqa: BLE001 - e.g. TLS set-up failed: count, never raise
             log.warning("cannot forward spans to %s: %s", self.label, e)
             self.abandon()

@@ -13,16 +13,16 @@ Destinations (``MLTRACE_EXPORT``):
 * ``otlp``: OTLP, to ``http://localhost:4318`` when no endpoint is set.
 * ``spool``: the spool only.  ``none``: runs are not exported at all.
 
-A batch the OTLP endpoint refuses, or that cannot reach it within :data:`OTLP_TIMEOUT_S`, goes
-to the spool instead; after a failure OTLP is skipped for :data:`OTLP_RETRY_AFTER_S` so a dead
+A run that returned is never lost (:mod:`.durable`): each run span is appended to this process's
+segment of the durable queue in ``MLTRACE_DIR/spool`` before the decorated call returns (one
+``write``: it survives SIGTERM, kill -9 and ``os._exit``), and delivered from there by a
+background thread: sent to the OTLP endpoint (then deleted), or sealed for the store's drain.
+A batch the OTLP endpoint refuses, or that cannot reach it within :data:`OTLP_TIMEOUT_S`, stays
+in the spool instead; after a failure OTLP is skipped for :data:`OTLP_RETRY_AFTER_S` so a dead
 endpoint costs one timeout, not one per batch (nor minutes at shutdown). Above
 ``MLTRACE_SPOOL_MAX_MB`` the spool takes nothing more and the spans are counted as dropped.
 Every span is counted (:func:`delivery_stats`); the first drop issues a RuntimeWarning.
-
-Spans are batched on a background thread (:class:`~mltrace_otel.sdk.exporters.BatchProcessor`, which
-counts what a full queue refuses): a decorated call never touches
-the file system or the network itself. :func:`flush` exports what is queued; it also runs at
-interpreter exit.
+:func:`flush` delivers what is waiting; it also runs at interpreter exit.
 
 Testing hook (for this package's tests and other areas' tests)::
 
@@ -37,7 +37,7 @@ Testing hook (for this package's tests and other areas' tests)::
 ``configure(settings=...)`` also makes :func:`mltrace_otel.sdk.config.current_settings` (and
 so the query API) use those settings.
 
-Imports: settings, conventions, spool and opentelemetry only.
+Imports: settings, conventions, spool, otlp_send and opentelemetry only.
 """
 
 from __future__ import annotations
@@ -58,13 +58,12 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from mltrace_otel import conventions as C
+from mltrace_otel.sdk.durable import DurableProcessor, Send
 from mltrace_otel.sdk.exporters import (
     COUNTERS,
     OTLP_RETRY_AFTER_S,
     BatchProcessor,
     CountingExporter,
-    DeliveringExporter,
-    OTLPJsonExporter,
 )
 from mltrace_otel.settings import Settings
 
@@ -77,9 +76,10 @@ _log = logging.getLogger("mltrace_otel.sdk")
 OTLP_TIMEOUT_S = 4.0
 """Seconds one OTLP export may take (retries included) before its batch goes to the spool."""
 MAX_QUEUE_SPANS = 20_000
-"""Spans waiting for the background exporter; beyond this new spans are dropped (and counted)."""
+"""Runs waiting for the OTLP endpoint beyond which a decorated call waits for it (back-pressure;
+with a test exporter and ``batch=True``, new spans are dropped and counted instead)."""
 SCHEDULE_DELAY_MS = 2000
-"""How often the background thread exports what has queued up."""
+"""How often the background thread delivers what was appended."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,8 @@ class DeliveryStats:
         unreadable_files: pointers naming a local file that got no content version because it
             could not be read (vanished, no permission, a FIFO or device); each path is also
             logged once as a WARNING.
+        waits: decorated calls that waited for the OTLP endpoint to catch up (back-pressure:
+            more than MAX_QUEUE_SPANS runs were waiting to be sent); nothing is dropped for that.
     """
 
     exported: int = 0
@@ -107,6 +109,7 @@ class DeliveryStats:
     last_error: str = ""
     destination: str = ""
     unreadable_files: int = 0
+    waits: int = 0
 
     @property
     def delivered(self) -> int:
@@ -184,19 +187,24 @@ def otlp_endpoint(settings: Settings) -> str:
     return "http://localhost:4317" if grpc else "http://localhost:4318/v1/traces"
 
 
-def _otlp_exporter(settings: Settings, timeout_s: float) -> tuple[SpanExporter, str]:
+def _otlp_sender(settings: Settings) -> tuple[Send, str]:
+    """What sends the durable queue's requests to the configured OTLP endpoint, and its URL."""
+    from urllib.parse import urlsplit
+
+    from mltrace_otel.otlp_send import HttpSender, JsonSender, sender_for
+    from mltrace_otel.settings import ForwardTarget
+
     ep = otlp_endpoint(settings)
     headers = dict(settings.otlp_headers)
+    agent = "mltrace-otel-sdk"
     if settings.otlp_protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-
-        return GrpcExporter(endpoint=ep, insecure=not ep.startswith("https://"), headers=headers or None,
-                            timeout=timeout_s), ep
+        parts = urlsplit(ep if "://" in ep else f"http://{ep}")
+        target = ForwardTarget(f"{parts.hostname}:{parts.port or 4317}", "grpc", parts.scheme == "https",
+                               {k.lower(): v for k, v in headers.items()})
+        return sender_for(target, agent).send, ep
     if settings.otlp_protocol == "http/json":
-        return OTLPJsonExporter(ep, headers, timeout_s), ep
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-
-    return HttpExporter(endpoint=ep, headers=headers, timeout=timeout_s), ep
+        return JsonSender(ep, headers, agent).send, ep
+    return HttpSender(ForwardTarget(ep, "http/protobuf", ep.startswith("https://"), headers), agent).send, ep
 
 
 def _build(settings: Settings, exporter: SpanExporter | None, sync: bool,
@@ -216,17 +224,15 @@ def _build(settings: Settings, exporter: SpanExporter | None, sync: bool,
     elif settings.export == "none":
         destination = "none"
     else:
-        otlp = None
+        send = None
         if settings.export == "otlp" or (settings.export == "auto" and settings.traces_endpoint):
-            otlp, ep = _otlp_exporter(settings, otlp_timeout_s or OTLP_TIMEOUT_S)
+            send, ep = _otlp_sender(settings)
             destination = f"otlp {ep}"
         else:
             destination = f"spool {settings.spool_dir}"
-        delivering = DeliveringExporter(settings, otlp)
-        if sync:
-            processor = SimpleSpanProcessor(delivering)
-        else:
-            processor = BatchProcessor(delivering, MAX_QUEUE_SPANS, SCHEDULE_DELAY_MS / 1000)
+        processor = DurableProcessor(settings, send, delay_s=SCHEDULE_DELAY_MS / 1000, batch=512,
+                                     max_pending=MAX_QUEUE_SPANS, timeout_s=otlp_timeout_s or OTLP_TIMEOUT_S,
+                                     sync=sync)
     if processor is not None:
         provider.add_span_processor(processor)  # type: ignore[arg-type]
     for extra in _extra_processors:
@@ -394,11 +400,13 @@ def flush(timeout_s: float = 30.0) -> bool:
 def delivery_stats() -> DeliveryStats:
     """Counts of spans exported, spooled and dropped (see :class:`DeliveryStats`)."""
     p = _pipeline
-    queued = p.processor.queued() if p is not None and isinstance(p.processor, BatchProcessor) else 0
+    proc = p.processor if p is not None else None
+    queued = proc.queued() if isinstance(proc, (BatchProcessor, DurableProcessor)) else 0
+    waits = proc.waits if isinstance(proc, DurableProcessor) else 0
     c = COUNTERS
     with c.lock:
         return DeliveryStats(c.exported, c.spooled, c.dropped, c.export_failures, queued,
-                             c.last_error, p.destination if p is not None else "", _unreadable_files)
+                             c.last_error, p.destination if p is not None else "", _unreadable_files, waits)
 
 
 def _at_exit() -> None:

@@ -1,8 +1,9 @@
-"""The export machinery behind :mod:`mltrace_otel.sdk.export`: delivery counters, the OTLP-or-
-spool exporter, an OTLP/JSON exporter, and a batch processor that counts what it drops.
+"""The export machinery behind :mod:`mltrace_otel.sdk.export`: delivery counters, the time range
+a span must fall in, and (for test exporters) a batch processor that counts what it drops. The
+OTLP and spool destinations are :mod:`.durable`'s.
 
 Nothing here raises into user code: failures are counted in :data:`COUNTERS` and logged.
-Imports: settings, spool and opentelemetry only.
+Imports: opentelemetry only.
 """
 
 from __future__ import annotations
@@ -11,16 +12,12 @@ import collections
 import logging
 import os
 import threading
-import time
 import warnings
 from collections.abc import Sequence
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-
-from mltrace_otel import spool
-from mltrace_otel.settings import Settings
 
 _log = logging.getLogger("mltrace_otel.sdk")
 
@@ -74,137 +71,6 @@ class Counters:
 
 COUNTERS = Counters()
 """The process's delivery counts (zeroed by export.configure / export.reset)."""
-
-
-class DeliveringExporter(SpanExporter):
-    """OTLP first (when configured), the spool when OTLP fails or is absent; counts everything.
-
-    Must not raise; runs on the batch processor's background thread.
-    """
-
-    def __init__(self, settings: Settings, otlp: SpanExporter | None) -> None:
-        self._settings = settings
-        self._otlp = otlp
-        self._skip_otlp_until = 0.0
-        self._spool_bytes: int | None = None
-        self._spool_checked = 0.0
-        self._lock = threading.Lock()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        spans = _exportable(spans)
-        n = len(spans)
-        if not n:
-            return SpanExportResult.SUCCESS
-        with self._lock:
-            if self._otlp is not None and time.monotonic() >= self._skip_otlp_until:
-                try:
-                    result = self._otlp.export(spans)
-                    error = "" if result is SpanExportResult.SUCCESS else "OTLP export failed"
-                except Exception as e:  # noqa: BLE001
-                    result, error = SpanExportResult.FAILURE, f"OTLP export raised {e!r}"
-                if result is SpanExportResult.SUCCESS:
-                    COUNTERS.add("exported", n)
-                    return result
-                self._skip_otlp_until = time.monotonic() + OTLP_RETRY_AFTER_S
-                COUNTERS.add("export_failures", 1, error + "; spooled instead")
-            return self._to_spool(spans)
-
-    def _to_spool(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-        n = len(spans)
-        try:
-            payload = encode_spans(spans).SerializeToString()
-        except Exception as e:  # noqa: BLE001
-            COUNTERS.add("dropped", n, f"cannot encode spans: {e!r}")
-            return SpanExportResult.FAILURE
-        d = self._settings.spool_dir
-        now = time.monotonic()
-        if self._spool_bytes is None or now - self._spool_checked > 10:
-            self._spool_bytes, self._spool_checked = spool.size_bytes(d), now
-        cap = self._settings.spool_max_mb * 1024 * 1024
-        if self._spool_bytes + len(payload) > cap:
-            COUNTERS.add("dropped", n, f"spool {d} is over MLTRACE_SPOOL_MAX_MB="
-                                       f"{self._settings.spool_max_mb}")
-            return SpanExportResult.FAILURE
-        try:
-            spool.secure_home(self._settings.mltrace_dir)  # 0700, before the spool in it
-            spool.write_batch(d, payload, n)
-        except OSError as e:
-            COUNTERS.add("dropped", n, f"cannot write the spool {d}: {e}")
-            return SpanExportResult.FAILURE
-        self._spool_bytes += len(payload)
-        COUNTERS.add("spooled", n)
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        if self._otlp is not None:
-            try:
-                self._otlp.shutdown()
-            except Exception:  # noqa: BLE001
-                pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-def _exportable(spans: Sequence[ReadableSpan]) -> Sequence[ReadableSpan]:
-    """The spans whose times can be encoded; the others are counted as dropped, so one bad
-    span never fails its batch (protobuf refuses a negative time for the whole request).
-    Hand-built runs are clamped before they get here (:func:`.spans.clamp_run_times`)."""
-    if all(in_range(s.start_time, s.end_time) for s in spans):
-        return spans
-    good = [s for s in spans if in_range(s.start_time, s.end_time)]
-    bad = [s for s in spans if not in_range(s.start_time, s.end_time)]
-    COUNTERS.add("dropped", len(bad), f"span {bad[0].name!r} has times outside 1970-2262 "
-                                      f"(start {bad[0].start_time}, end {bad[0].end_time} ns)")
-    return good
-
-
-class OTLPJsonExporter(SpanExporter):
-    """OTLP/HTTP with JSON bodies (the Python OTel SDK ships only protobuf): the same request,
-    rendered per the OTLP/JSON rules (lowerCamelCase fields, hex trace/span ids, integer enums).
-    One attempt per batch; a failure is reported, and the caller spools the batch."""
-
-    def __init__(self, endpoint: str, headers: dict[str, str], timeout_s: float) -> None:
-        self.endpoint = endpoint
-        self.headers = {"Content-Type": "application/json", **headers}
-        self.timeout_s = timeout_s
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        import json
-        import urllib.request
-
-        from google.protobuf.json_format import MessageToDict
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-        try:
-            body = MessageToDict(encode_spans(spans), use_integers_for_enums=True)
-            for rs in body.get("resourceSpans", []):
-                for ss in rs.get("scopeSpans", []):
-                    for sp in ss.get("spans", []):
-                        _hex_ids(sp, ("traceId", "spanId", "parentSpanId"))
-                        for lk in sp.get("links", []):
-                            _hex_ids(lk, ("traceId", "spanId"))
-            req = urllib.request.Request(self.endpoint, data=json.dumps(body).encode(), method="POST",
-                                         headers=self.headers)
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
-                ok = 200 <= resp.status < 300
-        except Exception as e:  # noqa: BLE001
-            _log.warning("mltrace: OTLP/JSON export to %s failed: %s", self.endpoint, e)
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
-
-    def shutdown(self) -> None:
-        pass
-
-
-def _hex_ids(d: dict, keys: tuple[str, ...]) -> None:
-    import base64
-
-    for k in keys:
-        if k in d:
-            d[k] = base64.b64decode(d[k]).hex()
 
 
 class CountingExporter(SpanExporter):
