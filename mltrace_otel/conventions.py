@@ -31,6 +31,11 @@ RUN_INPUT_VERSIONS: Final = "mltrace.run.input_versions"
 """str[] parallel to inputs: content fingerprint of each input's value where known, else ""."""
 RUN_OUTPUT_VERSIONS: Final = "mltrace.run.output_versions"
 """str[] parallel to outputs: content fingerprint of each output's value where known, else ""."""
+WEAK_VERSION_PREFIX: Final = "w:"
+"""Prefix of a *weak* version in input_versions / output_versions: the value (or a part of it)
+had no canonical fingerprint rule and is identified by its class and repr, mltrace's rule
+(see mltrace_otel.sdk.fingerprints). Any other non-empty version is a content version. Weak
+and content versions match only their own kind: versions are compared as whole strings."""
 RUN_INPUT_TYPES: Final = "mltrace.run.input_types"
 """str[] parallel to inputs: DATA, MODEL, ENDPOINT or UNKNOWN."""
 RUN_OUTPUT_TYPES: Final = "mltrace.run.output_types"

@@ -71,7 +71,10 @@ ENV_VARS: dict[str, str] = {
     "MLTRACE_FORWARD_QUEUE_SPANS": "forwarding: spans held per endpoint while it is slow or down; beyond "
     "that spans are dropped and counted (default 100000)",
     "DB_SERVER": "mltrace's variable: host of an mltrace server, like set_address(host): OTLP to "
-    "http://host:4318, store http://host:8123 (MLTRACE_CLICKHOUSE_URL / OTEL_* endpoints win)",
+    "http://host:4318, store http://host:8123 (MLTRACE_CLICKHOUSE_URL / OTEL_* endpoints win); "
+    "when nothing listens there, runs are kept in the local spool, with one warning",
+    "DB_URI": "mltrace's variable: a store URL like MLTRACE_CLICKHOUSE_URL (which wins); mltrace's "
+    "SQL URLs (postgresql://, sqlite://, ...) give one warning and are ignored",
 }
 """Every environment variable mltrace-otel reads, with a one-line meaning (README table)."""
 
@@ -213,6 +216,30 @@ def parse_store_url(name: str, value: str) -> str:
     if parts.scheme in ("http", "https") and not parts.hostname:
         raise ConfigError(f"{name}={mask_url(value)!r} names no host", hint="use http://host:8123/db")
     return value
+
+
+_SQLALCHEMY_SCHEMES = frozenset({"postgresql", "postgres", "mysql", "mariadb", "sqlite", "oracle",
+                                 "mssql", "cockroachdb"})
+_warned_sql_urls: set[str] = set()
+
+
+def is_sqlalchemy_url(value: str) -> bool:
+    """Whether ``value`` is one of mltrace's SQLAlchemy database URLs (``postgresql://``,
+    ``postgresql+psycopg2://``, ``sqlite:///``...): a store this project does not use."""
+    scheme = value.strip().split("://", 1)[0].lower() if "://" in value else ""
+    return scheme.split("+", 1)[0] in _SQLALCHEMY_SCHEMES
+
+
+def _warn_sql_url(var: str, value: str) -> None:
+    """One warning per process and value: mltrace's SQL URL in DB_URI is ignored."""
+    if value in _warned_sql_urls:
+        return
+    _warned_sql_urls.add(value)
+    warnings.warn(
+        f"mltrace: ignoring {var}={mask_url(value)!r}: it names mltrace's SQL database, which "
+        "mltrace-otel does not use. Runs go to the embedded store (or to the server "
+        "MLTRACE_CLICKHOUSE_URL names); set MLTRACE_CLICKHOUSE_URL=http://user:pass@host:8123/db "
+        "for a ClickHouse server, and unset DB_URI.", RuntimeWarning, stacklevel=4)
 
 
 def mask_url(url: str) -> str:
@@ -412,6 +439,13 @@ class Settings:
         take("MLTRACE_STOP_GRACE_S", "stop_grace_s", lambda n, v: parse_float(n, v, 0))
         take("MLTRACE_FORWARD_OTLP_ENDPOINTS", "forward_targets", parse_forward_targets)
         take("MLTRACE_FORWARD_QUEUE_SPANS", "forward_queue_spans", lambda n, v: parse_int(n, v, 1))
+
+        db_uri = (env.get("DB_URI") or "").strip()
+        if db_uri:  # mltrace's variable: its SQL URLs are ignored (warned), ours are a store URL
+            if is_sqlalchemy_url(db_uri):
+                _warn_sql_url("DB_URI", db_uri)
+            elif "store_url" not in kw:
+                take("DB_URI", "store_url", parse_store_url)
 
         db_server = (env.get("DB_SERVER") or "").strip()
         if db_server:  # mltrace's variable: one host for both export and queries

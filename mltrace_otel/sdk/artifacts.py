@@ -5,11 +5,24 @@ called inside a decorated run, the path becomes an output of that run (with the 
 fingerprint as its version), and ``load(path)`` an input. The active run is found through a
 context variable (thread- and asyncio-safe), not by inspecting stack frames. Directories
 mltrace names are created 0700 (artifacts hold the pipeline's data).
+
+Artifacts mltrace names are **content-addressed**: the file name is the value's version
+(:mod:`mltrace_otel.sdk.fingerprints`), so an identical value is written once and reused, and
+the same value gets the same pointer name in every process. ``auto_log`` keeps them in one
+directory, ``ARTIFACT_DIR/values/<Type>-<version>.mlt``: a model trained and auto-logged in
+one process and loaded in another (``model=load("model.joblib")`` as a default argument) is
+the same pointer with the same version in both, which is how the store links the inference run
+to the training run across processes, as mltrace 0.17 linked them by the hash of the value.
+``save(obj)`` with no path writes ``ARTIFACT_DIR/<component>/<Type>-<version>.mlt``. A value
+with a *weak* version (class + repr) is still named by it in ``values/`` (mltrace's linking
+rule; an existing file is kept, as mltrace reused the pointer), but ``save()`` gives it a new
+file each time, since its caller will load that path back.
 """
 
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 import secrets
 import sys
@@ -17,10 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mltrace_otel.sdk.pointers import IOPointer, fingerprint
+from mltrace_otel.sdk.fingerprints import version_kind
+from mltrace_otel.sdk.pointers import IOPointer, PointerTypeEnum, fingerprint, infer_pointer_type
 
 AUTO_LOG_MIN_BYTES = 1024 * 1024
 """auto_log saves any value larger than this (mltrace's 1 MB rule)."""
+VALUES_DIR = "values"
+"""The directory (under the artifact directory) of auto_log's content-addressed artifacts."""
 
 
 class RunIO:
@@ -35,6 +51,8 @@ class RunIO:
         self.auto_in: list[IOPointer] = []
         self.arg_names: set[str] = set()
 
+
+_log = logging.getLogger("mltrace_otel.sdk")
 
 ACTIVE: contextvars.ContextVar[RunIO | None] = contextvars.ContextVar("mltrace_active_run", default=None)
 
@@ -67,7 +85,9 @@ def save(obj: Any, pathname: str | os.PathLike | None = None) -> str:
 
     Args:
         obj: anything joblib can pickle.
-        pathname: where to write; default ``SAVE_DIR/<component>/_<random><timestamp>.mlt``.
+        pathname: where to write; default ``SAVE_DIR/<component>/<Type>-<version>.mlt``
+            (``SAVE_DIR/<Type>-<version>.mlt`` outside a run): named by the value's content
+            version, so saving an identical value again reuses the file already there.
 
     Returns:
         The path written (recorded as an output of the active run, if any).
@@ -75,17 +95,49 @@ def save(obj: Any, pathname: str | os.PathLike | None = None) -> str:
     import joblib
 
     io = ACTIVE.get()
+    version = None
     if pathname is None:
-        name = f"_{secrets.token_hex(3)}{time.strftime('%Y%m%d%H%M%S')}.mlt"
+        version = fingerprint(obj)
         base = _artifact_dir()
-        pathname = base / _slug(io.component) / name if io is not None else base / name
-        _private_parent(Path(pathname))
-    path = os.fspath(pathname)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    joblib.dump(obj, path)
+        base = base / _slug(io.component) if io is not None else base
+        unique = version_kind(version) != "content"  # a weak version may name another value
+        path = base / artifact_name(obj, version, unique)
+        _private_parent(path)
+        if unique or not path.exists():
+            _dump_atomically(obj, path)
+        pathname = path
+    else:
+        path_text = os.fspath(pathname)
+        os.makedirs(os.path.dirname(os.path.abspath(path_text)), exist_ok=True)
+        joblib.dump(obj, path_text)
+    path_text = os.fspath(pathname)
     if io is not None:
-        io.saved.append(IOPointer(path, obj))
-    return path
+        io.saved.append(IOPointer(path_text, obj, version=version))
+    return path_text
+
+
+def artifact_name(obj: Any, version: str, unique: bool = False) -> str:
+    """``<Type>-<version>.mlt`` (``w`` before a weak version's hex; a random suffix when
+    ``unique`` or when there is no version): the file name of a content-addressed artifact."""
+    kind = _slug(type(obj).__name__)[:40]
+    tag = version.replace(":", "") if version else ""
+    if unique or not tag:
+        tag = f"{tag}-{secrets.token_hex(4)}{time.strftime('%Y%m%d%H%M%S')}".lstrip("-")
+    return f"{kind}-{tag}.mlt"
+
+
+def _dump_atomically(obj: Any, path: Path) -> None:
+    """joblib.dump to a temporary name, then rename: a concurrent writer of the same
+    content-addressed file, or a reader, never sees half a file."""
+    import joblib
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        joblib.dump(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def load(pathname: str | os.PathLike) -> Any:
@@ -130,27 +182,53 @@ def auto_log_candidates(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def auto_log_pointers(values: dict[str, Any], component: str, inputs: bool) -> list[IOPointer]:
-    """Save each candidate value (content-addressed, so an unchanged value is written once) and
-    return pointers to the files. An input whose value this process output earlier gets that
-    output's name instead, which links the two runs."""
-    import joblib
+    """Save each candidate value and return pointers to the files.
 
+    Each value is named by its version (``ARTIFACT_DIR/values/<Type>-<version>.mlt``) and
+    written only when no file of that name exists, so an identical value is saved once, and
+    the same value has the same pointer (name and version) in every process: a model
+    auto-logged as a training run's output and read by an inference run in another process
+    links the two. An input whose value this process output earlier under another name (a
+    ``save`` path, an output_kwargs name) gets that output's name instead. A value joblib
+    cannot pickle is still logged by name, with its version, and not saved. ``component`` is
+    mltrace's argument, kept for callers; the name does not depend on it.
+    """
+    del component  # content-addressed: the same value has the same name in every component
+    return value_pointers(auto_log_candidates(values), inputs)
+
+
+def value_pointers(values: dict[str, Any], inputs: bool) -> list[IOPointer]:
+    """Pointers to content-addressed artifacts of these values (no filter): auto_log's rule,
+    also used for ``input_vars`` / ``output_vars`` whose value is data, not a name (mltrace
+    0.17 logged such a value as an artifact)."""
     from mltrace_otel.sdk.spans import name_for_version
 
     out: list[IOPointer] = []
-    base = None
-    for k, v in auto_log_candidates(values).items():
+    base: Path | None = None
+    for k, v in values.items():
         fp = fingerprint(v)
         name = name_for_version(fp) if inputs else None
         if name is None:
-            base = base or _artifact_dir() / _slug(component)
-            path = base / f"{_slug(k)}_{fp[:16] or secrets.token_hex(8)}.mlt"
+            base = base or _artifact_dir() / VALUES_DIR
+            path = base / artifact_name(v, fp)
             try:
                 if not path.exists():
                     _private_parent(path)
-                    joblib.dump(v, path)
-            except Exception:  # noqa: BLE001 - unpicklable: still logged by name, not saved
-                pass
+                    _dump_atomically(v, path)
+            except Exception as e:  # noqa: BLE001 - unpicklable: still logged by name, not saved
+                _log.debug("mltrace: auto_log could not save %s: %s", k, e)
             name = os.fspath(path)
-        out.append(IOPointer(name, v, version=fp))
+        out.append(IOPointer(name, v, _auto_type(k, v), version=fp or None))
     return out
+
+
+def _auto_type(var: str, value: Any) -> PointerTypeEnum:
+    """The pointer type of an auto-logged value: from the variable's name ("data" → DATA,
+    "model" → MODEL, as mltrace named its artifacts after the variable), else MODEL for an
+    object with fit and predict, else DATA (mltrace's type for its .mlt files)."""
+    t = infer_pointer_type(var)
+    if t is not PointerTypeEnum.UNKNOWN:
+        return t
+    if callable(getattr(value, "fit", None)) and callable(getattr(value, "predict", None)):
+        return PointerTypeEnum.MODEL
+    return PointerTypeEnum.DATA

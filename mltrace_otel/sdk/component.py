@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,11 +31,13 @@ from opentelemetry.trace import SpanKind
 from mltrace_otel import conventions as C
 from mltrace_otel.sdk import artifacts, export, files, spans
 from mltrace_otel.sdk.capture import call_capturing_locals, frame_locals
+from mltrace_otel.sdk.compat import check_extra_arguments
 from mltrace_otel.sdk.git import process_git_info
 from mltrace_otel.sdk.pointers import IOPointer, needs_file_version, with_file_version
 from mltrace_otel.sdk.testing import TestFailure, TestOutcome, run_tests
 
 _log = logging.getLogger("mltrace_otel.sdk")
+_AutoInputs = tuple[list[IOPointer], set[str]]
 _INTERNAL = SpanKind.INTERNAL
 _time_ns = time.time_ns
 _NO_VERSIONS: dict[str, str] = {}  # shared, never written: a run with no input file names
@@ -122,9 +125,19 @@ class Component:
             user_kwargs: ``skip_before=True`` / ``skip_after=True`` skip the tests; any other
                 ``test_param="function_var"`` passes the function's variable to tests under
                 the test's parameter name (mltrace's renaming).
+
+        Raises:
+            TypeError: a keyword that is none of these (e.g. ``input_filenames``), naming it:
+                mltrace 0.17 raised too, and a run logged without the inputs the caller meant
+                to declare would be silently wrong. A renaming keyword must be a str naming a
+                parameter of one of the component's test methods. Extra positional arguments
+                are refused the same way. ``component_name="..."`` (which mltrace's own tests
+                pass, and 0.17 ignored) is ignored, with a warning when it differs from the
+                component's name.
         """
         if callable(inputs) and not isinstance(inputs, (list, tuple, str)):
             return _decorate(self, inputs, _RunOptions())
+        check_extra_arguments(self, user_args, user_kwargs)
         opts = _RunOptions(inputs, outputs, input_vars, output_vars, input_kwargs, output_kwargs,
                            endpoint, staleness_threshold, auto_log, user_kwargs)
         return lambda func: _decorate(self, func, opts)
@@ -165,6 +178,11 @@ class _RunOptions:
         uk = dict(user_kwargs or {})
         self.inputs = [str(x) for x in _as_list(inputs)]
         self.outputs = [str(x) for x in _as_list(outputs)]
+        if isinstance(input_vars, dict):  # mltrace 0.17's {var: label_var}: labels are not kept
+            if any(v is not None for v in input_vars.values()):
+                _log.warning("mltrace: input_vars labels (%s) are not supported; the variables are "
+                             "logged as inputs without labels", ", ".join(map(str, input_vars)))
+            input_vars = list(input_vars)
         self.input_vars = _as_list(input_vars)
         self.output_vars = _as_list(output_vars)
         self.input_kwargs = dict(input_kwargs or {})
@@ -258,17 +276,29 @@ class _Spec:
         return attrs
 
     # --- phases ------------------------------------------------------------------------------
-    def start(self, args: tuple, kwargs: dict) -> tuple[Any, dict[str, str]]:
-        """Start the run's span; return it and the versions of the input files named so far
-        ({name: version}), taken now, before the function can change them."""
+    def start(self, args: tuple, kwargs: dict) -> tuple[Any, dict[str, str], _AutoInputs | None]:
+        """Start the run's span; return it, the versions of the input files named so far
+        ({name: version}), taken now, before the function can change them, and with auto_log
+        the arguments' pointers (saved before the run starts, as mltrace did, so saving them
+        is not counted in the run's duration)."""
         attrs = self.attrs or self.prepare()
         pre = _NO_VERSIONS
         if self.input_files or self.arg_input_vars:
             pre, attrs = self.input_versions(args, kwargs, attrs)
+        auto = self.auto_inputs(args, kwargs) if self.opts.auto_log else None
         links = spans.links_for(self.input_names) if self.input_names else None
         span = export.tracer().start_span(self.name, kind=_INTERNAL, attributes=attrs, links=links,
                                           start_time=_time_ns())
-        return span, pre
+        return span, pre, auto
+
+    def auto_inputs(self, args: tuple, kwargs: dict) -> _AutoInputs:
+        """auto_log's input pointers (arguments, defaults included) and the argument names."""
+        call = self.call_args(args, kwargs)
+        try:
+            return artifacts.auto_log_pointers(call, self.name, inputs=True), set(call)
+        except Exception as e:  # noqa: BLE001 - auto_log never breaks the run
+            _log.warning("mltrace: auto_log failed: %s", e)
+            return [], set(call)
 
     def input_versions(self, args: tuple, kwargs: dict,
                        attrs: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
@@ -283,7 +313,9 @@ class _Spec:
                 for var in self.arg_input_vars:
                     val = call.get(var)
                     for n in (val if isinstance(val, (list, tuple)) else () if val is None else (val,)):
-                        name = str(n)
+                        if not _is_name(n):
+                            continue
+                        name = os.fspath(n) if isinstance(n, os.PathLike) else str(n)
                         if name not in pre and files.local_path(name):
                             pre[name] = files.file_version(name)
             versions = [pre.get(n, "") for n in self.input_names]  # literal names carry no value
@@ -313,16 +345,12 @@ class _Spec:
         return values
 
     def before_tests(self, span: Any, args: tuple, kwargs: dict, io: artifacts.RunIO,
-                     pre: dict[str, str]) -> list[TestOutcome]:
-        """auto_log the arguments (before the function can change them), run beforeTests; on a
-        test failure record the run and raise the test's exception."""
-        if self.opts.auto_log:
-            call = self.call_args(args, kwargs)
-            io.arg_names = set(call)
-            try:
-                io.auto_in = artifacts.auto_log_pointers(call, self.name, inputs=True)
-            except Exception as e:  # noqa: BLE001 - auto_log never breaks the run
-                _log.warning("mltrace: auto_log failed: %s", e)
+                     pre: dict[str, str], auto: _AutoInputs | None = None) -> list[TestOutcome]:
+        """Record auto_log's input pointers (taken before the function could change the
+        arguments), run beforeTests; on a test failure record the run and raise the test's
+        exception."""
+        if auto is not None:
+            io.auto_in, io.arg_names = auto
         tests = self.component.beforeTests
         if not tests or self.opts.skip_before:
             return []
@@ -436,6 +464,11 @@ class _Spec:
             _log.warning("mltrace: could not emit the run of %s", self.name, exc_info=True)
 
 
+def _is_name(n: Any) -> bool:
+    """Whether a variable's value names a pointer (a str, a path, an id) rather than being data."""
+    return isinstance(n, (str, os.PathLike)) or (isinstance(n, int) and not isinstance(n, bool))
+
+
 def _argument_vars(signature: inspect.Signature | None, names: list) -> list[str]:
     """The input_vars that are the function's arguments (their call-time values name inputs)."""
     if signature is None or not names:
@@ -451,7 +484,7 @@ def _pointers_from_locals(opts: _RunOptions, loc: dict[str, Any], strict: bool,
                           values: dict[str, Any]) -> tuple[list[IOPointer], list[IOPointer]]:
     inputs: list[IOPointer] = []
     outputs: list[IOPointer] = []
-    for var_list, dest in ((opts.input_vars, inputs), (opts.output_vars, outputs)):
+    for var_list, dest, is_in in ((opts.input_vars, inputs, True), (opts.output_vars, outputs, False)):
         for var in var_list:
             if var not in loc:
                 if strict:
@@ -460,7 +493,19 @@ def _pointers_from_locals(opts: _RunOptions, loc: dict[str, Any], strict: bool,
             val = loc[var]
             if val is None:
                 continue
-            dest.extend(IOPointer(str(n)) for n in (val if isinstance(val, (list, tuple)) else [val]))
+            names = val if isinstance(val, (list, tuple)) else [val]
+            if all(_is_name(n) for n in names):  # "" names nothing (an unset optional argument)
+                dest.extend(IOPointer(os.fspath(n) if isinstance(n, os.PathLike) else str(n))
+                            for n in names if n != "")
+            else:  # data, not names (a DataFrame): logged as an artifact, as mltrace 0.17 did
+                try:
+                    new = artifacts.value_pointers({var: val}, inputs=is_in)
+                except Exception as e:  # noqa: BLE001 - never breaks the run
+                    _log.warning("mltrace: could not log variable %s: %s", var, e)
+                    continue
+                dest.extend(new)
+                if not is_in:
+                    values.update((p.name, p.value) for p in new)
     for kw, dest, is_out in ((opts.input_kwargs, inputs, False), (opts.output_kwargs, outputs, True)):
         for key, val_var in kw.items():
             if key not in loc or val_var not in loc:
@@ -506,10 +551,10 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
     func = spec.func
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        span, pre = spec.start(args, kwargs)
+        span, pre, auto = spec.start(args, kwargs)
         ctx_token, io_token, io = _enter(span, spec.name)
         try:
-            before = spec.before_tests(span, args, kwargs, io, pre)
+            before = spec.before_tests(span, args, kwargs, io, pre, auto)
             if spec.needs_locals:
                 value, loc, exc = call_capturing_locals(func, spec.code, args, kwargs)
             else:
@@ -533,11 +578,11 @@ def _async_wrapper(spec: _Spec) -> Callable[..., Any]:
     func = spec.func
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        span, pre = spec.start(args, kwargs)
+        span, pre, auto = spec.start(args, kwargs)
         ctx_token, io_token, io = _enter(span, spec.name)
         loc = exc = value = None
         try:
-            before = spec.before_tests(span, args, kwargs, io, pre)
+            before = spec.before_tests(span, args, kwargs, io, pre, auto)
             coro = func(*args, **kwargs)
             frame = getattr(coro, "cr_frame", None)
             try:
@@ -561,10 +606,10 @@ def _gen_wrapper(spec: _Spec) -> Callable[..., Any]:
     func = spec.func
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        span, pre = spec.start(args, kwargs)
+        span, pre, auto = spec.start(args, kwargs)
         ctx_token, io_token, io = _enter(span, spec.name)
         try:
-            before = spec.before_tests(span, args, kwargs, io, pre)
+            before = spec.before_tests(span, args, kwargs, io, pre, auto)
             gen = func(*args, **kwargs)
         finally:
             _leave(ctx_token, io_token)
@@ -603,10 +648,10 @@ def _async_gen_wrapper(spec: _Spec) -> Callable[..., Any]:
     func = spec.func
 
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        span, pre = spec.start(args, kwargs)
+        span, pre, auto = spec.start(args, kwargs)
         ctx_token, io_token, io = _enter(span, spec.name)
         try:
-            before = spec.before_tests(span, args, kwargs, io, pre)
+            before = spec.before_tests(span, args, kwargs, io, pre, auto)
             agen = func(*args, **kwargs)
         finally:
             _leave(ctx_token, io_token)

@@ -2,8 +2,10 @@
 
 A pointer is a name (a file path, a table, a record id). When its value is known (input_kwargs /
 output_kwargs, auto_log, save/load, ``IOPointer(value=...)``) the run also records a content
-**fingerprint** of the value, so the store can tell versions of the same name apart. Fingerprints
-are real content hashes (blake2b): two DataFrames or arrays that differ in any cell differ.
+**fingerprint** of the value, so the store can tell versions of the same name apart, and link a
+run to the run that wrote the version it read, in any process (rules in
+:mod:`mltrace_otel.sdk.fingerprints`: canonical per kind of value, ``w:``-prefixed *weak*
+versions where no rule applies).
 When no value is known and the name is a local file or directory, a run records that file's
 version instead (:func:`with_file_version`, rules in :mod:`mltrace_otel.sdk.files`), taken
 before the function runs for inputs and after it returns for outputs.
@@ -15,15 +17,15 @@ imported here). Nothing in this module raises into user code while fingerprintin
 from __future__ import annotations
 
 import enum
-import hashlib
 import logging
-import os
-import pickle
-import struct
 from collections.abc import Mapping
 from typing import Any
 
 from mltrace_otel.sdk import files
+from mltrace_otel.sdk.fingerprints import fingerprint, version_kind
+
+__all__ = ["IOPointer", "PointerTypeEnum", "fingerprint", "infer_pointer_type", "needs_file_version",
+           "version_kind", "with_file_version"]
 
 _log = logging.getLogger("mltrace_otel.sdk")
 
@@ -128,9 +130,47 @@ class IOPointer:
             self._version = fingerprint(v)
         return self._version
 
+    @property
+    def version_kind(self) -> str:
+        """``"content"`` (a canonical fingerprint, or a file's content), ``"weak"`` (class + repr,
+        mltrace's rule, for values no fingerprint rule covers) or ``""`` (no version)."""
+        return version_kind(self.version)
+
     def to_dictionary(self) -> dict[str, Any]:
         return {"name": self._name, "value": self._value, "pointer_type": self._type,
                 "flag": self._flag}
+
+    # --- mltrace 0.17's dict form: its query functions returned pointers as dicts ------------
+    _KEYS = ("name", "value", "pointer_type", "flag", "version", "version_kind")
+
+    def __getitem__(self, key: str) -> Any:
+        """``p["name"]``, ``p["value"]``, ``p["pointer_type"]``, ``p["flag"]`` (and ``"version"``,
+        ``"version_kind"``), as on mltrace 0.17's dicts. ``p["value"]`` of a pointer read from
+        the store (whose value is never stored) is its version, as 0.17 gave the stored hash.
+
+        Raises:
+            KeyError: any other key.
+        """
+        if key not in self._KEYS:
+            raise KeyError(key)
+        if key == "value":
+            v = self._value
+            return self.version if isinstance(v, str) and v == "" else v
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``p[key]``, or ``default`` for a key the dict form does not have."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def keys(self) -> tuple[str, ...]:
+        """The keys of the dict form (so ``dict(p)`` works)."""
+        return self._KEYS
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._KEYS
 
     @classmethod
     def from_dictionary(cls, d: dict[str, Any]) -> IOPointer:
@@ -148,108 +188,6 @@ class IOPointer:
     def __repr__(self) -> str:
         extra = f", version={self._version!r}" if self._version else ""
         return f"IOPointer(name={self._name!r}, pointer_type={self._type.value}{extra})"
-
-
-# --- fingerprints ----------------------------------------------------------------------------
-
-
-def fingerprint(value: Any) -> str:
-    """A content hash (32 hex chars) of ``value``; "" when it cannot be computed.
-
-    DataFrames hash every cell (``pandas.util.hash_pandas_object``) plus columns and dtypes;
-    arrays their dtype, shape and bytes; paths (``os.PathLike``) the version of the file or
-    directory (:func:`mltrace_otel.sdk.files.file_version`: the same as a plain-string name of
-    that file gets; "" for a missing path); other objects their pickle. Never raises.
-    """
-    if isinstance(value, os.PathLike):
-        return _path_version(value)
-    try:
-        h = hashlib.blake2b(digest_size=16)
-        _feed(h, value, 0)
-        return h.hexdigest()
-    except Exception as e:  # noqa: BLE001 - telemetry never breaks the host program
-        _log.debug("mltrace: cannot fingerprint %s: %s", type(value).__name__, e)
-        return ""
-
-
-def _feed(h: Any, v: Any, depth: int) -> None:
-    if depth > 50:
-        raise ValueError("value nested too deeply")
-    t = type(v)
-    if v is None:
-        h.update(b"\x00N")
-    elif t is bool:
-        h.update(b"\x00?1" if v else b"\x00?0")
-    elif t is str:
-        b = v.encode("utf-8", "surrogatepass")
-        h.update(b"\x00s" + struct.pack("<Q", len(b)))
-        h.update(b)
-    elif t in (bytes, bytearray, memoryview):
-        b = bytes(v)
-        h.update(b"\x00b" + struct.pack("<Q", len(b)))
-        h.update(b)
-    elif t in (int, float, complex):
-        h.update(b"\x00n" + t.__name__.encode() + repr(v).encode())
-    elif isinstance(v, os.PathLike):
-        h.update(b"\x00f" + _path_version(v).encode())
-    elif t.__module__.startswith("numpy") and t.__name__ == "ndarray":
-        _feed_ndarray(h, v)
-    elif t.__module__.startswith("pandas") and t.__name__ in ("DataFrame", "Series", "Index"):
-        _feed_pandas(h, v)
-    elif t.__module__.startswith("numpy") and hasattr(v, "dtype") and hasattr(v, "tobytes"):
-        h.update(b"\x00g" + str(v.dtype).encode() + v.tobytes())  # numpy scalar
-    elif t in (list, tuple):
-        h.update(b"\x00l" + t.__name__.encode() + struct.pack("<Q", len(v)))
-        for x in v:
-            _feed(h, x, depth + 1)
-    elif t is dict:
-        items = sorted(((fingerprint(k), x) for k, x in v.items()), key=lambda kv: kv[0])
-        h.update(b"\x00d" + struct.pack("<Q", len(items)))
-        for fk, x in items:
-            h.update(fk.encode())
-            _feed(h, x, depth + 1)
-    elif t in (set, frozenset):
-        fps = sorted(fingerprint(x) for x in v)
-        h.update(b"\x00S" + "".join(fps).encode())
-    else:
-        h.update(b"\x00p" + t.__module__.encode() + b"." + t.__qualname__.encode())
-        h.update(pickle.dumps(v, protocol=5))
-
-
-def _feed_ndarray(h: Any, a: Any) -> None:
-    h.update(b"\x00a" + a.dtype.str.encode() + repr(a.shape).encode())
-    if a.dtype.hasobject:
-        for x in a.ravel(order="C").tolist():
-            _feed(h, x, 1)
-        return
-    import numpy as np
-
-    h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
-
-
-def _feed_pandas(h: Any, obj: Any) -> None:
-    import pandas as pd
-
-    kind = type(obj).__name__
-    h.update(b"\x00P" + kind.encode() + repr(obj.shape).encode())
-    if kind == "DataFrame":
-        for c in obj.columns:
-            _feed(h, c if isinstance(c, (str, int, float, tuple)) else str(c), 1)
-        h.update(repr([str(d) for d in obj.dtypes]).encode())
-    else:
-        h.update(repr(str(obj.dtype)).encode() + repr(getattr(obj, "name", None)).encode())
-    try:
-        hashed = pd.util.hash_pandas_object(obj, index=kind != "Index")
-        h.update(memoryview(hashed.to_numpy()).cast("B"))
-    except TypeError:  # unhashable cells (lists, dicts): fall back to the pickle
-        h.update(pickle.dumps(obj, protocol=5))
-
-
-def _path_version(p: os.PathLike) -> str:
-    try:
-        return files.file_version(os.fsdecode(os.fspath(p)))
-    except Exception:  # noqa: BLE001 - a PathLike whose __fspath__ fails
-        return ""
 
 
 def needs_file_version(p: IOPointer) -> bool:

@@ -172,7 +172,7 @@ def test_logging_decorator_approach_auto_log(spans, sdk_settings):
     # the DataFrames were saved under SAVE_DIR (here MLTRACE_DIR) and logged as pointers
     (inp,) = attr(run, C.RUN_INPUTS)
     (out,) = attr(run, C.RUN_OUTPUTS)
-    assert Path(inp).parent == sdk_settings.artifact_dir / "cleaning"
+    assert Path(inp).parent == sdk_settings.artifact_dir / "values"  # content-addressed (issue 20)
     pd.testing.assert_frame_equal(joblib.load(inp), raw)
     pd.testing.assert_frame_equal(joblib.load(out), result)
     assert all(attr(run, C.RUN_INPUT_VERSIONS)) and all(attr(run, C.RUN_OUTPUT_VERSIONS))

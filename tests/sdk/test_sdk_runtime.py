@@ -337,7 +337,7 @@ def test_fingerprints_differ_in_any_cell_and_match_equal_content(tmp_path):
         def __reduce__(self):
             raise TypeError("nope")
 
-    assert fingerprint(Unpicklable()) == ""  # never raises
+    assert fingerprint(Unpicklable()).startswith("w:")  # never raises: a weak version (issue 20)
 
 
 # --- per-call cost: no file system, no git ---------------------------------------------------
