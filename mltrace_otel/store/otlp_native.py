@@ -5,10 +5,11 @@ collector at ~40,000 spans/s before ClickHouse does anything. Here the engine do
 the collector concatenates the requests of a batch (length-delimited, ClickHouse's ``Protobuf``
 format), inserts them into ``otel_traces_otlp`` (ENGINE = Null, one row per request, its spans
 as nested arrays, typed by :data:`PROTO_FILE`), and the materialized view
-``otel_traces_otlp_mv`` (migration 0030) renders each span as the ``otel_traces`` row the
-contrib exporter writes, with the same value mapping as :mod:`.ingest` (ids lowercase hex,
-SpanKind / StatusCode names, attribute values as pcommon ``AsString``: doubles in ES6 form,
-bytes base64, arrays compact Go-style JSON with ``<>&`` escaped, maps sorted by key).
+``otel_traces_otlp_mv`` (``migrations/0100_baseline.sql``, section 4) renders each span as the
+``otel_traces`` row the contrib exporter writes, with the same value mapping as :mod:`.ingest`
+(ids lowercase hex, SpanKind / StatusCode names, attribute values as pcommon ``AsString``:
+doubles in ES6 form, bytes base64, arrays compact Go-style JSON with ``<>&`` escaped, maps
+sorted by key).
 ``tests/store/test_otlp_native.py`` checks both renderers give identical rows.
 
 What SQL does not render (rare, and never written by mltrace's SDK): a map value
@@ -25,7 +26,6 @@ Imports :mod:`.ingest` (the Python renderer for deferred spans) and opentelemetr
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,167 +48,6 @@ PROTO_SCHEMA = " ".join(line for line in PROTO_FILE.read_text(encoding="utf-8").
 """The schema's text, sent with each insert to a ClickHouse server (``format_schema_source =
 'string'``). The embedded engine reads :data:`PROTO_FILE` instead: given the text, it caches a
 copy under the process's working directory."""
-
-_ONEOF = ("Enum8('none' = 0, 'string_value' = 1, 'bool_value' = 2, 'int_value' = 3, 'double_value' = 4, "
-          "'array_value' = 5, 'kvlist_value' = 6, 'bytes_value' = 7)")
-_SCALARS = "string_value String, bool_value Bool, int_value Int64, double_value Float64"
-_INNER = f"Tuple(value {_ONEOF}, {_SCALARS}, array_value String, kvlist_value String, bytes_value String)"
-_VALUE = (f"Tuple(value {_ONEOF}, {_SCALARS}, array_value Tuple(values Array({_INNER})), "
-          "kvlist_value String, bytes_value String)")
-_KVS = f"Array(Tuple(key String, value {_VALUE}))"
-_SPAN = (
-    "Tuple(trace_id String, span_id String, trace_state String, parent_span_id String, name String, "
-    "kind Int32, start_time_unix_nano UInt64, end_time_unix_nano UInt64, "
-    f"attributes {_KVS}, events Array(Tuple(time_unix_nano UInt64, name String, attributes {_KVS})), "
-    f"links Array(Tuple(trace_id String, span_id String, trace_state String, attributes {_KVS})), "
-    "status Tuple(message String, code Int32))"
-)
-REQUEST_TYPE = (
-    f"Array(Tuple(resource Tuple(attributes {_KVS}), "
-    f"scope_spans Array(Tuple(scope Tuple(name String, version String), spans Array({_SPAN})))))"
-)
-"""The type of ``otel_traces_otlp.resource_spans``: an ExportTraceServiceRequest as ClickHouse
-reads it with :data:`PROTO_SCHEMA` (``input_format_protobuf_oneof_presence`` fills ``value``)."""
-
-
-def _lit(s: str) -> str:
-    """A ClickHouse string literal (our own constants only, never user text)."""
-    out = s.replace("\\", "\\\\").replace("'", "\\'")
-    return "'" + re.sub(r"[\x00-\x1f]", lambda m: f"\\x{ord(m.group()):02x}", out) + "'"
-
-
-# Strings whose JSON quoting ClickHouse writes differently from Go (upper-case hex in \u00XX):
-# a span with one inside an array value is deferred.
-_ODD_CONTROLS = "[\\x0b\\x0e\\x0f\\x1a-\\x1f]"
-
-
-def json_string_sql(e: str) -> str:
-    """SQL quoting a String expression as Go's encoding/json does: ClickHouse's JSON string with
-    ``/`` unescaped (whatever ``output_format_json_escape_forward_slashes`` says) and ``<>&``
-    escaped (same for every character but :data:`_ODD_CONTROLS`)."""
-    q = f"replaceAll(toJSONString({e}), '\\\\/', '/')"
-    for a, b in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
-        q = f"replaceAll({q}, '{a}', '{b}')"
-    return q
-
-
-def double_sql(e: str) -> str:
-    """SQL for a finite Float64 in ES6 / Go form: ClickHouse's shortest round-trip text is the
-    same digits and thresholds, without the ``+`` of a positive exponent (1e21 → ``1e+21``)."""
-    return f"replaceRegexpOne(toString({e}), 'e([0-9])', 'e+\\\\1')"
-
-
-def _inner_json_sql(x: str) -> str:
-    return (
-        f"multiIf({x}.value = 'string_value', {json_string_sql(f'{x}.string_value')}, "
-        f"{x}.value = 'bool_value', if({x}.bool_value, 'true', 'false'), "
-        f"{x}.value = 'int_value', toString({x}.int_value), "
-        f"{x}.value = 'double_value', {double_sql(f'{x}.double_value')}, "
-        f"{x}.value = 'bytes_value', concat('\"', base64Encode({x}.bytes_value), '\"'), 'null')"
-    )
-
-
-def scalar_sql(v: str) -> str:
-    """SQL rendering a string, bool, int, double or bytes AnyValue tuple as pcommon ``AsString``."""
-    return (
-        f"multiIf({v}.value = 'string_value', {v}.string_value, "
-        f"{v}.value = 'bool_value', if({v}.bool_value, 'true', 'false'), "
-        f"{v}.value = 'int_value', toString({v}.int_value), "
-        f"{v}.value = 'double_value', multiIf(isNaN({v}.double_value), 'json: unsupported value: NaN', "
-        f"isInfinite({v}.double_value), if({v}.double_value > 0, 'json: unsupported value: +Inf', "
-        f"'json: unsupported value: -Inf'), {double_sql(f'{v}.double_value')}), "
-        f"{v}.value = 'bytes_value', base64Encode({v}.bytes_value), '')"
-    )
-
-
-def value_sql(v: str) -> str:
-    """SQL rendering a top-level AnyValue tuple as pcommon ``AsString``: a scalar, or an array
-    of scalars as compact JSON ('' when it holds a NaN or an infinity, as Go's Marshal fails)."""
-    arr = f"{v}.array_value.values"
-    bad_double = f"arrayExists(x -> x.value = 'double_value' AND NOT isFinite(x.double_value), {arr})"
-    array = (f"if({bad_double}, '', "
-             f"concat('[', arrayStringConcat(arrayMap(x -> {_inner_json_sql('x')}, {arr}), ','), ']'))")
-    return f"if({v}.value = 'array_value', {array}, {scalar_sql(v)})"
-
-
-def attrs_sql(kvs: str, scalars_only: bool = False) -> str:
-    """SQL for an attribute list as the otel_traces map (sorted by key)."""
-    render = scalar_sql("kv.value") if scalars_only else value_sql("kv.value")
-    return f"mapSort(mapFromArrays(arrayMap(kv -> kv.key, {kvs}), arrayMap(kv -> {render}, {kvs})))"
-
-
-def _attrs_deferred_sql(kvs: str, scalars_only: bool = False) -> str:
-    """SQL true for an attribute list SQL does not render (see module docstring)."""
-    if scalars_only:
-        odd = f"arrayExists(kv -> kv.value.value IN ('array_value', 'kvlist_value'), {kvs})"
-    else:
-        odd = (
-            f"arrayExists(kv -> kv.value.value = 'kvlist_value' OR (kv.value.value = 'array_value' AND "
-            f"arrayExists(x -> x.value IN ('array_value', 'kvlist_value') OR (x.value = 'string_value' "
-            f"AND match(x.string_value, {_lit(_ODD_CONTROLS)})), kv.value.array_value.values)), {kvs})"
-        )
-    return f"({odd} OR length(arrayDistinct(arrayMap(kv -> kv.key, {kvs}))) != length({kvs}))"
-
-
-def _hex_id_sql(e: str) -> str:
-    return f"if(length(replaceAll({e}, '\\0', '')) = 0, '', lower(hex({e})))"
-
-
-def deferred_sql() -> str:
-    """SQL true for a span (``sp``, of resource ``rs``) that SQL does not render."""
-    return (
-        f"({_attrs_deferred_sql('sp.attributes')} OR {_attrs_deferred_sql('rs.resource.attributes')} "
-        f"OR arrayExists(e -> {_attrs_deferred_sql('e.attributes', True)}, sp.events) "
-        f"OR arrayExists(l -> {_attrs_deferred_sql('l.attributes', True)}, sp.links))"
-    )
-
-
-def rows_sql(database: str) -> str:
-    """The SELECT of ``otel_traces_otlp_mv``: every span of the inserted requests as the
-    otel_traces row the contrib exporter writes (spans :func:`deferred_sql` holds are skipped)."""
-    kinds = "['Unspecified', 'Internal', 'Server', 'Client', 'Producer', 'Consumer']"
-    return f"""SELECT
-    fromUnixTimestamp64Nano(toInt64(sp.start_time_unix_nano)) AS Timestamp,
-    lower(hex(sp.trace_id)) AS TraceId,
-    lower(hex(sp.span_id)) AS SpanId,
-    {_hex_id_sql('sp.parent_span_id')} AS ParentSpanId,
-    sp.trace_state AS TraceState,
-    sp.name AS SpanName,
-    if(sp.kind BETWEEN 0 AND 5, arrayElement({kinds}, sp.kind + 1), '') AS SpanKind,
-    arrayFirst(kv -> kv.key = 'service.name', rs.resource.attributes).value.string_value AS ServiceName,
-    {attrs_sql('rs.resource.attributes')} AS ResourceAttributes,
-    ss.scope.name AS ScopeName,
-    ss.scope.version AS ScopeVersion,
-    {attrs_sql('sp.attributes')} AS SpanAttributes,
-    sp.end_time_unix_nano - sp.start_time_unix_nano AS Duration,
-    if(sp.status.code BETWEEN 0 AND 2, arrayElement(['Unset', 'Ok', 'Error'], sp.status.code + 1), '')
-        AS StatusCode,
-    sp.status.message AS StatusMessage,
-    arrayMap(e -> fromUnixTimestamp64Nano(toInt64(e.time_unix_nano)), sp.events) AS `Events.Timestamp`,
-    arrayMap(e -> e.name, sp.events) AS `Events.Name`,
-    arrayMap(e -> {attrs_sql('e.attributes', True)}, sp.events) AS `Events.Attributes`,
-    arrayMap(l -> {_hex_id_sql('l.trace_id')}, sp.links) AS `Links.TraceId`,
-    arrayMap(l -> {_hex_id_sql('l.span_id')}, sp.links) AS `Links.SpanId`,
-    arrayMap(l -> l.trace_state, sp.links) AS `Links.TraceState`,
-    arrayMap(l -> {attrs_sql('l.attributes', True)}, sp.links) AS `Links.Attributes`
-FROM {database}.{NULL_TABLE}
-ARRAY JOIN resource_spans AS rs
-ARRAY JOIN rs.scope_spans AS ss
-ARRAY JOIN ss.spans AS sp
-WHERE NOT {deferred_sql()}"""
-
-
-def deferred_rows_sql(database: str) -> str:
-    """The SELECT of ``otel_traces_otlp_deferred_mv``: the spans SQL skips, by batch token."""
-    return f"""SELECT
-    getSetting('insert_deduplication_token') AS Batch,
-    lower(hex(sp.trace_id)) AS TraceId,
-    lower(hex(sp.span_id)) AS SpanId
-FROM {database}.{NULL_TABLE}
-ARRAY JOIN resource_spans AS rs
-ARRAY JOIN rs.scope_spans AS ss
-ARRAY JOIN ss.spans AS sp
-WHERE {deferred_sql()}"""
 
 
 def varint(n: int) -> bytes:
@@ -308,5 +147,5 @@ def _only(payload: bytes, want: set[tuple[str, str]]) -> Any:
     return req
 
 
-__all__ = ["insert_requests", "batch_body", "rows_sql", "deferred_rows_sql", "REQUEST_TYPE",
-           "PROTO_SCHEMA", "NULL_TABLE", "DEFERRED_TABLE"]
+__all__ = ["insert_requests", "batch_body", "varint", "PROTO_FILE", "PROTO_SCHEMA", "NULL_TABLE",
+           "DEFERRED_TABLE"]

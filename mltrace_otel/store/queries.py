@@ -59,9 +59,10 @@ def to_ns(dt: datetime) -> int:
 
 
 # --- run rows -----------------------------------------------------------------------------------
-# A run as one JSON array (starts and ends in ns): what mltrace_lineage's ``Row`` holds (the
-# migrations render this expression through the ``{{run_row_json}}`` token). Notes written later
-# and pointer flags are applied by staleness.annotate.
+# A run as one JSON array (starts and ends in ns): what mltrace_lineage's ``Row`` holds, for a run
+# not there yet. mltrace_lineage_mv computes it with the same expression, written out in
+# migrations/0100_baseline.sql (tests/store/test_schema_baseline.py checks the two agree). Notes
+# written later and pointer flags are applied by staleness.annotate.
 RUN_ROW_JSON = """toJSONString(tuple(RunId, TraceId, Component, toUnixTimestamp64Nano(Start),
         toUnixTimestamp64Nano(End), StatusCode, StatusMessage, Owner, Description, Tags, ServiceName,
         Inputs, InputVersions, InputTypes, Outputs, OutputVersions, OutputTypes, Upstream,

@@ -1,4 +1,5 @@
-"""Schema: migrations applied in order, recorded, idempotent; errors mapped; clean empties."""
+"""Schema: migrations applied in order, recorded, idempotent; errors mapped; clean empties.
+(The baseline against the legacy migrations: test_schema_baseline.py.)"""
 
 from __future__ import annotations
 
@@ -6,17 +7,19 @@ import pytest
 
 from mltrace_otel.errors import QueryError
 from mltrace_otel.store import open_store
-from mltrace_otel.store.schema import load_migrations
+from mltrace_otel.store.schema import load_migrations, pending
 
 
-def test_open_store_creates_database_and_records_every_migration(store) -> None:
+def test_open_store_creates_database_and_records_the_baseline_and_later_migrations(store) -> None:
     tables = {r[0] for r in store.query("t", "SELECT name FROM system.tables WHERE database = {d:String}",
                                         {"d": store.database})}
     assert {"otel_traces", "otel_traces_trace_id_ts", "otel_traces_trace_id_ts_mv", "mltrace_runs",
             "mltrace_io", "mltrace_components", "mltrace_flags", "mltrace_notes",
             "mltrace_component_tags", "mltrace_schema_migrations"} <= tables
-    versions = [m.version for m in load_migrations(store.database)]
-    assert versions == sorted(versions)
+    versions = [m.version for m in pending(load_migrations(store.database), set())]
+    assert versions == sorted(versions) and not any(m.legacy for m in pending(load_migrations("x"), set()))
+    recorded = store.query("v", "SELECT Version FROM mltrace_schema_migrations ORDER BY Version")
+    assert [v for v, in recorded] == versions
     assert store.schema_version() == versions[-1]
 
 
@@ -103,6 +106,13 @@ def test_a_cluster_gets_on_cluster_replicated_engines_and_distributed_tables() -
     # Distributed tables come after the local tables they copy
     order = list(creates)
     assert all(order.index(f"`mlt`.{t}") > order.index(f"`mlt_local`.{t}") for t in data_tables)
+
+
+def test_legacy_migrations_render_for_a_cluster_too() -> None:
+    legacy = [s for m in load_migrations("mlt_local", "prod", 7) if m.legacy for s in m.statements]
+    ddl = [" ".join(s.split()) for s in legacy if s.startswith(("CREATE", "ALTER", "DROP"))]
+    assert ddl and all("ON CLUSTER `prod`" in s for s in ddl)
+    assert not any("{{" in s for s in legacy)
 
 
 def test_ttl_is_rendered_for_span_and_run_tables() -> None:

@@ -1,3 +1,4 @@
+-- Legacy: applied only to a store made before the 0100 baseline (store/schema.py), as it ran then.
 -- The tables the materialized views fill get the same insert de-duplication window as
 -- otel_traces: a spool batch re-inserted with its token after a crash is then dropped by the
 -- views too, so no duplicate run, IO or component rows reach them (readers still de-duplicate:

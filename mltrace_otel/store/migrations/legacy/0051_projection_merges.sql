@@ -1,3 +1,4 @@
+-- Legacy: applied only to a store made before the 0100 baseline (store/schema.py), as it ran then.
 -- Merges of mltrace_runs and mltrace_lineage merge their projections' parts like any other
 -- (sorted streams, as the table's own) instead of rebuilding every projection from the merged
 -- rows (re-sorting them, Row JSON included): 'rebuild' kept the projections free of the

@@ -1,3 +1,4 @@
+-- Legacy: applied only to a store made before the 0100 baseline (store/schema.py), as it ran then.
 -- mltrace tables, filled by materialized views over otel_traces (0003), so they fill whichever
 -- collector inserted. ReplacingMergeTree keyed by run id: a span delivered twice (an OTLP retry
 -- after a lost acknowledgement) is one run; readers de-duplicate (LIMIT 1 BY / argMax / FINAL).

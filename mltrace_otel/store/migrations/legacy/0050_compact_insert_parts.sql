@@ -1,3 +1,4 @@
+-- Legacy: applied only to a store made before the 0100 baseline (store/schema.py), as it ran then.
 -- Parts the size of one insert are written in the compact format (every column in one file)
 -- rather than the wide one (two files per column, substream and skip index): up to 64 MiB of
 -- uncompressed rows, where ClickHouse's default switches at 10 MiB. An index insert of the

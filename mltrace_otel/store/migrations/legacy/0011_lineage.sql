@@ -1,3 +1,4 @@
+-- Legacy: applied only to a store made before the 0100 baseline (store/schema.py), as it ran then.
 -- The lineage table: one row per (output pointer, run), ordered by pointer, so one index read
 -- per lineage level finds the producers of a frontier's inputs (store/lineage.py). ``Row`` is
 -- the writer's whole mltrace_runs row as one JSON array (store/queries.RUN_ROW_JSON's columns,
@@ -26,13 +27,21 @@ SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 256, m
 CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.mltrace_lineage_mv {{on_cluster}}
 TO {{db}}.mltrace_lineage
 AS SELECT o.1 AS Pointer, Start, RunId, Component, o.2 AS Version,
-    {{run_row_json}} AS Row
+    toJSONString(tuple(RunId, TraceId, Component, toUnixTimestamp64Nano(Start),
+        toUnixTimestamp64Nano(End), StatusCode, StatusMessage, Owner, Description, Tags, ServiceName,
+        Inputs, InputVersions, InputTypes, Outputs, OutputVersions, OutputTypes, Upstream,
+        StalenessThresholdS, Endpoint, GitHash, GitTags, CodeFunction, CodeFile, Notes, TestNames,
+        TestMethods, TestPhases, TestPassed, TestMessages, Exception)) AS Row
 FROM {{db}}.mltrace_runs
 ARRAY JOIN arrayZip(Outputs, OutputVersions) AS o;
 
 INSERT INTO {{db}}.mltrace_lineage (Pointer, Start, RunId, Component, Version, Row)
 SELECT o.1, Start, RunId, Component, o.2,
-    {{run_row_json}}
+    toJSONString(tuple(RunId, TraceId, Component, toUnixTimestamp64Nano(Start),
+        toUnixTimestamp64Nano(End), StatusCode, StatusMessage, Owner, Description, Tags, ServiceName,
+        Inputs, InputVersions, InputTypes, Outputs, OutputVersions, OutputTypes, Upstream,
+        StalenessThresholdS, Endpoint, GitHash, GitTags, CodeFunction, CodeFile, Notes, TestNames,
+        TestMethods, TestPhases, TestPassed, TestMessages, Exception))
 FROM {{db}}.mltrace_runs
 ARRAY JOIN arrayZip(Outputs, OutputVersions) AS o
 WHERE (SELECT count() FROM {{db}}.mltrace_lineage) = 0;

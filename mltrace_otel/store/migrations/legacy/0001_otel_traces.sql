@@ -1,6 +1,7 @@
+-- Legacy: applied only to a store made before the 0100 baseline (store/schema.py), as it ran then.
 -- The OpenTelemetry Collector contrib ClickHouse exporter's traces schema, unchanged
 -- (Map attribute variant), so otelcol-contrib, Grafana's ClickHouse plugin and mltrace-otel
--- read and write the same tables. Tokens {{...}} are rendered by store/schema.py.
+-- read and write the same tables.
 CREATE TABLE IF NOT EXISTS {{db}}.otel_traces {{on_cluster}} (
     Timestamp DateTime64(9) CODEC(Delta, ZSTD(1)),
     TraceId String CODEC(ZSTD(1)),

@@ -1,3 +1,4 @@
+-- Legacy: applied only to a store made before the 0100 baseline (store/schema.py), as it ran then.
 -- Every run in mltrace_lineage, and a component's runs newest first from it in one read.
 --
 -- 1. mltrace_lineage_mv also writes one row for a run that wrote no output (Pointer '',
@@ -18,13 +19,21 @@ ALTER TABLE {{db}}.mltrace_lineage {{on_cluster}} ADD PROJECTION IF NOT EXISTS l
 
 ALTER TABLE {{db}}.mltrace_lineage_mv {{on_cluster}} MODIFY QUERY
 SELECT o.1 AS Pointer, Start, RunId, Component, o.2 AS Version,
-    {{run_row_json}} AS Row
+    toJSONString(tuple(RunId, TraceId, Component, toUnixTimestamp64Nano(Start),
+        toUnixTimestamp64Nano(End), StatusCode, StatusMessage, Owner, Description, Tags, ServiceName,
+        Inputs, InputVersions, InputTypes, Outputs, OutputVersions, OutputTypes, Upstream,
+        StalenessThresholdS, Endpoint, GitHash, GitTags, CodeFunction, CodeFile, Notes, TestNames,
+        TestMethods, TestPhases, TestPassed, TestMessages, Exception)) AS Row
 FROM {{db}}.mltrace_runs
 ARRAY JOIN if(empty(Outputs), [('', '')], arrayZip(Outputs, OutputVersions)) AS o;
 
 INSERT INTO {{db}}.mltrace_lineage (Pointer, Start, RunId, Component, Version, Row)
 SELECT '', Start, RunId, Component, '',
-    {{run_row_json}}
+    toJSONString(tuple(RunId, TraceId, Component, toUnixTimestamp64Nano(Start),
+        toUnixTimestamp64Nano(End), StatusCode, StatusMessage, Owner, Description, Tags, ServiceName,
+        Inputs, InputVersions, InputTypes, Outputs, OutputVersions, OutputTypes, Upstream,
+        StalenessThresholdS, Endpoint, GitHash, GitTags, CodeFunction, CodeFile, Notes, TestNames,
+        TestMethods, TestPhases, TestPassed, TestMessages, Exception))
 FROM {{db}}.mltrace_runs
 WHERE empty(Outputs)
   AND RunId NOT IN (SELECT RunId FROM {{db}}.mltrace_lineage WHERE Pointer = '');

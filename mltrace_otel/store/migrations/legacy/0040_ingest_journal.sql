@@ -1,3 +1,4 @@
+-- Legacy: applied only to a store made before the 0100 baseline (store/schema.py), as it ran then.
 -- The collector's ingest journal (store/journal.py, collector/indexer.py): with acknowledgement
 -- "journaled" (the default on the embedded store) a request is answered once its serialized
 -- bytes are appended to the journal's segment files, and indexed into otel_traces (and through

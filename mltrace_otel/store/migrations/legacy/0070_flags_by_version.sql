@@ -1,3 +1,4 @@
+-- Legacy: applied only to a store made before the 0100 baseline (store/schema.py), as it ran then.
 -- Flags bind to an output's version (issue 14): a row per (pointer, run that wrote the flagged
 -- version). RunId '' is a flag on a name no run had written when it was flagged (review lists it
 -- as unproduced, or traces the name's latest writer once there is one). OutputVersion is the

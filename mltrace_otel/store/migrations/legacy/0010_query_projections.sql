@@ -1,3 +1,4 @@
+-- Legacy: applied only to a store made before the 0100 baseline (store/schema.py), as it ran then.
 -- Projections for the query API (store/queries.py): a component's runs by start time (history,
 -- staleness counts, set_upstream resolution) and every run by start time (recent). mltrace_runs
 -- is a ReplacingMergeTree, which needs deduplicate_merge_projection_mode before it accepts a

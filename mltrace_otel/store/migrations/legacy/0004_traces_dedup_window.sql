@@ -1,3 +1,4 @@
+-- Legacy: applied only to a store made before the 0100 baseline (store/schema.py), as it ran then.
 -- Insert de-duplication for the spool drain: a batch re-inserted with the same
 -- insert_deduplication_token (after a crash between commit and delete) is stored once.
 -- A table setting, not a column change, so the contrib schema stays as the exporter creates it.

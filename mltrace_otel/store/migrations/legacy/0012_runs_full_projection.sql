@@ -1,3 +1,4 @@
+-- Legacy: applied only to a store made before the 0100 baseline (store/schema.py), as it ran then.
 -- Every column of mltrace_runs again, ordered by (Component, Start): reading the runs of a
 -- trace or a review (recent runs of a few components) touches a few neighbouring granules
 -- instead of one granule per run id (run ids are random, so the table's own order scatters
