@@ -44,6 +44,14 @@ ENV_VARS: dict[str, str] = {
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf (default), http/json or grpc (standard OTel)",
     "OTEL_EXPORTER_OTLP_HEADERS": "headers sent with OTLP requests, k=v,k2=v2 (standard OTel)",
     "OTEL_SERVICE_NAME": "service.name of the spans (standard OTel)",
+    "OTEL_BSP_SCHEDULE_DELAY": "SDK: ms between deliveries of the runs appended to the durable queue "
+    "(standard OTel; default 2000)",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "SDK: deliver early once this many runs wait (standard OTel; "
+    "default 512)",
+    "OTEL_BSP_MAX_QUEUE_SIZE": "SDK: runs waiting for the OTLP endpoint beyond which a decorated call waits "
+    "for it, instead of dropping (standard OTel; default 20000)",
+    "OTEL_BSP_EXPORT_TIMEOUT": "SDK: ms one OTLP export may take before its runs stay in the spool "
+    "(standard OTel; default 4000)",
     "OTEL_RESOURCE_ATTRIBUTES": "extra resource attributes, k=v,k2=v2 (standard OTel)",
     "MLTRACE_HOST": "address the collector, UI and /metrics bind (default 127.0.0.1)",
     "MLTRACE_OTLP_HTTP_PORT": "collector OTLP/HTTP port (default 4318)",
@@ -309,6 +317,10 @@ class Settings:
     stop_grace_s: float = 30.0
     forward_targets: tuple[ForwardTarget, ...] = ()
     forward_queue_spans: int = 100_000
+    bsp_schedule_delay_ms: int = 2000
+    bsp_max_export_batch_size: int = 512
+    bsp_max_queue_size: int = 20_000
+    bsp_export_timeout_ms: int = 4000
 
     def __repr__(self) -> str:  # secrets masked
         fields = []
@@ -421,6 +433,10 @@ class Settings:
         take("OTEL_EXPORTER_OTLP_PROTOCOL", "otlp_protocol", choice(_PROTOCOLS))
         take("OTEL_EXPORTER_OTLP_HEADERS", "otlp_headers", parse_kv_list)
         take("OTEL_SERVICE_NAME", "service_name", text)
+        take("OTEL_BSP_SCHEDULE_DELAY", "bsp_schedule_delay_ms", lambda n, v: parse_int(n, v, 0))
+        take("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "bsp_max_export_batch_size", lambda n, v: parse_int(n, v, 1))
+        take("OTEL_BSP_MAX_QUEUE_SIZE", "bsp_max_queue_size", lambda n, v: parse_int(n, v, 1))
+        take("OTEL_BSP_EXPORT_TIMEOUT", "bsp_export_timeout_ms", lambda n, v: parse_int(n, v, 0))
         take("OTEL_RESOURCE_ATTRIBUTES", "resource_attributes", parse_kv_list)
         take("MLTRACE_HOST", "host", text)
         take("MLTRACE_OTLP_HTTP_PORT", "otlp_http_port", lambda n, v: parse_int(n, v, 0))

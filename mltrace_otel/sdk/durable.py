@@ -97,6 +97,7 @@ class DurableProcessor(SpanProcessor):
         self._cond = threading.Condition()
         self._cycle_lock = threading.Lock()
         self._pending: list[bytes] = []
+        self._appended = 0  # runs in the open segment
         self._last_seq = 0
         self._stopped = False
         self._skip_until = 0.0
@@ -143,14 +144,15 @@ class DurableProcessor(SpanProcessor):
                 COUNTERS.add("dropped", 1, f"cannot write the spool {self.directory}: {e}")
                 return
             self._last_seq = seq
+            self._appended += 1
             if self._spool_bytes is not None:
                 self._spool_bytes += len(payload) + spool.HEAD.size
             if self.send is not None:
                 self._pending.append(payload)
-                if len(self._pending) >= self.batch:
-                    self._cond.notify_all()
             else:
                 COUNTERS.add("spooled", 1)
+            if self._appended >= self.batch:
+                self._cond.notify_all()
         if self.sync:
             self._cycle()
         elif self._thread is None:
@@ -182,7 +184,7 @@ class DurableProcessor(SpanProcessor):
     def _loop(self) -> None:
         while True:
             with self._cond:
-                if not self._stopped and len(self._pending) < self.batch:
+                if not self._stopped and self._appended < self.batch:
                     self._cond.wait(self.delay_s)
                 stopped = self._stopped
             self._cycle()
@@ -194,7 +196,7 @@ class DurableProcessor(SpanProcessor):
         with self._cycle_lock:
             with self._cond:
                 path = self._writer.detach() if self._writer is not None else None
-                payloads, self._pending = self._pending, []
+                payloads, self._pending, self._appended = self._pending, [], 0
                 self._cond.notify_all()
             if path is not None:
                 self._deliver(path, payloads)

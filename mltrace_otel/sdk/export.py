@@ -230,8 +230,12 @@ def _build(settings: Settings, exporter: SpanExporter | None, sync: bool,
             destination = f"otlp {ep}"
         else:
             destination = f"spool {settings.spool_dir}"
-        processor = DurableProcessor(settings, send, delay_s=SCHEDULE_DELAY_MS / 1000, batch=512,
-                                     max_pending=MAX_QUEUE_SPANS, timeout_s=otlp_timeout_s or OTLP_TIMEOUT_S,
+        # OTEL_BSP_*: the OTel spec's batch span processor settings, for the same jobs here
+        processor = DurableProcessor(settings, send, delay_s=settings.bsp_schedule_delay_ms / 1000,
+                                     batch=settings.bsp_max_export_batch_size,
+                                     max_pending=settings.bsp_max_queue_size,
+                                     timeout_s=(otlp_timeout_s or settings.bsp_export_timeout_ms / 1000
+                                                or OTLP_TIMEOUT_S),
                                      sync=sync)
     if processor is not None:
         provider.add_span_processor(processor)  # type: ignore[arg-type]

@@ -148,3 +148,36 @@ def test_100000_calls_in_a_tight_loop_all_reach_the_store(tmp_settings: Any, sto
     _run(tmp_settings, "normal", "loop", "100000", timeout=600)
     store.drain_spool()
     assert _runs(store, "step-loop") == (100000, 100000)
+
+
+def test_the_otel_bsp_variables_set_the_delivery(tmp_settings: Any) -> None:
+    """OTEL_BSP_* (the OTel spec's batch span processor variables) drive the delivery: with a
+    delay of ten minutes and a batch of 3, the third run's segment is sealed for the store at
+    once, while two runs wait."""
+    import time
+
+    import mltrace_otel as mltrace
+    from mltrace_otel import spool
+    from mltrace_otel.sdk import export
+    from mltrace_otel.settings import Settings
+
+    settings = Settings.from_env({"OTEL_BSP_SCHEDULE_DELAY": "600000", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "3",
+                                  "OTEL_BSP_MAX_QUEUE_SIZE": "7", "OTEL_BSP_EXPORT_TIMEOUT": "1500"},
+                                 mltrace_dir=tmp_settings.mltrace_dir)
+    export.configure(settings=settings)
+    try:
+        proc = export._pipeline.processor  # type: ignore[union-attr]
+        assert (proc.delay_s, proc.batch, proc.max_pending, proc.timeout_s) == (600.0, 3, 7, 1.5)
+        step = mltrace.register("bsp", outputs=["o"])(lambda: None)
+        step()
+        step()
+        time.sleep(0.3)
+        assert spool.pending(settings.spool_dir) == []  # two runs: not due for ten minutes
+        step()  # the third makes a batch
+        deadline = time.monotonic() + 30
+        while not spool.pending(settings.spool_dir):
+            assert time.monotonic() < deadline, "a full batch was not delivered"
+            time.sleep(0.05)
+        assert sum(len(spool.payloads(p)) for p in spool.pending(settings.spool_dir)) == 3
+    finally:
+        export.reset()
