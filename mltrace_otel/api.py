@@ -9,8 +9,11 @@ computed when asked; a flagged id that no run wrote does not break the review.
 One store per process, opened on first use from :func:`mltrace_otel.sdk.config.current_settings`
 (re-opened when ``set_db_uri`` changes the URL). Before each query the SDK's pending spans are
 flushed and, on the embedded store, the spool is drained, so the caller's own runs are visible.
+With ``MLTRACE_SERVER_URL`` set, no store is opened: the functions ask that server's HTTP API
+(:class:`mltrace_otel.client.ApiClient`, sending ``MLTRACE_TOKEN``); the few with no API route
+(create_component, tag_component, clean_db) raise ConfigError there.
 
-Imports: store, sdk (run, component, pointers, config, export), models, errors.
+Imports: store, sdk (run, component, pointers, config, export), models, errors, client, shapes.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from mltrace_otel.errors import NotFound
-from mltrace_otel.store.models import ComponentInfo, Lineage, Review, Run
+from mltrace_otel.errors import ConfigError, NotFound
+from mltrace_otel.store.models import ComponentInfo, FlaggedOutput, Lineage, PointerInfo, Review, Run
 
 _lock = threading.RLock()
 _store: Any = None
@@ -36,6 +39,17 @@ def _get_store() -> Any:
 
     export.flush()
     settings = config.current_settings()
+    if settings.server_url:
+        url = f"api+{settings.server_url}"
+        with _lock:
+            if _store is None or _store_url != url:
+                if _store is not None:
+                    _store.close()
+                from mltrace_otel.client import ApiClient
+
+                _store = _RemoteStore(ApiClient(settings.server_url, settings.token))
+                _store_url = url
+            return _store
     url = settings.resolved_store_url
     with _lock:
         if _store is None or _store_url != url or getattr(_store, "_closed", False):
@@ -65,6 +79,93 @@ def close() -> None:
         _store, _store_url = None, None
 
 
+class _RemoteStore:
+    """The store methods this module calls, asked of a server's HTTP API (MLTRACE_SERVER_URL)."""
+
+    proxied = True
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._components: dict[str, str] = {}
+
+    def close(self) -> None:
+        """Nothing to release (each request is its own connection)."""
+
+    def trace(self, output: str) -> Lineage:
+        lin = self.client.trace(output=output)
+        if not lin.nodes:  # a pointer runs only read: the store says the same
+            raise NotFound(f"no run wrote {output!r}", hint="check the output id (`mltrace recent`)")
+        return lin
+
+    def impact(self, target: str) -> Lineage:
+        return self.client.impact(target)
+
+    def stale_runs(self, component: str | None, limit: int, direct: bool) -> list[Run]:
+        return self.client.stale(component, limit, direct)
+
+    def review(self, limit: int | None = None, since: datetime | str | None = None,
+               component: str | None = None, tag: str | None = None) -> Review:
+        return self.client.review(limit, _when(since), component, tag)
+
+    def history(self, component: str, limit: int, since: datetime | str | None,
+                until: datetime | str | None) -> list[Run]:
+        return self.client.history(component, limit, _when(since), _when(until))
+
+    def recent_ids(self, limit: int, before: str | None) -> list[str]:
+        return [r.id for r in self.client.recent(limit, before)] if limit and limit > 0 else []
+
+    def get_run(self, run_id: str) -> Run:
+        return self.client.inspect(run_id)
+
+    def set_notes(self, run_id: str, notes: str) -> str:
+        return self.client.notes(run_id, notes)[1]
+
+    def component(self, name: str) -> ComponentInfo:
+        found = [c for c in self.client.components() if c.name == name]
+        if not found:
+            raise NotFound(f"no component named {name!r}", hint="list them with `mltrace components`")
+        return found[0]
+
+    def components(self, owner: str | None = None, tag: str | None = None) -> list[ComponentInfo]:
+        return self.client.components(owner, tag)
+
+    def tags(self) -> list[str]:
+        return self.client.tags()
+
+    def pointer(self, name: str) -> PointerInfo:
+        return self.client.pointer(name)
+
+    def flag(self, pointer: str, run_id: str | None = None) -> bool:
+        self.client.flag([pointer], run_id)
+        return True
+
+    def unflag(self, pointer: str, run_id: str | None = None) -> bool:
+        self.client.unflag([pointer], False, run_id)
+        return False
+
+    def unflag_all(self) -> list[FlaggedOutput]:
+        return list(self.client.unflag((), True).versions)
+
+    def component_names(self, run_ids: set[str]) -> dict[str, str]:
+        """Component of each run id (one request per id not seen before)."""
+        for rid in run_ids - self._components.keys():
+            try:
+                self._components[rid] = self.client.inspect(rid).component
+            except NotFound:
+                continue
+        return {rid: self._components[rid] for rid in run_ids if rid in self._components}
+
+    def __getattr__(self, name: str) -> Any:  # create_component, tag_component, clean, ...
+        raise ConfigError(f"{name} needs the store itself; MLTRACE_SERVER_URL names a server",
+                          hint="unset MLTRACE_SERVER_URL where the store is, to change it there")
+
+
+def _when(value: datetime | str | None) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return None if value in (datetime.min, datetime.max) else value
+    return datetime.fromisoformat(value)
+
+
 # --- conversions --------------------------------------------------------------------------------
 def _component_names(store: Any, runs: Sequence[Run], known: dict[str, str] | None = None
                      ) -> dict[str, str]:
@@ -74,6 +175,9 @@ def _component_names(store: Any, runs: Sequence[Run], known: dict[str, str] | No
     names = dict(known or {})
     names.update({r.id: r.component for r in runs})
     missing = {d for r in runs for d in r.dependencies if d not in names}
+    if isinstance(store, _RemoteStore):
+        names.update(store.component_names(missing))
+        return names
     names.update({i: info.component for i, info in lineage.lineage_info(store, missing).items()})
     return names
 
@@ -227,9 +331,12 @@ def get_history(component_name: str, limit: int = 10, date_lower: datetime | str
 
 def get_recent_run_ids(limit: int = 5, last_run_id: str | None = None) -> list[str]:
     """Ids of the newest runs; ``last_run_id`` pages past that run (prefix allowed)."""
+    store = _get_store()
+    if isinstance(store, _RemoteStore):
+        return store.recent_ids(limit, last_run_id)
     from mltrace_otel.store import queries
 
-    return queries.recent_ids(_get_store(), limit, last_run_id)
+    return queries.recent_ids(store, limit, last_run_id)
 
 
 def get_component_run_information(component_run_id: str) -> Any:

@@ -59,6 +59,8 @@ ENV_VARS: dict[str, str] = {
     "MLTRACE_UI_PORT": "Dash app port (default 8050)",
     "MLTRACE_METRICS_PORT": "port of /metrics when served on its own (default 9464)",
     "MLTRACE_TOKEN": "bearer token the collector and UI require (default none)",
+    "MLTRACE_SERVER_URL": "an mltrace server or ui (http://host:8050) whose /api/v1 the CLI and query "
+    "API ask instead of opening a store; MLTRACE_TOKEN is sent (default none)",
     "MLTRACE_MAX_BODY_BYTES": "largest OTLP request body the collector accepts (default 16 MiB)",
     "MLTRACE_QUEUE_SPANS": "collector queue bound in spans; over it clients get 429 (default 200000)",
     "MLTRACE_BATCH_ROWS": "collector insert batch size in rows (default 5000)",
@@ -306,6 +308,7 @@ class Settings:
     ui_port: int = 8050
     metrics_port: int = 9464
     token: str | None = field(default=None, repr=False)
+    server_url: str | None = None
     max_body_bytes: int = 16 * 1024 * 1024
     queue_spans: int = 200_000
     batch_rows: int = 5000
@@ -444,6 +447,7 @@ class Settings:
         take("MLTRACE_UI_PORT", "ui_port", lambda n, v: parse_int(n, v, 0))
         take("MLTRACE_METRICS_PORT", "metrics_port", lambda n, v: parse_int(n, v, 0))
         take("MLTRACE_TOKEN", "token", text)
+        take("MLTRACE_SERVER_URL", "server_url", text)
         take("MLTRACE_MAX_BODY_BYTES", "max_body_bytes", lambda n, v: parse_int(n, v, 1024))
         take("MLTRACE_QUEUE_SPANS", "queue_spans", lambda n, v: parse_int(n, v, 1))
         take("MLTRACE_BATCH_ROWS", "batch_rows", lambda n, v: parse_int(n, v, 1))

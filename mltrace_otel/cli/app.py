@@ -6,11 +6,13 @@ Errors are turned into one red line, a hint and exit code 1 in ONE place,
 :class:`~mltrace_otel.cli.common.MltraceGroup`; commands just raise
 :class:`~mltrace_otel.errors.MltraceError`.
 
-Every query command takes ``--json`` and prints the store models' ``to_json()`` (shapes in
-docs/cli.md). Heavy modules (the store, chDB, rich rendering, the collector, dash) are imported
-inside the commands so that ``mltrace --help`` stays fast.
+Every query command asks :mod:`mltrace_otel.shapes` (the answers and JSON shapes it shares
+with the HTTP API) and takes ``--json`` (shapes in docs/cli.md). Heavy modules (the store,
+chDB, rich rendering, the collector, dash) are imported inside the commands so that
+``mltrace --help`` stays fast.
 
-May import: mltrace_otel.settings, .errors, .store, .sdk (demo), .collector, .dashboards.
+May import: mltrace_otel.settings, .errors, .shapes, .client, .store, .sdk (demo), .collector,
+.dashboards.
 """
 
 from __future__ import annotations
@@ -20,17 +22,18 @@ from typing import Optional
 
 import typer
 
+from mltrace_otel import shapes
 from mltrace_otel.cli.common import (
     MltraceGroup,
     cli_settings,
     console,
     emit_json,
     friendly,
+    open_cli_queries,
     open_cli_store,
     parse_when,
     positive,
 )
-from mltrace_otel.errors import ConfigError, NotFound
 from mltrace_otel.settings import Settings, mask_url
 
 app = typer.Typer(
@@ -54,9 +57,14 @@ def _main(
         help="Store URL: chdb:///DIR (embedded) or http(s)://user:pass@host:8123/db. "
              "Default: MLTRACE_CLICKHOUSE_URL, else the embedded store under MLTRACE_DIR.",
     ),
+    server: Optional[str] = typer.Option(
+        None, "--server", metavar="URL",
+        help="Ask the HTTP API of an mltrace server or ui (http://host:8050) instead of opening "
+             "a store; MLTRACE_TOKEN is sent. Default: MLTRACE_SERVER_URL.",
+    ),
 ) -> None:
     """mltrace-otel: trace, review and check the staleness of ML pipeline runs."""
-    ctx.obj = Settings.from_env(store_url=store)
+    ctx.obj = Settings.from_env(store_url=store, server_url=server)
 
 
 # --- runs ------------------------------------------------------------------------------------
@@ -72,11 +80,10 @@ def recent(
     from mltrace_otel.cli import render
 
     limit = positive(n)
-    with open_cli_store(ctx) as store:
-        before_id = store.resolve_run_id(before) if before else None
-        runs = store.recent(limit, before_id)
+    with open_cli_queries(ctx) as q:
+        runs = q.recent(limit, before)
     if as_json:
-        return emit_json([r.to_json() for r in runs])
+        return emit_json(shapes.runs_json(runs))
     if not runs:
         return friendly("No runs yet. Decorate a function with @Component.run, or try `mltrace demo`.")
     console().print(render.runs_table(runs, title="Recent runs"))
@@ -100,12 +107,10 @@ def history(
 
     lo, hi = parse_when("--since", since), parse_when("--until", until)
     limit = positive(n)
-    with open_cli_store(ctx) as store:
-        runs = store.history(component, limit, lo, hi)
-        if not runs:
-            store.component(component)  # NotFound for an unknown component
+    with open_cli_queries(ctx) as q:
+        runs = q.history(component, limit, lo, hi)
     if as_json:
-        return emit_json([r.to_json() for r in runs])
+        return emit_json(shapes.runs_json(runs))
     if not runs:
         return friendly(f"{component} has no runs in that window.")
     console().print(render.runs_table(runs, title=f"History of {render.escape(component)}"))
@@ -120,8 +125,8 @@ def inspect(
     """Everything about one run: IO, code, git, tests, notes, staleness."""
     from mltrace_otel.cli import render
 
-    with open_cli_store(ctx) as store:
-        run = store.get_run(run_id)
+    with open_cli_queries(ctx) as q:
+        run = q.inspect(run_id)
     if as_json:
         return emit_json(run.to_json())
     out = console()
@@ -140,15 +145,10 @@ def tag(
     from mltrace_otel.cli import render
 
     limit = positive(n)
-    with open_cli_store(ctx) as store:
-        comps = store.components(tag=tag_name)
-        if not comps:
-            raise NotFound(f"no component has the tag {tag_name!r}", hint="`mltrace tags` lists them")
-        runs = [r for c in comps for r in store.history(c.name, limit)]
-    runs.sort(key=lambda r: (r.start, r.id), reverse=True)
-    runs = runs[:limit]
+    with open_cli_queries(ctx) as q:
+        runs = q.tagged(tag_name, limit)
     if as_json:
-        return emit_json([r.to_json() for r in runs])
+        return emit_json(shapes.runs_json(runs))
     if not runs:
         return friendly(f"The components tagged {tag_name!r} have no runs yet.")
     console().print(render.runs_table(runs, title=f"Runs tagged {render.escape(tag_name)}"))
@@ -166,28 +166,14 @@ def trace(
     """The runs that produced an output, as a tree (each run once, stale and failed runs marked)."""
     from mltrace_otel.cli import render
 
-    if (output is None) == (run is None):
-        raise ConfigError("give an OUTPUT or --run RUN_ID (one of them)",
-                          hint="e.g. mltrace trace predictions.csv")
-    with open_cli_store(ctx) as store:
-        if run is not None:
-            lineage = store.trace_run(run)
-        else:
-            try:
-                lineage = store.trace(output)
-            except NotFound:
-                lineage = None
-            if lineage is None or not lineage.nodes:
-                # a pointer runs only read is not an error (zero results); an unknown one is
-                info = store.pointer(output)
-                if as_json:
-                    from mltrace_otel.store.models import Lineage
-
-                    return emit_json(Lineage(root=output, direction="trace").to_json())
-                return friendly(f"No run produced {output!r}: it is an input only "
-                                 f"(read by {len(info.consumers)} run(s)).")
+    shapes.check_trace(output, run)  # before the store is opened
+    with open_cli_queries(ctx) as q:
+        lineage = q.trace(output, run)
+        readers = len(q.pointer(output).consumers) if output and not lineage.nodes else 0
     if as_json:
         return emit_json(lineage.to_json())
+    if not lineage.nodes:  # a pointer runs only read is not an error (zero results)
+        return friendly(f"No run produced {output!r}: it is an input only (read by {readers} run(s)).")
     console().print(render.lineage_tree(lineage))
 
 
@@ -200,8 +186,8 @@ def impact(
     """What an output or a run fed: the runs downstream of it and every output they wrote."""
     from mltrace_otel.cli import render
 
-    with open_cli_store(ctx) as store:
-        lineage = store.impact(target)
+    with open_cli_queries(ctx) as q:
+        lineage = q.impact(target)
     if as_json:
         return emit_json(lineage.to_json())
     if not lineage.nodes:
@@ -229,12 +215,10 @@ def stale(
     from mltrace_otel.cli import render
 
     limit = positive(n)
-    with open_cli_store(ctx) as store:
-        if component is not None:
-            store.component(component)  # NotFound for an unknown component
-        runs = store.stale_runs(component, limit, direct)
+    with open_cli_queries(ctx) as q:
+        runs = q.stale(component, limit, direct)
     if as_json:
-        return emit_json([r.to_json() for r in runs])
+        return emit_json(shapes.runs_json(runs))
     if not runs:
         return friendly("Nothing is stale.")
     console().print(render.stale_table(runs))
@@ -253,10 +237,10 @@ def components(
     """Components with their owner, tags and number of runs."""
     from mltrace_otel.cli import render
 
-    with open_cli_store(ctx) as store:
-        comps = store.components(owner, tag_name)
+    with open_cli_queries(ctx) as q:
+        comps = q.components(owner, tag_name)
     if as_json:
-        return emit_json([c.to_json() for c in comps])
+        return emit_json(shapes.components_json(comps))
     if not comps:
         return friendly("No components match." if owner or tag_name else "No components yet.")
     console().print(render.components_table(comps))
@@ -265,10 +249,10 @@ def components(
 @app.command()
 def tags(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
     """Every tag of every component."""
-    with open_cli_store(ctx) as store:
-        names = store.tags()
+    with open_cli_queries(ctx) as q:
+        names = q.tags()
     if as_json:
-        return emit_json(list(names))
+        return emit_json(shapes.tags_json(names))
     if not names:
         return friendly("No tags yet.")
     from mltrace_otel.cli.render import escape
@@ -292,14 +276,12 @@ def flag(
     wrote it last), or with --run the version that run wrote."""
     from mltrace_otel.cli.render import escape, short_id, short_version
 
-    with open_cli_store(ctx) as store:
-        for name in outputs:
-            store.pointer(name)  # NotFound before anything is flagged
-        run_id = store.resolve_run_id(run) if run is not None else None
-        done = [store.flag_output(name, run_id) for name in outputs]
+    with open_cli_queries(ctx) as q:
+        change = q.flag(outputs, run)
     if as_json:
-        return emit_json({"flagged": list(outputs), "versions": [f.to_json() for f in done]})
+        return emit_json(shapes.flag_json(change))
     out = console()
+    done = change.versions
     for f in done:
         if f.run:
             ver = f" @{escape(short_version(f.version))}" if f.version else ""
@@ -321,24 +303,12 @@ def unflag(
 ) -> None:
     """Unflag outputs (every flagged version of each, or with --run the one that run wrote), or
     all of them with --all."""
-    outputs = list(outputs or [])
-    if bool(outputs) == all_:
-        raise ConfigError("give OUTPUT... or --all (one of them)", hint="e.g. mltrace unflag --all")
-    if all_ and run is not None:
-        raise ConfigError("--run names a version of an OUTPUT; it does not go with --all")
-    with open_cli_store(ctx) as store:
-        if all_:
-            versions = store.flagged_outputs()
-            outputs = sorted({f.pointer for f in versions})
-            store.unflag_all()
-        else:
-            for name in outputs:
-                store.pointer(name)
-            run_id = store.resolve_run_id(run) if run is not None else None
-            versions = [f for name in outputs for f in store.unflag_output(name, run_id)]
+    shapes.check_unflag(list(outputs or []), all_, run)  # before the store is opened
+    with open_cli_queries(ctx) as q:
+        change = q.unflag(list(outputs or []), all_, run)
     if as_json:
-        return emit_json({"unflagged": outputs, "versions": [f.to_json() for f in versions]})
-    console().print(f"unflagged {len(outputs)} output(s) ({len(versions)} flagged version(s))")
+        return emit_json(shapes.unflag_json(change))
+    console().print(f"unflagged {len(change.outputs)} output(s) ({len(change.versions)} flagged version(s))")
 
 
 @app.command()
@@ -360,10 +330,8 @@ def review(
 
     limit = positive(n) if n is not None else None
     lo = parse_when("--since", since)
-    with open_cli_store(ctx) as store:
-        if component is not None:
-            store.component(component)  # NotFound for an unknown component
-        result = store.review(limit, lo, component, tag_name)
+    with open_cli_queries(ctx) as q:
+        result = q.review(limit, lo, component, tag_name)
     if as_json:
         return emit_json(result.to_json())
     if not result.flagged:
@@ -394,11 +362,10 @@ def notes(
     as_json: bool = JsonOpt,
 ) -> None:
     """Replace a run's notes."""
-    with open_cli_store(ctx) as store:
-        full = store.resolve_run_id(run_id)
-        saved = store.set_notes(full, text)
+    with open_cli_queries(ctx) as q:
+        full, saved = q.notes(run_id, text)
     if as_json:
-        return emit_json({"run": full, "notes": saved})
+        return emit_json(shapes.notes_json(full, saved))
     console().print(f"notes saved on run [cyan]{full[:8]}[/cyan]")
 
 

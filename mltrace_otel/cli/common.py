@@ -1,12 +1,14 @@
 """What every ``mltrace`` command shares: the error wrapper, the store context, output helpers.
 
 :class:`MltraceGroup` is the ONE place where :class:`~mltrace_otel.errors.MltraceError` becomes
-``error: ...`` + ``hint: ...`` on stderr and exit code 1. :func:`open_cli_store` opens the
-configured store and turns any failure to reach it into a StoreUnavailable that names the
-(masked) URL and what to check. Rich and the store are imported inside the functions, so
-importing this module (``mltrace --help``) stays cheap.
+``error: ...`` + ``hint: ...`` on stderr and exit code 1. :func:`open_cli_queries` gives the
+query commands the HTTP API's client (``--server``) or the store's queries;
+:func:`open_cli_store` opens the configured store and turns any failure to reach it into a
+StoreUnavailable that names the (masked) URL and what to check. Rich and the store are
+imported inside the functions, so importing this module (``mltrace --help``) stays cheap.
 
-May import: mltrace_otel.settings, .errors, .store (lazily), .cli.render and rich (lazily), typer.
+May import: mltrace_otel.settings, .errors, .store, .shapes and .client (lazily), .cli.render and rich
+(lazily), typer.
 """
 
 from __future__ import annotations
@@ -27,13 +29,16 @@ from mltrace_otel.settings import Settings, mask_url
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
+    from mltrace_otel.client import ApiClient
+    from mltrace_otel.shapes import StoreQueries
     from mltrace_otel.store.core import Store
 
 
 class MltraceGroup(TyperGroup):
     """The one place where errors become output: MltraceError → ``error: ...`` + hint, exit 1.
 
-    Also lets ``--store URL`` follow the command (``mltrace recent --store URL``), as people type it.
+    Also lets ``--store URL`` and ``--server URL`` follow the command (``mltrace recent --store
+    URL``), as people type it.
     """
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
@@ -67,12 +72,32 @@ def cli_settings(ctx: typer.Context) -> Settings:
 
 
 @contextmanager
+def open_cli_queries(ctx: typer.Context) -> Iterator[StoreQueries | ApiClient]:
+    """What the query commands ask: the HTTP API of the server given by ``--server`` /
+    ``MLTRACE_SERVER_URL`` (with ``MLTRACE_TOKEN``), else the configured store, opened here."""
+    settings = cli_settings(ctx)
+    if settings.server_url:
+        from mltrace_otel.client import ApiClient
+
+        yield ApiClient(settings.server_url, settings.token)
+        return
+    from mltrace_otel.shapes import StoreQueries
+
+    with open_cli_store(ctx) as store:
+        yield StoreQueries(store)
+
+
+@contextmanager
 def open_cli_store(ctx: typer.Context) -> Iterator[Store]:
     """Open the configured store (drains the local spool) and close it afterwards.
 
     Any failure to open becomes a StoreUnavailable naming the (masked) URL and what to check.
+    Commands that need the store itself (clear, migrate) refuse ``--server``.
     """
     settings = cli_settings(ctx)
+    if settings.server_url:
+        raise ConfigError("this command works on a store, not through --server / MLTRACE_SERVER_URL",
+                          hint="run it where the store is, or give --store URL")
     url = mask_url(settings.resolved_store_url)
     if settings.is_embedded:
         check = ("check that MLTRACE_DIR is writable and that no other process (mltrace server, "
@@ -174,7 +199,8 @@ def positive(n: int) -> int:
 
 
 def hoist_store(args: list[str]) -> list[str]:
-    """Move every ``--store URL`` / ``--store=URL`` before the command (nothing after ``--``)."""
+    """Move every ``--store URL`` / ``--store=URL`` (and ``--server``) before the command
+    (nothing after ``--``)."""
     cut = args.index("--") if "--" in args else len(args)
     head, tail = args[:cut], args[cut:]
     hoisted: list[str] = []
@@ -182,10 +208,10 @@ def hoist_store(args: list[str]) -> list[str]:
     i = 0
     while i < len(head):
         a = head[i]
-        if a == "--store" and i + 1 < len(head):
+        if a in ("--store", "--server") and i + 1 < len(head):
             hoisted += head[i:i + 2]
             i += 2
             continue
-        (hoisted if a.startswith("--store=") else rest).append(a)
+        (hoisted if a.startswith(("--store=", "--server=")) else rest).append(a)
         i += 1
     return hoisted + rest + tail

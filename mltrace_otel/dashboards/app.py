@@ -5,9 +5,10 @@
 opens the store, shares it with other processes, and serves until interrupted.
 
 When ``settings.token`` is set every request needs ``Authorization: Bearer <token>`` or HTTP
-basic auth with the token as password (browsers prompt for it).
+basic auth with the token as password (browsers prompt for it). The HTTP query API
+(:mod:`mltrace_otel.web_api`, ``/api/v1``) is registered on the same Flask server.
 
-May import: dash, plotly, flask/werkzeug, :mod:`mltrace_otel.store`, settings, errors, auth.
+May import: dash, plotly, flask/werkzeug, :mod:`mltrace_otel.store`, settings, errors, auth, web_api.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mltrace_otel.dashboards.cards import run_card
 from mltrace_otel.dashboards.routes import Action, Route, parse_command, route_from_url
 from mltrace_otel.errors import MltraceError
 from mltrace_otel.settings import Settings
+from mltrace_otel.web_api import BLUEPRINT_NAME, make_blueprint
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,8 @@ def _install_auth(server: Any, token: str) -> None:
 
     @server.before_request
     def _require_token() -> Any:
+        if request.blueprint == BLUEPRINT_NAME:  # the API answers 401 itself, as JSON
+            return None
         if token_matches(request.headers.get("Authorization"), token, basic=True):
             return None
         return Response("mltrace: this UI needs the token (MLTRACE_TOKEN)\n", 401,
@@ -106,6 +110,7 @@ def create_app(settings: Settings | None = None, store: Any = None) -> dash.Dash
     app.server.config["MLTRACE_STORE"] = store
     if settings.token:
         _install_auth(app.server, settings.token)
+    app.server.register_blueprint(make_blueprint(store, settings.token, lock))  # /api/v1
 
     @app.callback(Output("page", "children"), Output("cmd", "value"), Output("doc-title", "data"),
                   Input("url", "pathname"), Input("url", "search"), Input("refresh", "data"))

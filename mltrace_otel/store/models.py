@@ -2,7 +2,8 @@
 
 These are the contract between the store and its readers (the mltrace API facade, the CLI, the
 Dash app, /metrics). Every datetime is timezone-aware UTC. ``to_json()`` gives the stable JSON
-shape the CLI's ``--json`` prints (documented in the README).
+shape the CLI's ``--json`` and the HTTP API print (documented in docs/cli.md); ``from_json()``
+reads it back.
 
 Imports nothing from the project.
 """
@@ -10,9 +11,13 @@ Imports nothing from the project.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
 def _jsonable(v: Any) -> Any:
@@ -27,11 +32,45 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _from_jsonable(tp: Any, v: Any) -> Any:
+    """``v`` (from :func:`_jsonable`) back as type ``tp`` (a resolved annotation)."""
+    if v is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _from_jsonable(inner[0], v) if len(inner) == 1 else v
+    if origin is tuple:
+        return tuple(_from_jsonable(typing.get_args(tp)[0], x) for x in v)
+    if origin is list:
+        return [_from_jsonable(typing.get_args(tp)[0], x) for x in v]
+    if origin is dict:
+        return {str(k): x for k, x in v.items()}
+    if tp is datetime:
+        return datetime.fromisoformat(v)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _from_dict(tp, v)
+    return v
+
+
+def _from_dict(cls: type[_T], data: dict[str, Any]) -> _T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: _from_jsonable(hints[k], v) for k, v in data.items() if k in names})
+
+
 class JsonMixin:
-    """``to_json()``: the dataclass as plain JSON-able data (datetimes as ISO 8601)."""
+    """``to_json()``: the dataclass as plain JSON-able data (datetimes as ISO 8601);
+    ``from_json()``: the inverse (derived keys such as ``duration_s`` are ignored), so the
+    HTTP API's client hands readers the same objects a direct read does."""
 
     def to_json(self) -> Any:
         return _jsonable(self)
+
+    @classmethod
+    def from_json(cls: type[_T], data: dict[str, Any]) -> _T:
+        """The result ``to_json()`` gave ``data`` for."""
+        return _from_dict(cls, data)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,240 @@
+"""What each query command answers, and the JSON shape it answers with: one function each.
+
+The CLI (``mltrace ... --json``), the HTTP query API (``/api/v1``, :mod:`mltrace_otel.web_api`)
+and its client all go through these, so a question asked any of the three ways gets the same
+runs and the same JSON. ``answer_*`` functions take an open store (anything with the
+:class:`~mltrace_otel.store.core.Store` query methods) and return the store's result types;
+``*_json`` functions turn a result into the documented shape (docs/cli.md). Validation that
+belongs to the question (an unknown component is NotFound, not zero runs) lives here too.
+
+May import: mltrace_otel.store.models, .errors (no store connection, no CLI, no web framework).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from mltrace_otel.errors import ConfigError, NotFound
+from mltrace_otel.store.models import ComponentInfo, FlaggedOutput, Lineage, PointerInfo, Review, Run
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    """What ``flag`` / ``unflag`` did: the ``outputs`` named and the ``versions`` (un)flagged."""
+
+    outputs: tuple[str, ...]
+    versions: tuple[FlaggedOutput, ...]
+
+
+# --- the answers ----------------------------------------------------------------------------
+def answer_recent(store: Any, limit: int, before: str | None = None) -> list[Run]:
+    """The newest runs; ``before`` (id or unique prefix) pages past that run."""
+    before_id = store.resolve_run_id(before) if before else None
+    return store.recent(limit, before_id)
+
+
+def answer_history(store: Any, component: str, limit: int, since: datetime | None = None,
+                   until: datetime | None = None) -> list[Run]:
+    """A component's runs, newest first; NotFound for a component the store does not know."""
+    runs = store.history(component, limit, since, until)
+    if not runs:
+        store.component(component)  # NotFound for an unknown component
+    return runs
+
+
+def answer_tagged(store: Any, tag: str, limit: int) -> list[Run]:
+    """The newest runs of the components with ``tag``; NotFound when no component has it."""
+    comps = store.components(tag=tag)
+    if not comps:
+        raise NotFound(f"no component has the tag {tag!r}", hint="`mltrace tags` lists them")
+    runs = [r for c in comps for r in store.history(c.name, limit)]
+    runs.sort(key=lambda r: (r.start, r.id), reverse=True)
+    return runs[:limit]
+
+
+def check_trace(output: str | None, run: str | None) -> None:
+    """ConfigError unless exactly one of ``output`` and ``run`` is given."""
+    if (output is None) == (run is None):
+        raise ConfigError("give an OUTPUT or --run RUN_ID (one of them)",
+                          hint="e.g. mltrace trace predictions.csv")
+
+
+def answer_trace(store: Any, output: str | None = None, run: str | None = None) -> Lineage:
+    """The runs upstream of an output (or of a run). A pointer that runs only read gives an
+    empty trace (zero results); one no run used is NotFound."""
+    check_trace(output, run)
+    if run is not None:
+        return store.trace_run(run)
+    try:
+        lineage: Lineage | None = store.trace(output)
+    except NotFound:
+        lineage = None
+    if lineage is None or not lineage.nodes:
+        store.pointer(output)  # NotFound for a pointer no run used
+        return Lineage(root=str(output), direction="trace")
+    return lineage
+
+
+def answer_stale(store: Any, component: str | None, limit: int, direct: bool = False) -> list[Run]:
+    """The latest stale run of each component (or of one; NotFound when it is unknown)."""
+    if component is not None:
+        store.component(component)
+    return store.stale_runs(component, limit, direct)
+
+
+def answer_review(store: Any, limit: int | None = None, since: datetime | None = None,
+                  component: str | None = None, tag: str | None = None) -> Review:
+    """The review, optionally scoped (NotFound for an unknown component)."""
+    if component is not None:
+        store.component(component)
+    return store.review(limit, since, component, tag)
+
+
+def answer_flag(store: Any, outputs: Sequence[str], run: str | None = None) -> FlagChange:
+    """Flag each output's newest version (or the one ``run`` wrote). Every name is checked
+    before anything is flagged (NotFound for a pointer no run used)."""
+    for name in outputs:
+        store.pointer(name)
+    run_id = store.resolve_run_id(run) if run is not None else None
+    return FlagChange(tuple(outputs), tuple(store.flag_output(name, run_id) for name in outputs))
+
+
+def check_unflag(outputs: Sequence[str], all_: bool, run: str | None) -> None:
+    """ConfigError unless the arguments name outputs or all of them (and ``run`` only outputs)."""
+    if bool(outputs) == all_:
+        raise ConfigError("give OUTPUT... or --all (one of them)", hint="e.g. mltrace unflag --all")
+    if all_ and run is not None:
+        raise ConfigError("--run names a version of an OUTPUT; it does not go with --all")
+
+
+def answer_unflag(store: Any, outputs: Sequence[str] = (), all_: bool = False,
+                  run: str | None = None) -> FlagChange:
+    """Unflag outputs (every version, or the one ``run`` wrote), or with ``all_`` every one."""
+    check_unflag(outputs, all_, run)
+    if all_:
+        versions = store.flagged_outputs()
+        names = sorted({f.pointer for f in versions})
+        store.unflag_all()
+        return FlagChange(tuple(names), tuple(versions))
+    for name in outputs:
+        store.pointer(name)
+    run_id = store.resolve_run_id(run) if run is not None else None
+    return FlagChange(tuple(outputs),
+                      tuple(f for name in outputs for f in store.unflag_output(name, run_id)))
+
+
+def answer_notes(store: Any, run_id: str, text: str) -> tuple[str, str]:
+    """Replace a run's notes: (the full run id, the notes saved)."""
+    full = store.resolve_run_id(run_id)
+    return full, store.set_notes(full, text)
+
+
+# --- the shapes -----------------------------------------------------------------------------
+def runs_json(runs: Sequence[Run]) -> list[Any]:
+    """recent, history, tag, stale: a list of runs."""
+    return [r.to_json() for r in runs]
+
+
+def components_json(comps: Sequence[ComponentInfo]) -> list[Any]:
+    """components: a list of components."""
+    return [c.to_json() for c in comps]
+
+
+def tags_json(names: Sequence[str]) -> list[str]:
+    """tags: the sorted tag names."""
+    return list(names)
+
+
+def flag_json(change: FlagChange) -> dict[str, Any]:
+    """flag: ``{"flagged": [names], "versions": [flagged versions]}``."""
+    return {"flagged": list(change.outputs), "versions": [f.to_json() for f in change.versions]}
+
+
+def unflag_json(change: FlagChange) -> dict[str, Any]:
+    """unflag: ``{"unflagged": [names], "versions": [versions that were flagged]}``."""
+    return {"unflagged": list(change.outputs), "versions": [f.to_json() for f in change.versions]}
+
+
+def notes_json(run_id: str, notes: str) -> dict[str, str]:
+    """notes: ``{"run": full id, "notes": text}``."""
+    return {"run": run_id, "notes": notes}
+
+
+def flag_change_from_json(data: dict[str, Any], key: str) -> FlagChange:
+    """The inverse of :func:`flag_json` / :func:`unflag_json` (``key`` "flagged" or "unflagged")."""
+    return FlagChange(tuple(data.get(key) or ()),
+                      tuple(FlaggedOutput.from_json(v) for v in data.get("versions") or ()))
+
+
+# --- one object per way of asking -----------------------------------------------------------
+class StoreQueries:
+    """The questions asked of an open store directly: what the CLI asks when it holds the store
+    and what the HTTP API answers. :class:`mltrace_otel.client.ApiClient` has the same methods
+    over HTTP, so a reader takes either (``mltrace --server URL`` gets the client)."""
+
+    remote = False
+    """True for the HTTP client: commands that need the store itself (clear, migrate) refuse."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def recent(self, limit: int, before: str | None = None) -> list[Run]:
+        """The newest runs (``mltrace recent``)."""
+        return answer_recent(self.store, limit, before)
+
+    def history(self, component: str, limit: int, since: datetime | None = None,
+                until: datetime | None = None) -> list[Run]:
+        """A component's runs (``mltrace history``)."""
+        return answer_history(self.store, component, limit, since, until)
+
+    def inspect(self, run_id: str) -> Run:
+        """One run, everything about it (``mltrace inspect``)."""
+        return self.store.get_run(run_id)
+
+    def tagged(self, tag: str, limit: int) -> list[Run]:
+        """The newest runs of the components with a tag (``mltrace tag``)."""
+        return answer_tagged(self.store, tag, limit)
+
+    def trace(self, output: str | None = None, run: str | None = None) -> Lineage:
+        """Upstream of an output or a run (``mltrace trace``)."""
+        return answer_trace(self.store, output, run)
+
+    def impact(self, target: str) -> Lineage:
+        """Downstream of an output or a run (``mltrace impact``)."""
+        return self.store.impact(target)
+
+    def stale(self, component: str | None, limit: int, direct: bool = False) -> list[Run]:
+        """The stale runs (``mltrace stale``)."""
+        return answer_stale(self.store, component, limit, direct)
+
+    def review(self, limit: int | None = None, since: datetime | None = None,
+               component: str | None = None, tag: str | None = None) -> Review:
+        """The review (``mltrace review``)."""
+        return answer_review(self.store, limit, since, component, tag)
+
+    def components(self, owner: str | None = None, tag: str | None = None) -> list[ComponentInfo]:
+        """Components (``mltrace components``)."""
+        return self.store.components(owner, tag)
+
+    def tags(self) -> list[str]:
+        """Every tag (``mltrace tags``)."""
+        return self.store.tags()
+
+    def pointer(self, name: str) -> PointerInfo:
+        """An IO pointer, its writers and readers; NotFound."""
+        return self.store.pointer(name)
+
+    def flag(self, outputs: Sequence[str], run: str | None = None) -> FlagChange:
+        """Flag outputs (``mltrace flag``)."""
+        return answer_flag(self.store, outputs, run)
+
+    def unflag(self, outputs: Sequence[str] = (), all_: bool = False, run: str | None = None) -> FlagChange:
+        """Unflag outputs or all (``mltrace unflag``)."""
+        return answer_unflag(self.store, outputs, all_, run)
+
+    def notes(self, run_id: str, text: str) -> tuple[str, str]:
+        """Replace a run's notes (``mltrace notes``): (full id, notes)."""
+        return answer_notes(self.store, run_id, text)

@@ -1,0 +1,405 @@
+"""The HTTP JSON query API, ``/api/v1``: the CLI's questions over HTTP, as a Flask blueprint.
+
+``mltrace ui`` and ``mltrace server`` serve it (``create_app`` registers it), so the CLI and the
+Python query API of another process, or of a laptop (``--server URL`` /
+``MLTRACE_SERVER_URL``), ask the process that holds the store. Each route answers with exactly
+the JSON ``mltrace <command> --json`` prints: both go through :mod:`mltrace_otel.shapes`. The
+OpenAPI 3.1 document is ``GET /api/v1/openapi.json`` (:data:`OPENAPI`).
+
+User strings arrive as query parameters (GET) or a JSON body (POST) and reach SQL only as the
+store's bound parameters. When a token is set every route but ``openapi.json`` needs
+``Authorization: Bearer <token>`` (the scheme in any case). Errors are one JSON body,
+``{"error": {"type", "message", "hint"}}``: 400 bad parameters or an ambiguous run id, 401
+without the token, 404 unknown runs / outputs / components (the CLI's message), 415 a POST that
+is not JSON, 503 store unavailable.
+
+May import: flask (lazily, in :func:`make_blueprint`), .shapes, .store.models, .auth, .errors.
+Never the CLI or the Dash pages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from mltrace_otel import shapes
+from mltrace_otel.auth import token_matches
+from mltrace_otel.errors import (
+    AmbiguousRunId,
+    ConfigError,
+    MltraceError,
+    NotFound,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+"""Where the API is mounted; a breaking change gets a new version prefix."""
+
+BLUEPRINT_NAME = "mltrace_api"
+
+_STATUS: tuple[tuple[type[MltraceError], int], ...] = (
+    (NotFound, 404), (AmbiguousRunId, 400), (ConfigError, 400), (StoreUnavailable, 503),
+)
+
+
+class ApiError(MltraceError):
+    """An error with its HTTP status (bad parameters: 400; a POST that is not JSON: 415)."""
+
+    def __init__(self, message: str, status: int = 400, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
+def error_body(e: MltraceError) -> dict[str, Any]:
+    """The one error shape: ``{"error": {"type", "message", "hint"}}`` (+ ``candidates`` for an
+    ambiguous run id)."""
+    err: dict[str, Any] = {"type": type(e).__name__, "message": e.message, "hint": e.hint}
+    if isinstance(e, AmbiguousRunId):
+        err["candidates"] = list(e.candidates)
+        err["prefix"] = e.prefix
+    return {"error": err}
+
+
+def status_of(e: MltraceError) -> int:
+    """The HTTP status an error is answered with."""
+    if isinstance(e, ApiError):
+        return e.status
+    return next((code for cls, code in _STATUS if isinstance(e, cls)), 500)
+
+
+# --- parameters -----------------------------------------------------------------------------
+def _limit(args: Any, default: int | None) -> int | None:
+    raw = args.get("limit")
+    if raw in (None, ""):
+        return default
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ApiError(f"limit {raw!r} is not a positive number", hint="use limit=1 or more")
+    return n
+
+
+def _when(args: Any, name: str) -> datetime | None:
+    raw = args.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        dt = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise ApiError(f"{name} {raw!r} is not an ISO 8601 date or time",
+                       hint="e.g. 2026-11-01 or 2026-11-01T09:30:00+00:00 (no zone: UTC)") from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+
+
+def _required(args: Any, name: str) -> str:
+    raw = args.get(name)
+    if raw in (None, ""):
+        raise ApiError(f"the parameter {name!r} is required")
+    return str(raw)
+
+
+def _bool(args: Any, name: str) -> bool:
+    raw = str(args.get(name) or "false").strip().lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise ApiError(f"{name} {raw!r} is not true or false")
+    return raw in ("true", "1")
+
+
+def _opt(args: Any, name: str) -> str | None:
+    raw = args.get(name)
+    return None if raw in (None, "") else str(raw)
+
+
+def _body(request: Any) -> dict[str, Any]:
+    if not (request.mimetype or "").endswith("json"):
+        raise ApiError("the body must be JSON (Content-Type: application/json)", status=415)
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise ApiError("the body must be a JSON object")
+    return data
+
+
+def _names(data: dict[str, Any]) -> list[str]:
+    outputs = data.get("outputs") or []
+    if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
+        raise ApiError("outputs must be a list of strings")
+    return outputs
+
+
+def _text_or_none(data: dict[str, Any], name: str) -> str | None:
+    v = data.get(name)
+    if v is not None and not isinstance(v, str):
+        raise ApiError(f"{name} must be a string")
+    return v or None
+
+
+# --- the routes -----------------------------------------------------------------------------
+def _routes(store: Any) -> dict[tuple[str, str], Callable[[Any], Any]]:
+    """(method, path under the prefix) -> a function of the request giving the JSON data."""
+    q = shapes.StoreQueries(store)
+
+    def recent(rq: Any) -> Any:
+        a = rq.args
+        return shapes.runs_json(q.recent(_limit(a, 10) or 10, _opt(a, "before")))
+
+    def history(rq: Any) -> Any:
+        a = rq.args
+        return shapes.runs_json(q.history(_required(a, "component"), _limit(a, 10) or 10,
+                                          _when(a, "since"), _when(a, "until")))
+
+    def inspect(rq: Any) -> Any:
+        return q.inspect(_required(rq.args, "run")).to_json()
+
+    def tag(rq: Any) -> Any:
+        return shapes.runs_json(q.tagged(_required(rq.args, "tag"), _limit(rq.args, 10) or 10))
+
+    def trace(rq: Any) -> Any:
+        return q.trace(_opt(rq.args, "output"), _opt(rq.args, "run")).to_json()
+
+    def impact(rq: Any) -> Any:
+        return q.impact(_required(rq.args, "target")).to_json()
+
+    def stale(rq: Any) -> Any:
+        a = rq.args
+        return shapes.runs_json(q.stale(_opt(a, "component"), _limit(a, 100) or 100, _bool(a, "direct")))
+
+    def review(rq: Any) -> Any:
+        a = rq.args
+        return q.review(_limit(a, None), _when(a, "since"), _opt(a, "component"), _opt(a, "tag")).to_json()
+
+    def components(rq: Any) -> Any:
+        return shapes.components_json(q.components(_opt(rq.args, "owner"), _opt(rq.args, "tag")))
+
+    def tags(rq: Any) -> Any:
+        return shapes.tags_json(q.tags())
+
+    def pointer(rq: Any) -> Any:
+        return q.pointer(_required(rq.args, "name")).to_json()
+
+    def flag(rq: Any) -> Any:
+        data = _body(rq)
+        names = _names(data)
+        if not names:
+            raise ApiError("outputs must name at least one output")
+        return shapes.flag_json(q.flag(names, _text_or_none(data, "run")))
+
+    def unflag(rq: Any) -> Any:
+        data = _body(rq)
+        all_ = data.get("all", False)
+        if not isinstance(all_, bool):
+            raise ApiError("all must be true or false")
+        return shapes.unflag_json(q.unflag(_names(data), all_, _text_or_none(data, "run")))
+
+    def notes(rq: Any) -> Any:
+        data = _body(rq)
+        run, text = data.get("run"), data.get("notes")
+        if not isinstance(run, str) or not run or not isinstance(text, str):
+            raise ApiError("the body needs run (a run id) and notes (a string)")
+        return shapes.notes_json(*q.notes(run, text))
+
+    return {
+        ("GET", "/recent"): recent, ("GET", "/history"): history, ("GET", "/inspect"): inspect,
+        ("GET", "/tag"): tag, ("GET", "/trace"): trace, ("GET", "/impact"): impact,
+        ("GET", "/stale"): stale, ("GET", "/review"): review, ("GET", "/components"): components,
+        ("GET", "/tags"): tags, ("GET", "/pointer"): pointer, ("POST", "/flag"): flag,
+        ("POST", "/unflag"): unflag, ("POST", "/notes"): notes,
+    }
+
+
+def make_blueprint(store: Any, token: str | None = None, lock: Any = None) -> Any:
+    """The ``/api/v1`` blueprint on an open store.
+
+    Args:
+        store: an open :class:`~mltrace_otel.store.core.Store` (not closed by the blueprint).
+        token: when set, every route but ``openapi.json`` needs ``Authorization: Bearer <token>``.
+        lock: held around each store call (the Dash app's, so the UI and the API take turns);
+            a new lock when None.
+    """
+    from flask import Blueprint, Response, request
+
+    lock = lock if lock is not None else threading.RLock()
+    bp = Blueprint(BLUEPRINT_NAME, __name__, url_prefix=API_PREFIX)
+
+    def reply(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
+        return Response(json.dumps(data, ensure_ascii=False), status, headers,
+                        content_type="application/json; charset=utf-8")
+
+    def fail(e: MltraceError) -> Any:
+        status = status_of(e)
+        headers = {"WWW-Authenticate": 'Bearer realm="mltrace"'} if status == 401 else None
+        return reply(error_body(e), status, headers)
+
+    @bp.before_request
+    def _require_token() -> Any:
+        if request.path == f"{API_PREFIX}/openapi.json":
+            return None
+        if token_matches(request.headers.get("Authorization"), token):
+            return None
+        return fail(ApiError("this API needs the token (MLTRACE_TOKEN)", status=401,
+                             hint="send Authorization: Bearer <token>"))
+
+    def view(handler: Callable[[Any], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            try:
+                with lock:
+                    return reply(handler(request))
+            except MltraceError as e:
+                return fail(e)
+            except Exception as e:  # a bug: still the one error shape, without internals
+                log.exception("API %s %s failed", request.method, request.path)
+                return reply({"error": {"type": "InternalError", "message": type(e).__name__,
+                                        "hint": "the server's log has the traceback"}}, 500)
+        return run
+
+    for (method, path), handler in _routes(store).items():
+        bp.add_url_rule(path, f"{method.lower()}_{path.strip('/')}", view(handler), methods=[method])
+
+    @bp.get("/openapi.json")
+    def openapi() -> Any:
+        return reply(OPENAPI)
+
+    @bp.get("/version")
+    def version() -> Any:
+        from mltrace_otel import __version__
+
+        return reply({"mltrace_otel": __version__, "api": "v1"})
+
+    @bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    def unknown(rest: str) -> Any:  # the Dash app's catch-all must not answer under /api/v1
+        return fail(ApiError(f"no API route {request.method} {API_PREFIX}/{rest}", status=404,
+                             hint=f"the routes are listed in {API_PREFIX}/openapi.json"))
+
+    return bp
+
+
+# --- the OpenAPI document -------------------------------------------------------------------
+def _param(name: str, desc: str, *, required: bool = False, schema: dict[str, Any] | None = None
+           ) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": desc,
+            "schema": schema or {"type": "string"}}
+
+
+_LIMIT = {"type": "integer", "minimum": 1}
+_ERRORS = {code: {"$ref": f"#/components/responses/{name}"}
+           for code, name in (("400", "BadRequest"), ("401", "Unauthorized"), ("404", "NotFound"),
+                              ("503", "Unavailable"))}
+
+
+def _get(summary: str, params: list[dict[str, Any]], schema: str) -> dict[str, Any]:
+    return {"get": {"summary": summary, "parameters": params, "responses": {
+        "200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": schema}}}},
+        **_ERRORS}}}
+
+
+def _post(summary: str, body: dict[str, Any], schema: str) -> dict[str, Any]:
+    return {"post": {"summary": summary,
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+                     "responses": {"200": {"description": "OK", "content": {
+                         "application/json": {"schema": {"$ref": schema}}}}, **_ERRORS,
+                         "415": {"$ref": "#/components/responses/BadRequest"}}}}
+
+
+_RUNS = "#/components/schemas/Runs"
+_OBJ: dict[str, Any] = {"type": "object", "additionalProperties": True}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "mltrace-otel query API", "version": "1",
+             "description": "The mltrace CLI's questions over HTTP; each answer is exactly what "
+                            "`mltrace <command> --json` prints (shapes in docs/cli.md)."},
+    "servers": [{"url": API_PREFIX}],
+    "security": [{"bearer": []}, {}],
+    "paths": {
+        "/recent": _get("The newest runs, newest first.", [
+            _param("limit", "How many runs (default 10).", schema=_LIMIT),
+            _param("before", "Page past this run (id or unique prefix).")], _RUNS),
+        "/history": _get("A component's runs, newest first.", [
+            _param("component", "Component name.", required=True),
+            _param("limit", "How many runs (default 10).", schema=_LIMIT),
+            _param("since", "Started at or after (ISO 8601; no zone: UTC)."),
+            _param("until", "Started at or before (ISO 8601; no zone: UTC).")], _RUNS),
+        "/inspect": _get("Everything about one run.", [
+            _param("run", "Run id or unique prefix (>= 4 chars).", required=True)],
+            "#/components/schemas/Run"),
+        "/tag": _get("The newest runs of the components with a tag.", [
+            _param("tag", "A component tag.", required=True),
+            _param("limit", "How many runs (default 10).", schema=_LIMIT)], _RUNS),
+        "/trace": _get("The runs upstream of an output, or of a run (give one).", [
+            _param("output", "An output pointer name."),
+            _param("run", "A run id or unique prefix.")], "#/components/schemas/Lineage"),
+        "/impact": _get("The runs and outputs downstream of an output or a run.", [
+            _param("target", "An output pointer or a run id.", required=True)],
+            "#/components/schemas/Lineage"),
+        "/stale": _get("The latest run of each component that is stale now.", [
+            _param("component", "Only this component."),
+            _param("limit", "How many runs (default 100).", schema=_LIMIT),
+            _param("direct", "Only runs stale for a cause of their own.", schema={"type": "boolean"})],
+            _RUNS),
+        "/review": _get("The runs the flagged outputs have in common, ranked.", [
+            _param("limit", "How many runs (default all).", schema=_LIMIT),
+            _param("since", "Only runs started at or after (ISO 8601)."),
+            _param("component", "Only runs of this component."),
+            _param("tag", "Only runs of components with this tag.")], "#/components/schemas/Review"),
+        "/components": _get("Components with owner, tags and number of runs.", [
+            _param("owner", "Only components with this owner."),
+            _param("tag", "Only components with this tag.")], "#/components/schemas/Components"),
+        "/tags": _get("Every tag of every component.", [], "#/components/schemas/Tags"),
+        "/pointer": _get("An IO pointer: its type, whether flagged, the runs that wrote and read it.", [
+            _param("name", "The pointer name.", required=True)], "#/components/schemas/Pointer"),
+        "/version": _get("The server's mltrace-otel version and the API version.", [],
+                         "#/components/schemas/Version"),
+        "/flag": _post("Flag outputs as wrong (each one's newest version, or the one `run` wrote).",
+                       {"type": "object", "required": ["outputs"], "properties": {
+                           "outputs": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                           "run": {"type": ["string", "null"]}}}, "#/components/schemas/Flagged"),
+        "/unflag": _post("Unflag outputs (every version, or the one `run` wrote), or all of them.",
+                         {"type": "object", "properties": {
+                             "outputs": {"type": "array", "items": {"type": "string"}},
+                             "all": {"type": "boolean"}, "run": {"type": ["string", "null"]}}},
+                         "#/components/schemas/Unflagged"),
+        "/notes": _post("Replace a run's notes.",
+                        {"type": "object", "required": ["run", "notes"], "properties": {
+                            "run": {"type": "string"}, "notes": {"type": "string"}}},
+                        "#/components/schemas/Notes"),
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                       "description": "MLTRACE_TOKEN, when the server sets one."}},
+        "schemas": {
+            "Run": _OBJ,
+            "Runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}},
+            "Lineage": _OBJ, "Review": _OBJ, "Pointer": _OBJ,
+            "Version": {"type": "object", "properties": {"mltrace_otel": {"type": "string"},
+                                                         "api": {"type": "string"}}},
+            "Components": {"type": "array", "items": _OBJ},
+            "Tags": {"type": "array", "items": {"type": "string"}},
+            "Flagged": {"type": "object", "properties": {
+                "flagged": {"type": "array", "items": {"type": "string"}},
+                "versions": {"type": "array", "items": _OBJ}}},
+            "Unflagged": {"type": "object", "properties": {
+                "unflagged": {"type": "array", "items": {"type": "string"}},
+                "versions": {"type": "array", "items": _OBJ}}},
+            "Notes": {"type": "object", "properties": {"run": {"type": "string"},
+                                                       "notes": {"type": "string"}}},
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["type", "message"], "properties": {
+                    "type": {"type": "string"}, "message": {"type": "string"},
+                    "hint": {"type": ["string", "null"]}}}}},
+        },
+        "responses": {name: {"description": desc, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"}}}}
+            for name, desc in (("BadRequest", "Bad parameters, an ambiguous run id, or a non-JSON body."),
+                               ("Unauthorized", "The token is missing or wrong."),
+                               ("NotFound", "No such run, output, component or route."),
+                               ("Unavailable", "The store cannot be reached."))},
+    },
+}
+"""The OpenAPI 3.1 document served at ``/api/v1/openapi.json``."""
