@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from mltrace_otel.errors import ConfigError, NotFound
@@ -188,6 +188,14 @@ def _pointer(p: Any) -> Any:
     return IOPointer(p.name, pointer_type=p.type, flag=p.flagged, version=p.version or None)
 
 
+def _naive_utc(t: datetime | None) -> datetime | None:
+    """mltrace's query functions return naive UTC datetimes (so ``datetime.utcnow() - start``
+    works, as in mltrace 0.17); the CLI, --json, the UI and the HTTP API keep ISO 8601 with Z."""
+    if t is None or t.tzinfo is None:
+        return t
+    return t.astimezone(timezone.utc).replace(tzinfo=None)
+
+
 def to_component_run(run: Run, names: dict[str, str] | None = None) -> Any:
     """A store Run as mltrace's ComponentRun (dependencies as component names, like mltrace)."""
     from mltrace_otel.sdk.run import ComponentRun
@@ -195,7 +203,8 @@ def to_component_run(run: Run, names: dict[str, str] | None = None) -> Any:
     names = names or {}
     deps = list(dict.fromkeys(names.get(d, d) for d in run.dependencies))
     return ComponentRun(
-        run.component, notes=run.notes, start_timestamp=run.start, end_timestamp=run.end,
+        run.component, notes=run.notes, start_timestamp=_naive_utc(run.start),
+        end_timestamp=_naive_utc(run.end),
         inputs=[_pointer(p) for p in run.inputs], outputs=[_pointer(p) for p in run.outputs],
         git_hash=run.git_hash or None, git_tags=list(run.git_tags) or None,
         code_snapshot=run.code_snapshot or None, id=run.id, stale=list(run.stale), dependencies=deps,

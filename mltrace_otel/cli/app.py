@@ -62,8 +62,15 @@ def _main(
         help="Ask the HTTP API of an mltrace server or ui (http://host:8050) instead of opening "
              "a store; MLTRACE_TOKEN is sent. Default: MLTRACE_SERVER_URL.",
     ),
+    address: Optional[str] = typer.Option(
+        None, "--address", metavar="HOST",
+        help="mltrace's form: the host of a team deployment; queries go to its ClickHouse at "
+             "http://HOST:8123 (like DB_SERVER=HOST; --store wins).",
+    ),
 ) -> None:
     """mltrace-otel: trace, review and check the staleness of ML pipeline runs."""
+    if address and not store:
+        store = f"http://{address.strip()}:8123"
     ctx.obj = Settings.from_env(store_url=store, server_url=server)
 
 
@@ -296,6 +303,8 @@ def flag(
 def unflag(
     ctx: typer.Context,
     outputs: Optional[list[str]] = typer.Argument(None, metavar="OUTPUT", help="Outputs to unflag."),
+    output_id: Optional[list[str]] = typer.Option(None, "--output_id", "--output-id", metavar="OUTPUT",
+                                                  help="mltrace's form of OUTPUT (repeatable)."),
     all_: bool = typer.Option(False, "--all", help="Unflag every flagged output."),
     run: Optional[str] = typer.Option(None, "--run", metavar="RUN_ID",
                                       help="Only the version this run wrote (id or unique prefix)."),
@@ -303,6 +312,7 @@ def unflag(
 ) -> None:
     """Unflag outputs (every flagged version of each, or with --run the one that run wrote), or
     all of them with --all."""
+    outputs = [*(outputs or []), *(output_id or [])]
     shapes.check_unflag(list(outputs or []), all_, run)  # before the store is opened
     with open_cli_queries(ctx) as q:
         change = q.unflag(list(outputs or []), all_, run)

@@ -257,3 +257,28 @@ def test_versions_causes_and_review_through_the_api(env, tmp_path, monkeypatch):
     assert len(api.review(component="report").entries) == 2
     assert mltrace.unflag_output_id("report.txt") is False
     assert mltrace.review_flagged_outputs() == ([], [])
+
+
+def test_query_functions_return_naive_utc_and_the_cli_takes_mltrace_forms(env) -> None:
+    """mltrace 0.17 returned naive UTC datetimes (``datetime.utcnow() - run.start_timestamp`` works)
+    and its CLI took ``--address HOST`` and ``unflag --output_id ID``; both still work."""
+    from datetime import datetime as dt
+
+    from typer.testing import CliRunner
+
+    from mltrace_otel.cli.app import app
+
+    mltrace.register("naive", outputs=["naive.out"])(lambda: None)()
+    (run,) = mltrace.get_history("naive")
+    assert run.start_timestamp.tzinfo is None and run.end_timestamp.tzinfo is None
+    assert 0 <= (dt.utcnow() - run.start_timestamp).total_seconds() < 3600
+    assert mltrace.get_component_run_information(run.id).start_timestamp == run.start_timestamp
+    api.close()  # the CLI below opens the store itself
+    url = env.resolved_store_url
+    runner = CliRunner()
+    r = runner.invoke(app, ["--store", url, "flag", "naive.out"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["--store", url, "unflag", "--output_id", "naive.out", "--json"])
+    assert r.exit_code == 0 and "naive.out" in r.output, r.output
+    r = runner.invoke(app, ["--address", "127.0.0.1", "recent"])  # nothing listens on 8123 here
+    assert r.exit_code == 1 and "127.0.0.1:8123" in r.output, r.output
