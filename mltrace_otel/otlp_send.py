@@ -52,6 +52,7 @@ class Outcome:
     reason: str = ""
     retry_after: float | None = None
     rejected: int = 0  # spans the receiver refused in an otherwise successful answer (partial success)
+    busy: bool = False  # the receiver answered "not now" (HTTP 429/503, gRPC RESOURCE_EXHAUSTED)
 
 
 def rejected_spans(response: bytes) -> tuple[int, str]:
@@ -139,7 +140,8 @@ class HttpSender:
         snippet = answer[:200].decode("utf-8", "replace").strip()
         reason = f"HTTP {status}" + (f": {snippet}" if snippet else "")
         if status in _RETRYABLE_HTTP:
-            return Outcome(False, True, reason, retry_after(resp.getheader("Retry-After")))
+            return Outcome(False, True, reason, retry_after(resp.getheader("Retry-After")),
+                           busy=status in (429, 503))
         return Outcome(False, False, reason)
 
     def close(self) -> None:
@@ -186,7 +188,8 @@ class GrpcSender:
             reason = f"gRPC {name}" + (f": {details}" if details else "")
             if name in _RETRYABLE_GRPC:
                 trailers = e.trailing_metadata() if hasattr(e, "trailing_metadata") else None
-                return Outcome(False, True, reason, grpc_retry_delay(trailers))
+                return Outcome(False, True, reason, grpc_retry_delay(trailers),
+                               busy=name == "RESOURCE_EXHAUSTED")
             return Outcome(False, False, reason)
         except Exception as e:  # noqa: BLE001 - e.g. metadata gRPC refuses: every call would fail
             return Outcome(False, False, f"{type(e).__name__}: {e}")
@@ -256,7 +259,8 @@ class JsonSender:
                 return Outcome(True)
         except urllib.error.HTTPError as e:
             retryable = e.code in _RETRYABLE_HTTP
-            return Outcome(False, retryable, f"HTTP {e.code}", retry_after(e.headers.get("Retry-After")))
+            return Outcome(False, retryable, f"HTTP {e.code}", retry_after(e.headers.get("Retry-After")),
+                           busy=e.code in (429, 503))
         except OSError as e:
             return Outcome(False, True, f"{type(e).__name__}: {e}")
 

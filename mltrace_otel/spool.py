@@ -306,14 +306,17 @@ class SegmentWriter:
             the process dying (the collector's journal).
     """
 
-    def __init__(self, directory: Path, writer: str | None = None, *, fsync: bool = False) -> None:
+    def __init__(self, directory: Path, writer: str | None = None, *, fsync: bool = False,
+                 seal_on_rotate: bool = True) -> None:
         self.directory = directory
         self.writer = writer or f"{os.getpid()}-{secrets.token_hex(6)}"
         self.fsync = fsync
+        self.seal_on_rotate = seal_on_rotate
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._path: Path | None = None
         self._slot: int | None = None
+        self._rotated: list[Path] = []  # closed, unsealed segments (seal_on_rotate=False)
 
     def append(self, entries: Sequence[Entry]) -> None:
         """Write records in Seq order, each to a segment of its Seq's slot (one ``write`` per slot).
@@ -335,7 +338,13 @@ class SegmentWriter:
 
     def _write(self, slot: int, first_seq: int, chunk: bytes) -> None:
         if self._slot != slot:
-            self._seal()
+            if self.seal_on_rotate:
+                self._seal()
+            elif self._fd is not None:
+                os.close(self._fd)
+                if self._path is not None:
+                    self._rotated.append(self._path)
+                self._fd, self._path, self._slot = None, None, None
             private_dir(self.directory)
             self._path = self.directory / f"{first_seq:020d}-{self.writer}{OPEN}"
             self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
@@ -361,17 +370,19 @@ class SegmentWriter:
         with self._lock:
             self._seal()
 
-    def detach(self) -> Path | None:
-        """Close the open segment without sealing it and return its path (None when nothing was
-        written since the last detach): the caller decides its fate (:func:`seal_path` or
-        delete); the next append starts a new segment. A live writer's ``.open`` segment is
-        never taken by a drain, so nothing else touches it meanwhile."""
+    def detach(self) -> list[Path]:
+        """Close the open segment without sealing it; the paths of every segment written since
+        the last detach (with ``seal_on_rotate=False``, those a new Seq slot closed too): the
+        caller decides their fate (:func:`seal_path` or delete); the next append starts a new
+        segment. A live writer's ``.open`` segments are never taken by a drain, so nothing else
+        touches them meanwhile."""
         with self._lock:
             fd, path = self._fd, self._path
             self._fd, self._path, self._slot = None, None, None
             if fd is not None:
                 os.close(fd)
-            return path
+            paths, self._rotated = self._rotated, []
+            return paths + ([path] if path is not None else [])
 
     def _seal(self) -> None:
         if self._fd is None:

@@ -51,6 +51,8 @@ _log = logging.getLogger("mltrace_otel.sdk")
 
 MAX_SEND_BYTES = 2 * 1024 * 1024
 """Requests are joined into one OTLP export up to this size."""
+SEND_TRIES = 5
+"""Tries of an export a busy endpoint answers with 429/503 before its runs stay in the spool."""
 LEFTOVERS_EVERY_S = 60.0
 """How often (at most) an SDK with an OTLP endpoint looks for segments dead processes left."""
 
@@ -137,7 +139,7 @@ class DurableProcessor(SpanProcessor):
             try:
                 if self._writer is None:
                     spool.secure_home(self.settings.mltrace_dir)
-                    self._writer = spool.SegmentWriter(self.directory)
+                    self._writer = spool.SegmentWriter(self.directory, seal_on_rotate=False)
                 seq = spool.next_seq(self._last_seq)
                 self._writer.append([spool.Entry(seq, 1, payload)])
             except OSError as e:
@@ -195,34 +197,40 @@ class DurableProcessor(SpanProcessor):
         """Deliver what was appended since the last cycle (one segment), then leftovers."""
         with self._cycle_lock:
             with self._cond:
-                path = self._writer.detach() if self._writer is not None else None
+                paths = self._writer.detach() if self._writer is not None else []
                 payloads, self._pending, self._appended = self._pending, [], 0
                 self._cond.notify_all()
-            if path is not None:
-                self._deliver(path, payloads)
+            if paths:
+                self._deliver(paths, payloads)
             if self.send is not None and time.monotonic() >= self._leftovers_at:
                 self._leftovers_at = time.monotonic() + LEFTOVERS_EVERY_S
                 self._deliver_leftovers()
 
-    def _deliver(self, path: Any, payloads: list[bytes]) -> None:
+    def _deliver(self, paths: list[Any], payloads: list[bytes]) -> None:
         n = len(payloads)
         if self.send is None or time.monotonic() < self._skip_until:
-            self._seal(path)
+            for path in paths:
+                self._seal(path)
             if self.send is not None:
                 COUNTERS.add("spooled", n)
             return
         error = self._send_all(payloads)
         if error is None:
-            try:
-                path.unlink()
-            except OSError:
-                pass
+            for path in paths:
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
             COUNTERS.add("exported", n)
             return
         self._skip_until = time.monotonic() + OTLP_RETRY_AFTER_S
+        _log.warning("mltrace: OTLP export failed (%s); %d run(s) stay in the spool %s for the store's "
+                     "drain or the next process; OTLP is skipped for %.0f s", error, n, self.directory,
+                     OTLP_RETRY_AFTER_S)
         COUNTERS.add("export_failures", 1, f"OTLP export failed ({error}); spooled instead")
         COUNTERS.add("spooled", n)
-        self._seal(path)
+        for path in paths:
+            self._seal(path)
 
     def _send_all(self, payloads: list[bytes]) -> str | None:
         """Send requests in exports of up to MAX_SEND_BYTES; None, or why it failed."""
@@ -233,12 +241,21 @@ class DurableProcessor(SpanProcessor):
             while j < len(payloads) and (j == k or size + len(payloads[j]) <= MAX_SEND_BYTES):
                 size += len(payloads[j])
                 j += 1
-            try:
-                outcome = self.send(b"".join(payloads[k:j]), self.timeout_s)
-            except Exception as e:  # noqa: BLE001 - a sender must not raise; treat as a failure
-                return f"{type(e).__name__}: {e}"
-            if not outcome.ok:
-                return outcome.reason or "refused"
+            body, backoff, tries = b"".join(payloads[k:j]), 0.5, 0
+            while True:
+                try:
+                    outcome = self.send(body, self.timeout_s)
+                except Exception as e:  # noqa: BLE001 - a sender must not raise; treat as a failure
+                    return f"{type(e).__name__}: {e}"
+                if outcome.ok:
+                    break
+                tries += 1
+                # a busy collector (429/503 with Retry-After) is waited for, a few times, as OTel
+                # exporters do; a dead one or a refusal leaves the runs in the spool at once
+                if not outcome.busy or tries >= SEND_TRIES:
+                    return outcome.reason or "refused"
+                time.sleep(min(outcome.retry_after if outcome.retry_after is not None else backoff, 5.0))
+                backoff *= 2
             k = j
         return None
 

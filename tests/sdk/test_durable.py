@@ -143,6 +143,42 @@ def test_with_a_collector_down_a_killed_run_is_sent_by_the_next_process(tmp_sett
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", STOPS)
+def test_with_a_collector_a_run_survives_its_process_ending_right_after(tmp_settings: Any, store: Any,
+                                                                        mode: str) -> None:
+    """A collector is configured and up: a run whose process ends right after the call (before
+    the background delivery) reaches it -- at exit, or from the queue by the next SDK process."""
+    from mltrace_otel.collector.server import Collector
+    from tests.collector.conftest import collector_settings
+
+    port = _free_port()
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+    settings = collector_settings(tmp_settings, otlp_http_port=port, ack="indexed")
+    with Collector(settings, store, drain_every_s=0, grpc=False) as c:
+        _run(tmp_settings, mode, f"c{mode}", "1", **endpoint)
+        _run(tmp_settings, "normal", f"after{mode}", "1", **endpoint)  # delivers what is left
+        assert c.flush(60)
+    assert _runs(store, f"step-c{mode}") == (1, 1)
+
+
+@pytest.mark.slow
+def test_100000_calls_reach_a_collector(tmp_settings: Any, store: Any) -> None:
+    """With a collector configured, 100,000 calls in a tight loop: 100,000 runs received."""
+    from mltrace_otel.collector.server import Collector
+    from tests.collector.conftest import collector_settings
+
+    port = _free_port()
+    settings = collector_settings(tmp_settings, otlp_http_port=port)
+    with Collector(settings, store, drain_every_s=0, grpc=False) as c:
+        out = _run(tmp_settings, "normal", "cloop", "100000", timeout=600,
+                   OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}")
+        assert c.flush(120)
+    assert _runs(store, "step-cloop") == (100000, 100000)
+    left = [p for p in tmp_settings.spool_dir.iterdir() if p.is_file()]
+    assert not left, out.stderr[-2000:]  # all sent, none left
+
+
+@pytest.mark.slow
 def test_100000_calls_in_a_tight_loop_all_reach_the_store(tmp_settings: Any, store: Any) -> None:
     """No run is dropped for a full queue: every call's run is appended before it returns."""
     _run(tmp_settings, "normal", "loop", "100000", timeout=600)
