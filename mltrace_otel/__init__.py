@@ -44,6 +44,7 @@ _API = {
         "get_components_with_tag", "get_all_tags", "tag_component", "create_component",
         "add_notes_to_component_run", "flag_output_id", "unflag_output_id", "unflag_all",
         "review_flagged_outputs", "get_io_pointer", "clean_db", "impact", "get_stale_runs",
+        "review", "stale_reasons", "flag_output_version",
     )
 }
 _NAMES = {**_SDK, **_API}
