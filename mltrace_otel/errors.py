@@ -120,6 +120,19 @@ class Rejected(MltraceError):
     """The store refused a request's data on its own: retrying cannot help (HTTP 400)."""
 
 
+class CommandError(MltraceError):
+    """The UI's command-bar text is not a command we know, or misses its argument."""
+
+
+class ApiError(MltraceError):
+    """A request to the HTTP query API that cannot be served as sent, with its HTTP status (bad
+    parameters: 400; a POST body that is not JSON: 415)."""
+
+    def __init__(self, message: str, status: int = 400, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
 DATA_ERROR_CODES: frozenset[int] = frozenset({
     6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 128, 130, 131, 190, 321, 349, 407, 444, 467})
 """ClickHouse error codes that say the inserted data itself cannot be stored as sent (parse

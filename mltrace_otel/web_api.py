@@ -30,6 +30,7 @@ from mltrace_otel import shapes
 from mltrace_otel.auth import token_matches
 from mltrace_otel.errors import (
     AmbiguousRunId,
+    ApiError,
     ConfigError,
     MltraceError,
     NotFound,
@@ -46,14 +47,6 @@ BLUEPRINT_NAME = "mltrace_api"
 _STATUS: tuple[tuple[type[MltraceError], int], ...] = (
     (NotFound, 404), (AmbiguousRunId, 400), (ConfigError, 400), (StoreUnavailable, 503),
 )
-
-
-class ApiError(MltraceError):
-    """An error with its HTTP status (bad parameters: 400; a POST that is not JSON: 415)."""
-
-    def __init__(self, message: str, status: int = 400, hint: str | None = None) -> None:
-        super().__init__(message, hint)
-        self.status = status
 
 
 def error_body(e: MltraceError) -> dict[str, Any]:

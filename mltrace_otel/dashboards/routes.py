@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
-from mltrace_otel.errors import MltraceError
+from mltrace_otel.errors import CommandError
 
 PAGES: dict[str, str] = {
     "recent": "recent [N] — the newest runs, N per page (default 20)",
@@ -43,10 +43,6 @@ ACTIONS: dict[str, str] = {
 COMMANDS = {**PAGES, **ACTIONS}
 _NEEDS_ARG = {"history", "inspect", "trace", "impact"}
 _DEFAULT_LIMIT = {"recent": 20, "history": 100, "review": 50, "stale": 100}
-
-
-class CommandError(MltraceError):
-    """The command-bar text is not a command we know, or misses its argument."""
 
 
 @dataclass(frozen=True)
