@@ -130,7 +130,8 @@ class DurableProcessor(SpanProcessor):
         if os.getpid() != self._pid:  # forked without the hook (e.g. os.fork in C code)
             self._init_state()
         with self._cond:
-            while self.send is not None and len(self._pending) >= self.max_pending and not self._stopped:
+            while (self.send is not None and len(self._pending) >= self.max_pending and not self._stopped
+                   and self._thread is not None and self._thread.is_alive()):
                 self.waits += 1  # back-pressure: the endpoint is slower than the pipeline
                 self._cond.notify_all()
                 self._cond.wait(0.5)
@@ -189,7 +190,10 @@ class DurableProcessor(SpanProcessor):
                 if not self._stopped and self._appended < self.batch:
                     self._cond.wait(self.delay_s)
                 stopped = self._stopped
-            self._cycle()
+            try:
+                self._cycle()
+            except Exception:  # noqa: BLE001 - the runs stay in the spool; keep delivering
+                _log.warning("mltrace: delivering runs from the spool failed", exc_info=True)
             if stopped:
                 return
 
