@@ -392,16 +392,19 @@ class SegmentWriter:
         try:
             os.close(fd)
             if path is not None:
-                os.replace(path, path.with_name(path.name[:-len(OPEN)] + SEALED))
-                if self.fsync:
-                    _fsync_dir(self.directory)
+                seal_path(path, self.fsync)
         except OSError as e:  # a dead writer's .open segment is drained all the same
             _log.warning("mltrace: cannot seal queue segment %s: %s", path, e)
 
 
+def sealed_name(path: Path) -> Path:
+    """The name an ``.open`` segment has once sealed."""
+    return path.with_name(path.name[:-len(OPEN)] + SEALED)
+
+
 def seal_path(path: Path, fsync: bool = False) -> Path:
     """Mark a detached ``.open`` segment complete (drainable); its new path."""
-    sealed = path.with_name(path.name[:-len(OPEN)] + SEALED)
+    sealed = sealed_name(path)
     os.replace(path, sealed)
     if fsync:
         _fsync_dir(path.parent)
@@ -415,10 +418,8 @@ def write_batch(spool_dir: Path, payload: bytes, spans: int = 0) -> Path:
     """
     writer = SegmentWriter(spool_dir, fsync=True)
     writer.append([Entry(next_seq(0), spans, payload)])
-    path = writer._path
-    writer.seal()
-    assert path is not None
-    return path.with_name(path.name[:-len(OPEN)] + SEALED)
+    (path,) = writer.detach()
+    return seal_path(path, fsync=True)
 
 
 def _fsync_dir(d: Path) -> None:

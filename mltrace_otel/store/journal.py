@@ -133,7 +133,7 @@ class Journal:
                 if slot < below:
                     if path.name.endswith(spool.OPEN):
                         self._writer.seal()
-                        path = path.with_name(path.name[:-len(spool.OPEN)] + spool.SEALED)
+                        path = spool.sealed_name(path)
                     path.unlink(missing_ok=True)
                     dropped += 1
         return dropped
