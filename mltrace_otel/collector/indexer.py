@@ -22,12 +22,12 @@ ClickHouse error code (:func:`mltrace_otel.errors.store_failure`):
   I/O): the same insert is retried with back-off (1 s doubling to 30 s) for as long as it takes,
   counted in ``store_retries_total{reason}``; meanwhile :attr:`Indexer.failing` makes the
   collector answer new requests 503. Nothing acknowledged is dropped;
-- the data itself is refused: a group is split into its requests; a request the engine refused
-  is rendered by the other renderer (Python); a request that still fails is split into its
-  spans, each stored alone, and a span that still fails is stored stripped to its ids, name,
-  times and status (logged at ERROR, counted ``spans_rejected_total{reason="store_stripped"}``);
-  a span not even that can hold is set aside in a file beside the journal (``rejected/``,
-  counted ``reason="store"``), never deleted;
+- the data itself is refused: a group is split into its requests (a request the engine refuses
+  is rendered in Python first: :func:`mltrace_otel.store.writer.write`); a request that still
+  fails is split into its spans, each stored alone, and a span that still fails is stored
+  stripped to its ids, name, times and status (logged at ERROR, counted
+  ``spans_rejected_total{reason="store_stripped"}``); a span not even that can hold is set
+  aside in a file beside the journal (``rejected/``, counted ``reason="store"``), never deleted;
 - an unknown error is retried twice, then handled as refused data.
 
 :meth:`Indexer.stop` indexes what is journaled until its deadline, then gives up: a group left
@@ -36,8 +36,8 @@ the next start. On start, groups a crash cut short are indexed again with their 
 the journaled requests no group covers. Journal segments wholly indexed are deleted.
 
 Imports :mod:`mltrace_otel.errors` (failure classes), :mod:`mltrace_otel.store.journal` (entries,
-tokens), :mod:`mltrace_otel.store.ingest` (splitting and stripping requests) and :mod:`.pipeline`
-(thread helpers).
+tokens), :mod:`mltrace_otel.store.writer` (every insert), :mod:`mltrace_otel.store.ingest`
+(splitting and stripping requests) and :mod:`.pipeline` (thread helpers).
 """
 
 from __future__ import annotations
@@ -51,8 +51,10 @@ from typing import Any
 
 from mltrace_otel.collector.pipeline import join_threads, own_connections
 from mltrace_otel.errors import store_failure
+from mltrace_otel.store import writer
 from mltrace_otel.store.ingest import one_request_per_span, stripped
 from mltrace_otel.store.journal import Entry, group_token
+from mltrace_otel.store.writer import ENGINE_MIN_SPANS
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,8 @@ class Indexer:
         min_spans, delay_s: index once this many spans are journaled, or this long after the
             oldest journaled request.
         group_spans: at most this many spans per index insert (at least one request).
-        native_min_spans: groups of fewer spans are rendered in Python (no view analysis).
+        min_engine_spans: groups of fewer spans are rendered in Python (no view analysis);
+            None: every group (see :mod:`mltrace_otel.store.writer`).
         retry_after_s: first back-off after a failed insert (doubles up to MAX_BACKOFF_S).
         stall_s: an index insert running longer than this counts as a stalled store
             (:attr:`failing`).
@@ -86,15 +89,15 @@ class Indexer:
     """
 
     def __init__(self, store: Any, *, threads: int = 2, min_spans: int = 20_000, delay_s: float = 1.0,
-                 group_spans: int = 50_000, native_min_spans: int = 4000, retry_after_s: float = 1.0,
-                 stall_s: float = 60.0, metrics: Any = None) -> None:
+                 group_spans: int = 50_000, min_engine_spans: int | None = ENGINE_MIN_SPANS,
+                 retry_after_s: float = 1.0, stall_s: float = 60.0, metrics: Any = None) -> None:
         self.store = store
         self.stall_s = stall_s
         self.threads = max(1, threads)
         self.min_spans = max(1, min_spans)
         self.delay_s = max(0.0, delay_s)
         self.group_spans = max(1, group_spans)
-        self.native_min_spans = native_min_spans
+        self.min_engine_spans = min_engine_spans
         self.retry_after_s = retry_after_s
         self.metrics = metrics
         self.last_seq = 0  # the highest Seq journaled (set by start() from the journal)
@@ -306,7 +309,7 @@ class Indexer:
 
         def insert() -> None:
             store.journal_mark(first, last, False)
-            self._insert(store, payloads, spans, group_token(first, last))
+            writer.write(store, payloads, spans, self.min_engine_spans, dedup_token=group_token(first, last))
 
         refused = self._retrying(f"indexing {spans} spans", insert)
         if refused is not None:
@@ -316,27 +319,21 @@ class Indexer:
                 for one in group:
                     self._index(store, [one])
             else:
-                self._index_refused(store, group[0], refused, native=spans >= self.native_min_spans)
+                self._index_refused(store, group[0], refused)
         self._mark_done(store, first, last)
         if refused is None and self.metrics is not None:
             self.metrics.indexed.inc(spans)
             self.metrics.index_seconds.observe(time.perf_counter() - t0)
 
-    def _index_refused(self, store: Any, entry: Entry, error: Exception, *, native: bool) -> None:
-        """A single request whose insert was refused for its data: the other renderer, then span
-        by span, then stripped spans, then set aside. Each step has its own dedup token."""
+    def _index_refused(self, store: Any, entry: Entry, error: Exception) -> None:
+        """A single request whose insert was refused for its data (by both renderers): span by
+        span, then stripped spans, then set aside. Each step has its own dedup token."""
         token = group_token(entry.seq, entry.seq)
 
         def rendered(payload: bytes, suffix: str) -> Exception | None:
             return self._retrying(f"indexing Seq {entry.seq} ({suffix})", lambda: (
                 store.insert_requests_rendered([payload], dedup_token=f"{token}-{suffix}")))
 
-        if native:
-            log.warning("the engine refused a journaled request of %d spans (Seq %d: %s); rendering "
-                        "it in Python", entry.spans, entry.seq, error)
-            if (error := rendered(entry.payload, "py")) is None:
-                self._count(indexed=entry.spans)
-                return
         log.warning("a journaled request of %d spans (Seq %d) cannot be stored whole (%s); storing "
                     "its spans one by one", entry.spans, entry.seq, error)
         for i, one in enumerate(one_request_per_span(entry.payload)):
@@ -363,12 +360,6 @@ class Indexer:
             self.metrics.indexed.inc(indexed)
         if rejected is not None:
             self.metrics.rejected.labels(rejected[0]).inc(rejected[1])
-
-    def _insert(self, store: Any, payloads: list[bytes], spans: int, token: str) -> None:
-        if spans >= self.native_min_spans:
-            store.insert_requests(payloads, spans=spans, dedup_token=token)
-        else:
-            store.insert_requests_rendered(payloads, dedup_token=token)
 
     def _mark_done(self, store: Any, first: int, last: int) -> None:
         """Record the group as indexed (retried like an insert: until then a restart would

@@ -1,12 +1,12 @@
-"""The ingest pipeline: a bounded queue of checked requests, a renderer and inserters.
+"""The ingest pipeline: a bounded queue of checked requests, a batcher and inserters.
 
 Receivers :meth:`IngestQueue.submit` a checked request (serialized protobuf, see
 :mod:`.otlp`) and wait on the returned :class:`Pending` until the batch it joined is
 committed; only then do they acknowledge.
 
-The renderer thread turns each request as it arrives into a part of the open batch (by default
-just its bytes: ClickHouse parses and renders the batch, ``store.otlp_native``; or its rows
-rendered in Python, ``ingest.rows_from_otlp``) and hands the batch to an inserter when it holds
+The batcher thread adds each request as it arrives to the open batch and hands the batch to an
+inserter (which stores it through :func:`mltrace_otel.store.writer.write`, or, with the journaled
+acknowledgement, appends it to the ingest journal for the indexer) when it holds
 ``batch_rows`` spans, ``batch_delay_s`` after its first request arrived, or, group commit, as
 soon as an inserter is idle and arrivals pause for ``linger_s``. While every inserter is busy,
 arrivals keep joining the next batch (past ``batch_rows``, up to ``max_batch_rows``), so batches
@@ -29,7 +29,8 @@ Backpressure, never a silent drop:
   is answered 503 too; it may still land later (the client's retry then duplicates spans, which
   the run tables absorb: they are ReplacingMergeTree by run id).
 
-Imports :mod:`mltrace_otel.errors` and :mod:`mltrace_otel.store.ingest`.
+Imports :mod:`mltrace_otel.errors`, :mod:`mltrace_otel.store.writer` (every insert) and
+:mod:`mltrace_otel.store.journal` (the journaled acknowledgement's entries).
 """
 
 from __future__ import annotations
@@ -39,11 +40,14 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mltrace_otel.errors import AckTimeout, QueueFull, Rejected, Unavailable, store_failure
+from mltrace_otel.store import writer
+from mltrace_otel.store.journal import Entry, next_seq
+from mltrace_otel.store.models import IngestResult
+from mltrace_otel.store.writer import ENGINE_MIN_SPANS
 
 log = logging.getLogger(__name__)
 _DRAIN = object()  # hand-off marker: the inserter drains the spool
@@ -74,14 +78,12 @@ def _data_error(e: BaseException) -> bool:
 class Pending:
     """A submitted request: :meth:`wait` returns once its batch is committed, or raises."""
 
-    __slots__ = ("payload", "spans", "enqueued", "rejected", "errors", "_done", "_result", "_error")
+    __slots__ = ("payload", "spans", "enqueued", "_done", "_result", "_error")
 
     def __init__(self, payload: bytes, spans: int) -> None:
         self.payload = payload
         self.spans = spans
         self.enqueued = time.monotonic()
-        self.rejected = 0  # spans the store's renderer refused (normally none: decode checked)
-        self.errors: Any = ()
         self._done = threading.Event()
         self._result: Committed | None = None
         self._error: BaseException | None = None
@@ -100,38 +102,6 @@ class Pending:
             raise Unavailable(f"the store refused the batch: {self._error}", 1.0)
         assert self._result is not None
         return self._result
-
-
-NATIVE_MIN_SPANS = 4000
-"""Batches of fewer spans are rendered in Python on the embedded store (see ``native``)."""
-
-
-class _NativePart:
-    """A request for the native insert: its bytes and span count (nothing rendered here)."""
-
-    __slots__ = ("payload", "spans")
-    rejected = 0
-    errors: tuple[str, ...] = ()
-
-    def __init__(self, payload: bytes, spans: int) -> None:
-        self.payload, self.spans = payload, spans
-
-
-def _native_batch(parts: list[_NativePart]) -> tuple[list[bytes], int]:
-    return [p.payload for p in parts], sum(p.spans for p in parts)
-
-
-def _columns_batch(parts: list[Any]) -> Any:
-    """Rendered parts (``ingest.Columns``) as one Columns."""
-    if len(parts) == 1:
-        return parts[0]
-    from mltrace_otel.store.ingest import Columns
-
-    cols = Columns()
-    for part in parts:
-        for column, data in zip(cols.data, part.data, strict=True):
-            column.extend(data)
-    return cols
 
 
 def _halves(batch: list[Pending]) -> list[tuple[int, int]]:
@@ -172,7 +142,7 @@ def join_threads(threads: list[threading.Thread], siblings: list[Any], deadline:
 
 
 class IngestQueue:
-    """Bounded queue, a renderer thread and ``inserters`` inserter threads in front of a store.
+    """Bounded queue, a batcher thread and ``inserters`` inserter threads in front of a store.
 
     Args:
         store: the store (``insert_requests`` or ``insert_columns``, and ``drain_spool``). Only
@@ -194,18 +164,9 @@ class IngestQueue:
         retry_after_s: how long after a failed insert submit keeps raising Unavailable.
         drain_every_s: when idle, drain the local spool this often (0 = never).
         metrics: a :class:`~.metrics.CollectorMetrics` or None.
-        native: let ClickHouse parse and render the requests (``store.insert_requests``:
-            the batch's serialized requests go to the store as one body, and no Python touches
-            a span) when a batch holds at least ``native_min_spans`` spans; smaller batches, and
-            every batch when False, are rendered in Python (``ingest.rows_from_otlp``, ~25 µs
-            of interpreter time per span, the spool drain's path). The engine's rendering costs
-            less per span but ~100 ms more per insert (analysing its view): at low load, when
-            batches are small and each acknowledgement waits for one insert, Python is faster;
-            under load, when batches are big and CPU is the limit, the engine is. 0 (a
-            ClickHouse server: its cores do the work) sends every batch to the engine.
-        render, combine, insert: override the three steps (a request and its span count to a
-            part, the parts of a batch to what ``insert`` takes, the insert of that into a
-            store), for tests.
+        min_engine_spans: batches of at least this many spans are rendered by the engine,
+            smaller ones in Python; None: always Python (see :mod:`mltrace_otel.store.writer`,
+            which every insert goes through).
         inserters: batches inserted side by side, each inserter on its own connection (the
             engine runs them on separate cores; one insert runs mostly on one core).
         indexer: the journaled acknowledgement (an :class:`~.indexer.Indexer`): a batch is
@@ -218,11 +179,8 @@ class IngestQueue:
     def __init__(self, store: Any, *, batch_rows: int = 5000, batch_delay_s: float = 1.0,
                  queue_spans: int = 200_000, stall_s: float = 10.0, retry_after_s: float = 1.0,
                  drain_every_s: float = 0.0, linger_s: float | None = 0.005, metrics: Any = None,
-                 render: Callable[[bytes, int], Any] | None = None,
-                 insert: Callable[[Any, Any], Any] | None = None, max_batch_rows: int = 20_000,
-                 linger_max_s: float = 0.05, native: bool = True,
-                 combine: Callable[[list[Any]], Any] | None = None, inserters: int = 2,
-                 native_min_spans: int = NATIVE_MIN_SPANS, indexer: Any = None) -> None:
+                 max_batch_rows: int = 20_000, linger_max_s: float = 0.05, inserters: int = 2,
+                 min_engine_spans: int | None = ENGINE_MIN_SPANS, indexer: Any = None) -> None:
         self.store = store
         self.batch_rows = max(1, batch_rows)
         self.max_batch_rows = max(self.batch_rows, max_batch_rows)
@@ -247,58 +205,28 @@ class IngestQueue:
         self._handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
         self.indexer = indexer
         self.inserters = 1 if indexer is not None else max(1, inserters)
-        self.native_min_spans = native_min_spans
+        self.min_engine_spans = min_engine_spans
         self._idle = self.inserters  # inserters waiting for a batch
         self._siblings: list[Any] = []
         self.last_error = ""
         if metrics is not None:
             metrics.queue_depth.set_function(lambda: self.depth)  # read at each scrape
-        from mltrace_otel.store import ingest
 
-        if indexer is not None:
-            self._render = render or _NativePart
-            self._combine = combine or list
-            self._insert = insert or self._insert_journal
-        elif native:
-            self._render = render or _NativePart
-            self._combine = combine or _native_batch
-            self._insert = insert or self._insert_native
-        else:
-            self._render = render or (lambda payload, _spans: ingest.rows_from_otlp(payload))
-            self._combine = combine or _columns_batch
-            self._insert = insert or (lambda st, cols: ingest.insert_columns(st, cols))
-
-    def _insert_native(self, store: Any, batch: tuple[list[bytes], int]) -> Any:
-        """A big batch goes to the engine as it is; a small one is rendered here in Python
-        first: the engine's rendering view costs ~100 ms of query analysis per insert, more
-        than rendering ``native_min_spans`` spans in Python (~25 µs each)."""
-        from mltrace_otel.store import ingest
-
-        payloads, spans = batch
-        if spans < self.native_min_spans:
-            return ingest.insert_requests_rendered(store, payloads)
-        try:
-            return store.insert_requests(payloads, spans=spans)
-        except Exception as e:
-            if not _data_error(e):
-                raise
-            # what the engine's Protobuf reader refuses (e.g. a known field sent with another wire
-            # type, which protobuf parsers must skip), the Python renderer may store
-            log.warning("the engine refused a batch of %d spans (%s); rendering it in Python", spans, e)
-            return ingest.insert_requests_rendered(store, payloads)
-
-    def _insert_journal(self, store: Any, parts: list[_NativePart]) -> Any:
-        """Commit a batch to the ingest journal, then hand it to the indexer."""
-        from mltrace_otel.store.journal import Entry, next_seq
-
+    def _insert(self, store: Any, batch: list[Pending]) -> IngestResult | None:
+        """Store a batch (indexed acknowledgement), or commit it to the ingest journal and hand
+        it to the indexer (journaled)."""
+        if self.indexer is None:
+            return writer.write(store, [p.payload for p in batch], sum(p.spans for p in batch),
+                                self.min_engine_spans)
         first = next_seq(self.indexer.last_seq)
         self.indexer.appending(first)
         try:
-            seqs = store.journal_append(first, [p.payload for p in parts], [p.spans for p in parts])
+            seqs = store.journal_append(first, [p.payload for p in batch], [p.spans for p in batch])
             self.indexer.last_seq = seqs[-1]
-            self.indexer.add([Entry(q, p.spans, p.payload) for q, p in zip(seqs, parts, strict=True)])
+            self.indexer.add([Entry(q, p.spans, p.payload) for q, p in zip(seqs, batch, strict=True)])
         finally:
             self.indexer.appending(None)
+        return None
 
     # --- producer side ---------------------------------------------------------------------
     @property
@@ -339,18 +267,18 @@ class IngestQueue:
         return p
 
     # --- writer side ---------------------------------------------------------------------------
-    # The renderer takes requests from the queue into the open batch; the inserters insert the
+    # The batcher takes requests from the queue into the open batch; the inserters insert the
     # previous batches meanwhile (ClickHouse releases the GIL). At most one closed batch waits
     # between them.
 
     def start(self) -> None:
-        """Start the renderer and the inserter threads (inserter k > 0 on its own connection,
+        """Start the batcher and the inserter threads (inserter k > 0 on its own connection,
         ``store.sibling()``, so inserts run side by side on the engine)."""
         if self.indexer is not None:
             self.indexer.start()  # first: it recovers the journal's last Seq
         stores = [self.store, *own_connections(self.store, self.inserters - 1, self._siblings)]
         self._threads = [
-            threading.Thread(target=self._render_loop, name="mltrace-collector-render", daemon=True),
+            threading.Thread(target=self._batch_loop, name="mltrace-collector-batch", daemon=True),
             *(threading.Thread(target=self._insert_loop, args=(st,), name=f"mltrace-collector-insert-{k}",
                                daemon=True) for k, st in enumerate(stores)),
         ]
@@ -374,7 +302,7 @@ class IngestQueue:
         return self.indexer is None or self.indexer.flush(timeout)
 
     def _next(self, batch: list[Pending], rows: int, opened: float, last_drain: float) -> tuple[str, Any]:
-        """What the renderer does next: ("render", item), ("flush", pieces), ("drain", None) or
+        """What the batcher does next: ("take", item), ("flush", pieces), ("drain", None) or
         ("stop", None). Waits (on the condition) until one of them is due."""
         with self._cond:
             while True:
@@ -388,7 +316,7 @@ class IngestQueue:
                     item = self._items.popleft()
                     self._queued -= item.spans
                     self._inflight += item.spans
-                    return "render", item
+                    return "take", item
                 if batch:
                     idle = self.linger_s is not None and idle_inserter
                     linger_until = 0.0
@@ -425,13 +353,12 @@ class IngestQueue:
                 else:
                     self._cond.wait(self.drain_every_s or None)
 
-    def _render_loop(self) -> None:
-        """Render each request as it arrives into the open batch; hand the batch to the
-        inserter at ``batch_rows``, after ``batch_delay_s``, or (group commit) as soon as the
-        inserter is idle and arrivals pause for ``linger_s``. While an insert runs, arrivals
-        keep joining the next batch, so batches grow with the load."""
+    def _batch_loop(self) -> None:
+        """Take each request as it arrives into the open batch; hand the batch to an inserter
+        at ``batch_rows``, after ``batch_delay_s``, or (group commit) as soon as an inserter is
+        idle and arrivals pause for ``linger_s``. While an insert runs, arrivals keep joining
+        the next batch, so batches grow with the load."""
         batch: list[Pending] = []
-        parts: list[Any] = []  # each request's own part, to insert it alone if the batch fails
         rows, opened, last_drain = 0, 0.0, time.monotonic()
         try:
             while True:
@@ -443,20 +370,12 @@ class IngestQueue:
                     self._handoff.put(_DRAIN)
                 elif what == "flush":
                     for lo, hi in _halves(batch) if item == 2 else [(0, len(batch))]:
-                        self._handoff.put((batch[lo:hi], self._combine(parts[lo:hi]), parts[lo:hi]))
-                    batch, parts, rows = [], [], 0
+                        self._handoff.put(batch[lo:hi])
+                    batch, rows = [], 0
                 else:
-                    try:
-                        one = self._render(item.payload, item.spans)
-                    except Exception as e:  # noqa: BLE001 - fail this request, keep serving
-                        log.warning("rendering a request of %d spans failed: %s", item.spans, e)
-                        self._finish([item], None, e, 0.0, store_failed=False)
-                        continue
-                    item.rejected, item.errors = one.rejected, one.errors
                     if not batch:
                         opened = item.enqueued
                     batch.append(item)
-                    parts.append(one)
                     rows += item.spans
         finally:
             for _ in range(self.inserters):
@@ -465,25 +384,24 @@ class IngestQueue:
     def _insert_loop(self, store: Any) -> None:
         me = threading.get_ident()
         while True:
-            item = self._handoff.get()
-            if item is None:
+            batch = self._handoff.get()
+            if batch is None:
                 return
             try:
-                if item is _DRAIN:
+                if batch is _DRAIN:
                     self._drain_spool()
                     continue
-                batch, combined, parts = item
                 t0 = time.perf_counter()
                 try:
                     with self._cond:
                         self._running[me] = time.monotonic()
-                    result = self._insert(store, combined)
+                    result = self._insert(store, batch)
                 except BaseException as e:  # noqa: BLE001 - a store failure fails the batch, not the thread
                     if len(batch) > 1 and not _unavailable(e):
                         # maybe one request's data: insert each alone, so it cannot sink the others
                         log.warning("insert of %d requests failed (%s); inserting them one by one",
                                     len(batch), e)
-                        self._insert_each(store, batch, parts)
+                        self._insert_each(store, batch)
                     else:
                         self._finish(batch, None, e, 0.0, store_failed=_unavailable(e))
                 else:
@@ -494,20 +412,20 @@ class IngestQueue:
                     self._idle += 1
                     self._cond.notify_all()
 
-    def _insert_each(self, store: Any, batch: list[Pending], parts: list[Any]) -> None:
+    def _insert_each(self, store: Any, batch: list[Pending]) -> None:
         me = threading.get_ident()
-        for p, part in zip(batch, parts, strict=True):
+        for p in batch:
             with self._cond:
                 self._running[me] = time.monotonic()
             t0 = time.perf_counter()
             try:
-                result = self._insert(store, self._combine([part]))
+                result = self._insert(store, [p])
             except BaseException as e:  # noqa: BLE001
                 self._finish([p], None, e, 0.0, store_failed=_unavailable(e))
             else:
                 self._finish([p], result, None, time.perf_counter() - t0)
 
-    def _finish(self, batch: list[Pending], result: Any, error: BaseException | None,
+    def _finish(self, batch: list[Pending], result: IngestResult | None, error: BaseException | None,
                 elapsed: float, *, store_failed: bool = True) -> None:
         """Resolve a batch's requests: committed, or failed with ``error``."""
         rows = sum(p.spans for p in batch)
@@ -532,7 +450,7 @@ class IngestQueue:
             for p in batch:
                 p._resolve(None, error)
         else:
-            rejected = sum(p.rejected for p in batch)
+            rejected = result.rejected if result is not None else 0
             if rejected:
                 log.warning("store rejected %d of %d spans", rejected, rows)
             if m is not None:
@@ -544,7 +462,8 @@ class IngestQueue:
                 if rejected:
                     m.rejected.labels("store").inc(rejected)
             for p in batch:
-                p._resolve(Committed(p.rejected, "; ".join(p.errors)[:500]) if p.rejected else _OK)
+                p._resolve(Committed(rejected, "; ".join(result.errors)[:500])
+                           if result is not None and rejected else _OK)
 
     def _drain_spool(self) -> None:
         drain = getattr(self.store, "drain_spool", None)

@@ -33,11 +33,11 @@ from mltrace_otel.collector.grpc_server import GrpcReceiver
 from mltrace_otel.collector.http_server import TRACES_PATH, OTLPHTTPServer
 from mltrace_otel.collector.indexer import Indexer
 from mltrace_otel.collector.metrics import CollectorMetrics, register_store_metrics
-from mltrace_otel.collector.pipeline import NATIVE_MIN_SPANS, IngestQueue
+from mltrace_otel.collector.pipeline import IngestQueue
 from mltrace_otel.collector.receiver import Exporter
 from mltrace_otel.errors import ConfigError, StoreUnavailable
 from mltrace_otel.settings import Settings, mask_url
-from mltrace_otel.store import share
+from mltrace_otel.store import share, writer
 
 log = logging.getLogger("mltrace_otel.collector")
 
@@ -84,6 +84,8 @@ class Collector:
         linger_s: group commit: close a batch early when the inserter is idle and no request
             came for this long (None: only batch_rows / batch_delay_s close a batch).
         registry: the prometheus registry for the self-metrics (a fresh one when None).
+        native_min_spans: batches of at least this many spans are rendered by the engine
+            (tests: 0 always, a huge number never); None: :func:`.writer.engine_min_spans`.
     """
 
     def __init__(self, settings: Settings, store: Any = None, *, grpc: bool = True,
@@ -91,10 +93,8 @@ class Collector:
                  linger_s: float | None = 0.005, registry: Any = None,
                  native_min_spans: int | None = None) -> None:
         self.settings = settings
-        # batches this big go to the engine as serialized requests, smaller ones are rendered in
-        # Python (pipeline.IngestQueue): 4,000 on the embedded store, 0 (always) on a server
-        self.native_min_spans = (native_min_spans if native_min_spans is not None
-                                 else NATIVE_MIN_SPANS if settings.is_embedded else 0)
+        auto = writer.engine_min_spans(settings)  # None: never the engine (a cluster, or turned off)
+        self.min_engine_spans = auto if native_min_spans is None or auto is None else native_min_spans
         self.store = store
         self._own_store = store is None
         self._grpc_enabled = grpc
@@ -144,15 +144,11 @@ class Collector:
                 indexer = Indexer(self.store, min_spans=s.index_spans, delay_s=s.batch_delay_s,
                                   stall_s=max(30.0, 3 * self.stall_s),
                                   group_spans=int(2.5 * s.index_spans),
-                                  native_min_spans=self.native_min_spans, metrics=self.metrics)
+                                  min_engine_spans=self.min_engine_spans, metrics=self.metrics)
             self.queue = IngestQueue(
                 self.store, batch_rows=s.batch_rows, batch_delay_s=s.batch_delay_s, indexer=indexer,
                 queue_spans=s.queue_spans, stall_s=self.stall_s, drain_every_s=self.drain_every_s,
-                linger_s=self.linger_s, metrics=self.metrics,
-                # on a cluster, rows go through the Distributed otel_traces (sharded by trace id);
-                # the native entry table would land each request's spans on one random shard
-                native=s.native_ingest and not s.cluster,
-                native_min_spans=self.native_min_spans)
+                linger_s=self.linger_s, metrics=self.metrics, min_engine_spans=self.min_engine_spans)
             if s.forward_targets:
                 from mltrace_otel.collector.forward import Forwarder
 

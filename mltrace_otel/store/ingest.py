@@ -15,7 +15,7 @@ Duration = end − start in ns; events and links as the Nested columns.
 A span that cannot be stored (a trace id that is not 16 bytes, a span id that is not 8, an end
 before its start) is rejected on its own and reported in :class:`IngestResult`.
 
-May import: conventions, errors, spool, opentelemetry-proto.
+May import: conventions, errors, spool, .writer, opentelemetry-proto.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any
 
 from mltrace_otel import spool
 from mltrace_otel.errors import StoreUnavailable
+from mltrace_otel.store import writer
 from mltrace_otel.store.models import IngestResult
 
 log = logging.getLogger(__name__)
@@ -478,14 +479,12 @@ def drain_spool(store: Any) -> int:
     for claimed in spool.claim_all(store.settings.spool_dir):
         try:
             entries, _corrupt = claimed.entries()
-            cols = Columns()
-            for entry in entries:
-                rows_from_otlp(entry.payload, into=cols)
-        except (OSError, ValueError) as e:
+            # rendered in Python: the SDK's requests were not checked the way the collector's are
+            result = writer.write(store, [e.payload for e in entries], sum(e.spans for e in entries),
+                                  None, dedup_token=claimed.token)
+        except (OSError, ValueError) as e:  # unreadable, or bytes that are not OTLP
             _move_aside(claimed, str(e))
             continue
-        try:
-            result = insert_columns(store, cols, dedup_token=claimed.token)
         except StoreUnavailable:
             claimed.release()
             raise

@@ -321,9 +321,10 @@ def test_journaled_a_request_the_store_refuses_is_counted_and_its_group_mates_la
         assert [_post(c, b)[0] for b in bodies] == [200, 200, 200, 200]
         assert c.flush(60)
         text = c.metrics_body()[0].decode()
-    assert faulty.inserts[0] == 10  # all four in one index insert, which failed ...
-    # ... then each alone; the poison request: engine, Python, its one span, that span stripped
-    assert sorted(faulty.inserts[1:]) == [1, 1, 1, 1, 3, 3, 3]
+    assert faulty.inserts[0] == 10  # all four in one index insert, which the engine refused ...
+    # ... then by the Python renderer (store.writer: one fallback for every path), then each
+    # alone; the poison request: engine, Python, its one span, that span stripped
+    assert sorted(faulty.inserts[1:]) == [1, 1, 1, 1, 3, 3, 3, 10]
     ids = [i for _, ids in good for i in ids]
     assert set(stored_runs(store, ids)) == set(ids)
     assert 'mltrace_collector_spans_rejected_total{reason="store"} 1.0' in text

@@ -1,0 +1,94 @@
+"""The write: serialized OTLP requests into ``otel_traces``, one insert, the one way every path uses.
+
+The collector's synchronous acknowledgement (:mod:`mltrace_otel.collector.pipeline`), its
+journal indexer (:mod:`mltrace_otel.collector.indexer`) and the spool drain
+(:func:`mltrace_otel.store.ingest.drain_spool`) all store requests through :func:`write`, so
+which renderer stores a batch is decided here once:
+
+- the engine (:func:`mltrace_otel.store.otlp_native.insert_requests`: ClickHouse parses the
+  requests and its view renders the rows, no Python per span) for a batch of at least
+  :func:`engine_min_spans` spans;
+- the Python renderer (:func:`mltrace_otel.store.ingest.insert_requests_rendered`, ~25 µs per
+  span) for smaller batches, for a cluster (rows must go through the Distributed ``otel_traces``,
+  sharded by trace id), with ``MLTRACE_NATIVE_INGEST=false``, and for a batch the engine refused
+  for its data (e.g. a field sent with an unexpected wire type, which protobuf readers must skip).
+
+Both renderers give byte-identical rows (``tests/store/test_otlp_native.py``). Two remain
+because neither does every job alone: the Python renderer costs ~25 µs of interpreter time per
+span (a collector rendering in Python tops out near 40,000 spans/s on two cores), and the engine
+pays ~100 ms of view analysis per insert (slower than Python below a few thousand spans) and
+cannot render a few value shapes SQL has no function for (maps, arrays in arrays: its view
+defers those spans to the Python renderer, see :mod:`.otlp_native`).
+
+Imports :mod:`mltrace_otel.errors`, :mod:`mltrace_otel.settings` and :mod:`.models` only: the
+renderers are reached through the store (:class:`SpanSink`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from mltrace_otel.errors import store_failure
+from mltrace_otel.settings import Settings
+from mltrace_otel.store.models import IngestResult
+
+log = logging.getLogger(__name__)
+
+ENGINE_MIN_SPANS = 4000
+"""On the embedded store, batches of fewer spans are rendered in Python: the engine's view
+analysis (~100 ms per insert) costs more than rendering them (~25 µs a span)."""
+
+
+class SpanSink(Protocol):
+    """What :func:`write` needs of a store (a :class:`~mltrace_otel.store.core.Store`, or a
+    wrapper injecting failures in tests): the two renderers' inserts."""
+
+    def insert_requests(self, payloads: Sequence[bytes], spans: int | None = None,
+                        dedup_token: str | None = None) -> IngestResult:
+        """One insert, rendered by the engine."""
+        ...
+
+    def insert_requests_rendered(self, payloads: Sequence[bytes], *,
+                                 dedup_token: str | None = None) -> IngestResult:
+        """One insert, rendered in Python."""
+        ...
+
+
+def engine_min_spans(settings: Settings) -> int | None:
+    """The smallest batch the engine renders under these settings; None: never the engine
+    (a cluster, or ``MLTRACE_NATIVE_INGEST=false``). A ClickHouse server renders every batch
+    (its own cores do the work); the embedded engine batches of ``ENGINE_MIN_SPANS`` or more."""
+    if not settings.native_ingest or settings.cluster:
+        return None
+    return ENGINE_MIN_SPANS if settings.is_embedded else 0
+
+
+def write(store: SpanSink, payloads: Sequence[bytes], spans: int, min_engine_spans: int | None, *,
+          dedup_token: str | None = None) -> IngestResult:
+    """Store checked, serialized ExportTraceServiceRequests in one insert.
+
+    Args:
+        store: an open store.
+        payloads: the requests, each already checked (ids, times: ``collector.otlp.decode``).
+        spans: how many spans they hold.
+        min_engine_spans: the smallest batch the engine renders (:func:`engine_min_spans`);
+            None: never the engine.
+        dedup_token: the insert's ``insert_deduplication_token`` (the same requests written
+            again with it are stored once); the Python fallback after an engine refusal uses
+            ``<token>-py``.
+
+    Raises:
+        QueryError / StoreUnavailable: the insert failed (:func:`mltrace_otel.errors.store_failure`
+            tells storage trouble, to retry, from refused data).
+    """
+    if min_engine_spans is None or spans < min_engine_spans:
+        return store.insert_requests_rendered(payloads, dedup_token=dedup_token)
+    try:
+        return store.insert_requests(payloads, spans=spans, dedup_token=dedup_token)
+    except Exception as e:
+        if store_failure(e)[0] != "data":
+            raise
+        log.warning("the engine refused a batch of %d spans (%s); rendering it in Python", spans, e)
+        return store.insert_requests_rendered(payloads, dedup_token=dedup_token and f"{dedup_token}-py")
