@@ -2,12 +2,13 @@
 
 The CLI (``mltrace ... --json``), the HTTP query API (``/api/v1``, :mod:`mltrace_otel.web_api`)
 and its client all go through these, so a question asked any of the three ways gets the same
-runs and the same JSON. ``answer_*`` functions take an open store (anything with the
-:class:`~mltrace_otel.store.core.Store` query methods) and return the store's result types;
+runs and the same JSON. ``answer_*`` functions take an open
+:class:`~mltrace_otel.store.core.Store` (its query methods) and return the store's result types;
 ``*_json`` functions turn a result into the documented shape (docs/cli.md). Validation that
 belongs to the question (an unknown component is NotFound, not zero runs) lives here too.
 
-May import: mltrace_otel.store.models, .errors (no store connection, no CLI, no web framework).
+May import: mltrace_otel.store.models, .errors (no store connection, no CLI, no web framework;
+the Store class for type checkers only).
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mltrace_otel.errors import ConfigError, NotFound
 from mltrace_otel.store.models import ComponentInfo, FlaggedOutput, Lineage, PointerInfo, Review, Run
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mltrace_otel.store.core import Store
 
 
 @dataclass(frozen=True)
@@ -30,13 +34,13 @@ class FlagChange:
 
 
 # --- the answers ----------------------------------------------------------------------------
-def answer_recent(store: Any, limit: int, before: str | None = None) -> list[Run]:
+def answer_recent(store: Store, limit: int, before: str | None = None) -> list[Run]:
     """The newest runs; ``before`` (id or unique prefix) pages past that run."""
     before_id = store.resolve_run_id(before) if before else None
     return store.recent(limit, before_id)
 
 
-def answer_history(store: Any, component: str, limit: int, since: datetime | None = None,
+def answer_history(store: Store, component: str, limit: int, since: datetime | None = None,
                    until: datetime | None = None) -> list[Run]:
     """A component's runs, newest first; NotFound for a component the store does not know."""
     runs = store.history(component, limit, since, until)
@@ -45,7 +49,7 @@ def answer_history(store: Any, component: str, limit: int, since: datetime | Non
     return runs
 
 
-def answer_tagged(store: Any, tag: str, limit: int) -> list[Run]:
+def answer_tagged(store: Store, tag: str, limit: int) -> list[Run]:
     """The newest runs of the components with ``tag``; NotFound when no component has it."""
     comps = store.components(tag=tag)
     if not comps:
@@ -62,7 +66,7 @@ def check_trace(output: str | None, run: str | None) -> None:
                           hint="e.g. mltrace trace predictions.csv")
 
 
-def answer_trace(store: Any, output: str | None = None, run: str | None = None) -> Lineage:
+def answer_trace(store: Store, output: str | None = None, run: str | None = None) -> Lineage:
     """The runs upstream of an output (or of a run). A pointer that runs only read gives an
     empty trace (zero results); one no run used is NotFound."""
     check_trace(output, run)
@@ -78,14 +82,14 @@ def answer_trace(store: Any, output: str | None = None, run: str | None = None) 
     return lineage
 
 
-def answer_stale(store: Any, component: str | None, limit: int, direct: bool = False) -> list[Run]:
+def answer_stale(store: Store, component: str | None, limit: int, direct: bool = False) -> list[Run]:
     """The latest stale run of each component (or of one; NotFound when it is unknown)."""
     if component is not None:
         store.component(component)
     return store.stale_runs(component, limit, direct)
 
 
-def answer_review(store: Any, limit: int | None = None, since: datetime | None = None,
+def answer_review(store: Store, limit: int | None = None, since: datetime | None = None,
                   component: str | None = None, tag: str | None = None) -> Review:
     """The review, optionally scoped (NotFound for an unknown component)."""
     if component is not None:
@@ -93,7 +97,7 @@ def answer_review(store: Any, limit: int | None = None, since: datetime | None =
     return store.review(limit, since, component, tag)
 
 
-def answer_flag(store: Any, outputs: Sequence[str], run: str | None = None) -> FlagChange:
+def answer_flag(store: Store, outputs: Sequence[str], run: str | None = None) -> FlagChange:
     """Flag each output's newest version (or the one ``run`` wrote). Every name is checked
     before anything is flagged (NotFound for a pointer no run used)."""
     for name in outputs:
@@ -110,7 +114,7 @@ def check_unflag(outputs: Sequence[str], all_: bool, run: str | None) -> None:
         raise ConfigError("--run names a version of an OUTPUT; it does not go with --all")
 
 
-def answer_unflag(store: Any, outputs: Sequence[str] = (), all_: bool = False,
+def answer_unflag(store: Store, outputs: Sequence[str] = (), all_: bool = False,
                   run: str | None = None) -> FlagChange:
     """Unflag outputs (every version, or the one ``run`` wrote), or with ``all_`` every one."""
     check_unflag(outputs, all_, run)
@@ -126,7 +130,7 @@ def answer_unflag(store: Any, outputs: Sequence[str] = (), all_: bool = False,
                       tuple(f for name in outputs for f in store.unflag_output(name, run_id)))
 
 
-def answer_notes(store: Any, run_id: str, text: str) -> tuple[str, str]:
+def answer_notes(store: Store, run_id: str, text: str) -> tuple[str, str]:
     """Replace a run's notes: (the full run id, the notes saved)."""
     full = store.resolve_run_id(run_id)
     return full, store.set_notes(full, text)
@@ -178,7 +182,7 @@ class StoreQueries:
     remote = False
     """True for the HTTP client: commands that need the store itself (clear, migrate) refuse."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def recent(self, limit: int, before: str | None = None) -> list[Run]:

@@ -6,7 +6,8 @@ A handful of aggregate queries (:mod:`mltrace_otel.store.metrics_queries`) fill 
 fails the scrape: the last good snapshot is served, ``mltrace_metrics_store_up`` drops to 0 and
 ``mltrace_metrics_store_errors_total{query}`` counts it.
 
-Imports the store (through the Store object it is given), prometheus_client and .families.
+Imports the store's metrics queries (run on the Store it is given), prometheus_client and
+.families.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from mltrace_otel.metrics.families import (
     DEFAULT_WINDOW_RUNS,
@@ -33,6 +34,10 @@ from mltrace_otel.metrics.families import (
     window_quantiles,
 )
 from mltrace_otel.settings import Settings
+from mltrace_otel.store import metrics_queries as mq
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mltrace_otel.store.core import Store
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,7 @@ class StoreCollector(Collector):
         output_lookback_s: how far back output statistics are read.
     """
 
-    def __init__(self, store: Any, settings: Settings, *, cache_s: float = DEFAULT_CACHE_S,
+    def __init__(self, store: Store, settings: Settings, *, cache_s: float = DEFAULT_CACHE_S,
                  window_runs: int = DEFAULT_WINDOW_RUNS,
                  output_lookback_s: int = DEFAULT_OUTPUT_LOOKBACK_S) -> None:
         self.store = store
@@ -121,15 +126,11 @@ class StoreCollector(Collector):
             self._families = render(snap, self.limiter, self.window_runs)
 
     def _runs(self, snap: Snapshot) -> None:
-        from mltrace_otel.store import metrics_queries as mq
-
         for r in mq.run_totals(self.store, DURATION_BUCKETS):
             snap.runs[(r.component, r.status)] = RunSeries(r.runs, r.duration_sum_s,
                                                            list(r.bucket_counts), r.last_end)
 
     def _tests(self, snap: Snapshot) -> None:
-        from mltrace_otel.store import metrics_queries as mq
-
         for t in mq.test_totals(self.store):
             key = (t.component, t.test, t.method, "passed" if t.passed else "failed")
             snap.tests[key] = snap.tests.get(key, 0) + t.count
@@ -143,15 +144,11 @@ class StoreCollector(Collector):
         snap.stale = stale
 
     def _flagged(self, snap: Snapshot) -> None:
-        from mltrace_otel.store import metrics_queries as mq
-
         snap.flagged_total, snap.flagged = mq.flagged_outputs(self.store)
 
     def _outputs(self, snap: Snapshot) -> None:
-        from mltrace_otel.store import metrics_queries as mq
-
         rows = mq.output_stats(self.store, self.window_runs, self.output_lookback_s)
-        series: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
+        series: dict[tuple[str, str, str], list[mq.OutputStatsRow]] = defaultdict(list)
         for r in rows:  # newest first within a series
             series[(r.component, r.output, r.column)].append(r)
         for key, rs in series.items():
@@ -162,8 +159,10 @@ class StoreCollector(Collector):
             snap.outputs[key] = s
 
 
-def register_store_metrics(registry: Any, store: Any, settings: Settings | None = None,
-                           **options: Any) -> StoreCollector:
+def register_store_metrics(registry: CollectorRegistry, store: Store, settings: Settings | None = None,
+                           *, cache_s: float = DEFAULT_CACHE_S,
+                           window_runs: int = DEFAULT_WINDOW_RUNS,
+                           output_lookback_s: int = DEFAULT_OUTPUT_LOOKBACK_S) -> StoreCollector:
     """Expose the store's pipeline-health series on a prometheus_client registry.
 
     The collector (``mltrace server``, the collector's /metrics) calls this once with its
@@ -173,12 +172,13 @@ def register_store_metrics(registry: Any, store: Any, settings: Settings | None 
         registry: a ``prometheus_client.CollectorRegistry`` (e.g. ``prometheus_client.REGISTRY``).
         store: an open Store.
         settings: for ``metrics_label_cap``; ``store.settings`` when None.
-        options: ``cache_s``, ``window_runs``, ``output_lookback_s`` (see :class:`StoreCollector`).
+        cache_s, window_runs, output_lookback_s: see :class:`StoreCollector`.
 
     Returns:
         The registered :class:`StoreCollector` (``invalidate()`` forces a fresh read).
     """
     settings = settings or getattr(store, "settings", None) or Settings.from_env()
-    collector = StoreCollector(store, settings, **options)
+    collector = StoreCollector(store, settings, cache_s=cache_s, window_runs=window_runs,
+                               output_lookback_s=output_lookback_s)
     registry.register(collector)
     return collector

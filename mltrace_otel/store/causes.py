@@ -13,7 +13,7 @@ Changes: the previous run of a run's component is resolved like a set_upstream d
 set-based lineage read for a batch), and code is compared by a hash of its snapshot (one read of
 otel_traces for the batch).
 
-Imports store internals and models only.
+Imports: runs, models, protocols, conventions.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from dataclasses import replace
 from typing import Any
 
 from mltrace_otel.conventions import CODE_SNAPSHOT
-from mltrace_otel.store import queries
-from mltrace_otel.store.models import Change, Hop, Run, StaleReason
+from mltrace_otel.store.models import Change, Hop, Pointer, Run, StaleReason
+from mltrace_otel.store.protocols import Connection
+from mltrace_otel.store.runs import run_from_json, run_query
 
 MAX_INHERITED = 10
 """Inherited reasons kept per run (distinct root causes, shortest paths first)."""
@@ -107,7 +108,7 @@ WHERE ServiceName IN {services:Array(String)}
 """
 
 
-def code_hashes(store: Any, runs: Sequence[tuple[Run, int]]) -> dict[str, str]:
+def code_hashes(store: Connection, runs: Sequence[tuple[Run, int]]) -> dict[str, str]:
     """Hash of each run's code snapshot (absent: no span found), one query."""
     if not runs:
         return {}
@@ -117,7 +118,7 @@ def code_hashes(store: Any, runs: Sequence[tuple[Run, int]]) -> dict[str, str]:
         "starts": sorted({ns for _r, ns in runs}),
         "ids": sorted({r.id for r, _ in runs}),
     }
-    return {rid: h for rid, h in queries.run_query(store, "code_hashes", CODE_HASHES, params)}
+    return {rid: h for rid, h in run_query(store, "code_hashes", CODE_HASHES, params)}
 
 
 # A run's previous run, for a batch, in one query read from mltrace_lineage's
@@ -145,7 +146,7 @@ RUNS_BETWEEN_CAP = 20000
 that read cannot tell are left without one (``previous_run`` "")."""
 
 
-def previous_runs(store: Any, runs: Sequence[tuple[Run, int]]) -> dict[str, tuple[Run, int]]:
+def previous_runs(store: Connection, runs: Sequence[tuple[Run, int]]) -> dict[str, tuple[Run, int]]:
     """Each run's component's previous run (the latest other run of that component started
     before it, or at the same time with a smaller id), by run id: one query for the batch."""
     if not runs:
@@ -162,11 +163,11 @@ def previous_runs(store: Any, runs: Sequence[tuple[Run, int]]) -> dict[str, tupl
     for i, c in enumerate(comps):
         parts.append(_BEFORE.replace("%d", str(i)))
         params[f"c{i}"], params[f"t{i}"] = c, los[i]
-    rows = queries.run_query(store, "previous_runs", "\nUNION ALL\n".join(parts), params)
+    rows = run_query(store, "previous_runs", "\nUNION ALL\n".join(parts), params)
     seen: dict[str, tuple[Run, int]] = {}
     for _kind, rid, row in rows:
         if rid not in seen:
-            seen[rid] = queries.run_from_json(row)
+            seen[rid] = run_from_json(row)
     capped = sum(1 for r in rows if r[0] == "b") >= RUNS_BETWEEN_CAP
     seq: dict[str, list[tuple[int, str]]] = {}
     for rid, (run, ns) in seen.items():
@@ -181,7 +182,7 @@ def previous_runs(store: Any, runs: Sequence[tuple[Run, int]]) -> dict[str, tupl
     return out
 
 
-def _pointer_changes(what: str, now: Sequence[Any], before: Sequence[Any]) -> list[Change]:
+def _pointer_changes(what: str, now: Sequence[Pointer], before: Sequence[Pointer]) -> list[Change]:
     prev = {p.name: p.version for p in before}
     out = []
     for p in now:
@@ -192,7 +193,7 @@ def _pointer_changes(what: str, now: Sequence[Any], before: Sequence[Any]) -> li
     return out
 
 
-def with_changes(store: Any, runs: Sequence[tuple[Run, int]]) -> dict[str, Run]:
+def with_changes(store: Connection, runs: Sequence[tuple[Run, int]]) -> dict[str, Run]:
     """Runs (by id) with ``previous_run``, ``code_hash`` and ``changes`` filled: two queries
     for the batch (previous runs; code hashes of the runs and their previous runs)."""
     prev = previous_runs(store, runs)

@@ -20,24 +20,40 @@ the frontier's pointers, unsorted and capped; past the cap, the newest WINDOW wr
 pointer started before its latest consumer (and per pointer+version, per set_upstream
 component). When a window cannot decide a consumer (many newer writers), those consumers alone
 are asked again with their own bound, until decided.
+
+Imports: runs, staleness and causes (a walk's runs come back annotated), models, protocols,
+errors.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mltrace_otel.errors import NotFound
-from mltrace_otel.store import queries
-from mltrace_otel.store.models import Lineage, LineageEdge, LineageNode
+from mltrace_otel.store import causes, staleness
+from mltrace_otel.store.models import Lineage, LineageEdge, LineageNode, Run
+from mltrace_otel.store.protocols import Connection
+from mltrace_otel.store.runs import (
+    RUN_ROW_JSON,
+    Info,
+    Writers,
+    fetch_runs,
+    json_id,
+    lineage_info,
+    resolve_run_id,
+    run_id_prefix,
+    run_query,
+)
+
+__all__ = ["Info", "Need", "Writers", "dependencies", "impact", "lineage_info", "needs_of",
+           "resolve", "trace", "trace_run", "walked_runs"]
 
 WINDOW = 8
 """Writers fetched per pointer (and per (pointer, version), per component) in one step."""
 
-_ROW = queries.RUN_ROW_JSON
+_ROW = RUN_ROW_JSON
 
 # candidates, each row (Kind, Pointer, Version, Row JSON): writers of the needed pointers from
 # mltrace_lineage (ordered by pointer: one index read gives each writer's whole row, so the next
@@ -96,44 +112,6 @@ WHERE Role = 'in' AND Pointer IN {ptrs:Array(String)}
 
 
 @dataclass(frozen=True)
-class Info:
-    """What lineage needs of a run: its inputs (with versions), set_upstream names, outputs;
-    ``run`` is the whole run (a Run without dependencies or staleness) when it was read."""
-
-    id: str
-    component: str
-    ns: int
-    inputs: tuple[tuple[str, str], ...]
-    upstream: tuple[str, ...]
-    outputs: dict[str, str] = field(hash=False, compare=False)
-    raw: Any = field(default=None, hash=False, compare=False, repr=False)
-
-    @cached_property
-    def run(self) -> Any:
-        """The whole run (a Run without dependencies or staleness) when it was read, else None:
-        built on first use (answers that only resolve producers never build it)."""
-        return None if self.raw is None else queries.run_from_list(self.raw)[0]
-
-
-def _info(row_json: str) -> Info:
-    """Info of a ``queries.RUN_ROW_JSON`` value (keeping the row for the Run it describes)."""
-    r = json.loads(row_json)
-    in_versions, out_versions = r[12], r[15]
-    outputs: dict[str, str] = {}
-    for i, name in enumerate(r[14]):
-        outputs.setdefault(name, out_versions[i] if i < len(out_versions) else "")
-    inputs = tuple((name, in_versions[i] if i < len(in_versions) else "")
-                   for i, name in enumerate(r[11]))
-    return Info(r[0], r[2], int(r[3]), inputs, tuple(r[17]), outputs, r)
-
-
-def lineage_info(store: Any, ids: Iterable[str]) -> dict[str, Info]:
-    """Lineage Info (with the whole run) of runs by full id: one read of mltrace_lineage's
-    lineage_by_run projection (two columns)."""
-    return {i.id: i for i in (_info(r) for r in queries.rows_by_id(store, ids))}
-
-
-@dataclass(frozen=True)
 class Need:
     """One thing to resolve: ``consumer``'s input ``pointer`` (``version``), or (``upstream``
     set) the component named by a set_upstream call. ``consumer`` "" = no consumer (the latest
@@ -146,7 +124,8 @@ class Need:
     upstream: str = ""
 
 
-_NO_BOUND = 2**63 - 1
+NO_BOUND = 2**63 - 1
+"""The bound of a need with no consumer: every writer, however late it started."""
 
 
 def needs_of(info: Info) -> list[Need]:
@@ -161,19 +140,14 @@ def needs_of(info: Info) -> list[Need]:
     return out
 
 
-Writers = dict[str, dict[str, Info]]
-"""``{pointer: {run id: Info}}``: every run that ever wrote each pointer listed (learnt from
-the unwindowed candidate read, which is complete); staleness reuses it (newer writers)."""
-
-
 # mltrace_lineage holds a row with Pointer '' for each run that wrote nothing (migration 0020);
 # a pointer named '' (only then) skips them: their Row's outputs (element 15) are empty.
 _SKIP_NO_OUTPUT = " AND (Pointer != '' OR JSONLength(Row, 15) > 0)"
 
 
-def _candidates(store: Any, needs: Sequence[Need], windowed: bool = False,
+def _candidates(store: Connection, needs: Sequence[Need], windowed: bool = False,
                 writers: Writers | None = None,
-                extra: Any = None) -> tuple[dict[str, Info], dict[str, int]]:
+                extra: staleness.Prefetch | None = None) -> tuple[dict[str, Info], dict[str, int]]:
     """One query: candidate producers (with lineage columns) for a batch of needs, and how many
     rows each window (pointer, pointer+version, component) returned (a full window may hide
     older writers). First every writer of the pointers (complete unless capped); when capped,
@@ -193,7 +167,8 @@ def _candidates(store: Any, needs: Sequence[Need], windowed: bool = False,
         if n.version:
             vbound[n.pointer] = max(vbound.get(n.pointer, 0), n.ns)
             pairs.add((n.pointer, n.version))
-    parts, params = [], {"k": WINDOW}
+    parts: list[str] = []
+    params: dict[str, Any] = {"k": WINDOW}
     if pbound:
         parts.append(_CAND_POINTERS if windowed else _CAND_POINTERS_EVERY)
         params["ptrs"] = list(pbound)
@@ -217,7 +192,7 @@ def _candidates(store: Any, needs: Sequence[Need], windowed: bool = False,
     if not parts:
         return {}, {}
     text = "\nUNION ALL\n".join(parts)  # no SELECT * FROM (...) around each: ~0.5 ms each
-    rows = queries.run_query(store, "producer_candidates", text, params)
+    rows = run_query(store, "producer_candidates", text, params)
     if not windowed and sum(1 for r in rows if r[0] == "a") >= EVERY_CAP:
         return _candidates(store, needs, windowed=True, writers=writers, extra=extra)
     if extra is not None:
@@ -231,7 +206,7 @@ def _candidates(store: Any, needs: Sequence[Need], windowed: bool = False,
     for kind, ptr, version, row in rows:
         rid = json_id(row)
         if rid not in out:  # one row per pointer a run wrote (and duplicates): parse it once
-            out[rid] = _info(row)
+            out[rid] = Info.of_row(row)
         if kind == "a":  # complete: every writer of the pointer, never a full window
             if writers is not None:
                 writers.setdefault(ptr, {})[rid] = out[rid]
@@ -243,8 +218,6 @@ def _candidates(store: Any, needs: Sequence[Need], windowed: bool = False,
         counts[key] = counts.get(key, 0) + 1
     return out, counts
 
-
-json_id = queries.json_id
 
 
 def _full(counts: dict[str, int], *key: str) -> bool:
@@ -280,9 +253,9 @@ def _decide(n: Need, cands: Sequence[Info], counts: dict[str, int]) -> tuple[boo
     return not _full(counts, "p", n.pointer), None
 
 
-def resolve(store: Any, needs: Sequence[Need], known: dict[str, Info] | None = None,
+def resolve(store: Connection, needs: Sequence[Need], known: dict[str, Info] | None = None,
             writers: Writers | None = None,
-            extra: Any = None) -> tuple[list[tuple[Need, Info]], dict[str, Info]]:
+            extra: staleness.Prefetch | None = None) -> tuple[list[tuple[Need, Info]], dict[str, Info]]:
     """Producers of a batch of needs: ([(need, producer)], every candidate seen by id).
 
     One query per round; a second round only for needs the first window could not decide.
@@ -313,9 +286,9 @@ def resolve(store: Any, needs: Sequence[Need], known: dict[str, Info] | None = N
     return out, seen
 
 
-def dependencies(store: Any, runs: dict[str, Any], infos: dict[str, Info] | None = None,
-                 writers: Writers | None = None,
-                 extra: Any = None) -> dict[str, list[tuple[str, str]]]:
+def dependencies(store: Connection, runs: dict[str, tuple[Run, int]],
+                 infos: dict[str, Info] | None = None, writers: Writers | None = None,
+                 extra: staleness.Prefetch | None = None) -> dict[str, list[tuple[str, str]]]:
     """Dependencies of runs (``{id: (Run, start_ns)}``): ``{id: [(producer_id, pointer)]}``,
     pointer "" for set_upstream dependencies. One query (plus rare extra rounds). ``infos``
     collects what was learnt of each producer, ``writers`` every writer of the pointers read;
@@ -337,8 +310,8 @@ def dependencies(store: Any, runs: dict[str, Any], infos: dict[str, Info] | None
 
 
 # --- walks ------------------------------------------------------------------------------------
-def _latest_writer(store: Any, output: str, writers: Writers | None = None) -> Info:
-    found, _ = resolve(store, [Need("", _NO_BOUND, pointer=str(output))], writers=writers)
+def _latest_writer(store: Connection, output: str, writers: Writers | None = None) -> Info:
+    found, _ = resolve(store, [Need("", NO_BOUND, pointer=str(output))], writers=writers)
     if not found:
         raise NotFound(f"no run wrote {output!r}", hint="check the output id (`mltrace recent`)")
     return found[0][1]
@@ -351,8 +324,9 @@ def _edge(n: Need, prod: Info) -> LineageEdge:
                        version=n.version or prod.outputs.get(n.pointer, ""))
 
 
-def _walk_up(store: Any, root: Info | Sequence[Info], infos: dict[str, Info], writers: Writers) -> tuple[
-        dict[str, int], list[LineageEdge], dict[str, list[tuple[str, str]]]]:
+def _walk_up(store: Connection, root: Info | Sequence[Info], infos: dict[str, Info],
+             writers: Writers) -> tuple[dict[str, int], list[LineageEdge],
+                                        dict[str, list[tuple[str, str]]]]:
     """Breadth-first upstream walk from one run or several (each at depth 0): depth per run,
     edges, and each run's dependencies (``infos`` collects what the walk learnt of each run)."""
     roots = [root] if isinstance(root, Info) else list(root)
@@ -382,17 +356,15 @@ def _walk_up(store: Any, root: Info | Sequence[Info], infos: dict[str, Info], wr
     return depth, edges, deps
 
 
-def _lineage(store: Any, root: str, direction: str, depth: dict[str, int], edges: list[LineageEdge],
+def _lineage(store: Connection, root: str, direction: str, depth: dict[str, int], edges: list[LineageEdge],
              deps: dict[str, list[tuple[str, str]]] | None, infos: dict[str, Info],
              outputs: tuple[str, ...] = (), writers: Writers | None = None) -> Lineage:
     """Full runs (with dependencies and staleness) for a walk's nodes, ordered by depth then
     newest first."""
-    from mltrace_otel.store import causes, staleness
-
     found = {r: (infos[r].run, infos[r].ns) for r in depth if r in infos and infos[r].run is not None}
     if len(found) < len(depth):  # runs the walk did not read whole (none, as lineage reads rows)
         missing = [r for r in depth if r not in found]
-        found.update(queries.fetch_runs(store, missing))
+        found.update(fetch_runs(store, missing))
     writers = {} if writers is None else writers
     if deps is None or any(rid not in deps for rid in found):
         deps = {**dependencies(store, {r: found[r] for r in found if not deps or r not in deps},
@@ -404,7 +376,7 @@ def _lineage(store: Any, root: str, direction: str, depth: dict[str, int], edges
     return Lineage(root=root, direction=direction, nodes=nodes, edges=tuple(edges), outputs=outputs)
 
 
-def trace(store: Any, output: str) -> Lineage:
+def trace(store: Connection, output: str) -> Lineage:
     """The runs that produced ``output``: its latest writer (depth 0), then upstream, each once.
 
     Raises:
@@ -417,9 +389,9 @@ def trace(store: Any, output: str) -> Lineage:
     return _lineage(store, str(output), "trace", depth, edges, deps, infos, writers=writers)
 
 
-def trace_run(store: Any, run_id: str) -> Lineage:
+def trace_run(store: Connection, run_id: str) -> Lineage:
     """The runs upstream of a run (prefix allowed), the run itself at depth 0."""
-    rid = queries.resolve_run_id(store, run_id)
+    rid = resolve_run_id(store, run_id)
     info = lineage_info(store, [rid])
     if rid not in info:
         raise NotFound(f"no run with id {run_id!r}")
@@ -429,17 +401,17 @@ def trace_run(store: Any, run_id: str) -> Lineage:
     return _lineage(store, rid, "trace", depth, edges, deps, infos, writers=writers)
 
 
-def _looks_like_run_id(store: Any, target: str) -> str | None:
-    t = str(target).strip().lower()
-    if len(t) < queries.MIN_PREFIX or not queries._HEX.fullmatch(t):
+def _looks_like_run_id(store: Connection, target: str) -> str | None:
+    t = run_id_prefix(target)
+    if t is None:
         return None
     try:
-        return queries.resolve_run_id(store, t)
+        return resolve_run_id(store, t)
     except NotFound:
         return None
 
 
-def impact(store: Any, target: str) -> Lineage:
+def impact(store: Connection, target: str) -> Lineage:
     """Runs downstream of an output pointer or a run id (prefix allowed).
 
     From a run: the run (depth 0), then every run whose producer of some input is a reached
@@ -500,14 +472,14 @@ def impact(store: Any, target: str) -> Lineage:
                     outs)
 
 
-def _readers(store: Any, fed: dict[str, set[str]], min_ns: int) -> list[Info]:
+def _readers(store: Connection, fed: dict[str, set[str]], min_ns: int) -> list[Info]:
     if not fed:
         return []
-    rows = queries.run_query(store, "reader_ids", READER_IDS, {"ptrs": sorted(fed), "min_ns": min_ns})
+    rows = run_query(store, "reader_ids", READER_IDS, {"ptrs": sorted(fed), "min_ns": min_ns})
     return list(lineage_info(store, [r[0] for r in rows]).values())
 
 
-def _readers_fed_by(store: Any, fed: dict[str, str | None], min_ns: int) -> list[Info]:
+def _readers_fed_by(store: Connection, fed: dict[str, str | None], min_ns: int) -> list[Info]:
     """Readers of each pointer whose producer of it is the given writer (any reader if None)."""
     readers = _readers(store, {p: set() for p in fed}, min_ns)
     found, _ = resolve(store, [n for r in readers for n in needs_of(r) if n.pointer in fed])
@@ -521,10 +493,27 @@ def _readers_fed_by(store: Any, fed: dict[str, str | None], min_ns: int) -> list
     return out
 
 
-def _upstream_hits(store: Any, readers: list[Info], components: set[str]) -> list[tuple[Need, Info]]:
+def _upstream_hits(store: Connection, readers: list[Info], components: set[str]) -> list[tuple[Need, Info]]:
     """set_upstream dependencies of readers on the frontier's components (impact)."""
     needs = [n for r in readers for n in needs_of(r) if n.upstream in components]
     if not needs:
         return []
     found, _ = resolve(store, needs)
     return found
+
+
+def walked_runs(store: Connection, ids: Sequence[str]) -> tuple[dict[str, Run], dict[str, int]]:
+    """Runs by full id with dependencies and staleness, inherited causes included (missing ids
+    absent), and the start (ns) of each: one upstream walk from all of them together (a query
+    per lineage level), then one staleness query for every run it reached."""
+    start = lineage_info(store, ids)
+    if not start:
+        return {}, {}
+    infos: dict[str, Info] = {}
+    writers: Writers = {}
+    depth, _edges, deps = _walk_up(store, list(start.values()), infos, writers)
+    found = {r: (infos[r].run, infos[r].ns) for r in depth if r in infos and infos[r].run is not None}
+    runs = staleness.annotate(store, list(found.values()), deps, infos, writers)
+    full = causes.inherit(runs, deps)
+    return ({i: full[i] for i in ids if i in full},
+            {i: found[i][1] for i in ids if i in found})

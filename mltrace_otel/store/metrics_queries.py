@@ -5,20 +5,17 @@ dataclasses for :mod:`mltrace_otel.metrics`. Runs are de-duplicated by run id (a
 twice is one run). Attribute and event names come from :mod:`mltrace_otel.conventions` as bound
 parameters; the database is the only spliced identifier.
 
-Imports only conventions, errors (through the Store) and the schema's identifier quoting.
+Imports only conventions, the store's protocols and the schema's identifier quoting.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from mltrace_otel import conventions as C
+from mltrace_otel.store.protocols import Connection
 from mltrace_otel.store.schema import quote_ident
-
-if TYPE_CHECKING:  # pragma: no cover
-    from mltrace_otel.store.core import Store
 
 ERROR_STATUSES = ("Error", "STATUS_CODE_ERROR")
 """StatusCode values of a failed run (current and pre-2024 exporter spellings)."""
@@ -71,11 +68,11 @@ class OutputStatsRow:
     sketch: str
 
 
-def _db(store: Store) -> str:
+def _db(store: Connection) -> str:
     return quote_ident(store.database)
 
 
-def run_totals(store: Store, buckets: Sequence[float]) -> list[RunTotals]:
+def run_totals(store: Connection, buckets: Sequence[float]) -> list[RunTotals]:
     """Per component and status: run count, duration sum, cumulative duration buckets, last end."""
     db = _db(store)
     sql = f"""
@@ -99,7 +96,7 @@ def run_totals(store: Store, buckets: Sequence[float]) -> list[RunTotals]:
             for c, s, n, ds, bc, e in rows]
 
 
-def test_totals(store: Store) -> list[TestTotals]:
+def test_totals(store: Connection) -> list[TestTotals]:
     """Per component, test name, method and outcome: how many runs ran it."""
     db = _db(store)
     sql = f"""
@@ -118,7 +115,7 @@ def test_totals(store: Store) -> list[TestTotals]:
             for c, t, m, p, n in store.query("metrics_test_totals", sql)]
 
 
-def flagged_outputs(store: Store) -> tuple[int, dict[str, int]]:
+def flagged_outputs(store: Connection) -> tuple[int, dict[str, int]]:
     """(number of flagged outputs, per producing component: how many of them it wrote)."""
     db = _db(store)
     sql = f"""
@@ -140,7 +137,7 @@ def flagged_outputs(store: Store) -> tuple[int, dict[str, int]]:
     return total, per
 
 
-def output_stats(store: Store, per_series: int, lookback_s: int) -> list[OutputStatsRow]:
+def output_stats(store: Connection, per_series: int, lookback_s: int) -> list[OutputStatsRow]:
     """The newest ``per_series`` runs' output-stats events of each (component, output, column),
     among spans that started in the last ``lookback_s`` seconds; newest first within a series."""
     db = _db(store)

@@ -16,15 +16,18 @@ Set-based: all flagged outputs' traces are walked together, one lineage level pe
 tracking which flagged outputs reach each run (a run's producers are resolved once, however
 many flagged outputs reach it); then one staleness query for every reached run, and three
 queries for the changes of the ranked ones.
+
+Imports: lineage, staleness, causes, state, runs, models, protocols.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from mltrace_otel.store import causes, lineage, queries, state
+from mltrace_otel.store import causes, lineage, staleness, state
 from mltrace_otel.store.models import FlaggedOutput, Review, ReviewEntry, Run
+from mltrace_otel.store.protocols import Connection
+from mltrace_otel.store.runs import Info, Writers, bound_ns, fetch_runs, lineage_info
 
 
 def coverage_sentence(count: int, coverage: float) -> str:
@@ -59,16 +62,16 @@ def why(run: Run) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _roots(store: Any, flags: list[FlaggedOutput], writers: lineage.Writers
-           ) -> tuple[dict[int, lineage.Info], list[FlaggedOutput]]:
+def _roots(store: Connection, flags: list[FlaggedOutput], writers: Writers
+           ) -> tuple[dict[int, Info], list[FlaggedOutput]]:
     """The run each flagged version's trace starts at (by index in ``flags``), and the flags
     whose version is bound to a name and the versions filled in."""
-    bound = lineage.lineage_info(store, {f.run for f in flags if f.run})
+    bound = lineage_info(store, {f.run for f in flags if f.run})
     names = [f.pointer for f in flags if not f.run]
-    found, _ = lineage.resolve(store, [lineage.Need("", lineage._NO_BOUND, pointer=p) for p in names],
+    found, _ = lineage.resolve(store, [lineage.Need("", lineage.NO_BOUND, pointer=p) for p in names],
                                writers=writers) if names else ([], {})
     latest = {n.pointer: prod for n, prod in found}
-    roots: dict[int, lineage.Info] = {}
+    roots: dict[int, Info] = {}
     resolved = []
     for i, f in enumerate(flags):
         info = bound.get(f.run) if f.run else latest.get(f.pointer)
@@ -80,7 +83,7 @@ def _roots(store: Any, flags: list[FlaggedOutput], writers: lineage.Writers
     return roots, resolved
 
 
-def review(store: Any, limit: int | None = None, since: datetime | str | None = None,
+def review(store: Connection, limit: int | None = None, since: datetime | str | None = None,
            component: str | None = None, tag: str | None = None) -> Review:
     """Rank the runs common to the flagged outputs' traces (see module docstring).
 
@@ -90,20 +93,18 @@ def review(store: Any, limit: int | None = None, since: datetime | str | None = 
         component: only runs of this component.
         tag: only runs of components with this tag.
     """
-    from mltrace_otel.store import staleness
-
     scope = {k: str(v) if not isinstance(v, datetime) else v.isoformat()
              for k, v in (("since", since), ("component", component), ("tag", tag)) if v}
     flags = state.flagged_outputs(store)
     if not flags:
         return Review(scope=scope)
-    writers: lineage.Writers = {}
+    writers: Writers = {}
     root_of, flags = _roots(store, flags, writers)
     unproduced = tuple(f.pointer for i, f in enumerate(flags) if i not in root_of)
 
     reach: dict[str, set[int]] = {}  # run id -> flagged outputs (index) whose trace holds it
     deps: dict[str, list[tuple[str, str]]] = {}  # expanded runs -> producers
-    infos: dict[str, lineage.Info] = {}
+    infos: dict[str, Info] = {}
     changed: dict[str, set[int]] = {}  # run id -> flagged outputs newly reaching it
     for i, prod in root_of.items():
         infos[prod.id] = prod
@@ -133,7 +134,7 @@ def review(store: Any, limit: int | None = None, since: datetime | str | None = 
                   if r in infos and infos[r].run is not None}
     if len(found_runs) < len(reach):  # runs the walk did not read whole (none: lineage reads rows)
         missing = [r for r in reach if r not in found_runs]
-        found_runs.update(queries.fetch_runs(store, missing))
+        found_runs.update(fetch_runs(store, missing))
     # every reached run: direct causes, then inherited ones (the reach set holds every run
     # upstream of each of its runs)
     annotated = staleness.annotate(store, list(found_runs.values()), deps, infos, writers)
@@ -159,16 +160,16 @@ def review(store: Any, limit: int | None = None, since: datetime | str | None = 
                   flagged_versions=tuple(flags), scope=scope)
 
 
-def _scoped(store: Any, ids: list[str], runs: dict[str, Run], found: dict[str, tuple[Run, int]],
+def _scoped(store: Connection, ids: list[str], runs: dict[str, Run], found: dict[str, tuple[Run, int]],
             since: datetime | str | None, component: str | None, tag: str | None) -> list[str]:
     """The run ids inside the review's scope (started since, of the component, tagged)."""
     out = ids
     if since is not None and since != "":
-        bound = queries._bound_ns(since, 0)
+        bound = bound_ns(since, 0)
         out = [r for r in out if found[r][1] >= bound]
     if component:
         out = [r for r in out if runs[r].component == component]
     if tag:
-        names = {c.name for c in queries.components(store, tag=tag)}
+        names = {c.name for c in state.components(store, tag=tag)}
         out = [r for r in out if runs[r].component in names]
     return out

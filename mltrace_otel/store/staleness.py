@@ -18,18 +18,24 @@ For each dependency ``dep`` of a run (the producer of an input, or a set_upstrea
 At most one query for a whole batch of runs, often none: the batch's notes, flags and guessed
 fresher-run windows can be read beforehand with its dependencies (:class:`Prefetch`), and
 windows inside runs already read need no read (:class:`Cover`).
+
+Which runs are stale now (:func:`.queries.stale_runs`) walks lineage, so it lives above both.
+
+Imports: runs, state (which flags are in effect), models, protocols.
 """
 
 from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mltrace_otel.store import queries
 from mltrace_otel.store.models import Pointer, Run, StaleReason
+from mltrace_otel.store.protocols import Connection
+from mltrace_otel.store.runs import Info, Writers, lineage_info, run_query
+from mltrace_otel.store.state import active_flags
 
 _NS_PER_S = 1_000_000_000
 _DAY_S = 86400
@@ -148,7 +154,7 @@ class Cover:
     comps: frozenset[str] | None = None
 
     @classmethod
-    def of(cls, since: int, runs: Any) -> Cover:
+    def of(cls, since: int, runs: Iterable[tuple[Run, int]]) -> Cover:
         """From (Run, start ns) pairs holding every run started at or after ``since``."""
         by: dict[str, set[tuple[str, int]]] = {}
         for run, ns in runs:
@@ -167,7 +173,7 @@ class Cover:
 # read (Cover.holds) and asks for the others as before, so a wrong guess costs a read, never an
 # answer. Remembered per store object (a process's API, UI or CLI store), per component:
 # (dependency components, longest gap in ns), or None after a guess read hit WINDOW_CAP.
-_HINTS: weakref.WeakKeyDictionary[Any, dict[str, tuple[frozenset[str], int] | None]] = (
+_HINTS: weakref.WeakKeyDictionary[Connection, dict[str, tuple[frozenset[str], int] | None]] = (
     weakref.WeakKeyDictionary())
 
 _GUESS = """
@@ -177,7 +183,7 @@ _GUESS = """
     LIMIT {g_cap:UInt32}"""
 
 
-def _guess(store: Any, runs: Sequence[tuple[Run, int]]) -> tuple[frozenset[str], int, int] | None:
+def _guess(store: Connection, runs: Sequence[tuple[Run, int]]) -> tuple[frozenset[str], int, int] | None:
     """(components, lo, hi) of the windows these runs' dependencies had last time, or None."""
     try:
         hints = _HINTS.get(store) or {}
@@ -196,12 +202,12 @@ def _guess(store: Any, runs: Sequence[tuple[Run, int]]) -> tuple[frozenset[str],
     return frozenset(comps), min(ns for _r, ns in runs) - gap, max(ns for _r, ns in runs)
 
 
-def forget_hints(store: Any) -> None:
+def forget_hints(store: Connection) -> None:
     """Drop what was learnt for window guesses on this store (benchmarks: a first call)."""
     _HINTS.pop(store, None)
 
 
-def _learn(store: Any, runs: Sequence[tuple[Run, int]], pairs: Sequence[tuple], capped: bool) -> None:
+def _learn(store: Connection, runs: Sequence[tuple[Run, int]], pairs: Sequence[tuple], capped: bool) -> None:
     """Remember, per component of ``runs``, its dependencies' components and longest gap."""
     try:
         hints = _HINTS.setdefault(store, {})
@@ -239,7 +245,7 @@ class Prefetch:
     done: bool = False
 
     @classmethod
-    def of(cls, runs: Sequence[tuple[Run, int]], store: Any = None) -> Prefetch:
+    def of(cls, runs: Sequence[tuple[Run, int]], store: Connection | None = None) -> Prefetch:
         """What annotate needs for these runs (with a window guess when ``store`` has one)."""
         return cls(frozenset(r.id for r, _ in runs),
                    frozenset(p.name for r, _ in runs for p in (*r.inputs, *r.outputs)),
@@ -282,9 +288,9 @@ class Prefetch:
         self.done = True
 
 
-def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[tuple[str, str]]],
-             infos: dict[str, Any] | None = None,
-             writers: dict[str, dict[str, Any]] | None = None,
+def annotate(store: Connection, runs: Sequence[tuple[Run, int]], deps: dict[str, list[tuple[str, str]]],
+             infos: dict[str, Info] | None = None,
+             writers: Writers | None = None,
              pre: Prefetch | None = None, cover: Cover | None = None) -> list[Run]:
     """Runs with ``dependencies``, ``stale`` and ``stale_reasons`` (direct causes), notes
     written later and flags of the versions they wrote and read filled, in the given order: at
@@ -301,8 +307,6 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
         pre: notes and flags already read for these runs.
         cover: runs already read that answer the fresher-run windows after some time.
     """
-    from mltrace_otel.store import lineage
-
     if not runs:
         return []
     known: dict[str, _Dep] = {run.id: _Dep.of_run(run, ns) for run, ns in runs}
@@ -310,7 +314,7 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
         if rid not in known:
             known[rid] = _Dep.of_info(info)
     missing = {p for run, _ in runs for p, _ptr in deps.get(run.id, ()) if p not in known}
-    for rid, info in lineage.lineage_info(store, missing).items():
+    for rid, info in lineage_info(store, missing).items():
         known[rid] = _Dep.of_info(info)
     pairs = []  # (run, run_ns, dep_id, dep_component, dep_ns, pointers read from dep)
     for run, ns in runs:
@@ -357,9 +361,9 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
     }
     parts = [text for text, key in ((_NOTES, "ids"), (_FLAGS, "allptrs"), (_WINDOWS, "windows"),
                                     (_NEWER_WRITERS, "ptrs"), (_NEWER_RUNS, "ucomps")) if params[key]]
-    rows = queries.run_query(store, "staleness", "\nUNION ALL\n".join(parts), params) if parts else []
+    rows = run_query(store, "staleness", "\nUNION ALL\n".join(parts), params) if parts else []
     if sum(1 for r in rows if r[0] == "w") >= WINDOW_CAP:  # wide windows: filter them in SQL
-        rows = [r for r in rows if r[0] != "w"] + queries.run_query(
+        rows = [r for r in rows if r[0] != "w"] + run_query(
             store, "staleness_windows", _WINDOWS_FILTERED, params)
     notes: dict[str, tuple[Any, str]] = dict(pre.notes) if have and not params["ids"] else {}
     flags: dict[tuple[str, str], tuple[int, str, str]] = (
@@ -375,9 +379,7 @@ def annotate(store: Any, runs: Sequence[tuple[Run, int]], deps: dict[str, list[t
                 flags[(ptr, rid)] = (int(rns), version, comp)
         else:
             latest[(comp, ptr)] = (rid, int(rns), version)
-    from mltrace_otel.store import state
-
-    active = state.active_flags([(p, r, v, int(f), ns) for (p, r), (ns, v, f) in flags.items()])
+    active = active_flags([(p, r, v, int(f), ns) for (p, r), (ns, v, f) in flags.items()])
     by_run = {(f.pointer, f.run) for f in active if f.run}
     by_version = {(f.pointer, f.version) for f in active if f.run and f.version}
     reasons: dict[str, list[StaleReason]] = {}
@@ -454,7 +456,7 @@ class _Dep:
                    {p.name: p.version for p in reversed(run.outputs)})
 
     @classmethod
-    def of_info(cls, info: Any) -> _Dep:
+    def of_info(cls, info: Info) -> _Dep:
         run = info.run
         return cls(info.component, info.ns, run.failure if run is not None else "",
                    dict(info.outputs))
@@ -471,35 +473,3 @@ def failed_message(component: str, dep_id: str, failure: str) -> str:
     """The failed-upstream message: ``"clean (ID …) failed: ValueError: negative amount."``."""
     text = " ".join(failure.split())
     return f"{component} (ID {dep_id}) failed: {text}{'' if text.endswith(('.', '!', '?')) else '.'}"
-
-
-# Each component's latest run: max(Start) per component, then the runs at that (Component,
-# Start) — both answered by the runs_by_component projection.
-LATEST_PER_COMPONENT = """
-SELECT Component, RunId FROM {{db}}.mltrace_runs
-WHERE (Component, Start) IN (
-    SELECT Component, max(Start) FROM {{db}}.mltrace_runs
-    WHERE {component:String} = '' OR Component = {component:String}
-    GROUP BY Component)
-"""
-
-
-def stale_runs(store: Any, component: str | None = None, limit: int = 100,
-               direct: bool = False) -> list[Run]:
-    """The latest run of each component (or of one) that is stale now, newest first.
-
-    Inherited causes count (a run upstream is stale, or failed): the latest runs' traces are
-    walked together (:func:`.queries.walked_runs`). ``direct``: only runs with a direct cause,
-    showing their direct causes only (``mltrace stale --direct``).
-    """
-    from mltrace_otel.store import causes
-
-    rows = queries.run_query(store, "latest_per_component", LATEST_PER_COMPONENT,
-                             {"component": component or ""})
-    latest: dict[str, str] = {}
-    for comp, rid in rows:  # ties on start: the largest id, as everywhere else
-        latest[comp] = max(rid, latest.get(comp, ""))
-    runs, _starts = queries.walked_runs(store, list(latest.values()))
-    picked = [causes.direct_only(r) if direct else r for r in runs.values()]
-    stale = sorted((r for r in picked if r.stale), key=lambda r: (r.start, r.id), reverse=True)
-    return stale[: max(int(limit), 0)]

@@ -3,8 +3,11 @@
 Flags bind to an output's version (the run that wrote it): :func:`flag` flags the newest
 version unless a run is given. Each write is one ``INSERT ... SELECT`` of bound parameters (no
 client-side data blocks, so it works through a proxy that only forwards SQL) into a
-ReplacingMergeTree table with
-``Version = now64(9)``; reads take the latest row per key.
+ReplacingMergeTree table with ``Version = now64(9)``; reads take the latest row per key. The
+reads of component metadata (:func:`components`, :func:`component`, :func:`tags`) live here
+too, beside its writes.
+
+Imports: runs, models, protocols, errors.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from mltrace_otel.errors import MltraceError, NotFound
-from mltrace_otel.store import queries
 from mltrace_otel.store.models import ComponentInfo, FlaggedOutput
+from mltrace_otel.store.protocols import Connection
+from mltrace_otel.store.runs import fetch_runs, resolve_run_id, run_query, sql, utc
 
 # Flags bind to an output's version (migration 0070): one row per (Pointer, RunId = the run that
 # wrote the flagged version, OutputVersion = its content version), latest Version wins. RunId ''
@@ -59,10 +63,74 @@ SELECT {name:String}, arrayJoin({tags:Array(String)}), 0, now64(9)
 """
 
 
-def _command(store: Any, name: str, text: str, params: dict[str, Any]) -> None:
-    store.command(name, queries.sql(store, text), params)
+def _command(store: Connection, name: str, text: str, params: dict[str, Any]) -> None:
+    store.command(name, sql(store, text), params)
 
 
+# --- components, tags (read) -------------------------------------------------------------------
+# A component's metadata: the latest of its span rows and create_component rows (by Version);
+# tags = span tags ∪ tag_component tags not deleted (latest row per (Name, Tag) wins). The run
+# count is count() over the runs_by_component projection (a span delivered twice counts twice
+# until the next merge; exact de-duplication here would read every run id).
+COMPONENTS_SQL = """
+WITH
+    meta AS (
+        SELECT Name, argMaxIf(Owner, Version, Owner != '') AS Owner,
+               argMaxIf(Description, Version, Description != '') AS Description,
+               argMaxIf(Tags, Version, notEmpty(Tags)) AS SpanTags
+        FROM {{db}}.mltrace_components GROUP BY Name),
+    extra AS (
+        SELECT Name, groupArray(Tag) AS ExtraTags FROM (
+            SELECT Name, Tag, argMax(Deleted, Version) AS d FROM {{db}}.mltrace_component_tags
+            GROUP BY Name, Tag) WHERE d = 0 GROUP BY Name),
+    runs AS (
+        SELECT Component AS Name, count() AS n, max(Start) AS last
+        FROM {{db}}.mltrace_runs GROUP BY Component)
+SELECT m.Name, m.Owner, m.Description,
+       arraySort(arrayDistinct(arrayConcat(m.SpanTags, e.ExtraTags))) AS AllTags,
+       r.n, r.last
+FROM meta AS m
+LEFT JOIN extra AS e ON e.Name = m.Name
+LEFT JOIN runs AS r ON r.Name = m.Name
+WHERE ({name:String} = '' OR m.Name = {name:String})
+  AND ({owner:String} = '' OR m.Owner = {owner:String})
+  AND ({tag:String} = '' OR has(AllTags, {tag:String}))
+ORDER BY m.Name
+SETTINGS join_use_nulls = 0
+"""
+
+
+def _components(store: Connection, name: str = "", owner: str = "", tag: str = "") -> list[ComponentInfo]:
+    rows = run_query(store, "components", COMPONENTS_SQL,
+                     {"name": name or "", "owner": owner or "", "tag": tag or ""})
+    return [
+        ComponentInfo(name=r[0], owner=r[1], description=r[2], tags=tuple(r[3]), runs=int(r[4] or 0),
+                      last_run=utc(r[5]) if r[4] else None)
+        for r in rows
+    ]
+
+
+def components(store: Connection, owner: str | None = None, tag: str | None = None) -> list[ComponentInfo]:
+    """Components (sorted by name), filtered by owner and/or tag."""
+    return _components(store, "", owner or "", tag or "")
+
+
+def component(store: Connection, name: str) -> ComponentInfo:
+    """One component; NotFound."""
+    if not name:
+        raise NotFound("no component with an empty name")
+    found = _components(store, str(name))
+    if not found:
+        raise NotFound(f"no component named {name!r}", hint="list them with `mltrace components`")
+    return found[0]
+
+
+def tags(store: Connection) -> list[str]:
+    """Every tag of every component, sorted."""
+    return sorted({t for c in _components(store) for t in c.tags})
+
+
+# --- writes --------------------------------------------------------------------------------------
 def _text(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise MltraceError(f"{what} must be a string, not {type(value).__name__}")
@@ -75,7 +143,7 @@ def _tags(tags: Sequence[str] | str) -> list[str]:
     return list(dict.fromkeys(_text(t, "a tag") for t in tags if t != ""))
 
 
-def create_component(store: Any, name: str, description: str = "", owner: str = "",
+def create_component(store: Connection, name: str, description: str = "", owner: str = "",
                      tags: Sequence[str] = ()) -> ComponentInfo:
     """Create or update a component's metadata (latest write wins; spans' empty owner or
     description never erase it)."""
@@ -88,23 +156,23 @@ def create_component(store: Any, name: str, description: str = "", owner: str = 
         "description": _text(description or "", "description"), "tags": tag_list})
     if tag_list:
         _command(store, "add_component_tags", ADD_TAGS, {"name": name, "tags": tag_list})
-    return queries.component(store, name)
+    return component(store, name)
 
 
-def tag_component(store: Any, name: str, tags: Sequence[str]) -> ComponentInfo:
+def tag_component(store: Connection, name: str, tags: Sequence[str]) -> ComponentInfo:
     """Add tags to a component.
 
     Raises:
         NotFound: no component of that name (mltrace's behaviour).
     """
-    queries.component(store, _text(name, "a component name"))
+    component(store, _text(name, "a component name"))
     tag_list = _tags(tags)
     if tag_list:
         _command(store, "add_component_tags", ADD_TAGS, {"name": name, "tags": tag_list})
-    return queries.component(store, name)
+    return component(store, name)
 
 
-def active_flags(rows: Any) -> list[FlaggedOutput]:
+def active_flags(rows: Sequence[tuple]) -> list[FlaggedOutput]:
     """The flags in effect among raw latest-per-key rows ``(pointer, run, version, flagged, ns)``:
     run-bound rows flagged now, and name-level rows (run "") flagged and newer than every
     run-bound row of their pointer. Sorted by pointer, then run."""
@@ -117,26 +185,26 @@ def active_flags(rows: Any) -> list[FlaggedOutput]:
     return [out[k] for k in sorted(out)]
 
 
-def flag_rows(store: Any, pointers: Sequence[str] | None = None) -> list[tuple]:
+def flag_rows(store: Connection, pointers: Sequence[str] | None = None) -> list[tuple]:
     """Latest row per (pointer, run) of some pointers (None: all): (pointer, run, version,
     flagged, ns)."""
     if pointers is not None and not pointers:
         return []
-    return queries.run_query(store, "flag_rows", FLAG_ROWS,
+    return run_query(store, "flag_rows", FLAG_ROWS,
                              {"all": int(pointers is None), "ptrs": sorted(set(pointers or ()))})
 
 
-def flagged_outputs(store: Any, pointers: Sequence[str] | None = None) -> list[FlaggedOutput]:
+def flagged_outputs(store: Connection, pointers: Sequence[str] | None = None) -> list[FlaggedOutput]:
     """The flagged output versions (of some pointers; None: all), sorted by pointer, then run."""
     return active_flags(flag_rows(store, pointers))
 
 
-def _set(store: Any, name: str, rows: Sequence[tuple[str, str, str]], flagged: int) -> None:
+def _set(store: Connection, name: str, rows: Sequence[tuple[str, str, str]], flagged: int) -> None:
     if rows:
         _command(store, name, SET_FLAGS, {"rows": [tuple(r) for r in rows], "flagged": flagged})
 
 
-def flag(store: Any, pointer: str, run_id: str | None = None) -> FlaggedOutput:
+def flag(store: Connection, pointer: str, run_id: str | None = None) -> FlaggedOutput:
     """Flag an output's version for review: the newest version (the run that wrote ``pointer``
     last, now), or with ``run_id`` (prefix allowed) the version that run wrote. An output no run
     wrote is flagged by name (review reports it as unproduced); never an error.
@@ -151,17 +219,17 @@ def flag(store: Any, pointer: str, run_id: str | None = None) -> FlaggedOutput:
     if run_id is not None:
         target = _written_by(store, pointer, _text(run_id, "a run id"))
     else:
-        rows = queries.run_query(store, "latest_writers", LATEST_WRITERS, {"ptrs": [pointer]})
+        rows = run_query(store, "latest_writers", LATEST_WRITERS, {"ptrs": [pointer]})
         target = FlaggedOutput(pointer, rows[0][1], rows[0][2]) if rows else FlaggedOutput(pointer)
     _set(store, "flag", [(target.pointer, target.run, target.version)], 1)
     return target
 
 
-def _written_by(store: Any, pointer: str, run_id: str) -> FlaggedOutput:
+def _written_by(store: Connection, pointer: str, run_id: str) -> FlaggedOutput:
     """The version of ``pointer`` that the run ``run_id`` (prefix allowed) wrote; NotFound when
     it did not write it."""
-    rid = queries.resolve_run_id(store, run_id)
-    found = queries.fetch_runs(store, [rid])
+    rid = resolve_run_id(store, run_id)
+    found = fetch_runs(store, [rid])
     run = found[rid][0] if rid in found else None
     out = next((p for p in run.outputs if p.name == pointer), None) if run else None
     if out is None:
@@ -170,7 +238,7 @@ def _written_by(store: Any, pointer: str, run_id: str) -> FlaggedOutput:
     return FlaggedOutput(pointer, rid, out.version)
 
 
-def unflag(store: Any, pointer: str, run_id: str | None = None) -> list[FlaggedOutput]:
+def unflag(store: Connection, pointer: str, run_id: str | None = None) -> list[FlaggedOutput]:
     """Unflag an output: every flagged version of it, or with ``run_id`` (prefix allowed) the
     version that run wrote. Returns the versions that were flagged and now are not.
 
@@ -189,29 +257,29 @@ def unflag(store: Any, pointer: str, run_id: str | None = None) -> list[FlaggedO
     return current
 
 
-def flagged(store: Any) -> list[str]:
+def flagged(store: Connection) -> list[str]:
     """Every flagged pointer name (once however many of its versions are flagged), sorted."""
     return sorted({f.pointer for f in flagged_outputs(store)})
 
 
-def unflag_all(store: Any) -> int:
+def unflag_all(store: Connection) -> int:
     """Unflag every output; how many versions were flagged."""
     current = flagged_outputs(store)
     _set(store, "unflag_all", [(f.pointer, f.run, f.version) for f in current], 0)
     return len(current)
 
 
-def set_notes(store: Any, run_id: str, notes: str) -> str:
+def set_notes(store: Connection, run_id: str, notes: str) -> str:
     """Replace a run's notes (prefix allowed); returns the notes.
 
     Raises:
         NotFound / AmbiguousRunId: the id does not name exactly one run.
     """
-    rid = queries.resolve_run_id(store, _text(run_id, "a run id"))
+    rid = resolve_run_id(store, _text(run_id, "a run id"))
     notes = _text(notes, "notes")
     _command(store, "set_notes", SET_NOTES, {"run_id": rid, "notes": notes})
     return notes
 
 
-__all__ = ["create_component", "tag_component", "flag", "unflag", "flagged", "flagged_outputs",
-           "unflag_all", "set_notes", "NotFound"]
+__all__ = ["components", "component", "tags", "create_component", "tag_component", "flag", "unflag",
+           "flagged", "flagged_outputs", "unflag_all", "set_notes", "active_flags", "NotFound"]
