@@ -10,25 +10,39 @@ One store per process, opened on first use from :func:`mltrace_otel.sdk.config.c
 (re-opened when ``set_db_uri`` changes the URL). Before each query the SDK's pending spans are
 flushed and, on the embedded store, the spool is drained, so the caller's own runs are visible.
 With ``MLTRACE_SERVER_URL`` set, no store is opened: the functions ask that server's HTTP API
-(:class:`mltrace_otel.client.ApiClient`, sending ``MLTRACE_TOKEN``); the few with no API route
-(create_component, tag_component, clean_db) raise ConfigError there.
+(:class:`mltrace_otel.client.ApiClient`, sending ``MLTRACE_TOKEN``); clean_db, which has no
+API route (emptying a shared store is done where it is), raises ConfigError there.
 
-Imports: store, sdk (run, component, pointers, config, export), models, errors, client, shapes.
+The embedded store: when another live process holds it and announces its query API
+(``mltrace ui`` / ``server`` / ``collector``, another script using these functions), the
+functions ask that API the same way (waiting first, up to 10 s, for that process to drain the
+spool files pending when asked, so the caller's own runs are visible), and go back to the store
+itself when that process leaves. A process that opens the embedded store here holds it until
+:func:`close` or exit, so it announces its own API (:class:`mltrace_otel.web_api.StoreHost`: a
+loopback port, a random token) and drains the spool every second, for the CLI and the others.
+
+Imports: store, sdk (run, component, pointers, config, export), models, errors, client, shapes,
+web_api (the holder's API).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
-from mltrace_otel.errors import ConfigError, NotFound
+from mltrace_otel.errors import ConfigError, NotFound, StoreUnavailable
 from mltrace_otel.store.models import ComponentInfo, FlaggedOutput, Lineage, PointerInfo, Review, Run
 
+log = logging.getLogger(__name__)
 _lock = threading.RLock()
 _store: Any = None
 _store_url: str | None = None
+_DRAIN_WAIT_S = 10.0
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -52,22 +66,79 @@ def _get_store() -> Any:
             return _store
     url = settings.resolved_store_url
     with _lock:
-        if _store is None or _store_url != url or getattr(_store, "_closed", False):
-            if _store is not None:
-                _store.close()
-                _store = None
-            from mltrace_otel.store import open_store
-
-            _store = open_store(settings)
+        if _store is not None and (_store_url != url or getattr(_store, "_closed", False)
+                                   or _holder_left(_store)):
+            _store.close()
+            _store = None
+        if _store is None:
+            _store = _open(settings)
             _store_url = url
-            if settings.is_embedded and not getattr(_store, "proxied", False):
-                # A notebook or script that queries keeps the engine for its whole life; share it
-                # so the CLI, the UI and other scripts reach it instead of waiting for the lock.
-                # Its spool is drained before each query below, so no periodic drain is needed.
-                _store.serve_shared(drain_interval_s=0)
-        elif settings.is_embedded and not getattr(_store, "proxied", False):
+        elif isinstance(_store, _RemoteStore):
+            from mltrace_otel.store.connect import wait_drained
+
+            wait_drained(settings.spool_dir, _DRAIN_WAIT_S)
+        elif settings.is_embedded:
             _store.drain_spool()
         return _store
+
+
+def _open(settings: Any) -> Any:
+    """The embedded store's holder's API, else the store opened here (and hosted)."""
+    from mltrace_otel.client import client_for
+    from mltrace_otel.store import open_store
+    from mltrace_otel.store.connect import wait_drained
+
+    client = client_for(settings)
+    if client is None:
+        try:
+            store = open_store(settings)
+        except StoreUnavailable:
+            client = client_for(settings)  # a holder announced its API while this one waited
+            if client is None:
+                raise
+        else:
+            if settings.is_embedded:
+                _host(store)
+            return store
+    wait_drained(settings.spool_dir, _DRAIN_WAIT_S)
+    return _RemoteStore(client, settings)
+
+
+def _host(store: Any) -> None:
+    """A script that queries keeps the engine for its whole life: announce an API on a loopback
+    port so the CLI, the UI and other scripts ask it instead of waiting for the store, and drain
+    the spool every second (they cannot drain it themselves)."""
+    try:
+        from mltrace_otel.web_api import StoreHost
+
+        StoreHost(store).start()
+    except Exception as e:  # no Flask, say: the others wait for the store, as without a host
+        log.warning("mltrace: cannot serve the store to other processes: %s", e)
+
+
+def _holder_left(store: Any) -> bool:
+    """True for the API of a holder of the embedded store that no longer announces it."""
+    if not isinstance(store, _RemoteStore) or store.settings is None:
+        return False
+    from mltrace_otel.store.connect import announced
+
+    found = announced(store.settings)
+    return found is None or found.url != store.client.url
+
+
+def _reconnecting(fn: F) -> F:
+    """Ask again, once, when the holder whose API was asked left meanwhile (the store is then
+    opened here, or another holder's API asked)."""
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StoreUnavailable:
+            with _lock:
+                if _store is None or not _holder_left(_store):
+                    raise
+            return fn(*args, **kwargs)
+    return call  # type: ignore[return-value]
 
 
 def close() -> None:
@@ -80,12 +151,14 @@ def close() -> None:
 
 
 class _RemoteStore:
-    """The store methods this module calls, asked of a server's HTTP API (MLTRACE_SERVER_URL)."""
+    """The store methods this module calls, asked of a server's HTTP API (MLTRACE_SERVER_URL,
+    or the one announced by the holder of the embedded store: ``settings`` given)."""
 
-    proxied = True
+    _closed = False
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, settings: Any = None) -> None:
         self.client = client
+        self.settings = settings
         self._components: dict[str, str] = {}
 
     def close(self) -> None:
@@ -155,7 +228,17 @@ class _RemoteStore:
                 continue
         return {rid: self._components[rid] for rid in run_ids if rid in self._components}
 
-    def __getattr__(self, name: str) -> Any:  # create_component, tag_component, clean, ...
+    def create_component(self, name: str, description: str, owner: str, tags: Sequence[str]) -> ComponentInfo:
+        return self.client.create_component(name, description, owner, tags)
+
+    def tag_component(self, name: str, tags: Sequence[str]) -> ComponentInfo:
+        return self.client.tag_component(name, tags)
+
+    def __getattr__(self, name: str) -> Any:  # clean: not over the API
+        if self.settings is not None:
+            raise ConfigError(f"{name} needs the store itself; another process holds it and "
+                              f"serves only its query API ({self.client.url})",
+                              hint="call it when that process (mltrace ui / server) is stopped")
         raise ConfigError(f"{name} needs the store itself; MLTRACE_SERVER_URL names a server",
                           hint="unset MLTRACE_SERVER_URL where the store is, to change it there")
 
@@ -227,6 +310,7 @@ def to_component(info: ComponentInfo) -> Any:
 
 
 # --- lineage ------------------------------------------------------------------------------------
+@_reconnecting
 def backtrace(output_pointer: str) -> list[tuple[int, Any]]:
     """The runs that produced an output: ``[(depth, ComponentRun)]``, depth = hops from the run
     that wrote it (0). Each run appears once, at its smallest depth.
@@ -275,6 +359,7 @@ def web_tree(lin: Lineage) -> dict[str, Any]:
     return node(root)
 
 
+@_reconnecting
 def web_trace(output_id: str) -> list[dict[str, Any]]:
     """mltrace's UI trace: a one-element list holding the tree of the output's latest producer
     (``{"id": "componentrun_<id>", "label", "hasCaret", "isExpanded", "stale", "childNodes"}``,
@@ -286,6 +371,7 @@ def web_trace(output_id: str) -> list[dict[str, Any]]:
     return [web_tree(_get_store().trace(str(output_id)))]
 
 
+@_reconnecting
 def impact(target: str) -> list[tuple[int, Any]]:
     """What an output or a run fed (mltrace never had it): ``[(depth, ComponentRun)]``
     downstream, depth 0 = the run itself (or the readers of the output)."""
@@ -296,6 +382,7 @@ def impact(target: str) -> list[tuple[int, Any]]:
     return [(n.depth, to_component_run(n.run, names)) for n in lin.nodes]
 
 
+@_reconnecting
 def get_stale_runs(component_name: str | None = None, limit: int = 100, direct: bool = False) -> list[Any]:
     """The latest run of each component (or of one) that is stale now, newest first. A run is
     stale when a run upstream of it is (its ``stale`` messages name the root cause and the
@@ -304,6 +391,7 @@ def get_stale_runs(component_name: str | None = None, limit: int = 100, direct: 
     return _runs(store, store.stale_runs(component_name, limit, direct))
 
 
+@_reconnecting
 def stale_reasons(run_id: str) -> list[dict[str, Any]]:
     """Why a run (prefix allowed) is stale, machine-readable: the ``stale_reasons`` of
     ``mltrace inspect --json`` (``kind``: old_input, fresher_upstream, newer_upstream,
@@ -311,6 +399,7 @@ def stale_reasons(run_id: str) -> list[dict[str, Any]]:
     return [r.to_json() for r in _get_store().get_run(str(run_id)).stale_reasons]
 
 
+@_reconnecting
 def review_flagged_outputs() -> tuple[list[str], list[tuple[Any, int]]]:
     """The runs the flagged outputs have in common: ``(flagged_ids, [(ComponentRun, count)])``,
     sorted by count (desc), then newest first. Flagged ids that no run wrote are still listed
@@ -321,6 +410,7 @@ def review_flagged_outputs() -> tuple[list[str], list[tuple[Any, int]]]:
     return list(rv.flagged), [(cr, e.count) for cr, e in zip(runs, rv.entries, strict=True)]
 
 
+@_reconnecting
 def review(limit: int | None = None, since: datetime | str | None = None,
            component: str | None = None, tag: str | None = None) -> Review:
     """The review as the CLI's ``review --json`` gives it (a :class:`~mltrace_otel.store.models.Review`):
@@ -331,6 +421,7 @@ def review(limit: int | None = None, since: datetime | str | None = None,
 
 
 # --- runs ---------------------------------------------------------------------------------------
+@_reconnecting
 def get_history(component_name: str, limit: int = 10, date_lower: datetime | str | None = datetime.min,
                 date_upper: datetime | str | None = datetime.max) -> list[Any]:
     """A component's runs, newest first, started within [date_lower, date_upper] (naive = UTC)."""
@@ -338,6 +429,7 @@ def get_history(component_name: str, limit: int = 10, date_lower: datetime | str
     return _runs(store, store.history(str(component_name), limit, date_lower or None, date_upper or None))
 
 
+@_reconnecting
 def get_recent_run_ids(limit: int = 5, last_run_id: str | None = None) -> list[str]:
     """Ids of the newest runs; ``last_run_id`` pages past that run (prefix allowed)."""
     store = _get_store()
@@ -348,6 +440,7 @@ def get_recent_run_ids(limit: int = 5, last_run_id: str | None = None) -> list[s
     return queries.recent_ids(store, limit, last_run_id)
 
 
+@_reconnecting
 def get_component_run_information(component_run_id: str) -> Any:
     """One run (prefix allowed) with code snapshot, notes, tests, dependencies and staleness.
 
@@ -359,12 +452,14 @@ def get_component_run_information(component_run_id: str) -> Any:
     return to_component_run(run, _component_names(store, [run]))
 
 
+@_reconnecting
 def add_notes_to_component_run(component_run_id: str, notes: str) -> str:
     """Replace a run's notes (prefix allowed); returns the notes."""
     return _get_store().set_notes(component_run_id, notes)
 
 
 # --- components ---------------------------------------------------------------------------------
+@_reconnecting
 def get_component_information(component_name: str) -> Any:
     """A Component with its name, description, owner and tags.
 
@@ -374,6 +469,7 @@ def get_component_information(component_name: str) -> Any:
     return to_component(_get_store().component(str(component_name)))
 
 
+@_reconnecting
 def get_components(tag: str = "", owner: str = "") -> list[Any]:
     """Components with the tag and/or owner given, else all of them."""
     return [to_component(c) for c in _get_store().components(owner or None, tag or None)]
@@ -389,17 +485,20 @@ def get_components_with_tag(tag: str) -> list[Any]:
     return get_components(tag=tag)
 
 
+@_reconnecting
 def get_all_tags() -> list[str]:
     """Every tag of every component, sorted."""
     return _get_store().tags()
 
 
+@_reconnecting
 def create_component(name: str, description: str = "", owner: str = "",
                      tags: Sequence[str] | None = None) -> None:
     """Create (or update) a component's metadata."""
     _get_store().create_component(name, description, owner, list(tags or []))
 
 
+@_reconnecting
 def tag_component(component_name: str, tags: Sequence[str]) -> None:
     """Add tags to an existing component.
 
@@ -410,12 +509,14 @@ def tag_component(component_name: str, tags: Sequence[str]) -> None:
 
 
 # --- flags, pointers, housekeeping --------------------------------------------------------------
+@_reconnecting
 def flag_output_id(output_id: str) -> bool:
     """Flag an output's newest version (the run that wrote it last) for review; True. Older
     versions (runs that wrote the same name before) are not flagged."""
     return _get_store().flag(output_id)
 
 
+@_reconnecting
 def flag_output_version(output_id: str, run_id: str) -> bool:
     """Flag the version of an output that run ``run_id`` (prefix allowed) wrote; True.
 
@@ -426,17 +527,20 @@ def flag_output_version(output_id: str, run_id: str) -> bool:
     return _get_store().flag(output_id, str(run_id))
 
 
+@_reconnecting
 def unflag_output_id(output_id: str) -> bool:
     """Unflag every flagged version of an output; False (the flag's new value, as mltrace
     returns)."""
     return _get_store().unflag(output_id)
 
 
+@_reconnecting
 def unflag_all() -> None:
     """Unflag every output."""
     _get_store().unflag_all()
 
 
+@_reconnecting
 def get_io_pointer(io_pointer_id: str, io_pointer_val: Any = None, create: bool = True) -> Any:
     """An IOPointer: its name, type (from the runs that used it, else from the name) and flag.
 
@@ -456,6 +560,7 @@ def get_io_pointer(io_pointer_id: str, io_pointer_val: Any = None, create: bool 
                      pointer_type=ptype, flag=info.flagged)
 
 
+@_reconnecting
 def clean_db() -> None:
     """Delete every run, flag, note and tag in the store (mltrace's clean_db)."""
     _get_store().clean()

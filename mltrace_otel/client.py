@@ -3,13 +3,14 @@
 :class:`ApiClient` has the methods of :class:`mltrace_otel.shapes.StoreQueries` and returns the
 same result types (rebuilt with ``from_json``), so the CLI with ``--server URL`` (or
 ``MLTRACE_SERVER_URL``) asks a shared server the way it asks a store it opened itself, the way
-MLflow users set a tracking URI. The server's error bodies come back as the same errors
+MLflow users set a tracking URI; :func:`client_for` also finds the API announced by the process
+that holds the embedded store on this machine. The server's error bodies come back as the same errors
 (NotFound with the server's message, AmbiguousRunId, ConfigError); a server that cannot be
 reached, or refuses the token, is StoreUnavailable naming the URL.
 
 Standard library only (http.client): the SDK-only install can use it.
 
-May import: .shapes, .store.models, .errors, .settings.
+May import: .shapes, .store.models, .errors, .settings, .store.connect (lazily).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from urllib.parse import urlencode, urlsplit
 
 from mltrace_otel import shapes
 from mltrace_otel.errors import AmbiguousRunId, ConfigError, MltraceError, NotFound, StoreUnavailable
-from mltrace_otel.settings import mask_url
+from mltrace_otel.settings import Settings, mask_url
 from mltrace_otel.store.models import ComponentInfo, Lineage, PointerInfo, Review, Run
 
 API_PREFIX = "/api/v1"  # the same as mltrace_otel.web_api.API_PREFIX (not imported: no flask here)
@@ -73,18 +74,21 @@ class ApiClient:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        conn = cls(self._host, self._port, timeout=self._timeout)
         where = mask_url(self.url)
-        try:
-            conn.request(method, target, body=data, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-        except OSError as e:
-            raise StoreUnavailable(f"cannot reach the mltrace server at {where}: {e}",
-                                   hint="check that `mltrace server` or `mltrace ui` runs there, "
-                                        "and --server / MLTRACE_SERVER_URL") from None
-        finally:
-            conn.close()
+        for attempt in (0, 1):
+            conn = cls(self._host, self._port, timeout=self._timeout)
+            try:
+                conn.request(method, target, body=data, headers=headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+                break
+            except ConnectionResetError:  # a dropped connection: a question is asked again once
+                if attempt or method != "GET":
+                    raise self._unreachable(where, "the connection was reset") from None
+            except OSError as e:
+                raise self._unreachable(where, e) from None
+            finally:
+                conn.close()
         try:
             answer = json.loads(raw) if raw else None
         except ValueError:
@@ -92,6 +96,12 @@ class ApiClient:
         if resp.status == 200 and answer is not None:
             return answer
         raise _error(resp.status, answer, where)
+
+    @staticmethod
+    def _unreachable(where: str, why: object) -> StoreUnavailable:
+        return StoreUnavailable(f"cannot reach the mltrace server at {where}: {why}",
+                                hint="check that `mltrace server` or `mltrace ui` runs there, "
+                                     "and --server / MLTRACE_SERVER_URL")
 
     # --- the questions --------------------------------------------------------------------
     def recent(self, limit: int, before: str | None = None) -> list[Run]:
@@ -158,10 +168,35 @@ class ApiClient:
             self.call("POST", "/unflag", body={"outputs": list(outputs), "all": all_, "run": run}),
             "unflagged")
 
+    def create_component(self, name: str, description: str = "", owner: str = "",
+                         tags: Sequence[str] = ()) -> ComponentInfo:
+        """Create a component or update its metadata (mltrace's create_component)."""
+        return ComponentInfo.from_json(self.call("POST", "/components", body={
+            "name": name, "description": description, "owner": owner, "tags": list(tags)}))
+
+    def tag_component(self, name: str, tags: Sequence[str]) -> ComponentInfo:
+        """Add tags to a component; NotFound when it does not exist."""
+        return ComponentInfo.from_json(self.call("POST", "/components/tags",
+                                                 body={"component": name, "tags": list(tags)}))
+
     def notes(self, run_id: str, text: str) -> tuple[str, str]:
         """Replace a run's notes: (full id, notes)."""
         data = self.call("POST", "/notes", body={"run": run_id, "notes": text})
         return data["run"], data["notes"]
+
+
+def client_for(settings: Settings) -> ApiClient | None:
+    """The API to ask instead of opening the store: the server given by ``--server`` /
+    ``MLTRACE_SERVER_URL`` (with ``MLTRACE_TOKEN``), else the query API that the live process
+    holding the settings' embedded store announces (with its token); None: open the store."""
+    if settings.server_url:
+        return ApiClient(settings.server_url, settings.token)
+    if not settings.is_embedded:
+        return None
+    from mltrace_otel.store.connect import announced
+
+    found = announced(settings)
+    return ApiClient(found.url, found.token or None) if found else None
 
 
 def _param(v: Any) -> str:

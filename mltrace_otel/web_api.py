@@ -2,25 +2,32 @@
 
 ``mltrace ui`` and ``mltrace server`` serve it (``create_app`` registers it), so the CLI and the
 Python query API of another process, or of a laptop (``--server URL`` /
-``MLTRACE_SERVER_URL``), ask the process that holds the store. Each route answers with exactly
+``MLTRACE_SERVER_URL``), ask the process that holds the store. A process holding the embedded
+store runs a :class:`StoreHost`: it announces its API to the other processes on the machine
+(``MLTRACE_DIR/store.json``, with a random token; :mod:`mltrace_otel.store.connect`), serves
+the blueprint on a loopback port of its own when it has no UI (``mltrace collector``, a script
+using :mod:`mltrace_otel.api`), and drains the SDK's spool every second. Each route answers with exactly
 the JSON ``mltrace <command> --json`` prints: both go through :mod:`mltrace_otel.shapes`. The
 OpenAPI 3.1 document is ``GET /api/v1/openapi.json`` (:data:`OPENAPI`).
 
 User strings arrive as query parameters (GET) or a JSON body (POST) and reach SQL only as the
 store's bound parameters. When a token is set every route but ``openapi.json`` needs
-``Authorization: Bearer <token>`` (the scheme in any case). Errors are one JSON body,
+``Authorization: Bearer <token>`` (the scheme in any case; the holder's announced token works
+too). Errors are one JSON body,
 ``{"error": {"type", "message", "hint"}}``: 400 bad parameters or an ambiguous run id, 401
 without the token, 404 unknown runs / outputs / components (the CLI's message), 415 a POST that
 is not JSON, 503 store unavailable.
 
-May import: flask (lazily, in :func:`make_blueprint`), .shapes, .store.models, .auth, .errors.
-Never the CLI or the Dash pages.
+May import: flask and werkzeug (lazily), .shapes, .store.models, .store.connect (lazily),
+.auth, .errors. Never the CLI or the Dash pages.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -120,11 +127,11 @@ def _body(request: Any) -> dict[str, Any]:
     return data
 
 
-def _names(data: dict[str, Any]) -> list[str]:
-    outputs = data.get("outputs") or []
-    if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
-        raise ApiError("outputs must be a list of strings")
-    return outputs
+def _names(data: dict[str, Any], key: str = "outputs") -> list[str]:
+    names = data.get(key) or []
+    if not isinstance(names, list) or not all(isinstance(o, str) for o in names):
+        raise ApiError(f"{key} must be a list of strings")
+    return names
 
 
 def _text_or_none(data: dict[str, Any], name: str) -> str | None:
@@ -191,6 +198,22 @@ def _routes(store: Any) -> dict[tuple[str, str], Callable[[Any], Any]]:
             raise ApiError("all must be true or false")
         return shapes.unflag_json(q.unflag(_names(data), all_, _text_or_none(data, "run")))
 
+    def create_component(rq: Any) -> Any:
+        data = _body(rq)
+        name = _text_or_none(data, "name")
+        if not name:
+            raise ApiError("the body needs name (the component's name)")
+        fields = {k: _text_or_none(data, k) or "" for k in ("description", "owner")}
+        return store.create_component(name, fields["description"], fields["owner"], _names(data, "tags")
+                                      ).to_json()
+
+    def tag_component(rq: Any) -> Any:
+        data = _body(rq)
+        name = _text_or_none(data, "component")
+        if not name:
+            raise ApiError("the body needs component (a component name) and tags")
+        return store.tag_component(name, _names(data, "tags")).to_json()
+
     def notes(rq: Any) -> Any:
         data = _body(rq)
         run, text = data.get("run"), data.get("notes")
@@ -204,10 +227,12 @@ def _routes(store: Any) -> dict[tuple[str, str], Callable[[Any], Any]]:
         ("GET", "/stale"): stale, ("GET", "/review"): review, ("GET", "/components"): components,
         ("GET", "/tags"): tags, ("GET", "/pointer"): pointer, ("POST", "/flag"): flag,
         ("POST", "/unflag"): unflag, ("POST", "/notes"): notes,
+        ("POST", "/components"): create_component, ("POST", "/components/tags"): tag_component,
     }
 
 
-def make_blueprint(store: Any, token: str | None = None, lock: Any = None) -> Any:
+def make_blueprint(store: Any, token: str | None = None, lock: Any = None,
+                   local_token: str | None = None) -> Any:
     """The ``/api/v1`` blueprint on an open store.
 
     Args:
@@ -215,6 +240,7 @@ def make_blueprint(store: Any, token: str | None = None, lock: Any = None) -> An
         token: when set, every route but ``openapi.json`` needs ``Authorization: Bearer <token>``.
         lock: held around each store call (the Dash app's, so the UI and the API take turns);
             a new lock when None.
+        local_token: accepted as well as ``token`` (the :class:`StoreHost`'s announced one).
     """
     from flask import Blueprint, Response, request
 
@@ -234,7 +260,8 @@ def make_blueprint(store: Any, token: str | None = None, lock: Any = None) -> An
     def _require_token() -> Any:
         if request.path == f"{API_PREFIX}/openapi.json":
             return None
-        if token_matches(request.headers.get("Authorization"), token):
+        given = request.headers.get("Authorization")
+        if token_matches(given, token) or (local_token and token_matches(given, local_token)):
             return None
         return fail(ApiError("this API needs the token (MLTRACE_TOKEN)", status=401,
                              hint="send Authorization: Bearer <token>"))
@@ -271,6 +298,101 @@ def make_blueprint(store: Any, token: str | None = None, lock: Any = None) -> An
                              hint=f"the routes are listed in {API_PREFIX}/openapi.json"))
 
     return bp
+
+
+# --- the holder of the embedded store -------------------------------------------------------
+def local_url(host: str, port: int) -> str:
+    """The URL a process on this machine reaches a server bound to ``host:port`` at."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class StoreHost:
+    """What a long-running holder of the embedded store does for the other processes: announce
+    its query API (with :attr:`token`, random) and drain the spool every ``drain_interval_s``.
+
+    Create it, give :attr:`token` to the app serving the blueprint (``create_app(...,
+    local_token=host.token)``), then :meth:`start` with that app's URL; or :meth:`start` with
+    no URL to serve the blueprint on a loopback port of its own (127.0.0.1, port 0, the token
+    required). Stopped by the store's ``close()`` or :meth:`stop`: the announcement goes
+    first, so a reader that finds the API gone opens the store (it waits for the close).
+    """
+
+    def __init__(self, store: Any, drain_interval_s: float = 1.0) -> None:
+        self.store = store
+        self.drain_interval_s = drain_interval_s
+        self.token = secrets.token_urlsafe(32)
+        self.url = ""
+        self._files: list[Any] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._httpd: Any = None
+        self._api_store: Any = None
+
+    def start(self, url: str | None = None) -> StoreHost:
+        """Serve (unless ``url`` is given), announce, and drain until the store closes."""
+        from mltrace_otel.store import connect
+
+        if url is None:
+            self._serve_loopback()
+        else:
+            self.url = url.rstrip("/")
+        self._files = connect.announce(self.store.settings, self.url, self.token)
+        atexit.register(self.stop)  # a script's store is never closed: withdraw, stop draining
+        if self.drain_interval_s > 0:
+            self._thread(self._drain_loop, "mltrace-spool-drain")
+        self.store.on_close(self.stop)
+        return self
+
+    def _serve_loopback(self) -> None:
+        from flask import Flask
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class Quiet(WSGIRequestHandler):
+            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+                pass
+
+        self._api_store = self.store.sibling()  # its own connection: the holder's work goes on
+        app = Flask("mltrace_otel.web_api")
+        app.register_blueprint(make_blueprint(self._api_store, self.token))
+        self._httpd = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
+        self.url = local_url("127.0.0.1", self._httpd.server_port)
+        self._thread(self._httpd.serve_forever, "mltrace-api")
+
+    def _thread(self, target: Callable[[], Any], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _drain_loop(self) -> None:
+        while not self._stop.wait(self.drain_interval_s):
+            try:
+                self.store.drain_spool()
+            except Exception:  # keep serving; the next round retries
+                log.exception("mltrace: spool drain failed")
+
+    def _withdraw(self) -> None:
+        from mltrace_otel.store import connect
+
+        connect.withdraw(self._files, self.url)
+        self._files = []
+
+    def stop(self) -> None:
+        """Withdraw the announcement, stop draining and serving."""
+        self._withdraw()
+        atexit.unregister(self.stop)
+        self._stop.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout=10)
+        self._threads.clear()
+        if self._api_store is not None:
+            self._api_store.close()
+            self._api_store = None
 
 
 # --- the OpenAPI document -------------------------------------------------------------------
@@ -341,9 +463,20 @@ OPENAPI: dict[str, Any] = {
             _param("since", "Only runs started at or after (ISO 8601)."),
             _param("component", "Only runs of this component."),
             _param("tag", "Only runs of components with this tag.")], "#/components/schemas/Review"),
-        "/components": _get("Components with owner, tags and number of runs.", [
+        "/components": {**_get("Components with owner, tags and number of runs.", [
             _param("owner", "Only components with this owner."),
             _param("tag", "Only components with this tag.")], "#/components/schemas/Components"),
+            **_post("Create a component, or update its description, owner and tags (mltrace's "
+                    "create_component).",
+                    {"type": "object", "required": ["name"], "properties": {
+                        "name": {"type": "string"}, "description": {"type": "string"},
+                        "owner": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}}},
+                    "#/components/schemas/Component")},
+        "/components/tags": _post("Add tags to a component (mltrace's tag_component).",
+                                  {"type": "object", "required": ["component", "tags"], "properties": {
+                                      "component": {"type": "string"},
+                                      "tags": {"type": "array", "items": {"type": "string"}}}},
+                                  "#/components/schemas/Component"),
         "/tags": _get("Every tag of every component.", [], "#/components/schemas/Tags"),
         "/pointer": _get("An IO pointer: its type, whether flagged, the runs that wrote and read it.", [
             _param("name", "The pointer name.", required=True)], "#/components/schemas/Pointer"),
@@ -372,7 +505,7 @@ OPENAPI: dict[str, Any] = {
             "Lineage": _OBJ, "Review": _OBJ, "Pointer": _OBJ,
             "Version": {"type": "object", "properties": {"mltrace_otel": {"type": "string"},
                                                          "api": {"type": "string"}}},
-            "Components": {"type": "array", "items": _OBJ},
+            "Components": {"type": "array", "items": _OBJ}, "Component": _OBJ,
             "Tags": {"type": "array", "items": {"type": "string"}},
             "Flagged": {"type": "object", "properties": {
                 "flagged": {"type": "array", "items": {"type": "string"}},

@@ -440,7 +440,7 @@ def collector(
                                             help="OTLP/gRPC port (default 4317)."),
 ) -> None:
     """Only the OTLP collector, writing into the store."""
-    from mltrace_otel.collector.server import run_collector
+    from mltrace_otel.server import run_collector
 
     code = run_collector(_serve_settings(ctx, host=host, otlp_http_port=http_port, otlp_grpc_port=grpc_port))
     raise typer.Exit(code or 0)

@@ -2,7 +2,8 @@
 
 :class:`MltraceGroup` is the ONE place where :class:`~mltrace_otel.errors.MltraceError` becomes
 ``error: ...`` + ``hint: ...`` on stderr and exit code 1. :func:`open_cli_queries` gives the
-query commands the HTTP API's client (``--server``) or the store's queries;
+query commands the HTTP API's client (``--server``, or the API that the process holding the
+embedded store announces) or the store's queries;
 :func:`open_cli_store` opens the configured store and turns any failure to reach it into a
 StoreUnavailable that names the (masked) URL and what to check. Rich and the store are
 imported inside the functions, so importing this module (``mltrace --help``) stays cheap.
@@ -73,17 +74,33 @@ def cli_settings(ctx: typer.Context) -> Settings:
 
 @contextmanager
 def open_cli_queries(ctx: typer.Context) -> Iterator[StoreQueries | ApiClient]:
-    """What the query commands ask: the HTTP API of the server given by ``--server`` /
-    ``MLTRACE_SERVER_URL`` (with ``MLTRACE_TOKEN``), else the configured store, opened here."""
-    settings = cli_settings(ctx)
-    if settings.server_url:
-        from mltrace_otel.client import ApiClient
+    """What the query commands ask (:func:`open_queries` on the command's settings)."""
+    with open_queries(cli_settings(ctx)) as q:
+        yield q
 
-        yield ApiClient(settings.server_url, settings.token)
+
+@contextmanager
+def open_queries(settings: Settings) -> Iterator[StoreQueries | ApiClient]:
+    """The HTTP API of the server given by ``--server`` / ``MLTRACE_SERVER_URL`` (with
+    ``MLTRACE_TOKEN``); else the API announced by the live process that holds the embedded
+    store (also when it announces it while this one waits for the store); else the
+    configured store, opened here (and closed afterwards)."""
+    from mltrace_otel.client import client_for
+
+    client = client_for(settings)
+    if client is None:
+        try:
+            store = _open_store(settings)
+        except StoreUnavailable:
+            client = client_for(settings)
+            if client is None:
+                raise
+    if client is not None:
+        yield client
         return
     from mltrace_otel.shapes import StoreQueries
 
-    with open_cli_store(ctx) as store:
+    with _using(store):
         yield StoreQueries(store)
 
 
@@ -98,6 +115,12 @@ def open_cli_store(ctx: typer.Context) -> Iterator[Store]:
     if settings.server_url:
         raise ConfigError("this command works on a store, not through --server / MLTRACE_SERVER_URL",
                           hint="run it where the store is, or give --store URL")
+    store = _open_store(settings)
+    with _using(store):
+        yield store
+
+
+def _open_store(settings: Settings) -> Store:
     url = mask_url(settings.resolved_store_url)
     if settings.is_embedded:
         check = ("check that MLTRACE_DIR is writable and that no other process (mltrace server, "
@@ -117,6 +140,11 @@ def open_cli_store(ctx: typer.Context) -> Iterator[Store]:
     except Exception as e:  # a driver error the store did not map: still one clear line
         raise StoreUnavailable(f"cannot open the store at {url}: {type(e).__name__}: {e}",
                                hint=check) from None
+    return store
+
+
+@contextmanager
+def _using(store: Store) -> Iterator[Store]:
     try:
         yield store
     except AmbiguousRunId as e:

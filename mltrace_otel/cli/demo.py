@@ -198,17 +198,15 @@ def _log_backdated_ingest(raw_name: str, data_dir: Path, seed: int) -> None:
     log_component_run(cr)
 
 
-def _land(store: Any, expected: int, wait_s: float = 20.0) -> None:
+def _land(q: Any, settings: Settings, wait_s: float = 30.0) -> None:
     """Get the spooled runs into the store: drain them here, or (when another process holds
-    the embedded store and serves it) wait for that process to drain them."""
-    import time
+    the embedded store and announces its API) wait for that process to drain them."""
+    if getattr(q, "remote", False):
+        from mltrace_otel.store.connect import wait_drained
 
-    if not store.proxied:
-        store.drain_spool()
-        return
-    deadline = time.monotonic() + wait_s
-    while store.count_runs() < expected and time.monotonic() < deadline:
-        time.sleep(0.25)
+        wait_drained(settings.spool_dir, wait_s)
+    else:
+        q.store.drain_spool()
 
 
 def _steps(passes: int) -> int:
@@ -224,8 +222,8 @@ def run_demo(settings: Settings, console: Console, passes: int = 3, seed: int = 
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from mltrace_otel.cli.common import open_queries
     from mltrace_otel.sdk import export
-    from mltrace_otel.store import open_store
 
     tag = secrets.token_hex(2)
     result = DemoResult(tag=tag)
@@ -233,9 +231,8 @@ def run_demo(settings: Settings, console: Console, passes: int = 3, seed: int = 
     data_dir.mkdir(parents=True, exist_ok=True)
     result.data_dir = data_dir
 
-    store = open_store(settings, drain=False)  # fail fast when the store is unreachable
-    try:
-        before = store.count_runs()
+    # fail fast when the store is unreachable; --server is not for the demo (its runs land here)
+    with open_queries(settings.replace(server_url=None)) as q:
         export.configure(settings=settings.replace(export="spool"))
         fns = _build(data_dir)
 
@@ -294,16 +291,14 @@ def run_demo(settings: Settings, console: Console, passes: int = 3, seed: int = 
             progress.update(task, description="done")
         export.flush()
 
-        _land(store, before + result.runs)
+        _land(q, settings)
         result.flagged = v1_predictions[1:3] + v1_predictions[-2:] if len(v1_predictions) > 4 \
             else list(v1_predictions)
-        for name in result.flagged:
-            store.flag(name)
-        for run in store.history("train", limit=passes + 1):
+        if result.flagged:
+            q.flag(result.flagged)
+        for run in q.history("train", passes + 1):
             if run.failed:
                 result.failed_runs.append(run.id)
-    finally:
-        store.close()
     _print_next(console, settings, result)
     return result
 

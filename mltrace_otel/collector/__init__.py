@@ -4,8 +4,8 @@ Modules: :mod:`.otlp` (decode and check requests, OTLP/JSON to protobuf), :mod:`
 (bounded queue, batching, the one writer thread), :mod:`.receiver` (decode → queue → ack),
 :mod:`.http_server`, :mod:`.grpc_server`, :mod:`.metrics` (self-health metrics),
 :mod:`.indexer` (journaled requests into the store), :mod:`.forward` (OTLP forwarding),
-:mod:`.server` (:class:`Collector`, ``run_collector``). ``mltrace server`` (collector + UI) is
-:mod:`mltrace_otel.server`, above this package.
+:mod:`.server` (:class:`Collector`). The processes ``mltrace collector`` and ``mltrace server``
+(collector + UI) are composed in :mod:`mltrace_otel.server`, above this package.
 
 May import: settings, errors, auth, store; never the SDK or the UI. grpc and the store load only
 when used.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Collector", "run_collector"]
+__all__ = ["Collector"]
 
 
 def __getattr__(name: str) -> Any:

@@ -36,8 +36,8 @@ the next start. On start, groups a crash cut short are indexed again with their 
 the journaled requests no group covers. Journal segments wholly indexed are deleted.
 
 Imports :mod:`mltrace_otel.errors` (failure classes), :mod:`mltrace_otel.store.journal` (entries,
-tokens), :mod:`mltrace_otel.store.writer` (every insert), :mod:`mltrace_otel.store.ingest`
-(splitting and stripping requests) and :mod:`.pipeline` (thread helpers).
+tokens), :mod:`mltrace_otel.store.writer` (every insert) and :mod:`mltrace_otel.store.ingest`
+(splitting and stripping requests).
 """
 
 from __future__ import annotations
@@ -47,13 +47,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from mltrace_otel.collector.pipeline import join_threads, own_connections
-from mltrace_otel.errors import store_failure
+from mltrace_otel.errors import Rejected, StoreUnavailable, store_failure
 from mltrace_otel.store import writer
 from mltrace_otel.store.ingest import one_request_per_span, stripped
 from mltrace_otel.store.journal import Entry, group_token
+from mltrace_otel.store.models import IngestResult
+from mltrace_otel.store.protocols import JournaledStore
 from mltrace_otel.store.writer import ENGINE_MIN_SPANS
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,46 @@ MAX_BACKOFF_S = 30.0
 """Longest wait between two tries of a write the store cannot take now."""
 OTHER_TRIES = 3
 """Tries of a write failing for an unknown reason before it is handled as refused data."""
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A committed request: spans of it the store's renderer refused, and why (usually none)."""
+
+    store_rejected: int = 0
+    store_error: str = ""
+
+
+class Waiter(Protocol):
+    """A request waiting for its answer (:class:`~.pipeline.Pending`)."""
+
+    def resolve(self, result: Committed | None, error: BaseException | None = None) -> None:
+        """Answer it: committed, or failed with ``error``."""
+        ...
+
+
+def own_connections(store: Any, n: int, siblings: list[Any]) -> list[Any]:
+    """``n`` connections of their own to ``store`` (``store.sibling()``, also appended to
+    ``siblings`` to close later); a wrapper without ``sibling`` (tests) is shared instead."""
+    sibling = getattr(store, "sibling", None)
+    if sibling is None:
+        return [store] * n
+    own = [sibling() for _ in range(n)]
+    siblings.extend(own)
+    return own
+
+
+def join_threads(threads: list[threading.Thread], siblings: list[Any], deadline: float) -> bool:
+    """Wait for the threads until ``deadline`` (monotonic); once all have finished, close the
+    connections they owned. True if they all finished."""
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    done = not any(t.is_alive() for t in threads)
+    if done:
+        for st in siblings:
+            st.close()
+        siblings.clear()
+    return done
 
 
 class _Stopped(Exception):
@@ -88,9 +130,10 @@ class Indexer:
         metrics: a :class:`~.metrics.CollectorMetrics` or None.
     """
 
-    def __init__(self, store: Any, *, threads: int = 2, min_spans: int = 20_000, delay_s: float = 1.0,
-                 group_spans: int = 50_000, min_engine_spans: int | None = ENGINE_MIN_SPANS,
-                 retry_after_s: float = 1.0, stall_s: float = 60.0, metrics: Any = None) -> None:
+    def __init__(self, store: JournaledStore, *, threads: int = 2, min_spans: int = 20_000,
+                 delay_s: float = 1.0, group_spans: int = 50_000,
+                 min_engine_spans: int | None = ENGINE_MIN_SPANS, retry_after_s: float = 1.0,
+                 stall_s: float = 60.0, metrics: Any = None) -> None:
         self.store = store
         self.stall_s = stall_s
         self.threads = max(1, threads)
@@ -115,6 +158,7 @@ class Indexer:
         self._last_cleanup = 0.0
         self._threads: list[threading.Thread] = []
         self._siblings: list[Any] = []
+        self._waiting: dict[int, Waiter] = {}  # Seq -> its request, answered once indexed
         if metrics is not None:
             metrics.index_backlog.set_function(lambda: self.backlog)  # read at each scrape
 
@@ -143,12 +187,16 @@ class Indexer:
         with self._cond:
             self._appending = first_seq
 
-    def add(self, entries: Sequence[Entry]) -> None:
-        """Hand over requests just committed to the journal (in Seq order)."""
+    def add(self, entries: Sequence[Entry], waiters: Sequence[Waiter] | None = None) -> None:
+        """Hand over requests just committed to the journal (in Seq order); ``waiters`` (the
+        indexed acknowledgement): each entry's request, answered once it is indexed, refused
+        (400: stored only stripped, or set aside) or failing (503: its bytes stay journaled)."""
         if not entries:
             return
         now = time.monotonic()
         with self._cond:
+            if waiters is not None:
+                self._waiting.update((e.seq, w) for e, w in zip(entries, waiters, strict=True))
             for e in entries:
                 self._pending.append((e, now))
                 self._pending_spans += e.spans
@@ -210,6 +258,9 @@ class Indexer:
         with self._cond:
             self._cond.notify_all()
         done = join_threads(self._threads, self._siblings, max(deadline, time.monotonic() + 0.5))
+        with self._cond:
+            unanswered = list(self._waiting)
+        self._answer(unanswered, error=StoreUnavailable("the collector stopped before indexing it"))
         left = self.backlog
         if left:
             log.warning("%d acknowledged spans are not indexed yet (%s); they stay in the ingest journal "
@@ -248,7 +299,7 @@ class Indexer:
                 else:
                     self._cond.wait()
 
-    def _loop(self, store: Any) -> None:
+    def _loop(self, store: JournaledStore) -> None:
         while True:
             group = self._take()
             if group is None:
@@ -265,7 +316,7 @@ class Indexer:
                     self._cond.notify_all()
             self._cleanup(store)
 
-    def _retrying(self, what: str, fn: Any) -> Exception | None:
+    def _retrying(self, what: str, fn: Any, seqs: Sequence[int] = ()) -> Exception | None:
         """Run ``fn()`` until it succeeds (None) or the data is refused (the error). A store
         that cannot write now is retried with back-off for as long as it takes; an unknown
         error OTHER_TRIES times. Raises _Stopped when stop()'s deadline passes meanwhile."""
@@ -296,22 +347,26 @@ class Indexer:
             if self._failing is None or backoff >= MAX_BACKOFF_S:
                 log.warning("%s failed (%s); retrying in %.0f s, nothing is dropped", what, error, backoff)
             self._failing = str(error) or type(error).__name__
+            self._answer(seqs, error=error)  # 503 now; the journal keeps them, indexed later
             if self._abort.wait(backoff):
                 raise _Stopped
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    def _index(self, store: Any, group: list[Entry]) -> None:
+    def _index(self, store: JournaledStore, group: list[Entry]) -> None:
         """Index one group until it is stored (see the module docstring), recording its progress."""
         first, last = group[0].seq, group[-1].seq
         spans = sum(e.spans for e in group)
         payloads = [e.payload for e in group]
+        seqs = [e.seq for e in group]
         t0 = time.perf_counter()
+        results: list[IngestResult] = []
 
         def insert() -> None:
             store.journal_mark(first, last, False)
-            writer.write(store, payloads, spans, self.min_engine_spans, dedup_token=group_token(first, last))
+            results.append(writer.write(store, payloads, spans, self.min_engine_spans,
+                                        dedup_token=group_token(first, last)))
 
-        refused = self._retrying(f"indexing {spans} spans", insert)
+        refused = self._retrying(f"indexing {spans} spans", insert, seqs)
         if refused is not None:
             if len(group) > 1:
                 log.warning("indexing %d journaled requests failed (%s); indexing them one by one",
@@ -321,24 +376,31 @@ class Indexer:
             else:
                 self._index_refused(store, group[0], refused)
         self._mark_done(store, first, last)
-        if refused is None and self.metrics is not None:
-            self.metrics.indexed.inc(spans)
-            self.metrics.index_seconds.observe(time.perf_counter() - t0)
+        if refused is None:
+            rejected, errors = results[-1].rejected, results[-1].errors  # spans the renderer refused
+            if self.metrics is not None:
+                self.metrics.indexed.inc(spans - rejected)
+                self.metrics.index_seconds.observe(time.perf_counter() - t0)
+                if rejected:
+                    self.metrics.rejected.labels("store").inc(rejected)
+            self._answer(seqs, Committed(rejected, "; ".join(errors)[:500]) if rejected else Committed())
 
-    def _index_refused(self, store: Any, entry: Entry, error: Exception) -> None:
+    def _index_refused(self, store: JournaledStore, entry: Entry, error: Exception) -> None:
         """A single request whose insert was refused for its data (by both renderers): span by
         span, then stripped spans, then set aside. Each step has its own dedup token."""
         token = group_token(entry.seq, entry.seq)
 
         def rendered(payload: bytes, suffix: str) -> Exception | None:
             return self._retrying(f"indexing Seq {entry.seq} ({suffix})", lambda: (
-                store.insert_requests_rendered([payload], dedup_token=f"{token}-{suffix}")))
+                store.insert_requests_rendered([payload], dedup_token=f"{token}-{suffix}")), [entry.seq])
 
+        whole = 0  # spans stored with everything they carry
         log.warning("a journaled request of %d spans (Seq %d) cannot be stored whole (%s); storing "
                     "its spans one by one", entry.spans, entry.seq, error)
         for i, one in enumerate(one_request_per_span(entry.payload)):
             if (error := rendered(one, f"s{i}")) is None:
                 self._count(indexed=1)
+                whole += 1
             elif (last := rendered(stripped(one), f"x{i}")) is None:
                 log.error("span %d of journaled request Seq %d was stored without its attributes, events "
                           "and links: the store refused them (%s)", i, entry.seq, error)
@@ -352,6 +414,22 @@ class Indexer:
                 log.error("span %d of journaled request Seq %d cannot be stored at all (%s); kept in "
                           "the journal's rejected/%s.otlp", i, entry.seq, last, name)
                 self._count(rejected=("store", 1))
+        if whole == entry.spans:
+            self._answer([entry.seq], Committed())
+        else:
+            self._answer([entry.seq], error=Rejected(
+                f"the store cannot hold this request's data ({entry.spans - whole} of {entry.spans} "
+                f"spans kept stripped or set aside): {error}"))
+
+    def _answer(self, seqs: Sequence[int], result: Committed | None = None,
+                error: BaseException | None = None) -> None:
+        """Answer the requests waiting on these Seqs (the indexed acknowledgement), once."""
+        if not self._waiting:
+            return
+        with self._cond:
+            waiters = [w for q in seqs if (w := self._waiting.pop(q, None)) is not None]
+        for w in waiters:
+            w.resolve(result, error)
 
     def _count(self, indexed: int = 0, rejected: tuple[str, int] | None = None) -> None:
         if self.metrics is None:
@@ -361,14 +439,14 @@ class Indexer:
         if rejected is not None:
             self.metrics.rejected.labels(rejected[0]).inc(rejected[1])
 
-    def _mark_done(self, store: Any, first: int, last: int) -> None:
+    def _mark_done(self, store: JournaledStore, first: int, last: int) -> None:
         """Record the group as indexed (retried like an insert: until then a restart would
         only index it again, deduplicated by its token)."""
         failed = self._retrying("recording journal progress", lambda: store.journal_mark(first, last, True))
         if failed is not None:
             log.warning("could not record journal progress: %s", failed)
 
-    def _cleanup(self, store: Any) -> None:
+    def _cleanup(self, store: JournaledStore) -> None:
         """Delete journal segments below the oldest Seq not yet indexed (at most every 5 s)."""
         now = time.monotonic()
         with self._cond:

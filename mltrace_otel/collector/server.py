@@ -1,23 +1,15 @@
-"""Running the collector: the :class:`Collector` object and the ``mltrace collector`` entry point
-(``mltrace server``, the collector plus the UI, is composed above it in :mod:`mltrace_otel.server`).
+"""Running the collector: the :class:`Collector` object (receivers, queue, indexer, metrics) over
+an open store. The processes ``mltrace collector`` and ``mltrace server`` (the collector plus the
+UI and the query API they announce) are composed above it, in :mod:`mltrace_otel.server`.
 
-Contract with the CLI (``mltrace_otel/cli``)::
-
-    mltrace [--store URL] collector [--host H] [--http-port P] [--grpc-port G]
-        -> settings = Settings.from_env(store_url=URL).replace(host=H, otlp_http_port=P,
-                                                               otlp_grpc_port=G)  # flags given
-        -> return run_collector(settings)          # the process exit code
-
-The token, limits and batch sizes come from the environment (MLTRACE_TOKEN,
-MLTRACE_MAX_BODY_BYTES, MLTRACE_QUEUE_SPANS, MLTRACE_BATCH_ROWS, MLTRACE_BATCH_DELAY_S).
-
-Both block until SIGTERM or SIGINT, then stop accepting, commit everything queued, and return 0.
-They raise :class:`~mltrace_otel.errors.MltraceError` (StoreUnavailable, ConfigError for a port
-that cannot be bound) before serving; the CLI prints it as usual. One log line per start names
-every address.
+The token, limits and batch sizes come from the settings (MLTRACE_TOKEN, MLTRACE_MAX_BODY_BYTES,
+MLTRACE_QUEUE_SPANS, MLTRACE_BATCH_ROWS, MLTRACE_BATCH_DELAY_S). :meth:`Collector.start` raises
+:class:`~mltrace_otel.errors.MltraceError` (StoreUnavailable, ConfigError for a port that cannot
+be bound) before serving.
 
 Imports: settings, errors, store (``open_store``), the collector modules; the store metrics are
-imported only when present. Never the Dash app: the collector does not depend on the UI.
+imported only when present. Never the Dash app or the query API: the collector depends on
+neither.
 """
 
 from __future__ import annotations
@@ -33,11 +25,11 @@ from mltrace_otel.collector.grpc_server import GrpcReceiver
 from mltrace_otel.collector.http_server import TRACES_PATH, OTLPHTTPServer
 from mltrace_otel.collector.indexer import Indexer
 from mltrace_otel.collector.metrics import CollectorMetrics, register_store_metrics
-from mltrace_otel.collector.pipeline import IngestQueue
+from mltrace_otel.collector.pipeline import MAX_BATCH_ROWS, IngestQueue
 from mltrace_otel.collector.receiver import Exporter
-from mltrace_otel.errors import ConfigError, StoreUnavailable
+from mltrace_otel.errors import ConfigError
 from mltrace_otel.settings import Settings, mask_url
-from mltrace_otel.store import share, writer
+from mltrace_otel.store import writer
 
 log = logging.getLogger("mltrace_otel.collector")
 
@@ -133,22 +125,21 @@ class Collector:
 
             self.store = open_store(s)
         try:
-            if getattr(self.store, "proxied", False):  # reached through another process's share
-                raise StoreUnavailable(
-                    f"the embedded store {mask_url(s.resolved_store_url)} is held by another process; "
-                    "a collector must write to it directly",
-                    hint="stop that process (e.g. mltrace server, which has a collector), or send "
-                         "spans to its collector")
-            indexer = None
+            # the one writer into the store: it indexes the journal in big groups (journaled
+            # acknowledgement), or as soon as a batch is journaled (indexed: the batch waits)
             if s.journaled_ack:
                 indexer = Indexer(self.store, min_spans=s.index_spans, delay_s=s.batch_delay_s,
-                                  stall_s=max(30.0, 3 * self.stall_s),
-                                  group_spans=int(2.5 * s.index_spans),
+                                  stall_s=max(30.0, 3 * self.stall_s), group_spans=int(2.5 * s.index_spans),
                                   min_engine_spans=self.min_engine_spans, metrics=self.metrics)
+            else:
+                indexer = Indexer(self.store, min_spans=1, delay_s=0.0, stall_s=self.stall_s,
+                                  group_spans=MAX_BATCH_ROWS, min_engine_spans=self.min_engine_spans,
+                                  metrics=self.metrics)
             self.queue = IngestQueue(
-                self.store, batch_rows=s.batch_rows, batch_delay_s=s.batch_delay_s, indexer=indexer,
+                self.store, indexer, answer_when_indexed=not s.journaled_ack,
+                batch_rows=s.batch_rows, batch_delay_s=s.batch_delay_s,
                 queue_spans=s.queue_spans, stall_s=self.stall_s, drain_every_s=self.drain_every_s,
-                linger_s=self.linger_s, metrics=self.metrics, min_engine_spans=self.min_engine_spans)
+                linger_s=self.linger_s, metrics=self.metrics)
             if s.forward_targets:
                 from mltrace_otel.collector.forward import Forwarder
 
@@ -317,53 +308,3 @@ class StopSignals:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-def run_collector(settings: Settings) -> int:
-    """``mltrace collector``: the collector alone, on the store the settings name.
-
-    Opens the store (embedded chDB by default, or the ClickHouse URL), shares an embedded store
-    with other processes (so the CLI and the Python API can query it while the collector runs;
-    the sharing also drains the spool), serves OTLP/HTTP on ``settings.host:otlp_http_port``
-    (with ``/metrics``) and OTLP/gRPC on ``otlp_grpc_port``, logs one line with the addresses,
-    and blocks until SIGTERM/SIGINT; then stops accepting, commits the queue (within
-    ``settings.stop_grace_s``) and returns 0.
-
-    Raises:
-        StoreUnavailable: the store cannot be opened.
-        ConfigError: a port cannot be bound.
-    """
-    setup_logging()
-    share.tune_engine_allocator()
-    with StopSignals() as signals:
-        store, shared = open_shared(settings)
-        collector = None
-        try:
-            collector = Collector(settings, store, drain_every_s=0.0 if shared else 2.0)
-            collector.start()
-            log.info("mltrace collector listening: %s", collector.describe())
-            signals.wait()
-            log.info("mltrace collector stopping: committing %d queued spans",
-                     collector.queue.depth if collector.queue else 0)
-        finally:
-            clean = collector is None or collector.stop_clean()
-            if clean:
-                store.close()
-    log.info("mltrace collector stopped")
-    return 0
-
-
-def open_shared(settings: Settings) -> tuple[Any, bool]:
-    """Open the store and, when it is the embedded one held here, share it with other
-    processes (CLI, Python API; the sharing drains the spool too). The store and whether it
-    is shared."""
-    from mltrace_otel.store import open_store
-
-    store = open_store(settings)
-    shared = settings.is_embedded and not getattr(store, "proxied", False)
-    if shared:
-        try:
-            store.serve_shared()
-        except NotImplementedError:  # a store without sharing: the collector drains instead
-            shared = False
-    return store, shared

@@ -2,7 +2,8 @@
 
 ``create_app(settings, store)`` builds the app (used by ``mltrace ui`` and inside
 ``mltrace server``); ``make_server`` wraps it in a threaded WSGI server; ``run_ui(settings)``
-opens the store, shares it with other processes, and serves until interrupted.
+opens the store, announces its ``/api/v1`` to other processes (:class:`~mltrace_otel.web_api.StoreHost`),
+and serves until interrupted.
 
 When ``settings.token`` is set every request needs ``Authorization: Bearer <token>`` or HTTP
 basic auth with the token as password (browsers prompt for it). The HTTP query API
@@ -27,7 +28,7 @@ from mltrace_otel.dashboards.cards import run_card
 from mltrace_otel.dashboards.routes import Action, Route, parse_command, route_from_url
 from mltrace_otel.errors import MltraceError
 from mltrace_otel.settings import Settings
-from mltrace_otel.web_api import BLUEPRINT_NAME, make_blueprint
+from mltrace_otel.web_api import BLUEPRINT_NAME, StoreHost, local_url, make_blueprint
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +87,15 @@ def _install_auth(server: Any, token: str) -> None:
                         {"WWW-Authenticate": 'Basic realm="mltrace", charset="UTF-8"'})
 
 
-def create_app(settings: Settings | None = None, store: Any = None) -> dash.Dash:
+def create_app(settings: Settings | None = None, store: Any = None, *,
+               local_token: str | None = None) -> dash.Dash:
     """Build the triage UI.
 
     Args:
         settings: resolved settings (``Settings.from_env()`` when None); ``token`` turns on auth.
         store: an open :class:`~mltrace_otel.store.core.Store`; opened from ``settings`` when None
             (the app then owns it for the life of the process).
+        local_token: the API also accepts this token (the :class:`StoreHost`'s announced one).
 
     Returns:
         The Dash app; serve ``app.server`` (a Flask WSGI app), e.g. with :func:`make_server`.
@@ -110,7 +113,7 @@ def create_app(settings: Settings | None = None, store: Any = None) -> dash.Dash
     app.server.config["MLTRACE_STORE"] = store
     if settings.token:
         _install_auth(app.server, settings.token)
-    app.server.register_blueprint(make_blueprint(store, settings.token, lock))  # /api/v1
+    app.server.register_blueprint(make_blueprint(store, settings.token, lock, local_token))  # /api/v1
 
     @app.callback(Output("page", "children"), Output("cmd", "value"), Output("doc-title", "data"),
                   Input("url", "pathname"), Input("url", "search"), Input("refresh", "data"))
@@ -238,8 +241,8 @@ def make_server(app: dash.Dash, host: str, port: int, *, log_requests: bool = Fa
 def run_ui(settings: Settings | None = None) -> int:
     """Serve the UI on ``settings.host:settings.ui_port`` until interrupted; the exit code.
 
-    Opens the store (and, for the embedded one, shares it with other processes and drains the
-    spool while running, so new runs appear).
+    Opens the store (and, for the embedded one, announces the UI's ``/api/v1`` to other processes
+    on this machine and drains the spool every second, so new runs appear).
 
     Raises:
         MltraceError: the store cannot be opened, or the port cannot be bound.
@@ -249,20 +252,23 @@ def run_ui(settings: Settings | None = None) -> int:
     settings = settings or Settings.from_env()
     store = open_store(settings)
     try:
-        if settings.is_embedded and not getattr(store, "proxied", False):
-            store.serve_shared()
-        app = create_app(settings, store)
+        host = StoreHost(store) if settings.is_embedded else None
+        app = create_app(settings, store, local_token=host.token if host else None)
         try:
             server = make_server(app, settings.host, settings.ui_port)
         except OSError as e:
             raise MltraceError(f"cannot serve the UI on {settings.host}:{settings.ui_port}: {e}",
                                hint="set MLTRACE_UI_PORT to a free port") from None
+        if host is not None:
+            host.start(local_url(settings.host, server.server_port))
         print(f"mltrace UI: http://{settings.host}:{server.server_port}/", flush=True)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             pass
         finally:
+            if host is not None:
+                host.stop()  # the announcement goes before the API does
             server.server_close()
     finally:
         store.close()

@@ -9,19 +9,16 @@ Connecting:
 
 - ``http(s)://user:pass@host:port/db``: a ClickHouse server.
 - ``chdb:///dir[?database=db]``: the embedded engine. One process at a time can hold a
-  directory; :mod:`.share` decides how to reach it (open it here, wait for its holder, or go
-  through the holder's loopback endpoint when the holder serves one).
+  directory; :mod:`.connect` opens it here or waits for its holder (a holder that announces
+  its query API is asked through that API by the CLI and :mod:`mltrace_otel.api`, not here).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-import os
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from mltrace_otel.errors import QueryError, StoreUnavailable
@@ -65,13 +62,10 @@ def open_store(settings: Settings | None = None, *, drain: bool = True) -> Store
         StoreUnavailable: the server cannot be reached, or the embedded store stayed locked
             by another process for longer than ``settings.store_wait_s``.
     """
-    from mltrace_otel.store import share
+    from mltrace_otel.store import connect
 
     settings = settings or Settings.from_env()
-    if settings.is_embedded:
-        _private_store_dir(settings, share.engine_dir(settings.resolved_store_url))
-    conn = share.connect(settings)
-    store = Store(settings, conn)
+    store = Store(settings, connect.connect(settings))
     try:
         store.migrate()
         if drain:
@@ -82,22 +76,6 @@ def open_store(settings: Settings | None = None, *, drain: bool = True) -> Store
     return store
 
 
-def _private_store_dir(settings: Settings, directory: Path) -> None:
-    """Create the embedded store's directory 0700 (and MLTRACE_DIR, tightening an existing one
-    this user owns, when the store lives in it), before chDB writes into it: chDB creates its
-    files with the process umask (0644 under umask 022), so only the directory keeps other
-    users out of the spans, the ingest journal and the share token."""
-    from mltrace_otel import spool
-
-    home = Path(os.path.realpath(settings.mltrace_dir.expanduser()))
-    if directory == home or home in directory.parents:
-        spool.secure_home(home)
-    try:
-        spool.private_dir(directory)
-    except OSError as e:  # share.connect reports an unusable directory with the store's error
-        log.debug("mltrace: cannot create %s: %s", directory, e)
-
-
 class Store:
     """A connection to the mltrace-otel store. Use as a context manager or call close()."""
 
@@ -105,16 +83,14 @@ class Store:
     database: str
 
     def __init__(self, settings: Settings, conn: Any) -> None:
-        """Wrap an open :class:`.share.Connection` (use :func:`open_store`, not this)."""
+        """Wrap an open :class:`.connect.Connection` (use :func:`open_store`, not this)."""
         self.settings = settings
         self.database = settings.database
         self._conn = conn
         self.client = conn.client
         self.url = conn.url
-        self.proxied: bool = conn.proxied
         self._closed = False
-        self._sharing: Any = None
-        self._lock = threading.RLock()
+        self._on_close: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"Store({mask_url(self.url)!r}, database={self.database!r})"
@@ -125,18 +101,25 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        if self._sharing is not None:
-            self._sharing.stop()
-            self._sharing = None
+        while self._on_close:
+            try:
+                self._on_close.pop()()
+            except Exception:  # closing must go on: the engine lock is released below
+                log.exception("mltrace: stopping a user of the store failed")
         self._conn.close()
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the store closes, before the connection is released (a
+        holder's API and spool drain stop first; last registered, first run)."""
+        self._on_close.append(callback)
 
     def sibling(self) -> Store:
         """Another connection to this store (same settings and database; no migration, no
         drain), closed on its own. The engine runs queries from different connections side by
         side (one connection runs one at a time): the collector's inserters use one each."""
-        from mltrace_otel.store import share
+        from mltrace_otel.store import connect
 
-        conn = share.connect(self.settings)
+        conn = connect.connect(self.settings)
         conn.client.database = self.database
         return Store(self.settings, conn)
 
@@ -165,43 +148,35 @@ class Store:
                           data=isinstance(e, DataError))
 
     def _call(self, name: str, parameters: dict[str, Any] | None, fn: Any) -> Any:
-        """Run ``fn(client)``; map errors once. Through a shared endpoint whose holder went
-        away, reconnect (to a new holder, or the now free directory) and retry once."""
+        """Run ``fn(client)``; map errors once."""
         self._check_open(name)
-        for attempt in (0, 1):
-            client = self.client
-            try:
-                return fn(client)
-            except Exception as e:  # clickhouse-connect has no narrower base for engine errors
-                err = self._error(name, parameters, e)
-                if attempt == 0 and self.proxied and isinstance(err, StoreUnavailable):
-                    self._reconnect(client)
-                    continue
-                raise err from e
-        raise AssertionError("unreachable")
+        try:
+            return fn(self.client)
+        except Exception as e:  # clickhouse-connect has no narrower base for engine errors
+            raise self._error(name, parameters, e) from e
 
-    def _reconnect(self, failed_client: Any) -> None:
-        from mltrace_otel.store import share
-
-        with self._lock:
-            if self.client is not failed_client:  # another thread already reconnected
-                return
-            old = self._conn
-            self._conn = share.connect(self.settings)
-            self._conn.client.database = self.database
-            self.client, self.proxied = self._conn.client, self._conn.proxied
-            old.close()
-            log.info("mltrace: reconnected to store %s (%s)", mask_url(self.url),
-                     "shared endpoint" if self.proxied else "embedded")
-
-    def query(self, name: str, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
-        """Run a named SELECT with bound parameters; rows as tuples. Errors become QueryError."""
+    def query(self, name: str, sql: str, parameters: dict[str, Any] | None = None, *,
+              column_formats: dict[str, str] | None = None) -> list[tuple]:
+        """Run a named SELECT with bound parameters; rows as tuples. Errors become QueryError.
+        ``column_formats``: clickhouse-connect's per-column read formats (``{"Payload": "bytes"}``
+        reads a String column as bytes)."""
         return self._call(name, parameters, lambda c: list(
-            c.query(sql, parameters=parameters or None).result_rows))
+            c.query(sql, parameters=parameters or None, column_formats=column_formats).result_rows))
 
     def command(self, name: str, sql: str, parameters: dict[str, Any] | None = None) -> None:
         """Run a named statement with bound parameters. Errors become QueryError."""
         self._call(name, parameters, lambda c: c.command(sql, parameters=parameters or None))
+
+    def insert_body(self, name: str, table: str, body: bytes, *, fmt: str,
+                    columns: Sequence[str] | None = None, settings: dict[str, Any] | None = None) -> None:
+        """Insert a body already encoded in ClickHouse input format ``fmt`` (``JSONCompactColumns``
+        from the Python renderer, ``Protobuf`` for the engine's) into a table of this database,
+        in one insert: the renderers' way in, with no row-by-row work in the driver."""
+        from mltrace_otel.store.schema import quote_ident
+
+        self._call(name, {"table": table, "bytes": len(body)}, lambda c: c.raw_insert(
+            f"{quote_ident(self.database)}.{quote_ident(table)}", list(columns) if columns else None, body,
+            settings=settings or None, fmt=fmt))
 
     def insert_columns(self, name: str, table: str, columns: Sequence[Sequence[Any]],
                        column_names: Sequence[str], settings: dict[str, Any] | None = None) -> None:
@@ -223,22 +198,6 @@ class Store:
         from mltrace_otel.store import schema
 
         return schema.migrate(self)
-
-    # --- sharing --------------------------------------------------------------------------
-    def serve_shared(self, drain_interval_s: float = 1.0) -> Any:
-        """Let other processes reach this embedded store through a loopback endpoint.
-
-        For long-running holders (``mltrace server``, the Dash app): serves enough of the
-        ClickHouse HTTP interface for clickhouse-connect, records it in ``MLTRACE_DIR/store.json``
-        and drains the spool every ``drain_interval_s`` seconds. Stopped by :meth:`close`.
-        Returns the :class:`.share.SharedServer`.
-        """
-        from mltrace_otel.store import share
-
-        if self._sharing is None:
-            self._sharing = share.SharedServer(self, drain_interval_s=drain_interval_s)
-            self._sharing.start()
-        return self._sharing
 
     # --- ingest ---------------------------------------------------------------------------
     def insert_otlp(self, request: bytes | Any, *, dedup_token: str | None = None) -> IngestResult:
@@ -274,7 +233,7 @@ class Store:
         journal.mark(self, first_seq, last_seq, done)
 
     def journal_recover(self) -> Any:
-        """The journaled requests still to index (:class:`.journal.Recovered`)."""
+        """The journaled requests still to index (:class:`.models.Recovered`)."""
         from mltrace_otel.store import journal
 
         return journal.recover(self)

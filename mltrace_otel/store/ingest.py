@@ -35,6 +35,7 @@ from mltrace_otel import spool
 from mltrace_otel.errors import StoreUnavailable
 from mltrace_otel.store import writer
 from mltrace_otel.store.models import IngestResult
+from mltrace_otel.store.protocols import IngestConnection
 
 log = logging.getLogger(__name__)
 
@@ -346,33 +347,28 @@ INSERT_SETTINGS: dict[str, Any] = {
 """Settings of every span insert into otel_traces (rows rendered here, or by the engine)."""
 
 
-def insert_columns(store: Any, cols: Columns, *, dedup_token: str | None = None) -> IngestResult:
+def insert_columns(store: IngestConnection, cols: Columns, *, dedup_token: str | None = None) -> IngestResult:
     """Insert rendered rows in one synchronous insert (with an optional dedup token).
 
     On a :class:`~mltrace_otel.store.core.Store` the rows travel as one JSONCompactColumns
-    body (:func:`json_body`); any other object with ``insert_columns`` (a wrapper in tests)
-    gets the column lists.
+    body (:func:`json_body`, ``Store.insert_body``); any other object with ``insert_columns``
+    (a wrapper in tests) gets the column lists.
     """
     if len(cols):
         settings: dict[str, Any] = dict(INSERT_SETTINGS)
         if dedup_token:
             settings["insert_deduplication_token"] = dedup_token
-        call = getattr(store, "_call", None)
-        database = getattr(store, "database", None)
-        if call is not None and isinstance(database, str) and database:
-            from mltrace_otel.store.schema import quote_ident
-
-            body = json_body(cols)
-            table = f"{quote_ident(database)}.{TABLE}"
-            call("insert_spans", {"table": TABLE, "rows": len(cols)},
-                 lambda c: c.raw_insert(table, COLUMNS, body, settings=settings,
-                                        fmt="JSONCompactColumns"))
+        insert_body = getattr(store, "insert_body", None)
+        if insert_body is not None:
+            insert_body("insert_spans", TABLE, json_body(cols), fmt="JSONCompactColumns", columns=COLUMNS,
+                        settings=settings)
         else:
             store.insert_columns("insert_spans", TABLE, cols.data, COLUMNS, settings=settings)
     return IngestResult(accepted=len(cols), rejected=cols.rejected, errors=tuple(cols.errors))
 
 
-def insert_otlp(store: Any, request: bytes | Any, *, dedup_token: str | None = None) -> IngestResult:
+def insert_otlp(store: IngestConnection, request: bytes | Any, *,
+                dedup_token: str | None = None) -> IngestResult:
     """Insert an OTLP ExportTraceServiceRequest (object or serialized protobuf).
 
     Raises:
@@ -382,7 +378,7 @@ def insert_otlp(store: Any, request: bytes | Any, *, dedup_token: str | None = N
     return insert_columns(store, rows_from_otlp(request), dedup_token=dedup_token)
 
 
-def insert_requests_rendered(store: Any, requests: Sequence[bytes | Any], *,
+def insert_requests_rendered(store: IngestConnection, requests: Sequence[bytes | Any], *,
                              dedup_token: str | None = None) -> IngestResult:
     """Render several OTLP requests (objects or bytes) in Python and insert them in one insert
     (with an optional insert_deduplication_token)."""
@@ -444,7 +440,7 @@ def encode_spans(spans: Sequence[Any]) -> Any:
     return _encode(spans)
 
 
-def insert_spans(store: Any, spans: Sequence[Any]) -> IngestResult:
+def insert_spans(store: IngestConnection, spans: Sequence[Any]) -> IngestResult:
     """Insert OTel SDK ReadableSpans, rendered exactly as the contrib exporter would."""
     if not spans:
         return IngestResult()
@@ -463,7 +459,7 @@ def _move_aside(claimed: spool.Claimed, reason: str) -> None:
     log.error("mltrace: spool file %s moved to %s: %s", claimed.restore, target, reason)
 
 
-def drain_spool(store: Any) -> int:
+def drain_spool(store: IngestConnection) -> int:
     """Move every sealed segment of the local spool (:mod:`mltrace_otel.spool`) into the store,
     exactly once; spans stored.
 

@@ -1,30 +1,35 @@
 """The ingest journal: serialized OTLP requests committed before they are indexed.
 
-The collector's "journaled" acknowledgement (``collector/indexer.py``) answers a request once
-its bytes are appended to the journal, a queue directory in the embedded store's directory
-(``<store>/mltrace-journal/<database>/``) in the one queue format of :mod:`mltrace_otel.spool`
-(segment files of CRC-checked records, one ``write`` per batch, one segment per 10 s of
-sequence numbers). Indexing the same spans into ``otel_traces`` and the mltrace tables costs the
-engine ~100 ms of fixed work per insert; the indexer indexes many journaled requests per insert,
-which is where the throughput comes from. Durability is the store's own: like an engine insert
-(no fsync), an append survives the collector being killed, not the machine losing power.
+Every request the collector takes is appended to the journal first: a queue directory (the
+embedded store's: ``<store>/mltrace-journal/<database>/``; a ClickHouse server's: under
+``MLTRACE_DIR``, one per collector process, :func:`for_store`) in the one queue format of
+:mod:`mltrace_otel.spool` (segment files of CRC-checked records, one ``write`` per batch, one
+segment per 10 s of sequence numbers). The collector's indexer (``collector/indexer.py``), the
+one writer into the store, indexes it; the "journaled" acknowledgement answers a request once it
+is appended, the "indexed" one once it is indexed. Indexing costs the engine ~100 ms of fixed
+work per insert; the indexer indexes many journaled requests per insert, which is where the
+throughput comes from. Durability is the store's own: like an engine insert (no fsync), an
+append survives the collector being killed, not the machine losing power.
 
 Recovery (:meth:`Journal.scan`) cuts a record a crash cut short off the end of its segment (it was
 never acknowledged) and skips a record damaged on disk alone, keeping everything after it (logged
 at ERROR, :attr:`Recovered.corrupt`, ``mltrace_collector_journal_corrupt_records_total``).
 
 Exactly-once: each index insert covers a contiguous range of journal records and carries the
-insert_deduplication_token :func:`group_token` of that range; its ``mltrace_ingest_progress``
-row (a table: migration 0040) says Done = 0 before the insert and 1 after. After a crash,
-:func:`recover` returns the groups left at Done = 0 (indexed again with the same token: the
-store drops what the crashed insert had committed) and the records no group covers.
+insert_deduplication_token :func:`group_token` of that range; a record in the journal's
+``progress`` file (fixed 21-byte records: first and last Seq, Done, CRC-32; one ``write`` each,
+beside the segments, as durable as they are) says Done = 0 before the insert and 1 after. After
+a crash, :func:`recover` returns the groups left at Done = 0 (indexed again with the same token:
+the store drops what the crashed insert had committed) and the records no group covers. (The
+first versions kept these rows in the ``mltrace_ingest_progress`` table; :func:`recover` moves
+what a store still holds there into the file, once.)
 
 A request that no way of indexing can store (:mod:`mltrace_otel.collector.indexer` tries the
 engine, the Python renderer, then each span alone and stripped) is set aside, never deleted:
 :meth:`Journal.set_aside` writes it to ``rejected/<seq>-<span>.otlp`` beside the segments.
 
 Imports :mod:`mltrace_otel.spool` (the queue format), :mod:`.schema` (identifier quoting) and
-:mod:`.share` (the embedded store's directory); SQL only here.
+:mod:`.connect` (the embedded store's directory); SQL only here.
 """
 
 from __future__ import annotations
@@ -32,18 +37,25 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import struct
 import threading
+import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
 
 from mltrace_otel import spool
 from mltrace_otel.spool import SEGMENT_NS, Entry, next_seq
+from mltrace_otel.store.models import Recovered
+from mltrace_otel.store.protocols import IngestConnection
 
 log = logging.getLogger(__name__)
 
 PROGRESS = "mltrace_ingest_progress"
+"""The progress table of the first versions (moved into the progress file by :func:`recover`)."""
+PROGRESS_FILE = "progress"
+_MARK = struct.Struct("<QQB")  # first Seq, last Seq, Done
+_MARK_SIZE = _MARK.size + 4  # + CRC-32 of the above
 LEGACY_TABLE = "mltrace_ingest_journal"
 """The journal table of the first version (dropped by :func:`recover` once its rows are moved)."""
 DIRNAME = "mltrace-journal"
@@ -51,28 +63,82 @@ WRITER = "journal"
 """The name of the collector's writer in its segment files (one writer per journal)."""
 
 
-@dataclass(frozen=True)
-class Recovered:
-    """What a collector finds in the journal when it starts: groups whose index insert may
-    have been cut short (replay each with its own token) and entries in no group yet."""
-
-    groups: list[list[Entry]]
-    entries: list[Entry]
-    last_seq: int
-    corrupt: int = 0
-    """Damaged records skipped (each at least one request: logged at ERROR)."""
+def _mark_record(first_seq: int, last_seq: int, done: bool) -> bytes:
+    body = _MARK.pack(first_seq, last_seq, int(done))
+    return body + zlib.crc32(body).to_bytes(4, "little")
 
 
 class Journal:
     """The journal of one store directory. One object per directory and process
     (:func:`for_store`): the collector's writer appends, its indexer threads drop. Only the
-    process holding the embedded store runs a collector on it (``collector/server.py`` refuses a
-    proxied store), so no other process writes here."""
+    process holding the embedded store runs a collector on it (opening a store another process
+    holds fails), so no other process writes here."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._lock = threading.Lock()
         self._writer = spool.SegmentWriter(directory, WRITER)
+        self._progress = directory / PROGRESS_FILE
+
+    def mark(self, first_seq: int, last_seq: int, done: bool) -> None:
+        """Record an index group as starting (False) or indexed (True): one 21-byte write.
+
+        Raises:
+            StoreUnavailable: the progress file cannot be written (disk full, permissions).
+        """
+        from mltrace_otel.errors import StoreUnavailable
+
+        record = _mark_record(first_seq, last_seq, done)
+        try:
+            with self._lock:
+                spool.private_dir(self.directory)
+                fd = os.open(self._progress, os.O_WRONLY | os.O_CREAT | os.O_APPEND, spool.FILE_MODE)
+                try:
+                    if os.write(fd, record) != len(record):
+                        raise OSError("short write")
+                finally:
+                    os.close(fd)
+        except OSError as e:
+            raise StoreUnavailable(f"cannot write the ingest journal's progress in {self.directory}: {e}",
+                                   hint="free disk space") from e
+
+    def progress(self) -> list[tuple[int, int, bool]]:
+        """Every whole progress record: (first Seq, last Seq, Done). A torn last record (a crash
+        mid-write) is cut off; a damaged one is skipped (logged)."""
+        with self._lock:
+            return self._read_progress()
+
+    def _read_progress(self) -> list[tuple[int, int, bool]]:
+        try:
+            data = self._progress.read_bytes()
+        except FileNotFoundError:
+            return []
+        whole = len(data) - len(data) % _MARK_SIZE
+        if whole < len(data):
+            os.truncate(self._progress, whole)
+        out: list[tuple[int, int, bool]] = []
+        for at in range(0, whole, _MARK_SIZE):
+            body, crc = data[at:at + _MARK.size], data[at + _MARK.size:at + _MARK_SIZE]
+            if zlib.crc32(body) != int.from_bytes(crc, "little"):
+                log.error("mltrace: skipped a damaged record of %s (offset %d)", self._progress, at)
+                continue
+            a, b, d = _MARK.unpack(body)
+            out.append((a, b, bool(d)))
+        return out
+
+    def forget_progress_below(self, seq: int) -> None:
+        """Drop the progress records of groups ending before ``seq`` (their segments are gone)."""
+        tmp = self._progress.with_name(PROGRESS_FILE + ".tmp")
+        with self._lock:
+            body = b"".join(_mark_record(a, b, d) for a, b, d in self._read_progress() if b >= seq)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, spool.FILE_MODE)
+            try:
+                view = memoryview(body)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._progress)
 
     def append(self, entries: Sequence[Entry]) -> None:
         """Write records in Seq order (one ``write`` per segment); a failed write leaves nothing
@@ -143,19 +209,63 @@ _journals: dict[Path, Journal] = {}
 _journals_lock = threading.Lock()
 
 
-def for_store(store: Any) -> Journal:
-    """The journal of an embedded store (one object per directory in this process)."""
-    from mltrace_otel.errors import ConfigError
-    from mltrace_otel.store.share import engine_dir
+def for_store(store: IngestConnection) -> Journal:
+    """The ingest journal of a store (one object per directory in this process).
 
-    if not store.settings.is_embedded:
-        raise ConfigError("the ingest journal needs the embedded store",
-                          hint="unset MLTRACE_ACK (indexed is the default on a server)")
+    The embedded store's lies in its engine directory (``<store>/mltrace-journal/<database>/``):
+    one process holds the engine, so one collector writes it. A ClickHouse server's lies under
+    ``MLTRACE_DIR/mltrace-journal/<host>-<port>-<database>[-<slot>]/``: each collector process
+    takes the first slot no other live process holds (an flock held for the process's life), and
+    a collector started after a crash takes the crashed one's slot and indexes what it left.
+    """
     db = store.database  # one engine directory can hold several databases (a journal each)
-    name = db if db.replace("_", "").isalnum() and db.isascii() else "x" + db.encode().hex()
-    directory = engine_dir(store.settings.resolved_store_url) / DIRNAME / name
+    if store.settings.is_embedded:
+        from mltrace_otel.store.connect import engine_dir
+
+        name = db if db.replace("_", "").isalnum() and db.isascii() else "x" + db.encode().hex()
+        base = engine_dir(store.settings.resolved_store_url) / DIRNAME / name
+        with _journals_lock:
+            return _journals.setdefault(base, Journal(base))
+    parts = urlsplit(store.settings.resolved_store_url)
+    base = (store.settings.mltrace_dir.expanduser() / DIRNAME
+            / _safe_name(f"{parts.hostname}-{parts.port or 0}-{db}"))
     with _journals_lock:
-        return _journals.setdefault(directory, Journal(directory))
+        for slot in range(64):
+            directory = base if slot == 0 else base.with_name(f"{base.name}-{slot}")
+            if directory in _journals:
+                return _journals[directory]
+            if _lock_dir(directory):
+                return _journals.setdefault(directory, Journal(directory))
+    from mltrace_otel.errors import StoreUnavailable
+
+    raise StoreUnavailable(f"64 collectors on this machine already hold a journal in {base.parent}",
+                           hint="give each collector its own MLTRACE_DIR")
+
+
+def _safe_name(text: str) -> str:
+    """``text`` as one path component: itself when plain (letters, digits, ``_-.``, not
+    starting with a dot), else hex."""
+    plain = text.isascii() and not text.startswith(".") and all(c.isalnum() or c in "_-." for c in text)
+    return text if plain and text else "x" + text.encode().hex()
+
+
+_held: list[int] = []  # fds of the journal directories this process locked (held until exit)
+
+
+def _lock_dir(directory: Path) -> bool:
+    """Take ``directory`` for this process (a non-blocking flock on its ``lock`` file); False
+    when another live process holds it."""
+    import fcntl
+
+    spool.private_dir(directory)
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, spool.FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _held.append(fd)
+    return True
 
 
 def group_token(first_seq: int, last_seq: int) -> str:
@@ -163,36 +273,32 @@ def group_token(first_seq: int, last_seq: int) -> str:
     return f"mltrace-journal-{first_seq}-{last_seq}"
 
 
-def _db(store: Any) -> str:
+def _db(store: IngestConnection) -> str:
     from mltrace_otel.store.schema import quote_ident
 
     return quote_ident(store.database)
 
 
-def append(store: Any, first_seq: int, payloads: Sequence[bytes], spans: Sequence[int]) -> list[int]:
+def append(store: IngestConnection, first_seq: int, payloads: Sequence[bytes],
+           spans: Sequence[int]) -> list[int]:
     """Append requests to the journal, numbered from ``first_seq``; their Seqs."""
     seqs = list(range(first_seq, first_seq + len(payloads)))
     for_store(store).append([Entry(q, n, p) for q, p, n in zip(seqs, payloads, spans, strict=True)])
     return seqs
 
 
-def mark(store: Any, first_seq: int, last_seq: int, done: bool) -> None:
+def mark(store: IngestConnection, first_seq: int, last_seq: int, done: bool) -> None:
     """Record that the index insert of journaled requests first..last is starting (False) or done."""
-    store.command(
-        "journal_progress",
-        f"INSERT INTO {_db(store)}.{PROGRESS} (FromSeq, ToSeq, Done) "
-        "VALUES ({a:UInt64}, {b:UInt64}, {d:UInt8})",
-        {"a": first_seq, "b": last_seq, "d": int(done)},
-    )
+    for_store(store).mark(first_seq, last_seq, done)
 
 
-def drop_indexed(store: Any, low_watermark: int) -> int:
+def drop_indexed(store: IngestConnection, low_watermark: int) -> int:
     """Delete the journal segments wholly below ``low_watermark`` (every record before it is
-    indexed), and the progress rows of their groups; how many segments were deleted."""
-    dropped = for_store(store).drop_below(low_watermark)
-    if dropped:  # their groups' progress rows are no longer needed
-        sql = f"ALTER TABLE {_db(store)}.{PROGRESS} DELETE WHERE ToSeq < {{b:UInt64}}"
-        store.command("journal_forget", sql, {"b": low_watermark // SEGMENT_NS * SEGMENT_NS})
+    indexed), and the progress records of their groups; how many segments were deleted."""
+    journal = for_store(store)
+    dropped = journal.drop_below(low_watermark)
+    if dropped:  # their groups' progress records are no longer needed
+        journal.forget_progress_below(low_watermark // SEGMENT_NS * SEGMENT_NS)
     return dropped
 
 
@@ -207,26 +313,41 @@ def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _adopt_legacy_table(store: Any, journal: Journal) -> None:
+def _adopt_legacy_table(store: IngestConnection, journal: Journal) -> None:
     """Move the rows of the first version's journal table (a store a collector of that
     version stopped or crashed on) into the segment files, with their Seqs, then drop it."""
     db = _db(store)
     if not store.query("journal_legacy", "SELECT count() FROM system.tables WHERE database = {db:String} "
                        "AND name = {t:String}", {"db": store.database, "t": LEGACY_TABLE})[0][0]:
         return
-    rows = store._call("journal_legacy_rows", None, lambda c: c.query(
-        f"SELECT Seq, Spans, Payload FROM {db}.{LEGACY_TABLE} ORDER BY Seq",
-        column_formats={"Payload": "bytes"}).result_rows)
+    rows = store.query("journal_legacy_rows",
+                       f"SELECT Seq, Spans, Payload FROM {db}.{LEGACY_TABLE} ORDER BY Seq",
+                       column_formats={"Payload": "bytes"})
     journal.append([Entry(s, n, bytes(p)) for s, n, p in rows])
     store.command("journal_legacy_drop", f"DROP TABLE IF EXISTS {db}.{LEGACY_TABLE}")
 
 
-def recover(store: Any) -> Recovered:
+def _adopt_legacy_progress(store: IngestConnection, journal: Journal) -> None:
+    """Move the rows of the first versions' progress table into the progress file, then empty
+    the table (a store whose collector of that version stopped with groups not yet indexed)."""
+    table = f"{_db(store)}.{PROGRESS}"
+    rows = store.query("journal_legacy_progress", f"SELECT FromSeq, ToSeq, max(Done) FROM {table} "
+                       "GROUP BY FromSeq, ToSeq ORDER BY FromSeq, ToSeq")
+    if rows:
+        for a, b, d in rows:
+            journal.mark(a, b, bool(d))
+        store.command("journal_legacy_progress_clear", f"TRUNCATE TABLE {table}")
+
+
+def recover(store: IngestConnection) -> Recovered:
     """The journal records still to index, after a crash or a stop (normally none)."""
     journal = for_store(store)
     _adopt_legacy_table(store, journal)
-    sql = f"SELECT FromSeq, ToSeq, max(Done) FROM {_db(store)}.{PROGRESS} GROUP BY FromSeq, ToSeq"
-    groups = store.query("journal_groups", sql)
+    _adopt_legacy_progress(store, journal)
+    marks: dict[tuple[int, int], bool] = {}
+    for a, b, d in journal.progress():
+        marks[(a, b)] = marks.get((a, b), False) or d
+    groups = [(a, b, d) for (a, b), d in marks.items()]
     records, corrupt = journal.scan()
     last = max([r.seq for r in records] + [b for _, b, _ in groups] + [0])
     done = _merged(sorted((a, b) for a, b, d in groups if d))  # a split group's parts nest in it
@@ -249,7 +370,7 @@ def recover(store: Any) -> Recovered:
     return Recovered([by_group[g] for g in sorted(by_group)], loose, last, corrupt)
 
 
-def set_aside(store: Any, name: str, payload: bytes) -> str:
+def set_aside(store: IngestConnection, name: str, payload: bytes) -> str:
     """Keep a journaled request that no way of indexing could store; where it went."""
     return str(for_store(store).set_aside(name, payload))
 

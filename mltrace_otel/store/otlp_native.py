@@ -34,10 +34,12 @@ from typing import Any
 from mltrace_otel.errors import QueryError
 from mltrace_otel.store import ingest
 from mltrace_otel.store.models import IngestResult
+from mltrace_otel.store.protocols import IngestConnection
 
 log = logging.getLogger(__name__)
 
 NULL_TABLE = "otel_traces_otlp"
+_REFUSED: set[str] = set()  # store URLs whose server cannot parse OTLP itself (too old)
 DEFERRED_TABLE = "otel_traces_otlp_deferred"
 
 PROTO_FILE = Path(__file__).with_name("otlp_trace.proto")
@@ -68,7 +70,7 @@ def batch_body(payloads: Sequence[bytes]) -> bytes:
     return b"".join(varint(len(p)) + p for p in payloads)
 
 
-def insert_requests(store: Any, payloads: Sequence[bytes], spans: int | None = None,
+def insert_requests(store: IngestConnection, payloads: Sequence[bytes], spans: int | None = None,
                     dedup_token: str | None = None) -> IngestResult:
     """Insert checked, serialized ExportTraceServiceRequests in one insert, rendered by the engine.
 
@@ -95,17 +97,16 @@ def insert_requests(store: Any, payloads: Sequence[bytes], spans: int | None = N
         settings.update(format_schema_source="string", format_schema=PROTO_SCHEMA,
                         format_schema_message_name="Req")
     db = quote_ident(store.database)
-    if getattr(store, "_native_ingest_refused", False):
+    if store.url in _REFUSED:
         return ingest.insert_requests_rendered(store, payloads, dedup_token=dedup_token)
     try:
-        store._call("insert_spans_native", {"requests": len(payloads), "bytes": len(body)},
-                    lambda c: _raw_insert(c, f"{db}.{NULL_TABLE}", body, settings))
+        store.insert_body("insert_spans_native", NULL_TABLE, body, fmt="Protobuf", settings=settings)
     except QueryError as e:
         if "UNKNOWN_SETTING" not in str(e) and "format_schema_source" not in str(e):
             raise
         # a server older than the settings the native path needs: render in Python from now on
         log.warning("mltrace: the store cannot parse OTLP itself (%s); rendering spans in Python", e)
-        store._native_ingest_refused = True
+        _REFUSED.add(store.url)
         return ingest.insert_requests_rendered(store, payloads, dedup_token=dedup_token)
     if spans is None:
         spans = sum(_count(p) for p in payloads)
@@ -121,10 +122,6 @@ def insert_requests(store: Any, payloads: Sequence[bytes], spans: int | None = N
                   {"b": token})
     return IngestResult(accepted=spans - len(deferred) + late.accepted, rejected=late.rejected,
                         errors=late.errors)
-
-
-def _raw_insert(client: Any, table: str, body: bytes, settings: dict[str, Any]) -> Any:
-    return client.raw_insert(table, None, body, settings=settings, fmt="Protobuf")
 
 
 def _count(payload: bytes) -> int:

@@ -1,26 +1,30 @@
-"""What the query modules need from a connection to the store, as two small typed interfaces.
+"""What the query modules, the renderers and the writer need of a store, as small typed interfaces.
 
 The query modules (:mod:`.queries`, :mod:`.lineage`, :mod:`.staleness`, :mod:`.causes`,
 :mod:`.review`, :mod:`.state`, :mod:`.metrics_queries`, :mod:`.schema`) take a
 :class:`Connection` (migrations a :class:`SchemaConnection`) instead of the whole
 :class:`~mltrace_otel.store.core.Store`: they run named SQL with bound parameters and nothing
 else, so they never import the module that opens connections, and a test may hand them any
-object with these members. :class:`~mltrace_otel.store.core.Store` satisfies both structurally
-(it does not inherit from them).
+object with these members. The ingest side has its own: :class:`IngestConnection` (renderers,
+journal), :class:`SpanSink` (the write) and :class:`JournaledStore` (the collector's indexer).
+:class:`~mltrace_otel.store.core.Store` satisfies them all structurally (it does not inherit
+from them).
 
 Imports nothing of the store (typing only; the settings and clickhouse-connect for types).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     from clickhouse_connect.driver.client import Client
 
     from mltrace_otel.settings import Settings
+    from mltrace_otel.store.models import IngestResult, Recovered
 
-__all__ = ["Connection", "SchemaConnection"]
+__all__ = ["Connection", "IngestConnection", "JournaledStore", "SchemaConnection", "SpanSink"]
 
 
 class Connection(Protocol):
@@ -61,4 +65,72 @@ class SchemaConnection(Connection, Protocol):
     @property
     def client(self) -> Client:
         """The clickhouse-connect client (its ``database`` is set after migrating)."""
+        ...
+
+
+class SpanSink(Protocol):
+    """What :func:`mltrace_otel.store.writer.write` needs of a store: the two renderers' inserts
+    (a :class:`~mltrace_otel.store.core.Store`, or a wrapper injecting failures in tests)."""
+
+    def insert_requests(self, payloads: Sequence[bytes], spans: int | None = None,
+                        dedup_token: str | None = None) -> IngestResult:
+        """One insert, rendered by the engine."""
+        ...
+
+    def insert_requests_rendered(self, payloads: Sequence[bytes], *,
+                                 dedup_token: str | None = None) -> IngestResult:
+        """One insert, rendered in Python."""
+        ...
+
+
+class IngestConnection(Connection, SpanSink, Protocol):
+    """What the renderers, the spool drain and the ingest journal need: a :class:`Connection`
+    that also stores requests (:class:`SpanSink`), takes encoded bodies and column data, and
+    says where it points (the embedded engine's directory
+    holds the journal; the engine's schema file is read locally there)."""
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the connection was opened with (embedded or server, cluster, dirs)."""
+        ...
+
+    @property
+    def url(self) -> str:
+        """The store's URL (a ClickHouse server, or ``chdb://dir``)."""
+        ...
+
+    def insert_body(self, name: str, table: str, body: bytes, *, fmt: str,
+                    columns: Sequence[str] | None = None, settings: dict[str, Any] | None = None) -> None:
+        """One insert of a body already in ClickHouse input format ``fmt``."""
+        ...
+
+    def insert_columns(self, name: str, table: str, columns: Sequence[Sequence[Any]],
+                       column_names: Sequence[str], settings: dict[str, Any] | None = None) -> None:
+        """One insert of column-oriented data."""
+        ...
+
+
+class JournaledStore(SpanSink, Protocol):
+    """What the collector's indexer needs of a store: the renderers' inserts and the ingest
+    journal's bookkeeping. A :class:`~mltrace_otel.store.core.Store` has them all; tests wrap
+    one to inject failures."""
+
+    def journal_append(self, first_seq: int, payloads: Sequence[bytes], spans: Sequence[int]) -> list[int]:
+        """Append requests to the journal; their Seqs."""
+        ...
+
+    def journal_mark(self, first_seq: int, last_seq: int, done: bool) -> None:
+        """Record an index group as starting or done."""
+        ...
+
+    def journal_recover(self) -> Recovered:
+        """What the journal holds unindexed."""
+        ...
+
+    def journal_set_aside(self, name: str, payload: bytes) -> str:
+        """Keep a request no way of indexing could store."""
+        ...
+
+    def journal_drop_indexed(self, low_watermark: int) -> int:
+        """Delete segments wholly indexed."""
         ...

@@ -20,40 +20,26 @@ pays ~100 ms of view analysis per insert (slower than Python below a few thousan
 cannot render a few value shapes SQL has no function for (maps, arrays in arrays: its view
 defers those spans to the Python renderer, see :mod:`.otlp_native`).
 
-Imports :mod:`mltrace_otel.errors`, :mod:`mltrace_otel.settings` and :mod:`.models` only: the
-renderers are reached through the store (:class:`SpanSink`).
+Imports :mod:`mltrace_otel.errors`, :mod:`mltrace_otel.settings`, :mod:`.models` and
+:mod:`.protocols` only: the renderers are reached through the store
+(:class:`~.protocols.SpanSink`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol
 
 from mltrace_otel.errors import store_failure
 from mltrace_otel.settings import Settings
 from mltrace_otel.store.models import IngestResult
+from mltrace_otel.store.protocols import SpanSink
 
 log = logging.getLogger(__name__)
 
 ENGINE_MIN_SPANS = 4000
 """On the embedded store, batches of fewer spans are rendered in Python: the engine's view
 analysis (~100 ms per insert) costs more than rendering them (~25 µs a span)."""
-
-
-class SpanSink(Protocol):
-    """What :func:`write` needs of a store (a :class:`~mltrace_otel.store.core.Store`, or a
-    wrapper injecting failures in tests): the two renderers' inserts."""
-
-    def insert_requests(self, payloads: Sequence[bytes], spans: int | None = None,
-                        dedup_token: str | None = None) -> IngestResult:
-        """One insert, rendered by the engine."""
-        ...
-
-    def insert_requests_rendered(self, payloads: Sequence[bytes], *,
-                                 dedup_token: str | None = None) -> IngestResult:
-        """One insert, rendered in Python."""
-        ...
 
 
 def engine_min_spans(settings: Settings) -> int | None:

@@ -294,7 +294,7 @@ def test_openapi_lists_every_route(served: Served) -> None:
     assert doc["openapi"].startswith("3.1") and doc["info"]["version"] == "1"
     want = {("get", p) for p in ("/recent", "/history", "/inspect", "/tag", "/trace", "/impact", "/stale",
                                  "/review", "/components", "/tags", "/pointer", "/version")}
-    want |= {("post", p) for p in ("/flag", "/unflag", "/notes")}
+    want |= {("post", p) for p in ("/flag", "/unflag", "/notes", "/components", "/components/tags")}
     assert {(m, p) for p, item in doc["paths"].items() for m in item} == want
     for path, item in doc["paths"].items():
         for op in item.values():
@@ -421,6 +421,31 @@ def test_the_python_api_elsewhere_answers_like_the_holder(served: Served, tmp_pa
                                       MLTRACE_SERVER_URL=f"http://127.0.0.1:{served.port}"),
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and "ConfigError" in refused.stderr
+
+
+COMPONENTS = """
+import json
+import mltrace_otel as mltrace
+mltrace.create_component("scorer", "scores the wines", "ana", ["nightly"])
+mltrace.tag_component("scorer", ["prod"])
+c = mltrace.get_component_information("scorer")
+print(json.dumps([c.name, c.description, c.owner, sorted(c.tags)]))
+"""
+
+
+def test_a_script_creates_and_tags_components_while_the_ui_holds_the_store(served: Served) -> None:
+    """mltrace's create_component / tag_component from a script on the machine where `mltrace ui`
+    holds the embedded store: they go through the announced API and the UI's store has them."""
+    r = subprocess.run([sys.executable, "-c", COMPONENTS], env=_env(served.home, MLTRACE_TOKEN=TOKEN),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1]) == ["scorer", "scores the wines", "ana", ["nightly", "prod"]]
+    [listed] = [c for c in served.get("/components") if c["name"] == "scorer"]
+    assert listed["owner"] == "ana" and sorted(listed["tags"]) == ["nightly", "prod"]
+    status, data, _ = served.request("POST", "/components/tags", body={"component": "nope", "tags": ["x"]})
+    assert status == 404 and "nope" in data["error"]["message"]
+    status, data, _ = served.request("POST", "/components", body={"name": "", "owner": "x"})
+    assert status == 400 and "name" in data["error"]["message"]
 
 
 @pytest.mark.parametrize(("module", "never"), [

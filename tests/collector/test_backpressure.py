@@ -259,8 +259,12 @@ def test_a_request_the_store_refuses_does_not_sink_its_batch(tmp_settings: Any, 
     assert 'mltrace_collector_spans_rejected_total{reason="store"} 1.0' in text
 
 
-class FirstInsertStuck:
-    """The first insert blocks on ``gate`` before reaching the real store; later ones go through."""
+class FirstInsertStuck(JournalPassThrough):
+    """The first insert blocks on ``gate`` before reaching the real store; later ones go through
+    (the journal, which every request passes first, is the real store's)."""
+
+    def journal_append(self, *args: Any) -> Any:
+        return self.store.journal_append(*args)
 
     def __init__(self, store: Any) -> None:
         self.store = store

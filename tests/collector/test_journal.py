@@ -275,3 +275,71 @@ def test_a_journal_table_of_the_first_version_is_moved_into_segments(tmp_setting
     with Collector(collector_settings(tmp_settings, ack="journaled"), store, drain_every_s=0) as c:
         assert c.flush(60)  # the collector started on it indexes the moved request
     assert set(stored_runs(store, ids1)) == set(ids1)
+
+
+def test_progress_records_a_crash_tore_or_the_disk_damaged_are_dropped_alone(store: Any, caplog: Any) -> None:
+    """The progress file beside the segments: a record a crash cut short is cut off (it was never
+    complete, so its group is simply indexed again), a damaged one is skipped with an ERROR, and
+    the records around it still count."""
+    j = journal.for_store(store)
+    j.mark(10, 20, False)
+    j.mark(10, 20, True)
+    j.mark(21, 30, False)
+    path = j.directory / journal.PROGRESS_FILE
+    size = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(b"\x01" * 9)  # a torn write
+    assert j.progress() == [(10, 20, False), (10, 20, True), (21, 30, False)]
+    assert path.stat().st_size == size
+    data = bytearray(path.read_bytes())
+    data[size // 3 + 3] ^= 0xFF  # the second record
+    path.write_bytes(bytes(data))
+    assert j.progress() == [(10, 20, False), (21, 30, False)]
+    assert "damaged record" in caplog.text
+
+
+def test_progress_rows_of_the_first_versions_table_move_into_the_file(store: Any) -> None:
+    """A store whose collector (of a version that kept progress in a table) stopped in the
+    middle of an index group: the group is replayed as one group, and the table is emptied."""
+    bodies = [_request(1, f"legacy{k}")[0] for k in range(2)]
+    seqs = store.journal_append(journal.next_seq(0), bodies, [1, 1])
+    store.command("test_old_progress", f"INSERT INTO {journal.PROGRESS} (FromSeq, ToSeq, Done) "
+                  "VALUES ({a:UInt64}, {b:UInt64}, 0)", {"a": seqs[0], "b": seqs[1]})
+    rec = store.journal_recover()
+    assert [[e.seq for e in g] for g in rec.groups] == [seqs] and rec.entries == []
+    assert store.query("test_old_progress_left", f"SELECT count() FROM {journal.PROGRESS}")[0][0] == 0
+    assert journal.for_store(store).progress() == [(seqs[0], seqs[1], False)]
+
+
+_TAKE_JOURNAL = """
+import sys, time
+from pathlib import Path
+from types import SimpleNamespace
+from mltrace_otel.settings import Settings
+from mltrace_otel.store import journal
+settings = Settings(mltrace_dir=Path(sys.argv[1]), store_url="http://ch.example:8123/db")
+print(journal.for_store(SimpleNamespace(settings=settings, database="db")).directory.name, flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_collectors_writing_to_a_server_keep_a_journal_each_and_adopt_a_dead_ones(tmp_path: Any) -> None:
+    """With a ClickHouse server (faked here: only its URL is used, no server runs), the journal
+    lives under MLTRACE_DIR: two live collector processes get a journal each; once one dies,
+    the next collector takes its journal (and so indexes what it left)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", _TAKE_JOURNAL, str(tmp_path)]
+    holder = subprocess.Popen([*cmd, "60"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ch.example-8123-db"
+        second = subprocess.run([*cmd, "0"], capture_output=True, text=True, timeout=60, check=True)
+        assert second.stdout.strip() == "ch.example-8123-db-1"
+    finally:
+        holder.kill()
+        holder.wait(30)
+    after = subprocess.run([*cmd, "0"], capture_output=True, text=True, timeout=60, check=True)
+    assert after.stdout.strip() == "ch.example-8123-db"
+    assert (tmp_path / journal.DIRNAME / "ch.example-8123-db").stat().st_mode & 0o777 == 0o700

@@ -1,8 +1,8 @@
 """Subprocess roles for the store sharing / drain tests (run as ``python store_worker.py ROLE ...``).
 
 Each role is one OS process, as in real use: pipelines that log runs to the spool, a long-running
-holder serving the embedded store, a CLI-like querier, drainers. Every role prints one JSON
-line on stdout with what it did.
+holder of the embedded store announcing its query API, a CLI-like querier, drainers. Every
+role prints one JSON line on stdout with what it did.
 
 Arguments: ROLE, BASE (a directory: the store lives in BASE/store, MLTRACE_DIR is BASE/mltrace),
 then role-specific ones.
@@ -73,12 +73,14 @@ def spool_runs(base: Path, n: int, per_batch: int, tag: str) -> dict:
 
 
 def hold(base: Path, stop_file: Path) -> dict:
-    """A long-running holder (like `mltrace server`): open, serve, drain every 0.2 s, until told."""
+    """A long-running holder (like `mltrace collector`): open, serve the query API on a loopback
+    port and announce it, drain every 0.2 s, until told."""
     from mltrace_otel.store import open_store
+    from mltrace_otel.web_api import StoreHost
 
     store = open_store(settings_for(base))
-    server = store.serve_shared(drain_interval_s=0.2)
-    print(json.dumps({"serving": server.url}), flush=True)
+    host = StoreHost(store, drain_interval_s=0.2).start()
+    print(json.dumps({"serving": host.url, "pid": os.getpid()}), flush=True)
     while not stop_file.exists():
         time.sleep(0.05)
     store.drain_spool()
@@ -108,58 +110,67 @@ def open_wait(base: Path, wait_s: float) -> dict:
     try:
         with open_store(settings_for(base, wait_s)) as store:
             n = store.query("n", "SELECT count() FROM otel_traces")[0][0]
-            return {"opened": True, "proxied": store.proxied, "spans": n,
-                    "waited_s": time.monotonic() - t}
+            return {"opened": True, "spans": n, "waited_s": time.monotonic() - t}
     except StoreUnavailable as e:
         return {"opened": False, "error": str(e), "waited_s": time.monotonic() - t}
 
 
 def query_loop(base: Path, stop_file: Path) -> dict:
-    """A CLI-like reader: open the store, ask questions, close; again and again until told."""
-    from mltrace_otel.store import open_store
+    """A CLI-like reader (the CLI's open_queries): ask questions of the holder's announced API
+    (or the store, opened here), then let go; again and again until told."""
+    from mltrace_otel.cli.common import open_queries
 
-    rounds, errors, last = 0, [], 0
+    rounds, errors, remote = 0, [], 0
     while not stop_file.exists():
         try:
-            with open_store(settings_for(base)) as store:
-                last = store.count_runs()
-                store.recent(5)
-                store.query("probe", "SELECT count() FROM mltrace_io WHERE Pointer = {p:String}",
-                            {"p": "a/out/1"})
+            with open_queries(settings_for(base)) as q:
+                q.recent(5)
+                q.components()
+                remote += bool(q.remote)
             rounds += 1
         except Exception as e:  # the test asserts there are none
             errors.append(f"{type(e).__name__}: {e}")
-    return {"rounds": rounds, "errors": errors, "last_count": last}
+    return {"rounds": rounds, "errors": errors, "remote_rounds": remote}
 
 
 def query_held(base: Path, stop_file: Path) -> dict:
-    """A long-lived reader (like a notebook): ONE store, queried until told; survives its
-    shared endpoint's holder going away by reconnecting."""
-    from mltrace_otel.store import open_store
+    """A long-lived reader (a notebook): mltrace_otel.api's functions, called until told; they
+    ask the holder's API, and the store itself once that holder has gone away."""
+    os.environ.update(MLTRACE_DIR=str(base / "mltrace"), MLTRACE_STORE_WAIT_S="60",
+                      MLTRACE_CLICKHOUSE_URL=f"chdb://{(base / 'store').as_posix()}?database=shared")
+    from mltrace_otel import api
+
+    def remote() -> bool:
+        return isinstance(api._store, api._RemoteStore)
 
     rounds, errors = 0, []
-    store = open_store(settings_for(base))
-    first = store.proxied
-    print(json.dumps({"opened": True, "proxied": first}), flush=True)
+    api.get_recent_run_ids(limit=5)
+    first = remote()
+    print(json.dumps({"opened": True, "remote": first}), flush=True)
     while not stop_file.exists():
         try:
-            store.count_runs()
-            store.query("probe", "SELECT count() FROM otel_traces")
+            api.get_recent_run_ids(limit=5)
+            api.get_all_tags()
             rounds += 1
         except Exception as e:  # the test asserts there are none
             errors.append(f"{type(e).__name__}: {e}")
         time.sleep(0.01)
-    out = {"rounds": rounds, "errors": errors, "first_proxied": first, "last_proxied": store.proxied}
-    store.close()
+    out = {"rounds": rounds, "errors": errors, "first_remote": first, "last_remote": remote()}
+    api.close()
     return out
 
 
 def drain(base: Path) -> dict:
-    """Open the store (which drains the spool) and close it."""
+    """Open the store and drain the spool; a store held by a process that announces its API
+    (and drains the spool itself) is reported, not waited for."""
+    from mltrace_otel.errors import StoreUnavailable
     from mltrace_otel.store import open_store
 
-    with open_store(settings_for(base), drain=False) as store:
-        moved = store.drain_spool()
+    try:
+        with open_store(settings_for(base), drain=False) as store:
+            moved = store.drain_spool()
+    except StoreUnavailable as e:
+        return {"drained": 0, "held": str(e)}
     return {"drained": moved}
 
 

@@ -1,5 +1,5 @@
 """The collector's processes give the embedded engine's allocator longer-lived free pages
-(store/share.tune_engine_allocator): chDB's jemalloc must read the variable we set, and our
+(store/connect.tune_engine_allocator): chDB's jemalloc must read the variable we set, and our
 options must be ones it accepts. Each case runs in a fresh interpreter, since jemalloc reads
 its options once, when chDB loads."""
 
@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 
-from mltrace_otel.store.share import ENGINE_MALLOC_CONF
+from mltrace_otel.store.connect import ENGINE_MALLOC_CONF
 
 _LOAD = "import chdb; assert str(chdb.query('SELECT 40 + 2')).strip() == '42'"
 
@@ -30,7 +30,7 @@ def test_chdb_reads_je_malloc_conf_and_accepts_our_options() -> None:
 
 
 def test_the_collector_process_sets_it_before_the_engine_loads_and_keeps_a_users_value() -> None:
-    code = ("import os; from mltrace_otel.store.share import tune_engine_allocator as t; "
+    code = ("import os; from mltrace_otel.store.connect import tune_engine_allocator as t; "
             f"first = t(); {_LOAD}; print(first, t(), os.environ['JE_MALLOC_CONF'])")
     r = _python(code, {})
     assert r.returncode == 0, r.stderr

@@ -19,7 +19,13 @@ import inspect
 from pathlib import Path
 
 import mltrace_otel.store
-from mltrace_otel.store.protocols import Connection, SchemaConnection
+from mltrace_otel.store.protocols import (
+    Connection,
+    IngestConnection,
+    JournaledStore,
+    SchemaConnection,
+    SpanSink,
+)
 
 STORE = Path(mltrace_otel.store.__file__).parent
 
@@ -138,13 +144,17 @@ def test_query_modules_use_no_private_name_of_another_module() -> None:
 
 
 def test_the_store_has_every_member_of_the_protocols(store) -> None:
-    for proto in (Connection, SchemaConnection):
+    """Store satisfies every protocol structurally: each member, with the protocol's parameters
+    in order (a Store method may add optional keyword-only ones)."""
+    for proto in (Connection, SchemaConnection, IngestConnection, SpanSink, JournaledStore):
         for name, member in vars(proto).items():
             if name.startswith("_"):
                 continue
             assert hasattr(store, name), f"Store lacks {proto.__name__}.{name}"
             if inspect.isfunction(member):
                 want = [(p.name, p.default) for p in inspect.signature(member).parameters.values()]
-                have = [(p.name, p.default)
-                        for p in inspect.signature(getattr(type(store), name)).parameters.values()]
+                params = list(inspect.signature(getattr(type(store), name)).parameters.values())
+                have = [(p.name, p.default) for p in params[:len(want)]]
+                extra = params[len(want):]
                 assert have == want, f"Store.{name}{have} is not {proto.__name__}.{name}{want}"
+                assert all(p.kind is p.KEYWORD_ONLY and p.default is not p.empty for p in extra), name

@@ -44,11 +44,11 @@ def shape(store: Store) -> dict[str, list[tuple[Any, ...]]]:
 
 def unmigrated(settings: Settings, database: str) -> Store:
     """A store on another database of the session's engine, not migrated (as open_store would)."""
-    from mltrace_otel.store import share
+    from mltrace_otel.store import connect
 
     url = settings.resolved_store_url.replace(f"database={settings.database}", f"database={database}")
     other = settings.replace(store_url=url)
-    return Store(other, share.connect(other))
+    return Store(other, connect.connect(other))
 
 
 def make_old_store(store: Store, up_to: int) -> None:

@@ -1,4 +1,5 @@
-"""The embedded store shared by several processes: pipelines, a serving holder, readers, drainers.
+"""The embedded store shared by several processes: pipelines, a holder announcing its query API,
+readers, drainers.
 
 Every role is a real OS process (tests/store/store_worker.py) on its own engine directory under
 tmp_path (this pytest process holds the session's directory, and chDB allows one per process).
@@ -13,8 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-from mltrace_otel.store import open_store
 
 WORKER = str(Path(__file__).with_name("store_worker.py"))
 
@@ -54,8 +53,8 @@ def wait_for_empty_spool(base: Path, timeout: float = 120) -> None:
 
 @pytest.mark.slow
 def test_four_pipelines_and_a_reader_share_the_store(tmp_path: Path) -> None:
-    """Must-show: 4 processes log 2,500 runs each (SDK → spool) while a holder serves the
-    store and drains, and another process opens and queries it in a loop: 10,000 runs, no errors."""
+    """Must-show: 4 processes log 2,500 runs each (SDK → spool) while a holder announces its
+    query API and drains, and another process asks it in a loop: 10,000 runs, no errors."""
     stop = tmp_path / "stop"
     holder = start("hold", tmp_path, stop)
     assert "serving" in first_line(holder)
@@ -68,6 +67,7 @@ def test_four_pipelines_and_a_reader_share_the_store(tmp_path: Path) -> None:
     stop.touch()
     read = result(reader)
     assert read["errors"] == [] and read["rounds"] > 0, read
+    assert read["remote_rounds"] == read["rounds"]  # every round through the holder's API
     assert "Cannot lock" not in reader.stderr_text and "Traceback" not in reader.stderr_text
     result(holder)
     final = run("count", tmp_path)
@@ -75,32 +75,35 @@ def test_four_pipelines_and_a_reader_share_the_store(tmp_path: Path) -> None:
 
 
 def test_a_long_lived_reader_survives_its_holder_leaving(tmp_path: Path) -> None:
-    """A reader on the holder's endpoint keeps answering when the holder stops: it reconnects
-    (here to the now free directory), with no error."""
+    """A reader on the holder's API (mltrace_otel.api in a notebook) keeps answering when the
+    holder stops: it opens the now free directory itself, with no error."""
     holder_stop, reader_stop = tmp_path / "stop-holder", tmp_path / "stop-reader"
     run("spool", tmp_path, 50, 50, "h")
     holder = start("hold", tmp_path, holder_stop)
     first_line(holder)
     reader = start("query-held", tmp_path, reader_stop)
-    assert first_line(reader)["proxied"] is True
+    assert first_line(reader)["remote"] is True
     time.sleep(1.0)
     holder_stop.touch()
     result(holder)
     time.sleep(1.5)
     reader_stop.touch()
     out = result(reader)
-    assert out["errors"] == [] and out["first_proxied"] and not out["last_proxied"], out
+    assert out["errors"] == [] and out["first_remote"] and not out["last_remote"], out
     assert "Traceback" not in reader.stderr_text and "Cannot lock" not in reader.stderr_text
 
 
 def test_three_drainers_at_once_lose_nothing_and_duplicate_nothing(tmp_path: Path) -> None:
-    """A serving holder drains every 0.2 s while two other processes drain through it."""
+    """A holder drains every 0.2 s while two other processes try to drain: they find the store
+    held by a process that announces its API (and drains), and say so at once."""
     assert run("spool", tmp_path, 3000, 100, "x")["batches"] == 30
     stop = tmp_path / "stop"
     holder = start("hold", tmp_path, stop)
-    first_line(holder)
+    pid = first_line(holder)["pid"]
     drainers = [start("drain", tmp_path) for _ in range(2)]
-    moved = [result(d)["drained"] for d in drainers]
+    outs = [result(d) for d in drainers]
+    assert all(f"held by another process (pid {pid})" in o["held"] for o in outs), outs
+    moved = [o["drained"] for o in outs]
     wait_for_empty_spool(tmp_path)
     stop.touch()
     result(holder)
@@ -129,7 +132,7 @@ def test_an_opener_waits_for_a_holder_then_gets_the_store(tmp_path: Path) -> Non
     stop.touch()
     out = result(waiter)
     result(holder)
-    assert out["opened"] and not out["proxied"] and out["waited_s"] >= 1.0
+    assert out["opened"] and out["waited_s"] >= 1.0
     assert "Cannot lock" not in waiter.stderr_text  # type: ignore[attr-defined]
 
 
@@ -144,70 +147,51 @@ def test_waiting_too_long_names_the_directory_and_the_holder(tmp_path: Path) -> 
     assert str((tmp_path / "store").resolve()) in out["error"] and f"process {pid}" in out["error"]
 
 
-def test_the_shared_endpoint_answers_like_the_embedded_store(store, otel_tracer) -> None:
-    """Same SQL, same results: typed values, hostile and 20 KB parameters, errors, inserts."""
-    from mltrace_otel.errors import QueryError
-    from mltrace_otel.store import share
-    from mltrace_otel.store.core import Store
-
-    tracer, exporter = otel_tracer
-    with tracer.start_as_current_span("r", attributes={"mltrace.component.name": "r",
-                                                       "mltrace.run.inputs": ["a", "b"]}) as sp:
-        sp.add_event("e", {"k": 1.5})
-    store.insert_spans(exporter.get_finished_spans())
-    server = store.serve_shared(drain_interval_s=0)
-    remote = Store(store.settings, share._connect_http(server.url, token=server.token, proxied=True))
-    try:
-        remote.migrate()
-        sql = ("SELECT Timestamp, SpanAttributes, Events.Attributes, Duration, StatusCode, "
-               "{s:String} AS s, {ids:Array(String)} AS ids, length({big:String}) FROM otel_traces")
-        params = {"s": "'; DROP TABLE otel_traces; --\\ \"ü", "ids": ["x'", "y"], "big": "é" * 20_000}
-        assert remote.query("same", sql, params) == store.query("same", sql, params)
-        remote.command("flag", "INSERT INTO mltrace_flags (Pointer, Flagged, Version) "
-                       "VALUES ({p:String}, 1, now64())", {"p": "o'1"})
-        assert store.query("f", "SELECT Pointer FROM mltrace_flags") == [("o'1",)]
-        try:
-            remote.query("broken", "SELECT nope FROM otel_traces")
-        except QueryError as e:
-            assert e.query == "broken" and "nope" in str(e)
-        else:
-            raise AssertionError("no QueryError")
-        with tracer.start_as_current_span("r2", attributes={"mltrace.component.name": "r2"}):
-            pass
-        assert remote.insert_spans(exporter.get_finished_spans()[-1:]).accepted == 1
-        assert store.query("n", "SELECT count() FROM mltrace_runs FINAL") == [(2,)]
-    finally:
-        remote.close()
-
-
-def test_the_shared_endpoint_refuses_a_wrong_token(store) -> None:
-    from mltrace_otel.errors import StoreUnavailable
-    from mltrace_otel.store import share
-
-    server = store.serve_shared(drain_interval_s=0)
-    with pytest.raises(StoreUnavailable, match="AUTHENTICATION_FAILED|wrong token"):
-        share._connect_http(server.url, token="not-the-token", proxied=True)
-
-
-def test_an_http_store_url_opens_migrates_and_drains_like_the_embedded_one(store, tmp_settings,
-                                                                            otel_tracer) -> None:
-    """open_store on http://user:password@host:port/db (here: the shared endpoint, a real socket)."""
+def test_a_holder_announces_its_api_privately_and_withdraws_it(tmp_path: Path) -> None:
+    """MLTRACE_DIR/store.json (and DIR/mltrace-api.json): mode 0600, the holder's pid, its API's
+    URL and a random token that the API requires; removed when the holder stops."""
+    import http.client
     from urllib.parse import urlsplit
 
-    from mltrace_otel import spool
-    from mltrace_otel.store.ingest import encode_spans
+    stop = tmp_path / "stop"
+    holder = start("hold", tmp_path, stop)
+    first = first_line(holder)
+    files = [tmp_path / "mltrace" / "store.json", (tmp_path / "store").resolve() / "mltrace-api.json"]
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o600
+        info = json.loads(path.read_text())
+        assert info["pid"] == first["pid"] and info["url"] == first["serving"]
+        assert info["database"] == "shared" and info["dir"] == str((tmp_path / "store").resolve())
+        assert len(info["token"]) >= 32
+    url = urlsplit(first["serving"])
+    assert url.hostname == "127.0.0.1"
 
-    tracer, exporter = otel_tracer
-    with tracer.start_as_current_span("h", attributes={"mltrace.component.name": "h"}):
-        pass
-    spool.write_batch(tmp_settings.spool_dir, encode_spans(exporter.get_finished_spans()).SerializeToString())
-    server = store.serve_shared(drain_interval_s=0)
-    port = urlsplit(server.url).port
-    settings = tmp_settings.replace(store_url=f"http://default:{server.token}@127.0.0.1:{port}/{store.database}_h")
-    with open_store(settings) as remote:
-        assert not remote.proxied and remote.database == f"{store.database}_h"
-        assert server.token not in repr(remote)
-        assert remote.schema_version() == store.schema_version()
-        assert remote.query("n", "SELECT count() FROM mltrace_runs FINAL") == [(1,)]
-        assert spool.pending(tmp_settings.spool_dir) == []
-        remote.command("drop", f"DROP DATABASE `{remote.database}`")
+    def status(auth: str | None) -> int:
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        try:
+            conn.request("GET", "/api/v1/recent", headers={"Authorization": auth} if auth else {})
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    assert status(None) == 401 and status("Bearer wrong") == 401
+    assert status(f"Bearer {info['token']}") == 200
+    stop.touch()
+    result(holder)
+    assert not any(p.exists() for p in files)
+
+
+def test_an_announcement_of_another_pid_is_ignored(tmp_path: Path) -> None:
+    """A holder that announces nothing is waited for, even when store.json is left by a
+    process that is gone (or names another store): no request goes to that URL."""
+    stop = tmp_path / "stop"
+    holder = start("hold-plain", tmp_path, stop)
+    pid = first_line(holder)["holding"]
+    stale = {"pid": 2 ** 22 + 17, "url": "http://127.0.0.1:9", "token": "t", "database": "shared",
+             "dir": str((tmp_path / "store").resolve())}
+    (tmp_path / "mltrace").mkdir(exist_ok=True)
+    (tmp_path / "mltrace" / "store.json").write_text(json.dumps(stale))
+    out = run("open-wait", tmp_path, 0.5)
+    stop.touch()
+    result(holder)
+    assert not out["opened"] and f"held by process {pid} (waited" in out["error"]
