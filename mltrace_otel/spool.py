@@ -316,6 +316,7 @@ class SegmentWriter:
         self._fd: int | None = None
         self._path: Path | None = None
         self._slot: int | None = None
+        self._size = 0  # of the open segment: only this writer appends to it (no lseek per append)
         self._rotated: list[Path] = []  # closed, unsealed segments (seal_on_rotate=False)
 
     def append(self, entries: Sequence[Entry]) -> None:
@@ -349,15 +350,17 @@ class SegmentWriter:
             self._path = self.directory / f"{first_seq:020d}-{self.writer}{OPEN}"
             self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
             self._slot = slot
+            self._size = os.fstat(self._fd).st_size
         fd = self._fd
         assert fd is not None
-        start = os.lseek(fd, 0, os.SEEK_END)
+        start = self._size
         try:
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view):]
             if self.fsync:
                 os.fsync(fd)
+            self._size = start + len(chunk)
         except BaseException:
             try:
                 os.ftruncate(fd, start)

@@ -1,11 +1,14 @@
 """Capturing a function's local variables at return, without owning ``sys.settrace``.
 
 mltrace read a decorated function's locals by installing a ``sys.settrace`` tracer, which
-turns off debuggers and coverage tools. We use the *profile* hook instead, for the duration
-of the call only, chained: the previous profile function (if any) still receives every event,
-and is restored afterwards. ``sys.settrace`` is never touched, so pdb, IDE debuggers and
-coverage keep working. Generators and coroutines need no hook at all: their frame object is
-reachable from the generator and keeps its locals after it finishes.
+turns off debuggers and coverage tools. We use the *profile* hook instead, only until the
+function's own frame starts: that ``call`` event hands us the frame, the previous profile
+function (if any, which received every event meanwhile) is put back at once, and the rest of
+the call runs without our hook, however many calls it makes. The frame object, held until the
+function returns or raises, keeps the locals it ended with (as a traceback's frames do); they
+are read then. ``sys.settrace`` is never touched, so pdb, IDE debuggers and coverage keep
+working. Generators and coroutines need no hook at all: their frame object is reachable from
+the generator and keeps its locals after it finishes.
 
 Only installed when a run needs locals (input_vars, output_vars, *_kwargs, afterTests,
 auto_log); the fast path calls the function directly.
@@ -43,26 +46,37 @@ def call_capturing_locals(func: Callable[..., Any], code: CodeType | None, args:
             return None, None, e
 
     target: FrameType | None = None
-    captured: dict[str, Any] | None = None
 
     def profiler(frame: FrameType, event: str, arg: Any) -> None:
-        nonlocal target, captured
-        if event == "call":
-            if target is None and frame.f_code is code:
-                target = frame
-        elif event == "return" and frame is target:
-            captured = dict(frame.f_locals)
+        nonlocal target
+        if target is None and event == "call" and frame.f_code is code:
+            target = frame
+            sys.setprofile(prev)  # found: the rest of the call runs without our hook
         if prev is not None:
             prev(frame, event, arg)
 
     sys.setprofile(profiler)
+    exc: BaseException | None = None
     try:
         value = func(*args, **kwargs)
-    except BaseException as e:  # noqa: BLE001
+    except BaseException as e:  # noqa: BLE001 - handed back to be recorded and re-raised
+        value, exc = None, e
+    finally:
         sys.setprofile(prev)
-        return None, captured, e
-    sys.setprofile(prev)
-    return value, captured, None
+    captured = _locals_of(target)
+    target = None  # the frame's f_back leads back here: no reference cycle keeps the locals alive
+    return value, captured, exc
+
+
+def _locals_of(frame: FrameType | None) -> dict[str, Any] | None:
+    """The locals a finished frame ended with (CPython keeps them in the frame object while it is
+    referenced, as for a traceback's frames)."""
+    if frame is None:
+        return None
+    try:
+        return dict(frame.f_locals)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def frame_locals(frame: FrameType | None) -> dict[str, Any] | None:

@@ -235,6 +235,10 @@ class _Spec:
                                  or opts.output_kwargs or opts.auto_log
                                  or (component.afterTests and not opts.skip_after))
         self.slow = bool(self.needs_locals or opts.auto_log or component.afterTests)
+        # pointers named at return (locals, auto_log): the pointer attributes are set once, when
+        # the run ends, rather than at the start and again at the end
+        self.io_at_end = bool(opts.input_vars or opts.output_vars or opts.input_kwargs
+                              or opts.output_kwargs or opts.auto_log)
         lit_out = [IOPointer(n) for n in opts.outputs]
         self.lit_inputs = [IOPointer(n) for n in opts.inputs]
         self.lit_outputs = spans.endpoint_outputs(lit_out) if opts.endpoint else lit_out
@@ -271,7 +275,8 @@ class _Spec:
             attrs[C.CODE_FILE] = self.code_file
         if self.snapshot:
             attrs[C.CODE_SNAPSHOT] = self.snapshot
-        attrs.update(spans.pointer_attributes(self.lit_inputs, self.lit_outputs))
+        if not self.io_at_end:
+            attrs.update(spans.pointer_attributes(self.lit_inputs, self.lit_outputs))
         self.attrs = attrs
         return attrs
 
@@ -319,7 +324,7 @@ class _Spec:
                         if name not in pre and files.local_path(name):
                             pre[name] = files.file_version(name)
             versions = [pre.get(n, "") for n in self.input_names]  # literal names carry no value
-            if any(versions):
+            if any(versions) and not self.io_at_end:
                 last = self.versioned_attrs  # unchanged files: the previous call's attributes
                 if last is not None and last[0] == versions and last[1] is attrs:
                     return pre, last[2]
@@ -438,7 +443,8 @@ class _Spec:
         file versions are taken now."""
         try:
             lit = self.lit_inputs
-            if len(inputs) != len(lit) or len(outputs) != len(self.lit_outputs) or failure is not None:
+            if (self.io_at_end or len(inputs) != len(lit) or len(outputs) != len(self.lit_outputs)
+                    or failure is not None):
                 inputs = [with_file_version(p, pre) for p in spans.dedupe(inputs)]
                 outputs = [with_file_version(p) for p in spans.dedupe(outputs)]
                 span.set_attributes(spans.pointer_attributes(inputs, outputs))
@@ -492,6 +498,10 @@ def _pointers_from_locals(opts: _RunOptions, loc: dict[str, Any], strict: bool,
                 continue
             val = loc[var]
             if val is None:
+                continue
+            if type(val) is str:  # the common case: one name
+                if val:
+                    dest.append(IOPointer(val))
                 continue
             names = val if isinstance(val, (list, tuple)) else [val]
             if all(_is_name(n) for n in names):  # "" names nothing (an unset optional argument)

@@ -36,16 +36,18 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from mltrace_otel import spool
-from mltrace_otel.otlp_send import Outcome
 from mltrace_otel.sdk.exporters import COUNTERS, OTLP_RETRY_AFTER_S, in_range
 from mltrace_otel.sdk.wire import encode_request, encode_resource, encode_scope
 from mltrace_otel.settings import Settings
+
+if TYPE_CHECKING:  # http.client, email and ssl load only when something is sent
+    from mltrace_otel.otlp_send import Outcome
 
 _log = logging.getLogger("mltrace_otel.sdk")
 
@@ -56,7 +58,7 @@ SEND_TRIES = 5
 LEFTOVERS_EVERY_S = 60.0
 """How often (at most) an SDK with an OTLP endpoint looks for segments dead processes left."""
 
-Send = Callable[[bytes, float], Outcome]
+Send = Callable[[bytes, float], "Outcome"]
 """Sends serialized requests (one request, or several concatenated) within a timeout."""
 
 

@@ -225,11 +225,16 @@ def _build(settings: Settings, exporter: SpanExporter | None, sync: bool,
         destination = "none"
     else:
         send = None
+        destination = f"spool {settings.spool_dir}"
         if settings.export == "otlp" or (settings.export == "auto" and settings.traces_endpoint):
-            send, ep = _otlp_sender(settings)
-            destination = f"otlp {ep}"
-        else:
-            destination = f"spool {settings.spool_dir}"
+            try:
+                send, ep = _otlp_sender(settings)
+                destination = f"otlp {ep}"
+            except ImportError as e:  # OTLP/gRPC without the grpc extra: never break the pipeline
+                from mltrace_otel.errors import missing_extra
+
+                _log.warning("mltrace: %s; runs are kept in the spool %s", missing_extra(
+                    f"OTLP/{settings.otlp_protocol} export", "grpc", e.name), settings.spool_dir)
         # OTEL_BSP_*: the OTel spec's batch span processor settings, for the same jobs here
         processor = DurableProcessor(settings, send, delay_s=settings.bsp_schedule_delay_ms / 1000,
                                      batch=settings.bsp_max_export_batch_size,

@@ -15,10 +15,11 @@ the process's current directory at call time) or a ``file://`` URL. Its version 
 Cheap by design: names that obviously are not local (a ``scheme://`` other than ``file://``) cost
 nothing, other names one system call (``access``, which answers "no such name" without raising;
 ``lstat`` for names that were files last time); a file whose (device, inode, size, mtime, ctime)
-is unchanged is never read again (a bounded per-process LRU). The ctime is in the key because
-tools that restore an mtime (``cp -p``, ``rsync -t``, ``touch -d``) cannot restore it. A file
-changed within the file system's timestamp granularity of being hashed is not cached (git's
-"racy clean" rule), so two same-size writes in one clock tick are still told apart.
+is unchanged is never read again (a bounded per-process LRU; a path whose ``lstat`` matches the
+state its last version was taken in gets that version without building the LRU's key). The ctime
+is in the key because tools that restore an mtime (``cp -p``, ``rsync -t``, ``touch -d``) cannot
+restore it. A file changed within the file system's timestamp granularity of being hashed is not
+cached (git's "racy clean" rule), so two same-size writes in one clock tick are still told apart.
 
 Never raises and never blocks: only regular files are opened (non-blocking, then re-checked with
 ``fstat``), so a FIFO, a device or a socket is refused rather than read. A file that cannot be
@@ -117,13 +118,16 @@ class _Cache:
 
 
 _cache = _Cache(CACHE_ENTRIES)
-_cache_data = _cache.data
 _warned: collections.OrderedDict[str, None] = collections.OrderedDict()
 _warned_lock = threading.Lock()
 _env_limit: int | None = None
+_limit_memo: tuple[Any, int] | None = None  # (the configured settings, their limit), see hash_limit
 _export: Any = None  # mltrace_otel.sdk.export, imported at first use (keeps this module light)
 _S_ISREG = stat.S_ISREG
 _seen_files: set[str] = set()  # names that were files last time: lstat them without access() first
+# path -> (mtime_ns, ctime_ns, size, inode, device, hash limit, version) of its latest cached
+# version: an unchanged file costs one lstat and five comparisons (bounded like the cache)
+_last: dict[str, tuple[int, int, int, int, int, int, str]] = {}
 # faccessat(AT_SYMLINK_NOFOLLOW) where available: says "no such name" without an exception
 _exists = os.access if os.access in os.supports_follow_symlinks else None
 
@@ -137,12 +141,13 @@ def cache_info() -> CacheInfo:
 def clear_cache() -> None:
     """Forget cached versions, the counts of :func:`cache_info`, the paths already warned
     about and the hash limit read from the environment (tests; ``export.reset()`` calls it)."""
-    global _env_limit
+    global _env_limit, _limit_memo
     _cache.clear()
     _seen_files.clear()
+    _last.clear()
     with _warned_lock:
         _warned.clear()
-    _env_limit = None
+    _env_limit = _limit_memo = None
 
 
 def hash_limit() -> int:
@@ -155,14 +160,18 @@ def hash_limit() -> int:
 
         export._reset_hooks.append(clear_cache)
         _export = export
+    global _limit_memo
     configured = _export.configured_settings()
     if configured is not None:
-        return _limit_bytes(configured.hash_max_mb)
-    if _env_limit is None:
-        from mltrace_otel.sdk.config import current_settings
+        limit = _limit_bytes(configured.hash_max_mb)
+    else:
+        if _env_limit is None:
+            from mltrace_otel.sdk.config import current_settings
 
-        _env_limit = _limit_bytes(current_settings().hash_max_mb)
-    return _env_limit
+            _env_limit = _limit_bytes(current_settings().hash_max_mb)
+        limit = _env_limit
+    _limit_memo = (configured, limit)
+    return limit
 
 
 def _limit_bytes(mb: int) -> int:
@@ -195,44 +204,44 @@ def file_version(name: str, limit: int | None = None) -> str:
         limit: hash files up to this many bytes whole, sample bigger ones (-1: sample all;
             default :func:`hash_limit`).
     """
-    # the hot path (a name that is not a file, or an unchanged cached file) is kept flat
+    # the hot path (a name that is not a file, or an unchanged file seen before) is kept flat
     path = name if name and "://" not in name and "\x00" not in name else local_path(name)
     if not path:
         return ""
     try:
-        seen = path in _seen_files  # a hint only: which system call to try first
+        last = _last.get(path)  # this path's latest version, with the state it was taken in
+        seen = last is not None or path in _seen_files  # a hint only: which system call first
         if not seen and _exists is not None and not _exists(path, os.F_OK, follow_symlinks=False):
             return ""  # a table, an id, a missing file: answered without raising (3x cheaper)
         try:
             st = os.lstat(path)
         except (OSError, ValueError) as e:
             _seen_files.discard(path)
+            _last.pop(path, None)
             if isinstance(e, PermissionError):  # something is there, but hidden from us
                 _unreadable(path, _reason(e))
             return ""  # not a path at all (a table, an id): no version, nothing to say
+        if limit is None:  # hash_limit(), without its calls while the configured settings stay
+            memo = _limit_memo
+            limit = memo[1] if memo is not None and memo[0] is _export._configured_settings else hash_limit()
+        if (last is not None and last[0] == st.st_mtime_ns and last[1] == st.st_ctime_ns
+                and last[2] == st.st_size and last[3] == st.st_ino and last[4] == st.st_dev
+                and last[5] == limit):  # the same file, unchanged: no tuple key, no LRU update
+            _cache.hits += 1  # approximate under thread contention; diagnostics only
+            return last[6]
         if not seen:
             if len(_seen_files) >= CACHE_ENTRIES:
                 _seen_files.clear()
             _seen_files.add(path)
-        if _S_ISREG(st.st_mode):
-            whole = st.st_size <= (hash_limit() if limit is None else limit)
-            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, whole)
-            cached = _cache_data.get(key)  # _Cache.get, inlined: this is every call's path
-            if cached is not None:
-                try:
-                    _cache_data.move_to_end(key)
-                except KeyError:  # evicted by another thread meanwhile
-                    pass
-                _cache.hits += 1
-                return cached
         return _version(path, st, limit)
     except Exception as e:  # noqa: BLE001 - telemetry never breaks the host program
         _unreadable(path, f"{type(e).__name__}: {e}")
         return ""
 
 
-def _version(path: str, st: os.stat_result, limit: int | None) -> str:
-    if stat.S_ISLNK(st.st_mode):
+def _version(path: str, st: os.stat_result, limit: int) -> str:
+    link = stat.S_ISLNK(st.st_mode)
+    if link:
         try:
             st = os.stat(path)
         except OSError as e:
@@ -244,22 +253,26 @@ def _version(path: str, st: os.stat_result, limit: int | None) -> str:
     if not stat.S_ISREG(mode):
         _unreadable(path, f"not a regular file ({_kind(mode)}); never opened")
         return ""
-    if limit is None:
-        limit = hash_limit()
     whole = st.st_size <= limit
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, whole)
     cached = _cache.get(key)
-    if cached is not None:
-        return cached
-    try:
-        version, stable = _hash_file(path, st, whole)
-    except OSError as e:
-        _unreadable(path, _reason(e))
-        return ""
-    _cache.count_hashed()
-    if stable and not _racy(st):
+    if cached is None:
+        try:
+            version, stable = _hash_file(path, st, whole)
+        except OSError as e:
+            _unreadable(path, _reason(e))
+            return ""
+        _cache.count_hashed()
+        if not stable or _racy(st):
+            return version
         _cache.put(key, version)
-    return version
+        cached = version
+    if link:  # the hot path compares the link's own lstat: never the same as its target's
+        return cached
+    if len(_last) >= CACHE_ENTRIES:
+        _last.clear()
+    _last[path] = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino, st.st_dev, limit, cached)
+    return cached
 
 
 def _racy(st: os.stat_result) -> bool:

@@ -71,6 +71,10 @@ MAX_EVENTS = 64
 SKETCH_MAX_VALUES = 1_000_000
 """Most values fed to one sketch; larger outputs are stride-sampled (counts scaled back)."""
 SKETCH_VERSION = 1
+SMALL_SEQUENCE = 32
+"""Lists and tuples up to this length are summarized in pure Python, longer ones with numpy
+(the same summary either way, up to the last bits of the sum)."""
+_JSON_HEAD = f'{{"v":{SKETCH_VERSION},"a":{RELATIVE_ACCURACY!r}'
 
 
 # --- the sketch -------------------------------------------------------------------------------
@@ -138,17 +142,21 @@ class Sketch:
 
     def to_json(self) -> str:
         """The compact JSON form (format version 1)."""
-        d: dict[str, Any] = {"v": SKETCH_VERSION, "a": RELATIVE_ACCURACY}
+        # written directly (every run's output event has one): what json.dumps(separators=(",", ":"))
+        # gives for {"v", "a", "pk", "pc", "nk", "nc", "z"} with int keys and counts
+        parts = [_JSON_HEAD]
         for prefix, store in (("p", self.pos), ("n", self.neg)):
             if not store:
                 continue
             _collapse(store)
             keys = sorted(store)
-            d[prefix + "k"] = [keys[0]] + [b - a for a, b in zip(keys, keys[1:], strict=False)]
-            d[prefix + "c"] = [store[k] for k in keys]
+            deltas = [keys[0]] + [b - a for a, b in zip(keys, keys[1:], strict=False)]
+            parts.append(f',"{prefix}k":[{",".join(map(str, deltas))}]'
+                         f',"{prefix}c":[{",".join(str(store[k]) for k in keys)}]')
         if self.zeros:
-            d["z"] = self.zeros
-        return json.dumps(d, separators=(",", ":"))
+            parts.append(f',"z":{int(self.zeros)}')
+        parts.append("}")
+        return "".join(parts)
 
     @classmethod
     def from_json(cls, text: str) -> Sketch:
@@ -264,6 +272,8 @@ def _sequence(value: list | tuple) -> list[tuple[str, dict[str, Any]]]:
     if all(v is None for v in value):
         return [("", {C.STATS_COUNT: len(value), C.STATS_NULLS: len(value),
                       C.STATS_SKETCH: Sketch().to_json()})]
+    if len(value) <= SMALL_SEQUENCE:  # numpy's per-call costs exceed the work on a few values
+        return [("", _summary_py([math.nan if v is None else float(v) for v in value]))]
     try:
         import numpy as np
     except ImportError:  # pragma: no cover - numpy ships with pandas / the test extra

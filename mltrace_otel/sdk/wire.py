@@ -5,8 +5,9 @@ messages. Writing each run there before the call returns means encoding it on th
 thread, where the OpenTelemetry exporter's encoder (which builds a protobuf object per field)
 costs ~60-80 µs per run span. Runs of one component repeat most of their attributes (component,
 owner, code location and snapshot, git revision, pointer types), so this encoder writes the wire
-format directly and keeps each attribute's encoding by its (key, value): a repeated attribute
-costs a dictionary look-up.
+format directly and keeps encodings: of a whole attribute block (a run's attributes, all of them
+seen before, cost one look-up) and of each attribute, keyed by field number, key, value and the
+value's type (``True``, ``1`` and ``1.0`` are equal in Python, not on the wire).
 
 :func:`encode_request` gives a message that parses equal to
 ``opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans([span])`` (tested field by
@@ -31,17 +32,25 @@ _KIND = {SpanKind.INTERNAL: 1, SpanKind.SERVER: 2, SpanKind.CLIENT: 3, SpanKind.
          SpanKind.CONSUMER: 5}
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 _CACHE_MAX = 50_000
-_kv_cache: dict[tuple[str, Any], bytes] = {}
+_BLOCKS_MAX = 1024
+"""Attribute blocks kept (a pipeline's components repeat a few; blocks that change every call,
+new input versions say, are dropped with the rest when the cache is full)."""
+_BLOCKS_MAX_BYTES = 4 << 20
+_kv_cache: dict[tuple[int, str, type, Any], bytes] = {}
+_blocks: dict[tuple[int, tuple, tuple], bytes] = {}  # (field, items, value types) -> encoding
+_block_bytes = 0
 _fixed64 = struct.Struct("<Q").pack
 _fixed32 = struct.Struct("<I").pack
 _double = struct.Struct("<d").pack
 
 
 def _varint(n: int) -> bytes:
+    if 0 <= n < 0x80:
+        return _ONE_BYTE[n]
+    if 0 <= n < 0x4000:  # most lengths: two bytes
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     if n < 0:
         n &= (1 << 64) - 1  # int64: two's complement, ten bytes
-    if n < 0x80:
-        return bytes((n,))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -50,9 +59,14 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+_ONE_BYTE = [bytes((i,)) for i in range(0x80)]
+_TAGS = [bytes((number << 3 | 2,)) for number in range(16)]  # length-delimited fields 0-15
+
+
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    tag = _TAGS[number] if number < 16 else _varint(number << 3 | 2)
+    return tag + _varint(len(payload)) + payload
 
 
 def _text(number: int, s: str) -> bytes:
@@ -86,19 +100,48 @@ def _key_value(key: str, value: Any) -> bytes:
 
 
 def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
-    """Repeated KeyValue field ``number``; each (key, value) encoded once per process."""
+    """Repeated KeyValue field ``number``. A run's attributes repeat from call to call, so a whole
+    block whose keys, values and value types were seen before is one look-up; otherwise each
+    (key, value) is encoded once per process (:func:`_encode_items`)."""
     if not attributes:
         return b""
+    # BoundedAttributes iterates through collections.abc's generic (slow) items(); its dict is there
+    items = tuple(getattr(attributes, "_dict", attributes).items())
+    try:
+        # the value types too: True == 1 == 1.0, but they encode differently
+        block = (number, items, tuple(map(type, (v for _, v in items))))
+        hit = _blocks.get(block)
+    except TypeError:  # an unhashable value (a mapping): not cached
+        return _encode_items(number, items)
+    if hit is None:
+        hit = _encode_items(number, items)
+        if all(_exact(v) for _, v in items):  # equal keys then mean equal encodings
+            global _block_bytes
+            if _block_bytes + len(hit) > _BLOCKS_MAX_BYTES or len(_blocks) >= _BLOCKS_MAX:
+                _blocks.clear()
+                _block_bytes = 0
+            _blocks[block] = hit
+            _block_bytes += len(hit)
+    return hit
+
+
+def _exact(v: Any) -> bool:
+    """Whether values equal to ``v`` with ``v``'s type always encode like ``v``: not a float zero
+    (0.0 == -0.0) nor NaN (never equal to itself: a cache entry never hit), not a sequence of
+    numbers ((True,) == (1,))."""
+    if isinstance(v, float):
+        return v == v and v != 0.0
+    return isinstance(v, (str, int, bytes)) or (
+        isinstance(v, tuple) and all(isinstance(x, str) for x in v))
+
+
+def _encode_items(number: int, items: Sequence[tuple[str, Any]]) -> bytes:
     parts = []
     cache = _kv_cache
-    # BoundedAttributes iterates through collections.abc's generic (slow) items(); its dict is there
-    items = getattr(attributes, "_dict", attributes).items()
     for key, value in items:
-        try:
-            ck = (key, tuple(value) if isinstance(value, (list, tuple)) else value)
-            hit = cache.get(ck)
-        except TypeError:  # an unhashable value (a mapping): not cached
-            ck, hit = None, None
+        # the field number too: the same (key, value) on a span, an event, a link or the resource
+        ck = (number, key, type(value), value) if _exact(value) else None
+        hit = cache.get(ck) if ck is not None else None
         if hit is None:
             try:
                 hit = _field(number, _key_value(key, value))
@@ -117,15 +160,27 @@ def _flags(parent: Any) -> int:
     return _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)
 
 
+_LOCAL_FLAGS = b"\x85\x01" + _fixed32(_HAS_IS_REMOTE)  # field 16: a span whose parent is not remote
+_UNSET_STATUS = _field(15, b"")
+_names: dict[str, bytes] = {}
+
+
 def encode_span(span: ReadableSpan) -> bytes:
     """One span's ``Span`` message."""
     ctx = span.get_span_context()
-    parts = [_field(1, ctx.trace_id.to_bytes(16, "big")), _field(2, ctx.span_id.to_bytes(8, "big"))]
-    state = ",".join(f"{k}={v}" for k, v in ctx.trace_state.items()) if ctx.trace_state is not None else ""
-    parts.append(_text(3, state))
-    if span.parent is not None:
-        parts.append(_field(4, span.parent.span_id.to_bytes(8, "big")))
-    parts.append(_text(5, span.name))
+    parts = [b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big"), b"\x12\x08" + ctx.span_id.to_bytes(8, "big")]
+    if ctx.trace_state:
+        parts.append(_text(3, ",".join(f"{k}={v}" for k, v in ctx.trace_state.items())))
+    parent = span.parent
+    if parent is not None:
+        parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+    name = _names.get(span.name)
+    if name is None:
+        name = _text(5, span.name)
+        if len(_names) >= _CACHE_MAX:
+            _names.clear()
+        _names[span.name] = name
+    parts.append(name)
     kind = _KIND.get(span.kind, 0)
     if kind:
         parts.append(b"\x30" + _varint(kind))
@@ -133,7 +188,9 @@ def encode_span(span: ReadableSpan) -> bytes:
         parts.append(b"\x39" + _fixed64(span.start_time))
     if span.end_time:
         parts.append(b"\x41" + _fixed64(span.end_time))
-    parts.append(_attributes(9, span.attributes))
+    # the SDK's span exposes its attributes through a MappingProxy over its BoundedAttributes
+    # (whose items() is collections.abc's generic, slow one): read them where they are
+    parts.append(_attributes(9, getattr(span, "_attributes", None) or span.attributes))
     if span.dropped_attributes:
         parts.append(b"\x50" + _varint(span.dropped_attributes))
     for ev in span.events:
@@ -155,9 +212,13 @@ def encode_span(span: ReadableSpan) -> bytes:
     status = span.status
     if status is not None:
         code = status.status_code.value
-        body = _text(2, status.description or "") + (b"\x18" + _varint(code) if code else b"")
-        parts.append(_field(15, body))
-    parts.append(b"\x85\x01" + _fixed32(_flags(span.parent)))  # field 16, fixed32
+        if code or status.description:
+            parts.append(_field(15, _text(2, status.description or "")
+                                + (b"\x18" + _varint(code) if code else b"")))
+        else:
+            parts.append(_UNSET_STATUS)
+    parts.append(_LOCAL_FLAGS if parent is None or not parent.is_remote
+                 else b"\x85\x01" + _fixed32(_flags(parent)))
     return b"".join(parts)
 
 
@@ -184,6 +245,16 @@ def encode_request(spans: Sequence[ReadableSpan], resource: bytes | None = None,
     res = encode_resource(first) if resource is None else resource
     sc = encode_scope(first) if scope is None else scope
     schema = first.instrumentation_scope.schema_url if first.instrumentation_scope is not None else ""
-    scope_spans = _field(1, sc) + b"".join(_field(2, encode_span(s)) for s in spans) + _text(3, schema or "")
-    resource_spans = _field(1, res) + _field(2, scope_spans) + _text(3, first.resource.schema_url or "")
-    return _field(1, resource_spans)
+    key = (res, sc, schema or "", first.resource.schema_url or "")
+    envelope = _envelopes.get(key)
+    if envelope is None:  # the parts around the spans, the same for every request of a process
+        envelope = (_field(1, sc), _text(3, key[2]), _field(1, res), _text(3, key[3]))
+        if len(_envelopes) >= 64:
+            _envelopes.clear()
+        _envelopes[key] = envelope
+    scope_head, scope_tail, resource_head, resource_tail = envelope
+    scope_spans = scope_head + b"".join(_field(2, encode_span(s)) for s in spans) + scope_tail
+    return _field(1, resource_head + _field(2, scope_spans) + resource_tail)
+
+
+_envelopes: dict[tuple[bytes, bytes, str, str], tuple[bytes, bytes, bytes, bytes]] = {}
