@@ -7,7 +7,10 @@ Switch from mltrace by changing one import::
 Logging names (Component, ComponentRun, register, save, ...) come from the SDK
 (:mod:`mltrace_otel.sdk`); query names (backtrace, review_flagged_outputs, ...) from
 :mod:`mltrace_otel.api`, which opens the store. Both are imported on first use, so
-``import mltrace_otel`` stays fast and never loads chDB.
+``import mltrace_otel`` stays fast and never loads chDB, Dash, clickhouse-connect or Flask.
+
+The base install (``pip install mltrace-otel``) has every logging name; the query names need
+the ``server`` extra (they open the store) or ``MLTRACE_SERVER_URL`` (they ask that server).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -42,6 +43,8 @@ _lock = threading.RLock()
 _store: Any = None
 _store_url: str | None = None
 _DRAIN_WAIT_S = 10.0
+HOLDER_LEAVING_S = 5.0
+"""How long a query waits, after the announced API refused it, for its holder to withdraw."""
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -128,15 +131,24 @@ def _holder_left(store: Any) -> bool:
 
 def _reconnecting(fn: F) -> F:
     """Ask again, once, when the holder whose API was asked left meanwhile (the store is then
-    opened here, or another holder's API asked)."""
+    opened here, or another holder's API asked). A holder that is stopping may refuse a
+    connection a moment before it withdraws its announcement: give it HOLDER_LEAVING_S to."""
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except StoreUnavailable:
-            with _lock:
-                if _store is None or not _holder_left(_store):
+            deadline = time.monotonic() + HOLDER_LEAVING_S
+            while True:
+                with _lock:
+                    if _store is None:
+                        raise
+                    if _holder_left(_store):
+                        break
+                    remote = isinstance(_store, _RemoteStore)
+                if not remote or time.monotonic() >= deadline:
                     raise
+                time.sleep(0.1)
             return fn(*args, **kwargs)
     return call  # type: ignore[return-value]
 
@@ -280,20 +292,99 @@ def _naive_utc(t: datetime | None) -> datetime | None:
 
 
 def to_component_run(run: Run, names: dict[str, str] | None = None) -> Any:
-    """A store Run as mltrace's ComponentRun (dependencies as component names, like mltrace)."""
+    """A store Run as mltrace's ComponentRun (dependencies as component names, like mltrace).
+
+    A run read by a list or a walk (history, backtrace, review, ...) carries no code snapshot;
+    its ``code_snapshot`` is then read from the store on first access (one run's read), so
+    the lists stay as fast as without it and still return what mltrace 0.17 returned."""
     from mltrace_otel.sdk.run import ComponentRun
 
     names = names or {}
     deps = list(dict.fromkeys(names.get(d, d) for d in run.dependencies))
-    return ComponentRun(
-        run.component, notes=run.notes, start_timestamp=_naive_utc(run.start),
-        end_timestamp=_naive_utc(run.end),
+    fields = dict(
+        notes=run.notes, start_timestamp=_naive_utc(run.start), end_timestamp=_naive_utc(run.end),
         inputs=[_pointer(p) for p in run.inputs], outputs=[_pointer(p) for p in run.outputs],
-        git_hash=run.git_hash or None, git_tags=list(run.git_tags) or None,
-        code_snapshot=run.code_snapshot or None, id=run.id, stale=list(run.stale), dependencies=deps,
-        status=run.status, test_results=[t.to_json() for t in run.tests] or None,
-        exception=run.exception, owner=run.owner,
+        git_hash=run.git_hash or None, git_tags=list(run.git_tags) or None, id=run.id,
+        stale=list(run.stale), dependencies=deps, status=run.status,
+        test_results=[t.to_json() for t in run.tests] or None, exception=run.exception, owner=run.owner,
     )
+    if run.code_snapshot:
+        return ComponentRun(run.component, code_snapshot=run.code_snapshot, **fields)
+    return _stored_run_class()(run.component, service=run.service_name, **fields)
+
+
+@functools.cache
+def _stored_run_class() -> type:
+    """:class:`ComponentRun` whose code snapshot is read from the store when first asked for
+    (by the property, ``to_dictionary``, ``repr``, ``==`` or pickling)."""
+    from mltrace_otel.sdk.run import ComponentRun
+
+    class StoredComponentRun(ComponentRun):
+        """Raises (on first access of the snapshot): StoreUnavailable, like the query functions."""
+
+        def __init__(self, *args: Any, service: str | None = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._snapshot_service = service  # the run's service.name while unread, then None
+
+        def _load_snapshot(self) -> None:
+            if self._snapshot_service is None or self._code_snapshot is not None or self._id is None:
+                return
+            self._code_snapshot = _code_snapshot(self._id, self._snapshot_service)
+            self._snapshot_service = None
+
+        @property
+        def code_snapshot(self) -> str | None:
+            self._load_snapshot()
+            return self._code_snapshot
+
+        @code_snapshot.setter
+        def code_snapshot(self, snapshot: str | bytes | None) -> None:
+            ComponentRun.code_snapshot.fset(self, snapshot)  # type: ignore[attr-defined]
+            self._snapshot_service = None
+
+        def to_dictionary(self) -> dict[str, Any]:
+            self._load_snapshot()
+            return super().to_dictionary()
+
+        def __repr__(self) -> str:
+            try:
+                self._load_snapshot()
+            except Exception:  # repr must not raise: the snapshot stays unread (None)
+                log.debug("mltrace: reading the code snapshot of %s failed", self._id, exc_info=True)
+            return super().__repr__()
+
+        def __reduce__(self) -> Any:  # pickled as a plain ComponentRun, snapshot read
+            self._load_snapshot()
+            return (_rebuild_run, (self.to_dictionary(),))
+
+    return StoredComponentRun
+
+
+def _rebuild_run(d: dict[str, Any]) -> Any:
+    from mltrace_otel.sdk.run import ComponentRun
+
+    return ComponentRun.from_dictionary(d)
+
+
+@_reconnecting
+def _code_snapshot(run_id: str, service: str) -> str | None:
+    """A stored run's code snapshot, None when it has none (or no longer exists): for the
+    embedded or server store one read of its span (two small queries), through an HTTP API
+    the run's ``inspect``."""
+    store = _get_store()
+    try:
+        if isinstance(store, _RemoteStore):
+            return store.get_run(run_id).code_snapshot or None
+        from mltrace_otel.conventions import CODE_SNAPSHOT
+        from mltrace_otel.store import queries
+        from mltrace_otel.store.runs import run_query
+
+        start = queries.fetch_start_ns(store, run_id)
+        rows = run_query(store, "code_snapshot", queries.CODE_SNAPSHOT_SQL,
+                         {"key": CODE_SNAPSHOT, "service": service, "start": start, "id": run_id})
+    except NotFound:
+        return None
+    return (rows[0][0] if rows else "") or None
 
 
 def _runs(store: Any, runs: Sequence[Run]) -> list[Any]:

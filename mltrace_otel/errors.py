@@ -170,3 +170,54 @@ def store_failure(e: BaseException) -> tuple[str, str]:
             return "storage", "no_space" if e.errno == 28 else "io"
         e = e.__cause__  # type: ignore[assignment]
     return "other", "other"
+
+
+# --- extras: what a base install (`pip install mltrace-otel`) does not have --------------------
+SERVER_MODULES: tuple[str, ...] = ("chdb", "clickhouse_connect", "dash", "flask", "werkzeug",
+                                   "prometheus_client", "grpc")
+"""Top-level modules of the ``server`` extra that mltrace server / ui / collector import: the
+store's drivers (clickhouse-connect, chDB), the UI and HTTP API (Dash, Flask), /metrics and the
+collector's gRPC receiver."""
+
+
+def store_modules(embedded: bool) -> tuple[str, ...]:
+    """The modules opening a store imports: clickhouse-connect, and chDB for the embedded one."""
+    return ("clickhouse_connect", "chdb") if embedded else ("clickhouse_connect",)
+
+
+def missing_extra(what: str, extra: str = "server", module: str | None = None,
+                  alternative: str = "") -> ConfigError:
+    """The one-line error for a part of mltrace-otel used without the extra that installs it:
+    ``mltrace ui needs the server extra: pip install 'mltrace-otel[server]' (dash is not
+    installed)``, then ``; alternative`` when given."""
+    msg = f"{what} needs the {extra} extra: pip install 'mltrace-otel[{extra}]'"
+    if module:
+        msg += f" ({module} is not installed)"
+    if alternative:
+        msg += f"; {alternative}"
+    return ConfigError(msg)
+
+
+def require_extra(what: str, modules: tuple[str, ...], extra: str = "server",
+                  alternative: str = "") -> None:
+    """Raise :func:`missing_extra` when one of ``modules`` (top-level names) is not installed.
+    Looked up with ``importlib.util.find_spec``: nothing is imported.
+
+    Raises:
+        ConfigError: naming ``what``, the extra and the first missing module.
+    """
+    from importlib.util import find_spec
+
+    for name in modules:
+        if find_spec(name) is None:
+            raise missing_extra(what, extra, name, alternative)
+
+
+def extra_of(e: ImportError) -> str | None:
+    """The extra that installs the module an ImportError names (``"server"`` for chDB, Dash,
+    ...), or None: a module no extra installs (a bug to report, not an install to fix)."""
+    name = getattr(e, "name", None) or ""
+    top = name.split(".")[0]
+    if top in SERVER_MODULES or name.startswith("google.rpc") or top == "plotly":
+        return "server"
+    return None

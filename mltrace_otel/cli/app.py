@@ -34,6 +34,7 @@ from mltrace_otel.cli.common import (
     parse_when,
     positive,
 )
+from mltrace_otel.errors import SERVER_MODULES, require_extra
 from mltrace_otel.settings import Settings, mask_url
 
 app = typer.Typer(
@@ -423,6 +424,7 @@ def server(
                                           help="Dash app port (default 8050)."),
 ) -> None:
     """Collector (OTLP :4318/:4317) + Dash app + /metrics on this machine, on one store."""
+    require_extra("mltrace server", SERVER_MODULES)
     from mltrace_otel.server import run_server
 
     code = run_server(_serve_settings(ctx, host=host, otlp_http_port=http_port, otlp_grpc_port=grpc_port,
@@ -440,6 +442,7 @@ def collector(
                                             help="OTLP/gRPC port (default 4317)."),
 ) -> None:
     """Only the OTLP collector, writing into the store."""
+    require_extra("mltrace collector", SERVER_MODULES)
     from mltrace_otel.server import run_collector
 
     code = run_collector(_serve_settings(ctx, host=host, otlp_http_port=http_port, otlp_grpc_port=grpc_port))
@@ -453,6 +456,7 @@ def ui(
     port: Optional[int] = typer.Option(None, "--port", metavar="PORT", help="Dash app port (default 8050)."),
 ) -> None:
     """Only the Dash app, on the store."""
+    require_extra("mltrace ui", SERVER_MODULES)
     from mltrace_otel.dashboards.app import run_ui
 
     code = run_ui(_serve_settings(ctx, host=host, ui_port=port))

@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer.core import TyperGroup
 
-from mltrace_otel.errors import AmbiguousRunId, ConfigError, MltraceError, StoreUnavailable
+from mltrace_otel.errors import (
+    AmbiguousRunId,
+    ConfigError,
+    MltraceError,
+    StoreUnavailable,
+    extra_of,
+    missing_extra,
+)
 from mltrace_otel.settings import Settings, mask_url
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,7 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class MltraceGroup(TyperGroup):
-    """The one place where errors become output: MltraceError → ``error: ...`` + hint, exit 1.
+    """The one place where errors become output: MltraceError → ``error: ...`` + hint, exit 1;
+    an import of a module that an extra installs (chDB, Dash, ...) → one line naming the extra.
 
     Also lets ``--store URL`` and ``--server URL`` follow the command (``mltrace recent --store
     URL``), as people type it.
@@ -50,6 +58,12 @@ class MltraceGroup(TyperGroup):
             return super().invoke(ctx)
         except MltraceError as e:
             print_error(e)
+            raise typer.Exit(1) from None
+        except ModuleNotFoundError as e:  # a part of an extra that is not installed: say which
+            extra = extra_of(e)
+            if extra is None:
+                raise
+            print_error(missing_extra(f"mltrace {ctx.invoked_subcommand or ''}".strip(), extra, e.name))
             raise typer.Exit(1) from None
 
 

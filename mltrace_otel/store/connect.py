@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mltrace_otel import spool
-from mltrace_otel.errors import StoreUnavailable
+from mltrace_otel.errors import StoreUnavailable, require_extra, store_modules
 from mltrace_otel.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
@@ -77,11 +77,12 @@ class Announcement:
     token: str = ""
 
 
-ENGINE_MALLOC_CONF = "dirty_decay_ms:30000,muzzy_decay_ms:30000"
+ENGINE_MALLOC_CONF = "dirty_decay_ms:30000,muzzy_decay_ms:0"
 """jemalloc options for the embedded engine of a long-running ingest process (the collector,
-``mltrace server``): keep freed pages 30 s instead of chDB's 5 s (then purged at once), so the
-memory an index insert frees is reused by the next one instead of being returned to the
-kernel and faulted back in (docs/collector.md has the measurements)."""
+``mltrace server``): keep freed pages 30 s instead of chDB's 5 s, so the memory an index insert
+frees is reused by the next one instead of being returned to the kernel and faulted back in,
+then return them at once (a second 30 s as "muzzy" pages held 190-390 MiB more at the peak for
+no measured gain; docs/collector.md has the measurements)."""
 
 
 def tune_engine_allocator() -> bool:
@@ -109,8 +110,12 @@ def connect(settings: Settings) -> Connection:
         StoreUnavailable: server unreachable; the embedded directory held by a process that
             announces its query API; or held by another process for longer than
             ``settings.store_wait_s``.
+        ConfigError: the store's driver (clickhouse-connect, chDB) is not installed: the
+            ``server`` extra is missing (a base install queries a server instead).
     """
     url = settings.resolved_store_url
+    require_extra("opening the store", store_modules(settings.is_embedded),
+                  alternative="or query a server: MLTRACE_SERVER_URL / mltrace --server URL")
     if settings.is_embedded:
         directory = engine_dir(url)
         _private_store_dir(settings, directory)
