@@ -137,6 +137,51 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _rss_parts_mb(pid: int) -> dict[str, float]:
+    """VmRSS / RssAnon / RssFile of a process in MiB (RssFile is mostly chDB's code pages)."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key = line.split(":", 1)[0]
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            out[key] = int(line.split()[1]) / 1024
+    return out
+
+
+class _RssSampler:
+    """Samples a process's resident memory every ``period_s`` from a thread: the peak alone
+    (VmHWM) does not say whether the collector sits near it or touches it once per index
+    insert."""
+
+    def __init__(self, pid: int, period_s: float = 0.25) -> None:
+        import threading
+
+        self.pid, self.period_s, self.samples = pid, period_s, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                self.samples.append(_rss_parts_mb(self.pid))
+            except OSError:
+                return
+
+    def __enter__(self) -> _RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, float]:
+        rss = sorted(s["VmRSS"] for s in self.samples) or [float("nan")]
+        top = max(self.samples, key=lambda s: s["VmRSS"], default={})
+        return {"rss_p50_mb": rss[len(rss) // 2], "rss_p90_mb": rss[int(len(rss) * 0.9)],
+                "rss_max_sampled_mb": rss[-1], "anon_at_max_mb": top.get("RssAnon", float("nan")),
+                "file_at_max_mb": top.get("RssFile", float("nan")), "rss_samples": len(self.samples)}
+
+
 def collector_run(senders: int, spans: int, warmup: float, seconds: float, connections: int = 1,
                   native: bool = True, ack: str = "journaled") -> dict:
     """Start the collector subprocess, load it, measure; stop it with SIGTERM."""
@@ -164,6 +209,7 @@ def collector_run(senders: int, spans: int, warmup: float, seconds: float, conne
             procs = [mp.Process(target=_sender, args=(port, spans, i, warmup, seconds, connections, out))
                      for i in range(senders)]
             cpu0, threads0 = _cpu_seconds(proc.pid), _thread_cpu(proc.pid)
+            sampler = _RssSampler(proc.pid).__enter__()  # resident memory over the run and the drain
             for p in procs:
                 p.start()
             # spans indexed (queryable) during the measuring window: with the journaled
@@ -187,6 +233,7 @@ def collector_run(senders: int, spans: int, warmup: float, seconds: float, conne
             conn.request("GET", "/metrics")
             metrics = conn.getresponse().read().decode()
             rss = _peak_rss_mb(proc.pid)
+            sampler.__exit__()
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -215,6 +262,7 @@ def collector_run(senders: int, spans: int, warmup: float, seconds: float, conne
             "acked_spans": acked, "committed_total": committed,
             "mean_batch_rows": committed / batches, "mean_insert_ms": 1000 * insert_s / batches,
             "refused_429_503": sum(r["refused"] for r in results), "peak_rss_mb": rss,
+            "rss": sampler.summary(),
             "collector_cpu_s_per_s": cpu / (warmup + seconds), "exit_code": code,
             "cpu_us_per_span": 1e6 * cpu / max(committed, 1.0),
             "cpu_s_by_thread": dict(sorted(threads.items(), key=lambda kv: -kv[1]))}
@@ -290,6 +338,10 @@ def main() -> int:
           f"{base['bench_process_peak_rss_mb']:.0f} MiB")
     print(f"collector peak RSS {run['peak_rss_mb']:.0f} MiB, CPU {run['collector_cpu_s_per_s']:.2f} cores, "
           f"429/503 answers {run['refused_429_503']}, SIGTERM exit code {run['exit_code']}")
+    m = run["rss"]
+    print(f"collector resident memory over the run (every 0.25 s): median {m['rss_p50_mb']:.0f} MiB, "
+          f"p90 {m['rss_p90_mb']:.0f}, highest sampled {m['rss_max_sampled_mb']:.0f} (anonymous "
+          f"{m['anon_at_max_mb']:.0f} + file-backed {m['file_at_max_mb']:.0f}, mostly chDB's code)")
     print(f"collector CPU per span: {run['cpu_us_per_span']:.0f} us; by thread (s): " + ", ".join(
         f"{k} {v:.1f}" for k, v in list(run["cpu_s_by_thread"].items())[:6]))
     results = ROOT / "bench" / "results"

@@ -14,12 +14,11 @@ Series (all prefixed ``mltrace_collector_``):
   ``ack_timeout`` (503 after waiting), ``store_error`` (the insert failed);
 - ``spans_committed_total``, ``batches_total``, ``insert_failures_total``,
   ``spool_drained_spans_total``;
-- ``spans_indexed_total`` (spans queryable: with the indexed acknowledgement the same as
-  committed), and with the journaled one ``index_backlog_spans`` (gauge: acknowledged, not yet
-  indexed) and ``index_duration_seconds`` (histogram);
+- ``spans_indexed_total`` (spans queryable), ``index_backlog_spans`` (gauge: journaled, not yet
+  indexed) and ``index_duration_seconds`` (histogram: one index insert);
 - ``requests_total{protocol,code}``: requests by protocol and HTTP status / gRPC code name;
 - ``queue_depth_spans`` (gauge: queued, being inserted, or not yet indexed),
-  ``insert_duration_seconds`` (histogram: a batch insert, or a journal append);
+  ``insert_duration_seconds`` (histogram: a batch's journal append);
 - ``store_retries_total{reason}``: failed writes that are being retried (never dropped):
   ``unavailable``, ``no_space``, ``too_many_parts``, ``memory``, ``timeout``, ``other``;
 - ``journal_corrupt_records_total``: journal records skipped at recovery because their bytes

@@ -15,7 +15,6 @@ Connecting:
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -23,7 +22,7 @@ from typing import Any
 
 from mltrace_otel.errors import QueryError, StoreUnavailable
 from mltrace_otel.settings import Settings, mask_url
-from mltrace_otel.store import ingest
+from mltrace_otel.store import ingest, queries, state
 from mltrace_otel.store.models import (
     ComponentInfo,
     FlaggedOutput,
@@ -35,20 +34,6 @@ from mltrace_otel.store.models import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class _LazyModule:
-    """A module imported on first attribute access (queries/state import this module back)."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(importlib.import_module(self._name), attr)
-
-
-queries: Any = _LazyModule("mltrace_otel.store.queries")
-state: Any = _LazyModule("mltrace_otel.store.state")
 
 
 def open_store(settings: Settings | None = None, *, drain: bool = True) -> Store:

@@ -90,6 +90,10 @@ def insert_requests(store: IngestConnection, payloads: Sequence[bytes], spans: i
         **ingest.INSERT_SETTINGS,
         "insert_deduplication_token": token,
         "input_format_protobuf_oneof_presence": 1,
+        # smaller blocks through the rendering view: measured, the insert's peak memory falls
+        # from ~15.5 to ~8.5 KiB per span (620 -> 348 MiB for 40,960 spans in 512-span
+        # requests) at the same CPU; the insert still writes one part per table
+        "max_block_size": 8192,
     }
     if store.settings.is_embedded:
         settings["format_schema"] = f"{PROTO_FILE}:Req"
