@@ -7,7 +7,8 @@ and serves until interrupted.
 
 When ``settings.token`` is set every request needs ``Authorization: Bearer <token>`` or HTTP
 basic auth with the token as password (browsers prompt for it). The HTTP query API
-(:mod:`mltrace_otel.web_api`, ``/api/v1``) is registered on the same Flask server.
+(:mod:`mltrace_otel.web_api`, ``/api/v1``) is registered on the same Flask server. A path
+that names no page answers 404 (with the app, whose help page says so).
 
 May import: dash, plotly, flask/werkzeug, :mod:`mltrace_otel.store`, settings, errors, auth, web_api.
 """
@@ -25,7 +26,8 @@ from dash import MATCH, Input, Output, State, ctx, dcc, html, no_update
 from mltrace_otel.auth import token_matches
 from mltrace_otel.dashboards import pages
 from mltrace_otel.dashboards.cards import run_card
-from mltrace_otel.dashboards.routes import Action, Route, parse_command, route_from_url
+from mltrace_otel.dashboards.diffs import next_run_id
+from mltrace_otel.dashboards.routes import PAGES, Action, Route, parse_command, route_from_url
 from mltrace_otel.errors import MltraceError
 from mltrace_otel.settings import Settings
 from mltrace_otel.web_api import BLUEPRINT_NAME, StoreHost, local_url, make_blueprint
@@ -87,6 +89,26 @@ def _install_auth(server: Any, token: str) -> None:
                         {"WWW-Authenticate": 'Basic realm="mltrace", charset="UTF-8"'})
 
 
+def _install_not_found(app: dash.Dash) -> None:
+    """Unknown paths answer 404: Dash serves its page for every path, so the catch-all route
+    checks the first segment against the known pages. The body is still the app, whose help
+    page says "No page at …"; other routes (``/api/v1``, Dash's own, a ``/metrics`` added by
+    ``mltrace server``) are matched before the catch-all and never get here."""
+    from flask import request
+
+    prefix = app.config.routes_pathname_prefix
+    catch_all = {prefix, prefix + "<path:path>"}
+
+    @app.server.before_request
+    def _unknown_path() -> Any:
+        if request.url_rule is None or request.url_rule.rule not in catch_all:
+            return None
+        head = request.path[len(prefix):].split("/", 1)[0]
+        if not head or head in PAGES:
+            return None
+        return app.index(), 404
+
+
 def create_app(settings: Settings | None = None, store: Any = None, *,
                local_token: str | None = None) -> dash.Dash:
     """Build the triage UI.
@@ -114,6 +136,7 @@ def create_app(settings: Settings | None = None, store: Any = None, *,
     if settings.token:
         _install_auth(app.server, settings.token)
     app.server.register_blueprint(make_blueprint(store, settings.token, lock, local_token))  # /api/v1
+    _install_not_found(app)
 
     @app.callback(Output("page", "children"), Output("cmd", "value"), Output("doc-title", "data"),
                   Input("url", "pathname"), Input("url", "search"), Input("refresh", "data"))
@@ -181,14 +204,55 @@ def create_app(settings: Settings | None = None, store: Any = None, *,
     def open_node(click: dict | None) -> Any:
         points = (click or {}).get("points") or []
         run_id = points[0].get("customdata") if points else None
+        if isinstance(run_id, list):  # an edge label or the output node
+            try:
+                with lock:
+                    return pages.pointer_panel(store, run_id)
+            except MltraceError as e:
+                return pages.error_panel(e)
         if not isinstance(run_id, str):
             return no_update
         try:
             with lock:
                 run = store.get_run(run_id)
+                after = next_run_id(store, run)
         except MltraceError as e:
             return pages.error_panel(e)
-        return run_card(run, scope="graph", full=True)
+        return run_card(run, scope="graph", full=True, next_run=after)
+
+    @app.callback(Output({"type": "run-slot", "key": MATCH, "run": MATCH}, "children"),
+                  Input({"type": "run-row", "key": MATCH, "run": MATCH}, "n_clicks"),
+                  prevent_initial_call=True)
+    def open_row(n: int | None) -> Any:
+        # a click on a table row opens the run's card below it; the next click closes it
+        if not n or n % 2 == 0:
+            return []
+        key, run_id = ctx.triggered_id["key"], ctx.triggered_id["run"]
+        try:
+            with lock:
+                run = store.get_run(run_id)
+                found = pages.review_coverage(store, run.id) if key == "review" else None
+        except MltraceError as e:
+            return pages.error_panel(e)
+        coverage, why = found if found else (None, ())
+        return run_card(run, scope=f"row-{key}", coverage=coverage, why=why)
+
+    @app.callback(Output("url", "pathname", allow_duplicate=True),
+                  Output("url", "search", allow_duplicate=True),
+                  Input("rf-status", "value"), Input("rf-component", "value"), Input("rf-owner", "value"),
+                  Input("rf-tag", "value"), Input("rf-since", "value"), Input("rf-until", "value"),
+                  State("rf-keep", "data"), prevent_initial_call=True)
+    def filter_recent(status: str | None, component: str | None, owner: str | None, tag: str | None,
+                      since: str | None, until: str | None, keep: dict | None) -> tuple[str, str]:
+        values = {"status": "" if status == "any" else status, "component": component, "owner": owner,
+                  "tag": tag, "since": (since or "").strip(), "until": (until or "").strip()}
+        params = [(k, v) for k, v in values.items() if v]
+        keep = keep or {}
+        if params == [tuple(p) for p in keep.get("current", [])]:
+            return no_update, no_update  # a dropdown settling on mount, not a person's change
+        params += [(k, v) for k, v in keep.items() if k != "current" and v]
+        path, _, query = Route("recent", "", tuple(params)).url.partition("?")
+        return path, f"?{query}" if query else ""
 
     @app.callback(Output("url", "pathname", allow_duplicate=True),
                   Output("url", "search", allow_duplicate=True), Input("history-chart", "clickData"),

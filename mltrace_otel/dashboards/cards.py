@@ -98,15 +98,16 @@ def _pointers(title: str, pointers: tuple[Pointer, ...], key: str, outputs: bool
                     className=f"io {title.lower()}")
 
 
-def _fence(code: str) -> str:
+def _fence(code: str, lang: str = "python") -> str:
     longest = max((len(m) for m in re.findall(r"`+", code)), default=0)
     fence = "`" * max(3, longest + 1)
-    return f"{fence}python\n{code}\n{fence}"
+    return f"{fence}{lang}\n{code}\n{fence}"
 
 
-def code_block(code: str) -> dcc.Markdown:
-    """Python source, syntax-highlighted, always literal (a fenced block; HTML is never allowed)."""
-    return dcc.Markdown(_fence(code), className="code", dangerously_allow_html=False)
+def code_block(code: str, lang: str = "python") -> dcc.Markdown:
+    """Source (python, or a unified ``diff``), highlighted, always literal (a fenced block; HTML
+    is never allowed)."""
+    return dcc.Markdown(_fence(code, lang), className="code", dangerously_allow_html=False)
 
 
 def _tests(run: Run) -> html.Div | None:
@@ -195,8 +196,32 @@ def _changes(run: Run) -> html.Div:
         html.Ul(items) if items else html.P("nothing", className="muted")], className="changes")
 
 
+def run_links(run: Run, next_run: str | None) -> html.Nav:
+    """Where to go from a run: its trace and impact, the component's previous and next runs
+    (``next_run`` "" when there is none, None when not looked up) and the diff against the
+    previous run."""
+    sep = html.Span(" · ", className="muted")
+    items: list = [link(Route("trace", run.id), "trace of this run", className="to-trace"),
+                   link(Route("impact", run.id), "impact of this run", className="to-impact")]
+    if run.previous_run:
+        items += [link(Route("inspect", run.previous_run), "← previous run", className="to-previous",
+                       title=run.previous_run),
+                  link(Route("diff", run.id), "diff with previous run", className="to-diff")]
+    else:
+        items.append(html.Span("first run of this component", className="muted"))
+    if next_run:
+        items.append(link(Route("inspect", next_run), "next run →", className="to-next", title=next_run))
+    elif next_run == "":
+        items.append(html.Span("latest run of this component", className="muted no-next"))
+    out: list = []
+    for i, item in enumerate(items):
+        out += [sep, item] if i else [item]
+    return html.Nav(out, className="run-links")
+
+
 def run_card(run: Run, *, scope: str = "main", full: bool = False,
-             coverage: tuple[int, int] | None = None, why: tuple[str, ...] = ()) -> html.Div:
+             coverage: tuple[int, int] | None = None, why: tuple[str, ...] = (),
+             next_run: str | None = None) -> html.Div:
     """One run as a card.
 
     Args:
@@ -207,6 +232,8 @@ def run_card(run: Run, *, scope: str = "main", full: bool = False,
             summary, notes shown with a link to edit them), so pages of many cards stay fast.
         coverage: (count, flagged) when the card is reached from review.
         why: the review's evidence for this run (shown with the coverage).
+        next_run: the component's next run ("" none; None not looked up), for the full card's
+            links (trace, impact, previous/next run, diff against the previous run).
     """
     key = f"{scope}|{run.id}"
     header: list = [
@@ -221,6 +248,8 @@ def run_card(run: Run, *, scope: str = "main", full: bool = False,
         header.append(html.Span(f"coverage {pct:.0f}% ({count}/{flagged} flagged)",
                                 className="badge coverage"))
     body: list = [html.Div(header, className="card-head"), _meta(run) if full else _meta_line(run)]
+    if full:
+        body.append(run_links(run, next_run))
     if coverage is not None:
         body.append(html.Div([html.Strong("Why it ranks here: "),
                               "; ".join(why) if why else "no evidence: coverage, then newest"],

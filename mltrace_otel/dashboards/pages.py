@@ -23,8 +23,18 @@ from mltrace_otel.dashboards.cards import (
     run_link,
     short_version,
 )
+from mltrace_otel.dashboards.diffs import next_run_id, page_diff
 from mltrace_otel.dashboards.graph import lineage_figure
 from mltrace_otel.dashboards.routes import ACTIONS, PAGES, Route
+from mltrace_otel.dashboards.tables import (
+    RunFilter,
+    card_rows,
+    filter_form,
+    parse_time,
+    runs_table,
+    stale_text,
+    status_text,
+)
 from mltrace_otel.errors import AmbiguousRunId, MltraceError, NotFound
 from mltrace_otel.store.models import FlaggedOutput, Lineage, Run
 
@@ -59,17 +69,15 @@ def _parse_day(name: str, raw: str, end: bool) -> datetime | None:
 
 
 def status_cell(run: Run) -> html.Td:
-    """The status column, as the CLI's: FAILED, or OK (staleness has its own column)."""
-    return html.Td("FAILED" if run.failed else "OK", className="fail" if run.failed else "")
+    """The status column, in the CLI's words (``mltrace review --json``): failed or ok
+    (staleness has its own column)."""
+    return html.Td(status_text(run), className="status " + ("fail" if run.failed else "ok"))
 
 
 def stale_cell(run: Run) -> html.Td:
     """The stale column, as the CLI marks it: ``⚠ stale`` for a direct cause, ``⚠ stale
     (inherited)`` when only runs upstream are stale; every message in the tooltip."""
-    if not run.stale:
-        return html.Td("", className="stale-cell")
-    label = "⚠ stale" if run.stale_direct or not run.stale_reasons else "⚠ stale (inherited)"
-    return html.Td(label, className="stale-cell", title="\n".join(run.stale))
+    return html.Td(stale_text(run), className="stale-cell", title="\n".join(run.stale))
 
 
 _AGE = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -97,27 +105,85 @@ def _run_table(runs: list[Run], *, depth: dict[str, int] | None = None) -> html.
                       className="runs")
 
 
+_SCAN = 500  # runs a filtered Recent page reads (newest first) to find its rows
+
+
+def _recent_runs(f: RunFilter, store, limit: int, before: str | None) -> tuple[list[Run], bool]:
+    """The rows of a Recent page (newest first) and whether older matching runs remain."""
+    if not f.active:
+        runs = store.recent(limit, before)
+        return runs, len(runs) == limit
+    since, until = parse_time("since", f.since), parse_time("until", f.until, end=True)
+    if f.component:  # the store narrows by component and time itself
+        window = store.history(f.component, _SCAN, since, until)
+        if before:
+            ids = [r.id for r in window]
+            window = window[ids.index(before) + 1:] if before in ids else []
+    else:
+        window = store.recent(_SCAN, before)
+    kept = [r for r in window if f.keep(r, since, until)]
+    return kept[:limit], len(kept) > limit
+
+
 def page_recent(route: Route, store) -> list:
     limit = route.limit()
     before = route.param("before") or None
-    runs = store.recent(limit, before)
+    f = RunFilter.from_route(route)
+    runs, more = _recent_runs(f, store, limit, before)
+    comps = store.components()
+    keep: dict[str, object] = {k: v for k, v in (("limit", route.param("limit")),
+                              ("sort", "" if f.sort == "start" else f.sort),
+                              ("order", "" if f.desc else "asc")) if v}
+    keep["current"] = [[k, v] for k, v in f.params() if k not in ("sort", "order")]
+    form = filter_form(f, [c.name for c in comps], [c.owner for c in comps if c.owner], store.tags(), keep)
+    base = (("limit", str(limit)),) + f.params()
     nav: list = []
     if before:
-        nav.append(link(Route("recent", params=(("limit", str(limit)),)), "⇤ newest"))
-    if len(runs) == limit:
-        nav.append(link(Route("recent", params=(("before", runs[-1].id), ("limit", str(limit)))),
-                        "older runs →", id="older"))
-    body: list = [_title("Recent runs", html.Span(f" {len(runs)} shown", className="muted"))]
+        nav.append(link(Route("recent", params=base), "⇤ newest"))
+    if more and runs:
+        nav.append(link(Route("recent", params=(("before", runs[-1].id),) + base), "older runs →",
+                        id="older"))
+    shown = f"{len(runs)} shown" + (" matching the filters" if f.active else "")
+    body: list = [_title("Recent runs", html.Span(f" {shown}", className="muted")), form]
     if not runs:
-        body.append(html.P("No runs yet. Log a component run and it shows up here.", className="muted"))
-    body += [run_card(r, scope="recent") for r in runs]
+        body.append(html.P("No runs match these filters." if f.active else
+                           "No runs yet. Log a component run and it shows up here.",
+                           className="muted", id="recent-empty"))
+    else:
+        body.append(runs_table(f.sorted(runs), "recent", table_id="runs-table", f=f,
+                               base=Route("recent", params=(("limit", route.param("limit")),)
+                                          if route.param("limit") else ())))
+        note = "Click a row to open its card; click a column name to sort this page."
+        if f.active and not f.component:
+            note += f" Filters look through the newest {_SCAN} runs from here on."
+        body.append(html.P(note, className="muted hint"))
     body.append(html.Div(nav, className="pager"))
     return body
 
 
+# ISO times on the date axis at every zoom (the date under the first tick, as plotly does)
+_ISO_TICKS = [
+    {"dtickrange": [None, 1000], "value": "%H:%M:%S.%L\n%Y-%m-%d"},
+    {"dtickrange": [1000, 60000], "value": "%H:%M:%S\n%Y-%m-%d"},
+    {"dtickrange": [60000, 86400000], "value": "%H:%M\n%Y-%m-%d"},
+    {"dtickrange": [86400000, None], "value": "%Y-%m-%d"},
+]
+_UNITS = (("ms", 0.001), ("s", 1.0), ("min", 60.0), ("h", 3600.0))
+
+
+def duration_unit(seconds: list[float]) -> tuple[str, float]:
+    """The unit that fits the longest duration (ms below 1 s, s below 2 min, min below 2 h)."""
+    top = max(seconds, default=0.0)
+    if top < 1:
+        return _UNITS[0]
+    if top < 120:
+        return _UNITS[1]
+    return _UNITS[2] if top < 7200 else _UNITS[3]
+
+
 def _history_figure(runs: list[Run]) -> dict:
-    """Durations over time (failed runs marked ✕) above runs and failures per day (or hour),
-    as a plain plotly figure dict (no validation cost)."""
+    """Durations over time (failed runs marked ✕, in a unit that fits) above runs and failures
+    per day (or hour) as two series side by side, as a plain plotly figure dict."""
     ok = [r for r in reversed(runs) if not r.failed]
     bad = [r for r in reversed(runs) if r.failed]
     span = (runs[0].start - runs[-1].start).total_seconds() if runs else 0
@@ -125,30 +191,35 @@ def _history_figure(runs: list[Run]) -> dict:
     total = Counter(r.start.strftime(fmt) for r in runs)
     failed = Counter(r.start.strftime(fmt) for r in bad)
     buckets = sorted(total)
+    name, scale = duration_unit([r.duration_s for r in runs])
 
     def iso(rs: list[Run]) -> list[str]:
         return [r.start.isoformat() for r in rs]
 
+    def dur(rs: list[Run]) -> list[float]:
+        return [round(r.duration_s / scale, 3) for r in rs]
+
     data = [
-        {"type": "scatter", "x": iso(ok), "y": [r.duration_s for r in ok], "mode": "lines+markers",
-         "name": "duration (s)", "customdata": [r.id for r in ok], "line": {"color": "#3b7dd8"}},
-        {"type": "scatter", "x": iso(bad), "y": [r.duration_s for r in bad], "mode": "markers",
+        {"type": "scatter", "x": iso(ok), "y": dur(ok), "mode": "lines+markers",
+         "name": f"duration ({name})", "customdata": [r.id for r in ok], "line": {"color": "#3b7dd8"}},
+        {"type": "scatter", "x": iso(bad), "y": dur(bad), "mode": "markers",
          "name": "failed run", "customdata": [r.id for r in bad],
          "marker": {"symbol": "x", "size": 12, "color": "#d64545"}},
-        {"type": "bar", "x": buckets, "y": [total[b] - failed[b] for b in buckets],
+        {"type": "bar", "x": buckets, "y": [total[b] for b in buckets],
          "name": f"runs per {unit}", "marker": {"color": "#8fb3e8"}, "xaxis": "x2", "yaxis": "y2"},
         {"type": "bar", "x": buckets, "y": [failed[b] for b in buckets], "name": f"failures per {unit}",
          "marker": {"color": "#d64545"}, "xaxis": "x2", "yaxis": "y2"},
     ]
     layout = {
-        "height": 420, "margin": {"l": 50, "r": 20, "t": 30, "b": 40}, "barmode": "stack",
+        "height": 420, "margin": {"l": 60, "r": 20, "t": 30, "b": 40}, "barmode": "group",
         "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)", "font": {"color": "#7f8a9a"},
         "legend": {"orientation": "h", "y": 1.1},
-        "xaxis": {"anchor": "y", "domain": [0, 1], "type": "date"},
-        "yaxis": {"anchor": "x", "domain": [0.4, 1], "title": {"text": "duration (s)"},
+        "xaxis": {"anchor": "y", "domain": [0, 1], "type": "date", "tickformatstops": _ISO_TICKS},
+        "yaxis": {"anchor": "x", "domain": [0.4, 1], "title": {"text": f"duration ({name})"},
                   "rangemode": "tozero"},
         "xaxis2": {"anchor": "y2", "domain": [0, 1], "type": "category"},
-        "yaxis2": {"anchor": "x2", "domain": [0, 0.27], "title": {"text": "runs"}, "rangemode": "tozero"},
+        "yaxis2": {"anchor": "x2", "domain": [0, 0.27], "title": {"text": f"per {unit}"},
+                   "rangemode": "tozero"},
     }
     return {"data": data, "layout": layout}
 
@@ -161,8 +232,11 @@ def page_history(route: Route, store) -> list:
     runs = store.history(route.arg, limit, since, until)
     failures = sum(r.failed for r in runs)
     form = html.Div([
-        html.Label(["since ", dcc.Input(id="hist-since", type="date", value=since_raw[:10])]),
-        html.Label(["until ", dcc.Input(id="hist-until", type="date", value=until_raw[:10])]),
+        # text, not type=date: a browser shows its locale's date form (mm/dd/yyyy), the UI is ISO
+        html.Label(["since ", dcc.Input(id="hist-since", type="text", value=since_raw[:10],
+                                        placeholder="YYYY-MM-DD", pattern=r"\d{4}-\d{2}-\d{2}")]),
+        html.Label(["until ", dcc.Input(id="hist-until", type="text", value=until_raw[:10],
+                                        placeholder="YYYY-MM-DD", pattern=r"\d{4}-\d{2}-\d{2}")]),
         html.Label(["runs ", dcc.Input(id="hist-limit", type="number", min=1, max=1000, value=limit)]),
         html.Button("Apply", id="hist-apply", className="button"),
         dcc.Store(id="hist-component", data=route.arg),
@@ -180,7 +254,8 @@ def page_history(route: Route, store) -> list:
     return body
 
 
-def _review_coverage(store, run_id: str) -> tuple[tuple[int, int], tuple[str, ...]] | None:
+def review_coverage(store, run_id: str) -> tuple[tuple[int, int], tuple[str, ...]] | None:
+    """A run's (count, flagged) coverage and why in the current review; None if not in it."""
     review = store.review(None)
     for e in review.entries:
         if e.run.id == run_id:
@@ -190,9 +265,10 @@ def _review_coverage(store, run_id: str) -> tuple[tuple[int, int], tuple[str, ..
 
 def page_inspect(route: Route, store) -> list:
     run = store.get_run(route.arg)
-    found = _review_coverage(store, run.id) if route.param("from") == "review" else None
+    found = review_coverage(store, run.id) if route.param("from") == "review" else None
     coverage, why = found if found else (None, ())
-    return [_title(f"Run {run.id}"), run_card(run, scope="inspect", full=True, coverage=coverage, why=why)]
+    return [_title(f"Run {run.id}"), run_card(run, scope="inspect", full=True, coverage=coverage, why=why,
+                                              next_run=next_run_id(store, run))]
 
 
 def lineage_view(lineage: Lineage) -> list:
@@ -203,7 +279,8 @@ def lineage_view(lineage: Lineage) -> list:
     stale = sum(bool(r.stale) for r in runs)
     first = min(lineage.nodes, key=lambda n: n.depth).run if lineage.nodes else None
     body: list = [html.P(f"{len(runs)} runs, {len(lineage.edges)} edges, {failed} failed, {stale} stale. "
-                         "Click a node to open its full card (with its code).", className="muted")]
+                         "Click a node to open its full card (with its code), an edge's label for "
+                         "the outputs it carries.", className="muted")]
     body.append(dcc.Graph(id="lineage-graph", figure=lineage_figure(lineage),
                           config={"displaylogo": False, "scrollZoom": True}))
     # the walk's start, as the walk read it (no code snapshot: a click on a node reads the full run)
@@ -212,6 +289,28 @@ def lineage_view(lineage: Lineage) -> list:
     body.append(html.H3("Runs"))
     body.append(_run_table(runs, depth=depth))
     return body
+
+
+def pointer_panel(store, data: list) -> html.Div:
+    """What a click on an edge label (``["edge", producer, consumer, [pointer, ...]]``) or on the
+    output node (``["output", name]``) of a lineage graph opens: the pointers, each with links to
+    its trace and impact, and the runs on either side of the edge."""
+    kind = data[0] if data else ""
+    names = [str(n) for n in (data[3] if kind == "edge" and len(data) > 3 else data[1:2])]
+    ends = [str(x) for x in data[1:3]] if kind == "edge" else []
+    runs = {r.id: r for r in store.get_runs([e for e in ends if e])} if ends else {}
+
+    def end(rid: str, fallback: str) -> object:
+        r = runs.get(rid)
+        return html.Span([r.component, " ", run_link(r.id, r.id[:8])]) if r else fallback
+
+    head: list = [html.Strong("Output of this walk" if kind == "output" else "Edge")]
+    if kind == "edge":
+        head += [" ", end(ends[0], "this walk's input"), " → ", end(ends[1], "this walk's output")]
+    items = [html.Li([pointer_link(n), html.Span(" · ", className="muted"),
+                      link(Route("impact", n), "impact", className="to-impact")]) for n in names]
+    return html.Div([html.Div(head), html.Ul(items, className="pointer-list")],
+                    className="card pointer-panel", id="pointer-panel")
 
 
 def _looks_like_run_id(s: str) -> bool:
@@ -296,21 +395,21 @@ def page_review(route: Route, store) -> list:
                            id="review-scope"))
     if review.entries:
         body.append(html.H3("Runs ranked by coverage, then evidence"))
-        rows = [html.Tr([html.Td(k + 1),
-                         html.Td(f"{100 * e.coverage:.0f}% · {e.count}/{n}", className="coverage-pct",
-                                 title=e.coverage_text),
-                         html.Td(link(Route("history", e.run.component), e.run.component)),
-                         html.Td(run_link(e.run.id, None, **{"from": "review"})),
-                         html.Td(fmt_time(e.run.start)), status_cell(e.run), stale_cell(e.run),
-                         html.Td(html.Ul([html.Li(w) for w in e.why]) if e.why else "—",
-                                 className="why")],
-                        className="failed" if e.run.failed else "")
-                for k, e in enumerate(review.entries)]
-        head = html.Tr([html.Th(h) for h in ("#", "coverage", "component", "run", "start", "status",
-                                              "stale", "why")])
-        body.append(html.Table([html.Thead(head), html.Tbody(rows)], className="runs", id="review-table"))
-        body += [run_card(e.run, scope="review", coverage=(e.count, n), why=e.why)
-                 for e in review.entries[:10]]
+        head = ("#", "coverage", "component", "run", "start", "status", "stale", "why")
+        rows: list = []
+        for k, e in enumerate(review.entries):
+            cells = [html.Td(k + 1),
+                     html.Td(f"{100 * e.coverage:.0f}% · {e.count}/{n}", className="coverage-pct",
+                             title=e.coverage_text),
+                     html.Td(link(Route("history", e.run.component), e.run.component)),
+                     html.Td(run_link(e.run.id, None, **{"from": "review"}), className="mono"),
+                     html.Td(fmt_time(e.run.start), className="nowrap"), status_cell(e.run),
+                     stale_cell(e.run),
+                     html.Td(html.Ul([html.Li(w) for w in e.why]) if e.why else "—", className="why")]
+            rows += card_rows("review", e.run, cells, len(head))
+        body.append(html.Table([html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(rows)],
+                               className="runs compact", id="review-table"))
+        body.append(html.P("Click a row to open the run's card.", className="muted hint"))
     elif scope and review.flagged:
         body.append(html.P("No run in that scope is in the flagged outputs' traces.", className="muted"))
     return body
@@ -350,7 +449,7 @@ def page_help(route: Route, store) -> list:
 _PAGES = {
     "recent": page_recent, "history": page_history, "inspect": page_inspect, "trace": page_trace,
     "impact": page_impact, "tag": page_tag, "components": page_components, "review": page_review,
-    "stale": page_stale, "help": page_help,
+    "stale": page_stale, "help": page_help, "diff": page_diff,
 }
 
 

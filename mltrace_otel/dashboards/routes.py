@@ -1,11 +1,11 @@
 """Routes of the triage UI: command-bar text <-> URL paths, with no Dash and no store.
 
 Every page is a URL that survives a reload and can be shared: ``/recent``, ``/history/<component>``,
-``/inspect/<run>``, ``/trace/<output>``, ``/tag/<tag>``, ``/review``, ``/impact/<output or run>``,
-``/stale``, ``/components``, ``/help``. The argument is percent-encoded as one path segment (pointer
-names may hold slashes, quotes, ``%`` or unicode); names a browser would rewrite (``.``, ``..``, "")
-travel as ``?arg=`` instead. ``flag`` and ``unflag`` are actions, not pages: the bar runs them
-and then shows ``/review``.
+``/inspect/<run>``, ``/diff/<run>``, ``/trace/<output>``, ``/tag/<tag>``, ``/review``,
+``/impact/<output or run>``, ``/stale``, ``/components``, ``/help``. The argument is
+percent-encoded as one path segment (pointer names may hold slashes, quotes, ``%`` or unicode);
+names a browser would rewrite (``.``, ``..``, "") travel as ``?arg=`` instead. ``flag`` and
+``unflag`` are actions, not pages: the bar runs them and then shows ``/review``.
 
 Imports only the standard library and :mod:`mltrace_otel.errors`.
 """
@@ -19,9 +19,11 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 from mltrace_otel.errors import CommandError
 
 PAGES: dict[str, str] = {
-    "recent": "recent [N] — the newest runs, N per page (default 20)",
+    "recent": "recent [N] — the newest runs as a table, N per page (default 20): filter by status, "
+              "component, owner, tag and time, sort by a column, click a row for its card",
     "history": "history COMPONENT [N] — a component's runs with a duration/failure chart and a date range",
     "inspect": "inspect RUN_ID — one run's card (a unique prefix of 4+ characters works)",
+    "diff": "diff RUN_ID — what changed since the component's previous run: inputs, outputs, code",
     "trace": "trace OUTPUT — the runs that produced an output, as a lineage graph (a run id also works)",
     "impact": "impact OUTPUT|RUN_ID — everything downstream of an output or a run",
     "tag": "tag [TAG] — the components with a tag (without TAG: every tag)",
@@ -41,7 +43,7 @@ ACTIONS: dict[str, str] = {
 """Commands that change the store instead of naming a page."""
 
 COMMANDS = {**PAGES, **ACTIONS}
-_NEEDS_ARG = {"history", "inspect", "trace", "impact"}
+_NEEDS_ARG = {"history", "inspect", "diff", "trace", "impact"}
 _DEFAULT_LIMIT = {"recent": 20, "history": 100, "review": 50, "stale": 100}
 
 

@@ -28,7 +28,7 @@ def test_skip_edges_and_diamonds_lay_out_left_to_right_each_run_once():
     assert xy[a.id][0] < xy[b.id][0] < xy[d.id][0] and xy[c.id][0] == xy[b.id][0]
     assert xy[b.id][1] != xy[c.id][1]
     fig = lineage_figure(lineage)
-    nodes = [t for t in fig["data"] if t.get("mode") == "markers+text"]
+    nodes = [t for t in fig["data"] if t.get("name") in ("ok", "failed")]  # the runs
     ids = [i for t in nodes for i in t["customdata"]]
     assert sorted(ids) == sorted([a.id, b.id, c.id, d.id])
     failed = next(t for t in nodes if t["name"] == "failed")
@@ -45,3 +45,26 @@ def test_a_cycle_falls_back_on_the_walks_depths():
     assert xy[a.id][0] < xy[b.id][0]
     fig = lineage_figure(lineage)
     assert any(t.get("name") == "stale" for t in fig["data"])  # the stale ring has a legend entry
+
+
+def test_edges_carry_pointer_names_and_versions_and_the_output_is_a_node():
+    a, b = _run(1, "a"), _run(2, "b")
+    long = "warehouse/exports/2026/01/very_long_partition_name_v17.parquet"
+    lineage = Lineage(root="models/<m>.pkl", direction="trace", nodes=(LineageNode(0, b), LineageNode(1, a)),
+                      edges=(LineageEdge(a.id, b.id, "p1", "0123456789abcdef"),
+                             LineageEdge(a.id, b.id, long)))
+    fig = lineage_figure(lineage)
+    labels = next(t for t in fig["data"] if t.get("name") == "pointer names")
+    text = labels["text"]
+    assert "p1 @01234567" in text[0] and "…" in text[0] and long not in text[0]  # shortened
+    assert long in labels["hovertext"][0]  # whole in the hover
+    kinds = {tuple(d[:3]) for d in labels["customdata"]}
+    assert ("edge", a.id, b.id) in kinds and ("edge", b.id, "") in kinds  # b → the output
+    out = next(t for t in fig["data"] if t.get("name") == "output")
+    assert out["customdata"] == [["output", "models/<m>.pkl"]]
+    assert out["text"] == ["models/&lt;m&gt;.pkl"]  # literal, never markup
+    xy = layered_layout(lineage)
+    assert out["x"][0] > xy[b.id][0]  # right of its producer
+    # a walk from a run has no output node
+    from_run = Lineage(root=b.id[:6], direction="trace", nodes=lineage.nodes, edges=lineage.edges)
+    assert not any(t.get("name") == "output" for t in lineage_figure(from_run)["data"])

@@ -30,6 +30,8 @@ def _has_error(tree) -> bool:
     ("/trace/{split}", "Trace of run {split}"), ("/impact/{clean}", "Impact of {clean}"),
     ("/tag", "Tags"), ("/tag/model", "Components tagged model"), ("/review", "Review"),
     ("/stale", "Stale runs"), ("/components?owner=bo", "Components"), ("/help", "Commands"),
+    ("/recent?status=failed&component=heartbeat&sort=duration&order=asc", "Recent runs"),
+    ("/diff/{ingest}", "Diff of run {ingest}"), ("/diff/{old_ingest}", "No previous run of "),
 ])
 def test_every_page_renders(pages, filled, url, expect):
     url, expect = url.format(**filled.ids), expect.format(**filled.ids)
@@ -52,6 +54,7 @@ def test_pages_show_what_the_store_holds(pages, filled):
 @pytest.mark.parametrize("url,message", [
     ("/inspect/ffffffffffff", "ffffffffffff"), ("/trace/no%2Fsuch%20output.csv", "no/such output.csv"),
     ("/history/heartbeat?since=yesterday", "since='yesterday' is not a date"),
+    ("/recent?until=last%20week", "until='last week' is not a date"), ("/diff/ffffffffffff", "ffffffffffff"),
 ])
 def test_missing_things_are_error_panels(pages, url, message):
     out = pages.page(url)
@@ -104,3 +107,30 @@ def test_review_reports_a_flagged_output_no_run_produced(pages, ui_store, filled
         assert "50% · 1/2" in shown  # train fed one of the two flagged outputs
     finally:
         ui_store.unflag_all()
+
+
+def test_unknown_paths_are_404_known_ones_200(ui_settings, ui_store, filled):
+    from mltrace_otel.dashboards.app import create_app
+
+    client = create_app(ui_settings, ui_store).server.test_client()
+    for path in ("/metrics", "/nothing", "/nothing/here", "/recentx", "/favicon.ico"):
+        r = client.get(path)
+        assert r.status_code == 404 and b"<!DOCTYPE html>" in r.data, path  # still the app: it says so
+    for path in ("/", "/recent", "/trace/" + quote(P.MODEL, safe=""), f"/diff/{filled.ids['train']}",
+                 "/help", "/api/v1/version", "/_dash-layout"):
+        assert client.get(path).status_code == 200, path
+    assert client.get("/api/v1/nope").is_json  # the API's own 404
+
+
+def test_recent_filters_from_the_url(pages, ui_store, filled):
+    every = ui_store.recent(200)
+
+    def run_ids(url: str) -> list[str]:
+        return [t for t in texts(pages.page(url)["page"]) if t in {r.id for r in every}]
+
+    assert run_ids("/recent?status=failed&component=heartbeat") == [
+        r.id for r in every if r.failed and r.component == "heartbeat"]
+    assert run_ids("/recent?status=stale") == [r.id for r in every if r.stale][:20]
+    assert set(run_ids("/recent?owner=ana&tag=wine")) == {
+        r.id for r in every if r.owner == "ana" and "wine" in r.tags}
+    assert run_ids("/recent?status=nonsense&limit=3") == [r.id for r in every[:3]]  # ignored
