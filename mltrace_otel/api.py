@@ -33,14 +33,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mltrace_otel.errors import ConfigError, NotFound, StoreUnavailable
 from mltrace_otel.store.models import ComponentInfo, FlaggedOutput, Lineage, PointerInfo, Review, Run
 
+if TYPE_CHECKING:  # types only
+    from mltrace_otel.store.core import Store
+
 log = logging.getLogger(__name__)
 _lock = threading.RLock()
-_store: Any = None
+_store: Store | _RemoteStore | None = None
 _store_url: str | None = None
 _DRAIN_WAIT_S = 10.0
 HOLDER_LEAVING_S = 5.0
@@ -107,7 +110,7 @@ def _open(settings: Any) -> Any:
     return _RemoteStore(client, settings)
 
 
-def _host(store: Any) -> None:
+def _host(store: Store) -> None:
     """A script that queries keeps the engine for its whole life: announce an API on a loopback
     port so the CLI, the UI and other scripts ask it instead of waiting for the store, and drain
     the spool every second (they cannot drain it themselves)."""
@@ -119,7 +122,7 @@ def _host(store: Any) -> None:
         log.warning("mltrace: cannot serve the store to other processes: %s", e)
 
 
-def _holder_left(store: Any) -> bool:
+def _holder_left(store: Store | _RemoteStore) -> bool:
     """True for the API of a holder of the embedded store that no longer announces it."""
     if not isinstance(store, _RemoteStore) or store.settings is None:
         return False
@@ -262,7 +265,7 @@ def _when(value: datetime | str | None) -> datetime | None:
 
 
 # --- conversions --------------------------------------------------------------------------------
-def _component_names(store: Any, runs: Sequence[Run], known: dict[str, str] | None = None
+def _component_names(store: Store | _RemoteStore, runs: Sequence[Run], known: dict[str, str] | None = None
                      ) -> dict[str, str]:
     """Component name of every dependency of ``runs`` (one query for those not known)."""
     from mltrace_otel.store import lineage
@@ -387,7 +390,7 @@ def _code_snapshot(run_id: str, service: str) -> str | None:
     return (rows[0][0] if rows else "") or None
 
 
-def _runs(store: Any, runs: Sequence[Run]) -> list[Any]:
+def _runs(store: Store | _RemoteStore, runs: Sequence[Run]) -> list[Any]:
     names = _component_names(store, runs)
     return [to_component_run(r, names) for r in runs]
 

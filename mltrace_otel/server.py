@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mltrace_otel.collector.server import Collector, StopSignals, setup_logging
 from mltrace_otel.errors import ConfigError, MltraceError
@@ -29,10 +29,13 @@ from mltrace_otel.settings import Settings
 from mltrace_otel.store import connect
 from mltrace_otel.web_api import StoreHost, local_url
 
+if TYPE_CHECKING:  # types only
+    from mltrace_otel.store.core import Store
+
 log = logging.getLogger("mltrace_otel.server")
 
 
-def _start_ui(settings: Settings, store: Any, metrics_body: Any,
+def _start_ui(settings: Settings, store: Store, metrics_body: Any,
               local_token: str | None) -> tuple[Any, str] | None:
     """Serve the Dash app (and /metrics on it) on settings.ui_port; None if it is not installed."""
     try:

@@ -31,7 +31,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mltrace_otel import shapes
 from mltrace_otel.auth import token_matches
@@ -43,6 +43,9 @@ from mltrace_otel.errors import (
     NotFound,
     StoreUnavailable,
 )
+
+if TYPE_CHECKING:  # types only
+    from mltrace_otel.store.core import Store
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +145,7 @@ def _text_or_none(data: dict[str, Any], name: str) -> str | None:
 
 
 # --- the routes -----------------------------------------------------------------------------
-def _routes(store: Any) -> dict[tuple[str, str], Callable[[Any], Any]]:
+def _routes(store: Store) -> dict[tuple[str, str], Callable[[Any], Any]]:
     """(method, path under the prefix) -> a function of the request giving the JSON data."""
     q = shapes.StoreQueries(store)
 
@@ -231,7 +234,7 @@ def _routes(store: Any) -> dict[tuple[str, str], Callable[[Any], Any]]:
     }
 
 
-def make_blueprint(store: Any, token: str | None = None, lock: Any = None,
+def make_blueprint(store: Store, token: str | None = None, lock: Any = None,
                    local_token: str | None = None) -> Any:
     """The ``/api/v1`` blueprint on an open store.
 
@@ -318,7 +321,7 @@ class StoreHost:
     first, so a reader that finds the API gone opens the store (it waits for the close).
     """
 
-    def __init__(self, store: Any, drain_interval_s: float = 1.0) -> None:
+    def __init__(self, store: Store, drain_interval_s: float = 1.0) -> None:
         self.store = store
         self.drain_interval_s = drain_interval_s
         self.token = secrets.token_urlsafe(32)
@@ -327,7 +330,7 @@ class StoreHost:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._httpd: Any = None
-        self._api_store: Any = None
+        self._api_store: Store | None = None
 
     def start(self, url: str | None = None) -> StoreHost:
         """Serve (unless ``url`` is given), announce, and drain until the store closes."""

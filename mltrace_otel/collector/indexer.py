@@ -84,7 +84,7 @@ class Waiter(Protocol):
         ...
 
 
-def own_connections(store: Any, n: int, siblings: list[Any]) -> list[Any]:
+def own_connections(store: JournaledStore, n: int, siblings: list[Any]) -> list[Any]:
     """``n`` connections of their own to ``store`` (``store.sibling()``, also appended to
     ``siblings`` to close later); a wrapper without ``sibling`` (tests) is shared instead."""
     sibling = getattr(store, "sibling", None)

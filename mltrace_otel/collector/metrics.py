@@ -34,9 +34,13 @@ Imports prometheus_client only.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:  # types only
+    from mltrace_otel.settings import Settings
+    from mltrace_otel.store.core import Store
 
 log = logging.getLogger(__name__)
 PREFIX = "mltrace_collector"
@@ -92,7 +96,7 @@ class CollectorMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
 
 
-def register_store_metrics(registry: CollectorRegistry, store: Any, settings: Any) -> bool:
+def register_store_metrics(registry: CollectorRegistry, store: Store, settings: Settings) -> bool:
     """Add the store-derived metrics (runs, durations, staleness …) when that module exists.
 
     Returns True when they were registered. A failure is logged, never raised: the collector

@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mltrace_otel.collector.grpc_server import GrpcReceiver
 from mltrace_otel.collector.http_server import TRACES_PATH, OTLPHTTPServer
@@ -30,6 +30,9 @@ from mltrace_otel.collector.receiver import Exporter
 from mltrace_otel.errors import ConfigError
 from mltrace_otel.settings import Settings, mask_url
 from mltrace_otel.store import writer
+
+if TYPE_CHECKING:  # types only
+    from mltrace_otel.store.core import Store
 
 log = logging.getLogger("mltrace_otel.collector")
 
@@ -80,7 +83,7 @@ class Collector:
             (tests: 0 always, a huge number never); None: :func:`.writer.engine_min_spans`.
     """
 
-    def __init__(self, settings: Settings, store: Any = None, *, grpc: bool = True,
+    def __init__(self, settings: Settings, store: Store | None = None, *, grpc: bool = True,
                  ack_timeout_s: float = 30.0, stall_s: float = 10.0, drain_every_s: float = 2.0,
                  linger_s: float | None = 0.005, registry: Any = None,
                  native_min_spans: int | None = None) -> None:

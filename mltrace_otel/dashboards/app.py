@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dash
 from dash import MATCH, Input, Output, State, ctx, dcc, html, no_update
@@ -31,6 +31,9 @@ from mltrace_otel.dashboards.routes import PAGES, Action, Route, parse_command, 
 from mltrace_otel.errors import MltraceError
 from mltrace_otel.settings import Settings
 from mltrace_otel.web_api import BLUEPRINT_NAME, StoreHost, local_url, make_blueprint
+
+if TYPE_CHECKING:  # types only
+    from mltrace_otel.store.core import Store
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +112,7 @@ def _install_not_found(app: dash.Dash) -> None:
         return app.index(), 404
 
 
-def create_app(settings: Settings | None = None, store: Any = None, *,
+def create_app(settings: Settings | None = None, store: Store | None = None, *,
                local_token: str | None = None) -> dash.Dash:
     """Build the triage UI.
 
