@@ -78,13 +78,7 @@ def run_server(settings: Settings) -> int:
         StoreUnavailable: the store cannot be opened.
         ConfigError: a port cannot be bound.
     """
-
-    setup_logging()
-    connect.tune_engine_allocator()
-    with StopSignals() as signals:
-        _serve(settings, signals, with_ui=True)
-    log.info("mltrace server stopped")
-    return 0
+    return _run(settings, with_ui=True)
 
 
 def run_collector(settings: Settings) -> int:
@@ -101,11 +95,15 @@ def run_collector(settings: Settings) -> int:
         StoreUnavailable: the store cannot be opened.
         ConfigError: a port cannot be bound.
     """
+    return _run(settings, with_ui=False)
+
+
+def _run(settings: Settings, *, with_ui: bool) -> int:
     setup_logging()
     connect.tune_engine_allocator()
     with StopSignals() as signals:
-        _serve(settings, signals, with_ui=False)
-    log.info("mltrace collector stopped")
+        _serve(settings, signals, with_ui=with_ui)
+    log.info("mltrace %s stopped", "server" if with_ui else "collector")
     return 0
 
 

@@ -63,6 +63,17 @@ WRITER = "journal"
 """The name of the collector's writer in its segment files (one writer per journal)."""
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` as the whole of ``path`` (created 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, spool.FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
 def _mark_record(first_seq: int, last_seq: int, done: bool) -> bytes:
     body = _MARK.pack(first_seq, last_seq, int(done))
     return body + zlib.crc32(body).to_bytes(4, "little")
@@ -130,14 +141,8 @@ class Journal:
         """Drop the progress records of groups ending before ``seq`` (their segments are gone)."""
         tmp = self._progress.with_name(PROGRESS_FILE + ".tmp")
         with self._lock:
-            body = b"".join(_mark_record(a, b, d) for a, b, d in self._read_progress() if b >= seq)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, spool.FILE_MODE)
-            try:
-                view = memoryview(body)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
+            _write_private(tmp, b"".join(_mark_record(a, b, d) for a, b, d in self._read_progress()
+                                         if b >= seq))
             os.replace(tmp, self._progress)
 
     def append(self, entries: Sequence[Entry]) -> None:
@@ -181,13 +186,7 @@ class Journal:
         directory = self.directory / "rejected"
         spool.private_dir(directory)
         path = directory / f"{name}.otlp"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, spool.FILE_MODE)
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
+        _write_private(path, payload)
         return path
 
     def drop_below(self, low_watermark: int) -> int:
