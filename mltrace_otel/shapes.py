@@ -60,10 +60,13 @@ def answer_tagged(store: Store, tag: str, limit: int) -> list[Run]:
 
 
 def check_trace(output: str | None, run: str | None) -> None:
-    """ConfigError unless exactly one of ``output`` and ``run`` is given."""
-    if (output is None) == (run is None):
-        raise ConfigError("give an OUTPUT or --run RUN_ID (one of them)",
-                          hint="e.g. mltrace trace predictions.csv")
+    """ConfigError unless exactly one of ``output`` and ``run`` is given (a missing one in the
+    words of every command's missing argument)."""
+    usage = "usage: mltrace trace OUTPUT, or mltrace trace --run RUN_ID (e.g. mltrace trace predictions.csv)"
+    if output is None and run is None:
+        raise ConfigError("missing argument OUTPUT (or --run RUN_ID)", hint=usage)
+    if output is not None and run is not None:
+        raise ConfigError("give an OUTPUT or --run RUN_ID, not both", hint=usage)
 
 
 def answer_trace(store: Store, output: str | None = None, run: str | None = None) -> Lineage:
@@ -108,8 +111,11 @@ def answer_flag(store: Store, outputs: Sequence[str], run: str | None = None) ->
 
 def check_unflag(outputs: Sequence[str], all_: bool, run: str | None) -> None:
     """ConfigError unless the arguments name outputs or all of them (and ``run`` only outputs)."""
-    if bool(outputs) == all_:
-        raise ConfigError("give OUTPUT... or --all (one of them)", hint="e.g. mltrace unflag --all")
+    usage = "usage: mltrace unflag OUTPUT..., or mltrace unflag --all"
+    if not outputs and not all_:
+        raise ConfigError("missing argument OUTPUT... (or --all)", hint=usage)
+    if outputs and all_:
+        raise ConfigError("give OUTPUT... or --all, not both", hint=usage)
     if all_ and run is not None:
         raise ConfigError("--run names a version of an OUTPUT; it does not go with --all")
 

@@ -24,6 +24,7 @@ import typer
 
 from mltrace_otel import shapes
 from mltrace_otel.cli.common import (
+    MltraceCommand,
     MltraceGroup,
     cli_settings,
     console,
@@ -76,7 +77,7 @@ def _main(
 
 
 # --- runs ------------------------------------------------------------------------------------
-@app.command()
+@app.command(cls=MltraceCommand)
 def recent(
     ctx: typer.Context,
     n: int = typer.Option(10, "-n", "--limit", metavar="N", help="How many runs."),
@@ -99,7 +100,7 @@ def recent(
         friendly(f"more: mltrace recent -n {n} --before {runs[-1].id[:8]}")
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def history(
     ctx: typer.Context,
     component: str = typer.Argument(..., metavar="COMPONENT", help="Component name."),
@@ -124,7 +125,7 @@ def history(
     console().print(render.runs_table(runs, title=f"History of {render.escape(component)}"))
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def inspect(
     ctx: typer.Context,
     run_id: str = typer.Argument(..., metavar="RUN_ID", help="Run id or unique prefix (>= 4 chars)."),
@@ -142,7 +143,7 @@ def inspect(
         out.print(part)
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def tag(
     ctx: typer.Context,
     tag_name: str = typer.Argument(..., metavar="TAG", help="A component tag."),
@@ -163,7 +164,7 @@ def tag(
 
 
 # --- lineage ---------------------------------------------------------------------------------
-@app.command()
+@app.command(cls=MltraceCommand)
 def trace(
     ctx: typer.Context,
     output: Optional[str] = typer.Argument(None, metavar="OUTPUT", help="An output pointer name."),
@@ -185,7 +186,7 @@ def trace(
     console().print(render.lineage_tree(lineage))
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def impact(
     ctx: typer.Context,
     target: str = typer.Argument(..., metavar="OUTPUT|RUN_ID", help="An output pointer or a run id."),
@@ -207,7 +208,7 @@ def impact(
                   + ", ".join(render.escape(o) for o in lineage.outputs))
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def stale(
     ctx: typer.Context,
     component: Optional[str] = typer.Option(None, "--component", "-c", metavar="NAME",
@@ -233,7 +234,7 @@ def stale(
 
 
 # --- components ------------------------------------------------------------------------------
-@app.command()
+@app.command(cls=MltraceCommand)
 def components(
     ctx: typer.Context,
     owner: Optional[str] = typer.Option(None, "--owner", metavar="OWNER",
@@ -254,7 +255,7 @@ def components(
     console().print(render.components_table(comps))
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def tags(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
     """Every tag of every component."""
     with open_cli_queries(ctx) as q:
@@ -273,7 +274,7 @@ RunOpt = typer.Option(None, "--run", metavar="RUN_ID",
                       help="The version this run wrote (id or unique prefix), not the newest one.")
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def flag(
     ctx: typer.Context,
     outputs: list[str] = typer.Argument(..., metavar="OUTPUT", help="Output pointers to flag."),
@@ -300,7 +301,7 @@ def flag(
     out.print(f"flagged {len(done)} output(s); see [bold]mltrace review[/bold]")
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def unflag(
     ctx: typer.Context,
     outputs: Optional[list[str]] = typer.Argument(None, metavar="OUTPUT", help="Outputs to unflag."),
@@ -322,7 +323,7 @@ def unflag(
     console().print(f"unflagged {len(change.outputs)} output(s) ({len(change.versions)} flagged version(s))")
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def review(
     ctx: typer.Context,
     n: Optional[int] = typer.Option(None, "-n", "--limit", metavar="N", help="How many runs (default all)."),
@@ -360,12 +361,12 @@ def review(
     if result.entries:
         out.print(render.review_table(result))
         top = result.entries[0]
-        because = f": {escape(top.why[0])}" if top.why else ""
+        because = f": {escape(top.why[0].rstrip('.'))}" if top.why else ""
         out.print(f"Start with [bold]{escape(top.run.component)}[/bold] "
                   f"([cyan]mltrace inspect {render.short_id(top.run.id)}[/cyan]){because}.")
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def notes(
     ctx: typer.Context,
     run_id: str = typer.Argument(..., metavar="RUN_ID", help="Run id or unique prefix."),
@@ -380,7 +381,7 @@ def notes(
     console().print(f"notes saved on run [cyan]{full[:8]}[/cyan]")
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def clear(
     ctx: typer.Context,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
@@ -412,7 +413,7 @@ HostOpt = typer.Option(None, "--host", metavar="HOST",
                        help="Address to bind (default MLTRACE_HOST or 127.0.0.1).")
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def server(
     ctx: typer.Context,
     host: Optional[str] = HostOpt,
@@ -432,7 +433,7 @@ def server(
     raise typer.Exit(code or 0)
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def collector(
     ctx: typer.Context,
     host: Optional[str] = HostOpt,
@@ -449,7 +450,7 @@ def collector(
     raise typer.Exit(code or 0)
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def ui(
     ctx: typer.Context,
     host: Optional[str] = HostOpt,
@@ -463,7 +464,7 @@ def ui(
     raise typer.Exit(code or 0)
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def migrate(ctx: typer.Context) -> None:
     """Create or upgrade the schema in the store (a ClickHouse server needs this once)."""
     settings = cli_settings(ctx)
@@ -475,7 +476,7 @@ def migrate(ctx: typer.Context) -> None:
                     f"{escape(mask_url(settings.resolved_store_url))} (database {escape(settings.database)})")
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def demo(
     ctx: typer.Context,
     runs: int = typer.Option(3, "--runs", metavar="N",
@@ -488,7 +489,7 @@ def demo(
     run_demo(cli_settings(ctx), console(), passes=max(1, runs), seed=seed)
 
 
-@app.command()
+@app.command(cls=MltraceCommand)
 def version(as_json: bool = JsonOpt) -> None:
     """The mltrace-otel version."""
     import platform

@@ -22,7 +22,8 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import typer
-from typer.core import TyperGroup
+from typer._click.exceptions import MissingParameter
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from mltrace_otel.errors import (
     AmbiguousRunId,
@@ -53,9 +54,18 @@ class MltraceGroup(TyperGroup):
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_store(args))
 
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        params = super().get_params(ctx)
+        for p in params:  # --help without <bool>, as in the commands (MltraceCommand)
+            _plain(p)
+        return params
+
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except MissingParameter as e:  # the same line and exit code as a command's own errors
+            print_error(missing_argument(e))
+            raise typer.Exit(1) from None
         except MltraceError as e:
             print_error(e)
             raise typer.Exit(1) from None
@@ -65,6 +75,58 @@ class MltraceGroup(TyperGroup):
                 raise
             print_error(missing_extra(f"mltrace {ctx.invoked_subcommand or ''}".strip(), extra, e.name))
             raise typer.Exit(1) from None
+
+
+class PlainArgument(TyperArgument):
+    """An argument shown by its metavar alone: ``RUN_ID``, not ``{RUN_ID}`` in the usage line
+    and ``RUN_ID <str>`` in the help (every argument has a metavar that says what it is)."""
+
+    def display_type_rich(self, ctx: typer.Context) -> str | None:
+        return None
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+
+class PlainFlag(TyperOption):
+    """A flag (``--json``, ``--yes``) shown without a ``<bool>`` placeholder: it takes no value."""
+
+    def display_type_rich(self, ctx: typer.Context) -> str | None:
+        return None
+
+
+def _plain(param: object) -> None:
+    if type(param) is TyperArgument:
+        param.__class__ = PlainArgument
+    elif type(param) is TyperOption and param.is_flag:  # type: ignore[attr-defined]
+        param.__class__ = PlainFlag
+
+
+class MltraceCommand(TyperCommand):
+    """Every ``mltrace`` command: help without typer's ``<bool>`` placeholders on flags and
+    ``{NAME}`` / ``<str>`` around arguments (:class:`PlainArgument`, :class:`PlainFlag`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for p in self.params:
+            _plain(p)
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        params = super().get_params(ctx)
+        for p in params:  # the help option is made here
+            _plain(p)
+        return params
+
+
+def missing_argument(e: MissingParameter) -> ConfigError:
+    """click's missing-argument error as the CLI's own: ``error: missing argument RUN_ID`` and
+    the command's usage as the hint."""
+    name = getattr(e.param, "display_name_raw", None) or getattr(e.param, "name", None) or "argument"
+    usage = e.ctx.get_usage().strip() if e.ctx is not None else ""
+    path = e.ctx.command_path if e.ctx is not None else "mltrace"
+    hint = f"{usage[:1].lower()}{usage[1:]} (see {path} --help)" if usage else None
+    return ConfigError(f"missing argument {name}", hint=hint)
 
 
 def print_error(e: MltraceError) -> None:

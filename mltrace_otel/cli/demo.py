@@ -223,6 +223,7 @@ def run_demo(settings: Settings, console: Console, passes: int = 3, seed: int = 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from mltrace_otel.cli.common import open_queries
+    from mltrace_otel.cli.render import escape
     from mltrace_otel.sdk import export
 
     tag = secrets.token_hex(2)
@@ -282,7 +283,8 @@ def run_demo(settings: Settings, console: Console, passes: int = 3, seed: int = 
                     step(f"pass {i}: train", fns["train"], features, model)
                 except Exception as e:  # the demo's failing test: record it and go on
                     progress.console.print(f"[yellow]pass {i}: train failed its test, as planned[/yellow] "
-                                           f"[dim]({type(e).__name__}: {e})[/dim]")
+                                           f"[dim]({escape(type(e).__name__)}: {escape(e)})[/dim]",
+                                           soft_wrap=not console.is_terminal)
                     continue
                 good_models.append(model)
                 ids = predict(i, model, features)
@@ -307,11 +309,14 @@ def _print_next(console: Console, settings: Settings, result: DemoResult) -> Non
     from mltrace_otel.cli.render import escape
     from mltrace_otel.settings import mask_url
 
+    soft = not console.is_terminal  # piped: one line each, never hard-wrapped
     store = "" if settings.store_url is None else f" --store {mask_url(settings.store_url)}"
     console.print(f"\n[bold green]Logged {result.runs} runs[/bold green] (session [cyan]{result.tag}[/cyan]) "
-                  f"into {escape(mask_url(settings.resolved_store_url))}; data in {escape(result.data_dir)}.")
+                  f"into {escape(mask_url(settings.resolved_store_url))}; data in {escape(result.data_dir)}.",
+                  soft_wrap=soft)
     if result.flagged:
-        console.print(f"Flagged {len(result.flagged)} predictions as wrong: {', '.join(result.flagged)}.")
+        console.print(f"Flagged {len(result.flagged)} predictions as wrong: "
+                      f"{escape(', '.join(result.flagged))}.", soft_wrap=soft)
     tries = [("mltrace recent", "the newest runs")]
     if result.flagged:
         tries.append((f"mltrace trace {result.flagged[-1]}", "how a flagged prediction was made"))
@@ -328,4 +333,8 @@ def _print_next(console: Console, settings: Settings, result: DemoResult) -> Non
     width = max(len(c) for c, _ in tries) + len(store)
     for cmd, why in tries:
         full = cmd.replace("mltrace", f"mltrace{store}", 1)
-        console.print(f"  [cyan]{escape(full):<{width}}[/cyan]  [dim]{why}[/dim]")
+        pad = " " * (width - len(full))
+        if soft or 2 + width + 2 + len(why) <= console.width:
+            console.print(f"  [cyan]{escape(full)}[/cyan]{pad}  [dim]{why}[/dim]", soft_wrap=soft)
+        else:  # a narrow terminal: the phrase on a line of its own, not broken under the command
+            console.print(f"  [cyan]{escape(full)}[/cyan]\n      [dim]{why}[/dim]")

@@ -22,8 +22,10 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from mltrace_otel.cli.fit import Cell, Column, Item, fit_table, layout
+
 if TYPE_CHECKING:  # pragma: no cover
-    from mltrace_otel.store.models import Change, ComponentInfo, Lineage, Review, Run
+    from mltrace_otel.store.models import Change, ComponentInfo, Lineage, Pointer, Review, Run
 
 SHORT_ID = 8
 """Run ids are shown this many characters long in human output (full in --json)."""
@@ -165,36 +167,75 @@ def stale_lines(run: Run, direct: str = "⚠ ", inherited: str = "↳ inherited:
     return out
 
 
-def runs_table(runs: Sequence[Run], title: str | None = None) -> Table:
-    """Runs as a table: id, component, start (local), duration, status, inputs, outputs.
+def _width(width: int | None) -> int:
+    if width is not None:
+        return width
+    from rich.console import Console
+
+    return Console().width
+
+
+def _names(names: Iterable[str], flagged: Iterable[bool] = ()) -> Cell:
+    flags = list(flagged)
+    return Cell.names([Item(clean(n), tail=((" ⚑", "red"),) if i < len(flags) and flags[i] else ())
+                       for i, n in enumerate(names)])
+
+
+def _status_cell(run: Run) -> Cell:
+    status = _status(run)
+    return Cell.one(status.plain, str(status.style))
+
+
+RUN_COLUMNS = (
+    Column("run"), Column("component", grow=1, whole=True, cap=24),
+    Column("start", drop=3, grow=4, whole=True),
+    Column("duration", drop=5, grow=5, justify="right", whole=True), Column("status"),
+    Column("inputs", drop=4, grow=3, floor=16, weight=2),
+    Column("outputs", drop=2, grow=2, floor=16, weight=2),
+)
+"""runs_table's columns: when narrow, duration goes first, then inputs, start and outputs."""
+
+
+def runs_table(runs: Sequence[Run], title: str | None = None, width: int | None = None) -> Table:
+    """Runs as a table: id, component, start (local), duration, status, inputs, outputs, fitted
+    to ``width`` (the terminal's) without splitting a word (:mod:`~mltrace_otel.cli.fit`).
     Failed runs are red; flagged outputs carry a red ⚑."""
-    table = Table(title=title, header_style="bold", expand=False)
-    table.add_column("run", no_wrap=True)
-    table.add_column("component")
-    table.add_column("start", no_wrap=True)
-    table.add_column("duration", justify="right", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("inputs", overflow="fold")
-    table.add_column("outputs", overflow="fold")
-    for run in runs:
-        style = "red" if run.failed else None
-        table.add_row(
-            short_id(run.id),
-            escape(run.component),
-            format_time(run.start),
-            format_duration(run.duration_s),
-            _status(run),
-            _pointers(p.name for p in run.inputs),
-            _pointers((p.name for p in run.outputs), (p.flagged for p in run.outputs)),
-            style=style,
-        )
-    return table
+    rows = [[Cell.one(short_id(run.id)), Cell.words(clean(run.component)), Cell.words(format_time(run.start)),
+             Cell.words(format_duration(run.duration_s)), _status_cell(run),
+             _names(p.name for p in run.inputs),
+             _names((p.name for p in run.outputs), (p.flagged for p in run.outputs))]
+            for run in runs]
+    return fit_table(RUN_COLUMNS, rows, _width(width), title=title,
+                     row_styles=["red" if run.failed else None for run in runs])
 
 
-def run_detail(run: Run) -> list[object]:
-    """Everything about one run (inspect): metadata table, tests, staleness, notes, code."""
+_DETAIL_KEY = "changed since the previous run"
+"""The widest key of inspect's panel."""
+
+
+def run_detail(run: Run, width: int | None = None) -> list[object]:
+    """Everything about one run (inspect): metadata table, tests, staleness, notes, code;
+    names wrap after path separators (never cut: inspect shows every character)."""
     from rich.panel import Panel
     from rich.syntax import Syntax
+
+    # the values wrap after spaces, between names and after path separators, never inside a
+    # word unless it is wider than the panel (inspect shows every character: folded, not cut)
+    value_w = _width(width) - 4 - len(_DETAIL_KEY) - 2
+
+    def words(text: str) -> Text | str:
+        return layout(Cell.words(clean(text)), value_w, shorten=False) if value_w >= 20 else escape(text)
+
+    def names(items: Iterable[str]) -> Text | str:
+        items = list(items)
+        return layout(_names(items), value_w, shorten=False) if value_w >= 20 else escape(", ".join(items))
+
+    def pointers(ps: Sequence[Pointer]) -> Text | str:
+        if value_w < 20:
+            return _pointers((p.name for p in ps), (p.flagged for p in ps), (p.version for p in ps))
+        return layout(Cell.names([Item(clean(p.name), tail=(
+            *(((f" @{clean(short_version(p.version))}", "dim"),) if p.version else ()),
+            *(((" ⚑", "red"),) if p.flagged else ()))) for p in ps]), value_w, shorten=False)
 
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
@@ -204,29 +245,27 @@ def run_detail(run: Run) -> list[object]:
         status.append(f"  {clean(run.status_message, multiline=True)}", style="red")
     rows: list[tuple[str, object]] = [
         ("run id", escape(run.id)),
-        ("component", escape(run.component)),
+        ("component", words(run.component)),
         ("status", status),
         ("start", format_time(run.start)),
         ("end", format_time(run.end)),
         ("duration", format_duration(run.duration_s)),
         ("owner", escape(run.owner) or "-"),
         ("description", escape(run.description, multiline=True) or "-"),
-        ("tags", escape(", ".join(run.tags)) or "-"),
+        ("tags", names(run.tags) if run.tags else "-"),
         ("git commit", escape(run.git_hash) or "-"),
-        ("git tags", escape(", ".join(run.git_tags)) or "-"),
-        ("code", escape(f"{run.code_file} {run.code_function}".strip()) or "-"),
+        ("git tags", names(run.git_tags) if run.git_tags else "-"),
+        ("code", words(f"{run.code_file} {run.code_function}".strip()) or "-"),
         ("service", escape(run.service_name) or "-"),
         ("trace id", escape(run.trace_id)),
-        ("inputs", _pointers((p.name for p in run.inputs), (p.flagged for p in run.inputs),
-                             (p.version for p in run.inputs)) or "-"),
-        ("outputs", _pointers((p.name for p in run.outputs), (p.flagged for p in run.outputs),
-                              (p.version for p in run.outputs)) or "-"),
+        ("inputs", pointers(run.inputs) if run.inputs else "-"),
+        ("outputs", pointers(run.outputs) if run.outputs else "-"),
         ("code hash", escape(short_version(run.code_hash)) or "-"),
         ("depends on", ", ".join(short_id(d) for d in run.dependencies) or "-"),
         ("previous run", short_id(run.previous_run) or "-"),
         ("changed since the previous run",
-         escape("; ".join(change_text(c) for c in run.changes))
-         or ("nothing" if run.previous_run else "-")),
+         words("; ".join(change_text(c) for c in run.changes)) if run.changes
+         else ("nothing" if run.previous_run else "-")),
         ("notes", escape(run.notes, multiline=True) or "-"),
     ]
     for k, v in rows:
@@ -340,15 +379,23 @@ def lineage_tree(lineage: Lineage, max_depth: int = 50) -> Tree:
     return tree
 
 
-def components_table(components: Sequence[ComponentInfo]) -> Table:
-    """Components: name, owner, tags, number of runs, last run (local time)."""
-    table = Table(header_style="bold")
-    for col in ("component", "owner", "tags", "runs", "last run", "description"):
-        table.add_column(col, justify="right" if col == "runs" else "left", overflow="fold")
-    for c in components:
-        table.add_row(escape(c.name), escape(c.owner) or "-", escape(", ".join(c.tags)) or "-",
-                      str(c.runs), format_time(c.last_run), escape(c.description, multiline=True))
-    return table
+COMPONENT_COLUMNS = (
+    Column("component", cap=24), Column("owner", drop=2, grow=1, cap=16),
+    Column("tags", drop=3, grow=2, cap=24),
+    Column("runs", justify="right"), Column("last run", drop=4, grow=4, whole=True),
+    Column("description", drop=5, grow=3, floor=16, weight=2, whole=True),
+)
+"""components_table's columns: when narrow, description goes first, then last run, tags, owner."""
+
+
+def components_table(components: Sequence[ComponentInfo], width: int | None = None) -> Table:
+    """Components: name, owner, tags, number of runs, last run (local time), description,
+    fitted to ``width`` without splitting a word."""
+    rows = [[Cell.words(clean(c.name)), Cell.words(clean(c.owner) or "-"),
+             _names(c.tags) if c.tags else Cell.one("-"), Cell.one(str(c.runs)),
+             Cell.words(format_time(c.last_run)), Cell.words(clean(c.description, multiline=True))]
+            for c in components]
+    return fit_table(COMPONENT_COLUMNS, rows, _width(width))
 
 
 def coverage_line(count: int, coverage: float) -> str:
@@ -364,28 +411,44 @@ def coverage_short(count: int, flagged: int) -> str:
     return f"{pct:.0f}% · {count}/{flagged}"
 
 
-def review_table(review: Review) -> Table:
+REVIEW_COLUMNS = (
+    Column("#", drop=4), Column("run"), Column("component", grow=1, whole=True, cap=24),
+    Column("start", drop=5, grow=4, whole=True),
+    Column("status"), Column("coverage", drop=3), Column("why", grow=2, floor=20, weight=2, whole=True),
+)
+"""review_table's columns: when narrow, start goes first, then the rank, then coverage."""
+
+
+def review_table(review: Review, width: int | None = None) -> Table:
     """Review entries ranked by coverage, then evidence: run, component, start, status,
-    coverage (short figure) and why the run ranks where it does."""
-    table = Table(header_style="bold")
-    for col in ("#", "run", "component", "start", "status", "coverage", "why"):
-        table.add_column(col, overflow="fold", no_wrap=col in ("run", "start", "coverage"))
+    coverage (short figure) and why the run ranks where it does, fitted to ``width``."""
     n = len(review.flagged)
+    rows = []
     for i, e in enumerate(review.entries, 1):
-        why = Text("\n".join(clean(w) for w in e.why) or "—", style="yellow" if e.why else "dim")
-        table.add_row(str(i), short_id(e.run.id), escape(e.run.component), format_time(e.run.start),
-                      _status(e.run), coverage_short(e.count, n), why,
-                      style="red" if e.run.failed else None)
-    return table
+        why = Cell.words("\n".join(clean(w) for w in e.why), "yellow") if e.why else Cell.one("—", "dim")
+        rows.append([Cell.one(str(i)), Cell.one(short_id(e.run.id)), Cell.words(clean(e.run.component)),
+                     Cell.words(format_time(e.run.start)), _status_cell(e.run),
+                     Cell.one(coverage_short(e.count, n)), why])
+    return fit_table(REVIEW_COLUMNS, rows, _width(width),
+                     row_styles=["red" if e.run.failed else None for e in review.entries])
 
 
-def stale_table(runs: Sequence[Run]) -> Table:
-    """Stale runs with each staleness message on its own line, inherited ones marked."""
-    table = Table(header_style="bold")
-    for col in ("run", "component", "start", "why"):
-        table.add_column(col, overflow="fold", no_wrap=col in ("run", "start"))
+STALE_COLUMNS = (Column("run"), Column("component", grow=1, whole=True, cap=24),
+                 Column("start", drop=2, grow=3, whole=True),
+                 Column("why", grow=2, floor=20, weight=2, whole=True))
+"""stale_table's columns: when narrow, start goes."""
+
+
+def stale_table(runs: Sequence[Run], width: int | None = None) -> Table:
+    """Stale runs with each staleness message on its own line, inherited ones marked, fitted to
+    ``width`` without splitting a word."""
+    rows = []
     for run in runs:
-        why = Text("\n").join(stale_lines(run))
-        table.add_row(short_id(run.id), escape(run.component), format_time(run.start),
-                      why, style="red" if run.failed else None)
-    return table
+        why = Cell([])
+        for line in stale_lines(run):
+            style = str(line.style)
+            why.lines += Cell.words(line.plain, style).lines
+        rows.append([Cell.one(short_id(run.id)), Cell.words(clean(run.component)),
+                     Cell.words(format_time(run.start)), why])
+    return fit_table(STALE_COLUMNS, rows, _width(width),
+                     row_styles=["red" if run.failed else None for run in runs])

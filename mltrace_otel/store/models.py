@@ -27,7 +27,9 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, datetime):
         return v.isoformat()
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return {f.name: _jsonable(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        d = {f.name: _jsonable(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        shape = getattr(v, "_json_out", None)
+        return shape(d) if shape is not None else d
     if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]
     if isinstance(v, dict):
@@ -65,6 +67,9 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _from_dict(cls: type[_T], data: dict[str, Any]) -> _T:
+    shape = getattr(cls, "_json_in", None)
+    if shape is not None:
+        data = shape(data)
     types_ = _field_types(cls)
     return cls(**{k: _from_jsonable(types_[k], v) for k, v in data.items() if k in types_})
 
@@ -176,7 +181,7 @@ class Run(JsonMixin):
     component: str
     start: datetime
     end: datetime
-    status: str = "UNSET"  # "OK" | "ERROR" | "UNSET"
+    status: str = "UNSET"  # the OTel span status: "OK" | "ERROR" | "UNSET" (JSON: otel_status)
     status_message: str = ""
     owner: str = ""
     description: str = ""
@@ -230,10 +235,28 @@ class Run(JsonMixin):
         bad = next((t for t in self.tests if not t.passed), None)
         return f"test {bad.name}.{bad.method} failed" if bad else "failed"
 
-    def to_json(self) -> Any:
-        d = _jsonable(self)
-        d["duration_s"] = self.duration_s
-        return d
+    def _json_out(self, d: dict[str, Any]) -> dict[str, Any]:
+        """The JSON shape: ``status`` as the CLI shows it (``ok`` / ``failed``), the span's
+        status code as ``otel_status``, and ``duration_s`` (wherever a run is in the JSON)."""
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if k == "status":
+                out["status"] = "failed" if self.failed else "ok"
+                out["otel_status"] = v
+            else:
+                out[k] = v
+        out["duration_s"] = self.duration_s
+        return out
+
+    @staticmethod
+    def _json_in(data: dict[str, Any]) -> dict[str, Any]:
+        """The inverse of :meth:`_json_out`; also reads the older shape (``status`` the OTel code)."""
+        data = dict(data)
+        if "otel_status" in data:
+            data["status"] = data.pop("otel_status")
+        elif data.get("status") in ("ok", "failed"):
+            data["status"] = "ERROR" if data["status"] == "failed" else "UNSET"
+        return data
 
 
 @dataclass(frozen=True)

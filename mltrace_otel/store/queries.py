@@ -41,8 +41,8 @@ from mltrace_otel.store.state import component, components, tags
 
 __all__ = [
     "resolve_run_id", "get_run", "get_runs", "recent", "recent_ids", "history", "count_runs",
-    "components", "component", "tags", "pointer", "trace", "trace_run", "impact", "stale_runs",
-    "review", "RUN_ROW_JSON", "sql",
+    "components", "component", "tags", "pointer", "near_pointers", "trace", "trace_run", "impact",
+    "stale_runs", "review", "RUN_ROW_JSON", "sql",
 ]
 
 
@@ -266,13 +266,53 @@ SELECT argMax(Flagged, Version) FROM {{db}}.mltrace_flags WHERE Pointer = {name:
 """
 
 
+# Names that end with the one asked for (``report.txt`` → ``/data/out/report.txt``) or whose
+# basename is its basename (``old/report.txt`` → ``/data/out/report.txt``), newest first.
+NEAR_POINTERS_SQL = """
+SELECT Pointer, max(Start) AS s
+FROM {{db}}.mltrace_io
+WHERE Pointer != {name:String}
+  AND (endsWith(Pointer, {name:String})
+       OR ({base:String} != '' AND (Pointer = {base:String}
+           OR endsWith(Pointer, concat('/', {base:String}))
+           OR endsWith(Pointer, concat('\\\\', {base:String})))))
+GROUP BY Pointer
+ORDER BY s DESC, Pointer
+LIMIT {limit:UInt32}
+"""
+
+
+def near_pointers(store: Connection, name: str, limit: int = 5) -> list[str]:
+    """Pointer names close to ``name``, for the hint of a NotFound: names that end with it
+    (``report.txt`` → ``/data/out/report.txt``) or whose basename is its basename, the most
+    recently used first, at most ``limit``."""
+    name = str(name)
+    base = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    if not name.strip():
+        return []
+    rows = run_query(store, "near_pointers", NEAR_POINTERS_SQL,
+                     {"name": name, "base": base if base != name else "", "limit": int(limit)})
+    return [r[0] for r in rows]
+
+
+def _near_hint(store: Connection, name: str, default: str | None) -> str | None:
+    near = near_pointers(store, name)
+    if not near:
+        return default
+    if len(near) == 1:
+        return f"did you mean {near[0]!r}?"
+    return "did you mean one of " + ", ".join(repr(n) for n in near) + "?"
+
+
 def pointer(store: Connection, name: str) -> PointerInfo:
-    """An IO pointer: its type, whether flagged, its producers and consumers; NotFound."""
+    """An IO pointer: its type, whether flagged, its producers and consumers; NotFound (its
+    hint names near matches, :func:`near_pointers`)."""
     rows = run_query(store, "pointer", POINTER_SQL, {"name": str(name)})
     flag = run_query(store, "flag_of", FLAG_OF, {"name": str(name)})
     flagged = bool(flag and flag[0][0])
     if not rows and not flagged:
-        raise NotFound(f"no run read or wrote {name!r}", hint="check the output id (`mltrace recent`)")
+        raise NotFound(f"no run read or wrote {name!r}",
+                       hint=_near_hint(store, name, "check the output id (`mltrace recent`)"))
     types = [r[2] for r in rows if r[2] and r[2] != "UNKNOWN"]
     return PointerInfo(
         name=str(name), type=types[0] if types else "UNKNOWN", flagged=flagged,
@@ -293,8 +333,14 @@ def trace_run(store: Connection, run_id: str) -> Lineage:
 
 
 def impact(store: Connection, target: str) -> Lineage:
-    """Runs downstream of an output or a run (see :func:`.lineage.impact`)."""
-    return lineage.impact(store, target)
+    """Runs downstream of an output or a run (see :func:`.lineage.impact`); the NotFound of
+    an unknown output names near matches in its hint."""
+    try:
+        return lineage.impact(store, target)
+    except NotFound as e:
+        if e.message.startswith("no run read or wrote"):
+            e.hint = _near_hint(store, target, e.hint)
+        raise
 
 
 # Each component's latest run: max(Start) per component, then the runs at that (Component,

@@ -126,6 +126,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 def test_runs_routes_equal_the_cli(served: Served) -> None:
     recent = served.get("/recent", limit=50)
     assert recent == served.cli_json("recent", "-n", "50")
+    # issue 17: status as the CLI and UI show it (ok / failed), the span's code in otel_status
+    assert {r["status"] for r in recent} == {"ok", "failed"}
+    assert all((r["status"] == "failed") == (r["otel_status"] == "ERROR") for r in recent)
     assert served.get("/recent") == served.cli_json("recent")  # default limit 10
     page = served.get("/recent", limit=3, before=recent[2]["id"][:8])
     assert page == served.cli_json("recent", "-n", "3", "--before", recent[2]["id"][:8])
@@ -243,6 +246,20 @@ def test_unknown_ids_are_404_with_the_cli_message(served: Served, path: str, par
     assert data["error"]["type"] == "NotFound"
     assert data["error"]["message"] == _cli_error(served, *cli)
     assert set(data["error"]) == {"type", "message", "hint"}
+
+
+def test_unknown_output_404_suggests_the_near_match_as_the_cli_does(served: Served) -> None:
+    raw = served.get("/recent", limit=50)[-1]["outputs"][0]["name"]  # wine_raw_<session>_v1.csv
+    short = raw.removeprefix("wine_")
+    for path, params, cli in (("/trace", {"output": short}, ("trace", short)),
+                              ("/impact", {"target": short}, ("impact", short))):
+        status, data, _ = served.request("GET", path, params)
+        assert status == 404 and data["error"]["type"] == "NotFound", data
+        assert data["error"]["hint"] == f"did you mean {raw!r}?"
+        r = served.cli(*cli, ok=False)
+        assert r.returncode == 1
+        err = data["error"]
+        assert r.stderr.splitlines()[:2] == [f"error: {err['message']}", f"hint: {err['hint']}"]
 
 
 def test_flag_of_an_unknown_output_is_404_and_flags_nothing(served: Served) -> None:

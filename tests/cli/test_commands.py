@@ -53,7 +53,8 @@ def test_history_with_window(pipeline: Pipeline) -> None:
     s, store = pipeline.settings, pipeline.store
     data = ok_json(invoke(s, "history", "train", "--json"))
     assert data == [r.to_json() for r in store.history("train", 10)]
-    assert sorted(r["status"] == "ERROR" for r in data) == [False, True]
+    assert sorted(r["status"] for r in data) == ["failed", "ok"]  # issue 17: as the table says
+    assert sorted(r["otel_status"] == "ERROR" for r in data) == [False, True]
     assert ok_json(invoke(s, "history", "ingest", "--since", "7d", "--json")) == []
     old = ok_json(invoke(s, "history", "ingest", "--until", "30d", "--json"))
     assert [r["component"] for r in old] == ["ingest"] and old[0]["duration_s"] == 95
@@ -67,7 +68,7 @@ def test_inspect(pipeline: Pipeline) -> None:
     rid = _run_id(pipeline, "train", failed=True)
     data = ok_json(invoke(s, "inspect", rid[:6], "--json"))
     assert data == store.get_run(rid).to_json()
-    assert data["id"] == rid and data["status"] == "ERROR"
+    assert data["id"] == rid and data["status"] == "failed" and data["otel_status"] == "ERROR"
     assert [t["passed"] for t in data["tests"]] == [False]
     human = invoke(s, "inspect", rid[:6]).stdout
     assert rid in human and "FAILED" in human and "testAccuracy" in human

@@ -39,7 +39,8 @@ def test_demo_fills_every_view(tmp_path: Path) -> None:
     recent = json.loads(_mltrace(home, "recent", "-n", "100", "--json").stdout)
     assert len(recent) == 12
     assert {r["component"] for r in recent} == {"ingest", "clean", "featuregen", "train", "predict"}
-    failed = [r for r in recent if r["status"] == "ERROR"]
+    failed = [r for r in recent if r["status"] == "failed"]
+    assert {r["otel_status"] for r in failed} == {"ERROR"}  # the span status stays beside it
     assert [r["component"] for r in failed] == ["train"]
     assert [t["passed"] for t in failed[0]["tests"]] == [False]
 

@@ -122,7 +122,7 @@ def test_js_sdk_pipeline_is_traced_by_the_cli(server: Server, kind: str) -> None
     assert runs[report_c]["inputs"][0]["version"] == runs[clean_c]["outputs"][0]["version"] != ""
     producer = {ingest_c: [], clean_c: [ids[ingest_c]], report_c: [ids[clean_c]]}
     for c, r in runs.items():
-        assert r["status"] == "OK", (c, r["status"], r["status_message"])
+        assert r["status"] == "ok" and r["otel_status"] == "OK", (c, r["status"], r["status_message"])
         assert r["service_name"] == "mltrace-js-interop"
         assert (r["owner"], r["tags"]) == ("js-team", ["js", "interop", kind])
         assert {p["type"] for p in r["inputs"] + r["outputs"]} == {"DATA"}

@@ -117,3 +117,30 @@ def test_components_owner_tags_and_pointer(store):
     assert store.get_run(t).outputs[0].flagged
     with pytest.raises(NotFound):
         store.pointer("nothing")
+
+
+def test_near_pointers_by_suffix_and_basename(store):
+    """Issue 17: an unknown output's NotFound suggests the names it is probably short for."""
+    from mltrace_otel.store import queries
+
+    r = Runs()
+    r.run("report", ["/data/in/raw.csv"], ["/data/out/report.txt"], at=0)
+    r.run("report", ["C:\\work\\raw.csv"], ["/data/out/old_report.txt"], at=60)
+    r.run("other", ["report.txt.bak"], ["it's; DROP TABLE x"], at=120)
+    r.flush(store)
+    assert queries.near_pointers(store, "report.txt") == ["/data/out/old_report.txt", "/data/out/report.txt"]
+    assert queries.near_pointers(store, "out/report.txt") == ["/data/out/report.txt"]
+    assert queries.near_pointers(store, "elsewhere/report.txt") == ["/data/out/report.txt"]  # basename
+    assert queries.near_pointers(store, "raw.csv") == ["C:\\work\\raw.csv", "/data/in/raw.csv"]
+    assert queries.near_pointers(store, "/data/out/report.txt") == []  # itself is no suggestion
+    assert queries.near_pointers(store, "'s; DROP TABLE x") == ["it's; DROP TABLE x"]  # bound, not spliced
+    assert queries.near_pointers(store, "") == [] and queries.near_pointers(store, "nothing.bin") == []
+    with pytest.raises(NotFound) as e:
+        store.pointer("report.txt")
+    assert e.value.hint == "did you mean one of '/data/out/old_report.txt', '/data/out/report.txt'?"
+    with pytest.raises(NotFound) as e:
+        store.impact("out/report.txt")
+    assert e.value.hint == "did you mean '/data/out/report.txt'?"
+    with pytest.raises(NotFound) as e:
+        store.pointer("nothing.bin")
+    assert "did you mean" not in (e.value.hint or "")
