@@ -9,7 +9,8 @@ A bad value raises :class:`~mltrace_otel.errors.ConfigError` naming the variable
 the accepted form, unless ``lenient=True`` (the SDK's mode: it warns once and uses the default,
 because the user's pipeline must still run).
 
-Every variable is listed in :data:`ENV_VARS` and documented in the README.
+Every variable is listed in :data:`ENV_VARS` and documented in docs/reference.md (generated from
+it by tools/gen_reference.py).
 Imports only :mod:`mltrace_otel.errors`.
 """
 
@@ -86,7 +87,7 @@ ENV_VARS: dict[str, str] = {
     "DB_URI": "mltrace's variable: a store URL like MLTRACE_CLICKHOUSE_URL (which wins); mltrace's "
     "SQL URLs (postgresql://, sqlite://, ...) give one warning and are ignored",
 }
-"""Every environment variable mltrace-otel reads, with a one-line meaning (README table)."""
+"""Every environment variable mltrace-otel reads, with a one-line meaning (the table in docs/reference.md)."""
 
 _ACKS = ("auto", "journaled", "indexed")
 

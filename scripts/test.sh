@@ -25,4 +25,8 @@ if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
   fi
 fi
 python3 -m ruff check mltrace_otel tests bench
+# The documentation site: broken links and anchors fail the build (tests/test_docs.py builds it too).
+site_dir=$(mktemp -d)
+NO_MKDOCS_2_WARNING=1 python3 -m mkdocs build --strict --quiet --site-dir "$site_dir"
+rm -rf "$site_dir"
 exec python3 -m pytest -q "$@"

@@ -31,7 +31,7 @@ def render() -> str:
 
     group = typer.main.get_command(app)
     root = click.Context(group, info_name="mltrace")
-    out = [BEGIN, "", "#### Global options", "", "| option | meaning |", "|---|---|"]
+    out = [BEGIN, "", "### Global options", "", "| option | meaning |", "|---|---|"]
     for p in group.params:
         rec = p.get_help_record(root)
         if rec and rec[0] not in ("--help", "-h, --help"):
@@ -40,7 +40,7 @@ def render() -> str:
         cmd = group.commands[name]
         ctx = click.Context(cmd, info_name=name, parent=root)
         usage = " ".join(["mltrace", name, *cmd.collect_usage_pieces(ctx)])
-        out += ["", f"#### `mltrace {name}`", "", (cmd.help or "").strip().split("\n\n")[0], "",
+        out += ["", f"### `mltrace {name}`", "", (cmd.help or "").strip().split("\n\n")[0], "",
                 f"Usage: `{usage}`", ""]
         rows = [p.get_help_record(ctx) for p in cmd.params]
         rows = [r for r in rows if r and not r[0].endswith("--help")]
@@ -58,7 +58,7 @@ def update(text: str) -> str:
         head, rest = text.split(BEGIN, 1)
         tail = rest.split(END, 1)[1]
         return head + section + tail
-    return text.rstrip() + "\n\n### Reference (generated)\n\n" + section + "\n"
+    return text.rstrip() + "\n\n## Reference (generated)\n\n" + section + "\n"
 
 
 def main(argv: list[str]) -> int:
