@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from mltrace_otel import spool
 from mltrace_otel.errors import StoreUnavailable, require_extra, store_modules
@@ -157,7 +157,8 @@ def _connect_http(url: str) -> Connection:
     try:
         client = clickhouse_connect.get_client(
             host=parts.hostname, port=parts.port or (8443 if parts.scheme == "https" else 8123),
-            username=parts.username or "default", password=parts.password or "",
+            # percent-decoded: a password with / ? # @ : is written %2F %3F %23 %40 %3A in the URL
+            username=unquote(parts.username or "default"), password=unquote(parts.password or ""),
             secure=parts.scheme == "https", database="default", connect_timeout=5,
             send_receive_timeout=300, autogenerate_session_id=False,
         )

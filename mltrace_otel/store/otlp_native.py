@@ -39,7 +39,7 @@ from mltrace_otel.store.protocols import IngestConnection
 log = logging.getLogger(__name__)
 
 NULL_TABLE = "otel_traces_otlp"
-_REFUSED: set[str] = set()  # store URLs whose server cannot parse OTLP itself (too old)
+_NATIVE: dict[str, bool] = {}  # store URL -> whether its server takes every setting sent here
 DEFERRED_TABLE = "otel_traces_otlp_deferred"
 
 PROTO_FILE = Path(__file__).with_name("otlp_trace.proto")
@@ -50,6 +50,63 @@ PROTO_SCHEMA = " ".join(line for line in PROTO_FILE.read_text(encoding="utf-8").
 """The schema's text, sent with each insert to a ClickHouse server (``format_schema_source =
 'string'``). The embedded engine reads :data:`PROTO_FILE` instead: given the text, it caches a
 copy under the process's working directory."""
+
+
+SETTINGS_SINCE: dict[str, tuple[int, int]] = {
+    "format_schema_source": (25, 6),
+    "format_schema_message_name": (25, 6),
+    "input_format_protobuf_oneof_presence": (25, 9),
+}
+"""The ClickHouse release that first has each setting the native insert sends beyond the
+long-standing ones (``async_insert``, ``optimize_on_insert``, ``insert_deduplication_token``,
+``max_block_size``, ``format_schema``). Source: ClickHouse ``src/Core/SettingsChangesHistory.cpp``
+(``addSettingsChanges(settings_changes_history, "25.6", ...)`` lists ``format_schema_source``
+and ``format_schema_message_name`` as "New setting"; the ``"25.9"`` block lists
+``input_format_protobuf_oneof_presence``)."""
+
+MIN_CLICKHOUSE_VERSION: tuple[int, int] = max(SETTINGS_SINCE.values())
+"""The oldest ClickHouse server that runs every code path (the one place it is declared):
+older servers get spans rendered in Python (:func:`native_supported`); docker-compose.yaml pins
+a server at least this new (``tests/test_deploy_clickhouse.py`` checks both)."""
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``SELECT version()``'s text (``25.9.2.1``, ``25.10.1.3832-stable``) as integers."""
+    out = []
+    for part in str(text).split("-", 1)[0].split("."):
+        if not part.isdigit():
+            break
+        out.append(int(part))
+    return tuple(out)
+
+
+def native_supported(store: IngestConnection) -> bool:
+    """Whether the store's server has every setting :func:`insert_requests` sends (asked once
+    per store URL with ``SELECT version()``, compared with :data:`MIN_CLICKHOUSE_VERSION`)."""
+    known = _NATIVE.get(store.url)
+    if known is None:
+        rows = store.query("server_version", "SELECT version()")
+        version = parse_version(rows[0][0]) if rows else ()
+        known = version >= MIN_CLICKHOUSE_VERSION
+        if not known:
+            log.warning("mltrace: ClickHouse %s is older than %s, the first with every setting of the "
+                        "native insert; rendering spans in Python (upgrade the server for ~25 us/span less)",
+                        ".".join(map(str, version)) or "?", ".".join(map(str, MIN_CLICKHOUSE_VERSION)))
+        _NATIVE[store.url] = known
+    return known
+
+
+def _unknown_setting(e: QueryError) -> bool:
+    """The insert failed on a setting the server does not have: the server's error code 115
+    (UNKNOWN_SETTING, e.g. a server downgraded under a running collector), or
+    clickhouse-connect's ProgrammingError (a setting it refuses before sending)."""
+    if e.code == 115:
+        return True
+    try:
+        from clickhouse_connect.driver.exceptions import ProgrammingError
+    except ImportError:  # pragma: no cover - the server extra is installed wherever this runs
+        return False
+    return isinstance(e.__cause__, ProgrammingError)
 
 
 def varint(n: int) -> bytes:
@@ -101,16 +158,16 @@ def insert_requests(store: IngestConnection, payloads: Sequence[bytes], spans: i
         settings.update(format_schema_source="string", format_schema=PROTO_SCHEMA,
                         format_schema_message_name="Req")
     db = quote_ident(store.database)
-    if store.url in _REFUSED:
+    if not native_supported(store):
         return ingest.insert_requests_rendered(store, payloads, dedup_token=dedup_token)
     try:
         store.insert_body("insert_spans_native", NULL_TABLE, body, fmt="Protobuf", settings=settings)
     except QueryError as e:
-        if "UNKNOWN_SETTING" not in str(e) and "format_schema_source" not in str(e):
+        if not _unknown_setting(e):
             raise
-        # a server older than the settings the native path needs: render in Python from now on
+        # the version said yes, the server said no (a build without a setting): Python from now on
         log.warning("mltrace: the store cannot parse OTLP itself (%s); rendering spans in Python", e)
-        _REFUSED.add(store.url)
+        _NATIVE[store.url] = False
         return ingest.insert_requests_rendered(store, payloads, dedup_token=dedup_token)
     if spans is None:
         spans = sum(_count(p) for p in payloads)
@@ -148,5 +205,6 @@ def _only(payload: bytes, want: set[tuple[str, str]]) -> Any:
     return req
 
 
-__all__ = ["insert_requests", "batch_body", "varint", "PROTO_FILE", "PROTO_SCHEMA", "NULL_TABLE",
+__all__ = ["insert_requests", "native_supported", "MIN_CLICKHOUSE_VERSION", "SETTINGS_SINCE",
+           "parse_version", "batch_body", "varint", "PROTO_FILE", "PROTO_SCHEMA", "NULL_TABLE",
            "DEFERRED_TABLE"]

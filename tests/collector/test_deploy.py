@@ -1,9 +1,11 @@
-"""The production files declare what docs/collector.md promises (Docker does not run here, so
-the YAML is loaded and checked): services, published ports, the traces pipeline, and an
-exporter writing into the store's own database and table."""
+"""The production files declare what docs/collector.md and docs/deploy.md promise (Docker does
+not run here, so the YAML is loaded and checked): services, published ports, the traces
+pipeline, and an exporter writing into the store's own database and table. The durability,
+secrets, startup and Grafana checks are in tests/test_deploy_*.py."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,6 +27,12 @@ def compose() -> dict:
 @pytest.fixture(scope="module")
 def otelcol() -> dict:
     return yaml.safe_load((ROOT / "otel-collector-config.yaml").read_text())
+
+
+def _url(compose: dict) -> str:
+    """MLTRACE_CLICKHOUSE_URL with the required password interpolated (as compose would)."""
+    url = compose["services"]["mltrace-ui"]["environment"]["MLTRACE_CLICKHOUSE_URL"]
+    return re.sub(r"\$\{CLICKHOUSE_PASSWORD:\?[^}]*\}", "pw", url)
 
 
 def _published(service: dict) -> set[int]:
@@ -57,7 +65,7 @@ def test_compose_declares_every_service_with_its_ports(compose: dict) -> None:
 def test_every_bind_mount_and_the_dockerfile_exist(compose: dict) -> None:
     for name, service in compose["services"].items():
         for host in _mounts(service).values():
-            assert (ROOT / host).is_file(), f"{name} mounts missing {host}"
+            assert (ROOT / host).exists(), f"{name} mounts missing {host}"
         build = service.get("build")
         if build:
             dockerfile = ROOT / build["context"] / build["dockerfile"]
@@ -70,13 +78,13 @@ def test_every_bind_mount_and_the_dockerfile_exist(compose: dict) -> None:
 
 def test_mltrace_services_run_the_cli_on_the_clickhouse_server(compose: dict) -> None:
     s = compose["services"]
-    assert s["mltrace-migrate"]["command"] == ["migrate"]
+    assert "mltrace migrate && exit 0" in s["mltrace-migrate"]["command"][0]  # retried, bounded
     assert s["mltrace-ui"]["command"][0] == "ui"
     assert s["mltrace-collector"]["command"][0] == "collector"
     for name in ("mltrace-migrate", "mltrace-ui", "mltrace-collector"):
         env = s[name]["environment"]
         assert set(env) <= set(ENV_VARS), f"{name} sets an undocumented variable"
-        url = env["MLTRACE_CLICKHOUSE_URL"]
+        url = _url({"services": {"mltrace-ui": s[name]}})
         assert urlsplit(url).hostname == "clickhouse" and urlsplit(url).port == 8123
         assert env["MLTRACE_HOST"] == "0.0.0.0"  # reachable from the other containers
     # the schema exists before anything writes or reads
@@ -88,7 +96,7 @@ def test_mltrace_services_run_the_cli_on_the_clickhouse_server(compose: dict) ->
 def test_otelcol_pipeline_batches_into_clickhouse_and_jaeger(otelcol: dict, compose: dict) -> None:
     pipeline = otelcol["service"]["pipelines"]["traces"]
     assert pipeline["receivers"] == ["otlp"]
-    assert "batch" in pipeline["processors"]
+    assert "batch" not in pipeline["processors"]  # batching is the exporter's, after its durable queue
     assert set(pipeline["exporters"]) == {"clickhouse", "otlp/jaeger"}
     for component in pipeline["processors"]:
         assert component in otelcol["processors"]
@@ -98,8 +106,8 @@ def test_otelcol_pipeline_batches_into_clickhouse_and_jaeger(otelcol: dict, comp
     ports = {int(p["endpoint"].rsplit(":", 1)[1]) for p in protocols.values()}
     assert ports == _published(compose["services"]["otelcol"])
     assert all(p["endpoint"].startswith("0.0.0.0:") for p in protocols.values())
-    batch = otelcol["processors"]["batch"]
-    assert batch["send_batch_size"] == 5000 and batch["timeout"] == "1s"
+    batch = otelcol["exporters"]["clickhouse"]["sending_queue"]["batch"]
+    assert batch["min_size"] == 5000 and batch["flush_timeout"] == "1s"  # as mltrace's collector
     jaeger = otelcol["exporters"]["otlp/jaeger"]
     host, port = jaeger["endpoint"].rsplit(":", 1)
     assert host in compose["services"] and port == "4317"
@@ -108,7 +116,7 @@ def test_otelcol_pipeline_batches_into_clickhouse_and_jaeger(otelcol: dict, comp
 def test_clickhouse_exporter_writes_the_stores_table_in_the_stores_database(
         otelcol: dict, compose: dict) -> None:
     ch = otelcol["exporters"]["clickhouse"]
-    store_url = compose["services"]["mltrace-ui"]["environment"]["MLTRACE_CLICKHOUSE_URL"]
+    store_url = _url(compose)
     assert ch["database"] == store_database(store_url)
     assert ch["traces_table_name"] == ingest.TABLE
     assert ch["create_schema"] is False  # `mltrace migrate` owns the DDL (with the views)
@@ -132,3 +140,4 @@ def test_prometheus_scrapes_mltrace_metrics(compose: dict) -> None:
     for rule_file in prom["rule_files"]:
         assert rule_file in mounts and (ROOT / mounts[rule_file]).is_file()
     assert "otelcol" in {t.split(":")[0] for j in jobs.values() for t in j["static_configs"][0]["targets"]}
+    assert "/etc/prometheus/otelcol-alerts.yml" in prom["rule_files"]
