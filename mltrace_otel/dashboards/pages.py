@@ -25,6 +25,7 @@ from mltrace_otel.dashboards.cards import (
 )
 from mltrace_otel.dashboards.diffs import next_run_id, page_diff
 from mltrace_otel.dashboards.graph import lineage_figure
+from mltrace_otel.dashboards.outputs import output_charts
 from mltrace_otel.dashboards.routes import ACTIONS, PAGES, Route
 from mltrace_otel.dashboards.tables import (
     RunFilter,
@@ -248,6 +249,7 @@ def page_history(route: Route, store) -> list:
     if runs:
         body.append(dcc.Graph(id="history-chart", figure=_history_figure(runs),
                               config={"displaylogo": False}))
+        body += output_charts(store, route.arg, runs, _ISO_TICKS)
         body.append(_run_table(runs))
     else:
         body.append(html.P("No runs of this component in that range.", className="muted"))

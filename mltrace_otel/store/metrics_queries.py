@@ -182,3 +182,52 @@ def output_stats(store: Connection, per_series: int, lookback_s: int) -> list[Ou
 
 def _f(v: object) -> float | None:
     return None if v is None else float(v)  # type: ignore[arg-type]
+
+
+def run_output_stats(store: Connection, component: str, run_ids: Sequence[str], lo_ns: int, hi_ns: int
+                     ) -> list[OutputStatsRow]:
+    """The output-stats events of the given runs of one component (runs that started between
+    ``lo_ns`` and ``hi_ns``, nanoseconds since the epoch), oldest run first within a series;
+    one row per (output, column, run). For the history page's output charts."""
+    if not run_ids:
+        return []
+    db = _db(store)
+    sql = f"""
+        SELECT component, output, col, run_id, start, cnt, nulls, mn, mx, mean, total, sketch
+        FROM (
+            SELECT SpanAttributes[{{a_component:String}}] AS component,
+                   a[{{a_output:String}}] AS output,
+                   a[{{a_column:String}}] AS col,
+                   SpanId AS run_id,
+                   Timestamp AS ts,
+                   toUnixTimestamp64Nano(Timestamp) / 1e9 AS start,
+                   toUInt64OrZero(a[{{a_count:String}}]) AS cnt,
+                   toUInt64OrZero(a[{{a_nulls:String}}]) AS nulls,
+                   toFloat64OrNull(a[{{a_min:String}}]) AS mn,
+                   toFloat64OrNull(a[{{a_max:String}}]) AS mx,
+                   toFloat64OrNull(a[{{a_mean:String}}]) AS mean,
+                   toFloat64OrNull(a[{{a_sum:String}}]) AS total,
+                   a[{{a_sketch:String}}] AS sketch
+            FROM {db}.otel_traces
+            ARRAY JOIN arrayFilter((x, n) -> n = {{event:String}}, Events.Attributes, Events.Name) AS a
+            WHERE Timestamp >= fromUnixTimestamp64Nano({{lo:Int64}})
+              AND Timestamp <= fromUnixTimestamp64Nano({{hi:Int64}})
+              AND SpanAttributes[{{a_component:String}}] = {{component:String}}
+              AND SpanId IN {{runs:Array(String)}}
+              AND has(Events.Name, {{event:String}})
+            ORDER BY output, col, ts, run_id
+            LIMIT 1 BY output, col, run_id
+        )
+        ORDER BY output, col, ts, run_id
+    """
+    params = {
+        "a_component": C.COMPONENT_NAME, "a_output": C.STATS_OUTPUT, "a_column": C.STATS_COLUMN,
+        "a_count": C.STATS_COUNT, "a_nulls": C.STATS_NULLS, "a_min": C.STATS_MIN,
+        "a_max": C.STATS_MAX, "a_mean": C.STATS_MEAN, "a_sum": C.STATS_SUM,
+        "a_sketch": C.STATS_SKETCH, "event": C.EVENT_OUTPUT_STATS, "component": str(component),
+        "runs": [str(r) for r in run_ids], "lo": int(lo_ns), "hi": int(hi_ns),
+    }
+    return [OutputStatsRow(str(c), str(o), str(col), str(r), float(s), int(n), int(nu),
+                           _f(mn), _f(mx), _f(me), _f(su), str(sk))
+            for c, o, col, r, s, n, nu, mn, mx, me, su, sk
+            in store.query("history_output_stats", sql, params)]

@@ -20,6 +20,7 @@ from selenium.common.exceptions import (
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 pytestmark = pytest.mark.browser
@@ -507,6 +508,7 @@ def test_history_chart_series_units_and_iso_dates(browser, ui_url, ui_store, fil
     day = runs[0].start.date().isoformat()
     since.send_keys(day)
     browser.find_element(By.ID, "hist-apply").click()
+    _wait(browser, staleness_of(since))  # the new page replaced the old one (no race with it)
     _wait(browser, lambda d: f"since={day}" in d.current_url
           and d.find_elements(By.CSS_SELECTOR, "#history-chart path.point"))
     assert browser.find_element(By.ID, "hist-since").get_attribute("value") == day
