@@ -63,24 +63,15 @@ def call_capturing_locals(func: Callable[..., Any], code: CodeType | None, args:
         value, exc = None, e
     finally:
         sys.setprofile(prev)
-    captured = _locals_of(target)
+    captured = frame_locals(target)
     target = None  # the frame's f_back leads back here: no reference cycle keeps the locals alive
     return value, captured, exc
 
 
-def _locals_of(frame: FrameType | None) -> dict[str, Any] | None:
-    """The locals a finished frame ended with (CPython keeps them in the frame object while it is
-    referenced, as for a traceback's frames)."""
-    if frame is None:
-        return None
-    try:
-        return dict(frame.f_locals)
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def frame_locals(frame: FrameType | None) -> dict[str, Any] | None:
-    """The locals of a (finished) generator or coroutine frame."""
+    """The locals a finished frame ended with: a decorated call's, or a generator's or
+    coroutine's (CPython keeps them in the frame object while it is referenced, as for a
+    traceback's frames)."""
     if frame is None:
         return None
     try:

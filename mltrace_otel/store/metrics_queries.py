@@ -137,6 +137,39 @@ def flagged_outputs(store: Connection) -> tuple[int, dict[str, int]]:
     return total, per
 
 
+# The output-stats events (mltrace.output.stats) of run spans, one row each: the same keys,
+# fields and parameters for every query that reads them (fixed SQL; values are bound).
+_STATS_KEYS = """SpanAttributes[{a_component:String}] AS component,
+                   a[{a_output:String}] AS output,
+                   a[{a_column:String}] AS col,
+                   SpanId AS run_id,"""
+_STATS_FIELDS = """toUInt64OrZero(a[{a_count:String}]) AS cnt,
+                   toUInt64OrZero(a[{a_nulls:String}]) AS nulls,
+                   toFloat64OrNull(a[{a_min:String}]) AS mn,
+                   toFloat64OrNull(a[{a_max:String}]) AS mx,
+                   toFloat64OrNull(a[{a_mean:String}]) AS mean,
+                   toFloat64OrNull(a[{a_sum:String}]) AS total,
+                   a[{a_sketch:String}] AS sketch"""
+_STATS_PARAMS: dict[str, str] = {
+    "a_component": C.COMPONENT_NAME, "a_output": C.STATS_OUTPUT, "a_column": C.STATS_COLUMN,
+    "a_count": C.STATS_COUNT, "a_nulls": C.STATS_NULLS, "a_min": C.STATS_MIN,
+    "a_max": C.STATS_MAX, "a_mean": C.STATS_MEAN, "a_sum": C.STATS_SUM,
+    "a_sketch": C.STATS_SKETCH, "event": C.EVENT_OUTPUT_STATS,
+}
+
+
+def _stats_events(db: str) -> str:
+    """FROM clause: each run span's output-stats events as rows ``a`` (attribute maps)."""
+    return (f"FROM {db}.otel_traces\n            ARRAY JOIN arrayFilter((x, n) -> n = {{event:String}}, "
+            "Events.Attributes, Events.Name) AS a")
+
+
+def _stats_rows(rows: list[tuple]) -> list[OutputStatsRow]:
+    return [OutputStatsRow(str(c), str(o), str(col), str(r), float(s), int(n), int(nu),
+                           _f(mn), _f(mx), _f(me), _f(su), str(sk))
+            for c, o, col, r, s, n, nu, mn, mx, me, su, sk in rows]
+
+
 def output_stats(store: Connection, per_series: int, lookback_s: int) -> list[OutputStatsRow]:
     """The newest ``per_series`` runs' output-stats events of each (component, output, column),
     among spans that started in the last ``lookback_s`` seconds; newest first within a series."""
@@ -144,20 +177,10 @@ def output_stats(store: Connection, per_series: int, lookback_s: int) -> list[Ou
     sql = f"""
         SELECT component, output, col, run_id, start, cnt, nulls, mn, mx, mean, total, sketch
         FROM (
-            SELECT SpanAttributes[{{a_component:String}}] AS component,
-                   a[{{a_output:String}}] AS output,
-                   a[{{a_column:String}}] AS col,
-                   SpanId AS run_id,
+            SELECT {_STATS_KEYS}
                    toUnixTimestamp64Milli(Timestamp) / 1000.0 AS start,
-                   toUInt64OrZero(a[{{a_count:String}}]) AS cnt,
-                   toUInt64OrZero(a[{{a_nulls:String}}]) AS nulls,
-                   toFloat64OrNull(a[{{a_min:String}}]) AS mn,
-                   toFloat64OrNull(a[{{a_max:String}}]) AS mx,
-                   toFloat64OrNull(a[{{a_mean:String}}]) AS mean,
-                   toFloat64OrNull(a[{{a_sum:String}}]) AS total,
-                   a[{{a_sketch:String}}] AS sketch
-            FROM {db}.otel_traces
-            ARRAY JOIN arrayFilter((x, n) -> n = {{event:String}}, Events.Attributes, Events.Name) AS a
+                   {_STATS_FIELDS}
+            {_stats_events(db)}
             WHERE Timestamp >= now64(9) - toIntervalSecond({{lookback:UInt64}})
               AND SpanAttributes[{{a_component:String}}] != ''
               AND has(Events.Name, {{event:String}})
@@ -167,17 +190,8 @@ def output_stats(store: Connection, per_series: int, lookback_s: int) -> list[Ou
         ORDER BY component, output, col, start DESC, run_id
         LIMIT {{per_series:UInt32}} BY component, output, col
     """
-    params = {
-        "a_component": C.COMPONENT_NAME, "a_output": C.STATS_OUTPUT, "a_column": C.STATS_COLUMN,
-        "a_count": C.STATS_COUNT, "a_nulls": C.STATS_NULLS, "a_min": C.STATS_MIN,
-        "a_max": C.STATS_MAX, "a_mean": C.STATS_MEAN, "a_sum": C.STATS_SUM,
-        "a_sketch": C.STATS_SKETCH, "event": C.EVENT_OUTPUT_STATS,
-        "lookback": int(lookback_s), "per_series": int(per_series),
-    }
-    return [OutputStatsRow(str(c), str(o), str(col), str(r), float(s), int(n), int(nu),
-                           _f(mn), _f(mx), _f(me), _f(su), str(sk))
-            for c, o, col, r, s, n, nu, mn, mx, me, su, sk
-            in store.query("metrics_output_stats", sql, params)]
+    params = {**_STATS_PARAMS, "lookback": int(lookback_s), "per_series": int(per_series)}
+    return _stats_rows(store.query("metrics_output_stats", sql, params))
 
 
 def _f(v: object) -> float | None:
@@ -195,21 +209,11 @@ def run_output_stats(store: Connection, component: str, run_ids: Sequence[str], 
     sql = f"""
         SELECT component, output, col, run_id, start, cnt, nulls, mn, mx, mean, total, sketch
         FROM (
-            SELECT SpanAttributes[{{a_component:String}}] AS component,
-                   a[{{a_output:String}}] AS output,
-                   a[{{a_column:String}}] AS col,
-                   SpanId AS run_id,
+            SELECT {_STATS_KEYS}
                    Timestamp AS ts,
                    toUnixTimestamp64Nano(Timestamp) / 1e9 AS start,
-                   toUInt64OrZero(a[{{a_count:String}}]) AS cnt,
-                   toUInt64OrZero(a[{{a_nulls:String}}]) AS nulls,
-                   toFloat64OrNull(a[{{a_min:String}}]) AS mn,
-                   toFloat64OrNull(a[{{a_max:String}}]) AS mx,
-                   toFloat64OrNull(a[{{a_mean:String}}]) AS mean,
-                   toFloat64OrNull(a[{{a_sum:String}}]) AS total,
-                   a[{{a_sketch:String}}] AS sketch
-            FROM {db}.otel_traces
-            ARRAY JOIN arrayFilter((x, n) -> n = {{event:String}}, Events.Attributes, Events.Name) AS a
+                   {_STATS_FIELDS}
+            {_stats_events(db)}
             WHERE Timestamp >= fromUnixTimestamp64Nano({{lo:Int64}})
               AND Timestamp <= fromUnixTimestamp64Nano({{hi:Int64}})
               AND SpanAttributes[{{a_component:String}}] = {{component:String}}
@@ -220,14 +224,6 @@ def run_output_stats(store: Connection, component: str, run_ids: Sequence[str], 
         )
         ORDER BY output, col, ts, run_id
     """
-    params = {
-        "a_component": C.COMPONENT_NAME, "a_output": C.STATS_OUTPUT, "a_column": C.STATS_COLUMN,
-        "a_count": C.STATS_COUNT, "a_nulls": C.STATS_NULLS, "a_min": C.STATS_MIN,
-        "a_max": C.STATS_MAX, "a_mean": C.STATS_MEAN, "a_sum": C.STATS_SUM,
-        "a_sketch": C.STATS_SKETCH, "event": C.EVENT_OUTPUT_STATS, "component": str(component),
-        "runs": [str(r) for r in run_ids], "lo": int(lo_ns), "hi": int(hi_ns),
-    }
-    return [OutputStatsRow(str(c), str(o), str(col), str(r), float(s), int(n), int(nu),
-                           _f(mn), _f(mx), _f(me), _f(su), str(sk))
-            for c, o, col, r, s, n, nu, mn, mx, me, su, sk
-            in store.query("history_output_stats", sql, params)]
+    params = {**_STATS_PARAMS, "component": str(component), "runs": [str(r) for r in run_ids],
+              "lo": int(lo_ns), "hi": int(hi_ns)}
+    return _stats_rows(store.query("history_output_stats", sql, params))
