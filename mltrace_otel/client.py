@@ -25,7 +25,7 @@ from urllib.parse import urlencode, urlsplit
 from mltrace_otel import shapes
 from mltrace_otel.errors import AmbiguousRunId, ConfigError, MltraceError, NotFound, StoreUnavailable
 from mltrace_otel.settings import Settings, mask_url
-from mltrace_otel.store.models import ComponentInfo, Lineage, PointerInfo, Review, Run
+from mltrace_otel.store.models import ComponentInfo, Lineage, PointerInfo, Review, Run, RunPage
 
 API_PREFIX = "/api/v1"  # the same as mltrace_otel.web_api.API_PREFIX (not imported: no flask here)
 _ERRORS: dict[str, type[MltraceError]] = {"NotFound": NotFound, "ConfigError": ConfigError,
@@ -64,6 +64,11 @@ class ApiClient:
     def call(self, method: str, path: str, params: dict[str, Any] | None = None,
              body: dict[str, Any] | None = None) -> Any:
         """One request; the parsed JSON answer, or the server's error raised as ours."""
+        return self._request(method, path, params, body)[0]
+
+    def _request(self, method: str, path: str, params: dict[str, Any] | None = None,
+                 body: dict[str, Any] | None = None) -> tuple[Any, Any]:
+        """One request: (the parsed JSON answer, the response headers)."""
         query = {k: _param(v) for k, v in (params or {}).items() if v is not None}
         target = self._base + path + (f"?{urlencode(query)}" if query else "")
         headers = {"Accept": "application/json"}
@@ -94,7 +99,7 @@ class ApiClient:
         except ValueError:
             answer = None
         if resp.status == 200 and answer is not None:
-            return answer
+            return answer, resp.headers
         raise _error(resp.status, answer, where)
 
     @staticmethod
@@ -104,9 +109,19 @@ class ApiClient:
                                      "and --server / MLTRACE_SERVER_URL")
 
     # --- the questions --------------------------------------------------------------------
-    def recent(self, limit: int, before: str | None = None) -> list[Run]:
-        """The newest runs."""
-        return _runs(self.call("GET", "/recent", {"limit": limit, "before": before}))
+    def recent(self, limit: int, before: str | None = None,
+               where: shapes.RecentFilter | None = None) -> list[Run]:
+        """The newest runs matching ``where``."""
+        return list(self.recent_page(limit, before, where).runs)
+
+    def recent_page(self, limit: int, before: str | None = None,
+                    where: shapes.RecentFilter | None = None) -> RunPage:
+        """The newest runs matching ``where`` and whether older ones remain (the answer's
+        ``Link: <...>; rel="next"`` header)."""
+        params = {"limit": limit, "before": before, **(where or shapes.RecentFilter()).kwargs()}
+        data, headers = self._request("GET", "/recent", params)
+        links = ", ".join(headers.get_all("Link") or ())
+        return RunPage(tuple(_runs(data)), 'rel="next"' in links)
 
     def history(self, component: str, limit: int, since: datetime | None = None,
                 until: datetime | None = None) -> list[Run]:

@@ -19,7 +19,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mltrace_otel.errors import ConfigError, NotFound
-from mltrace_otel.store.models import ComponentInfo, FlaggedOutput, Lineage, PointerInfo, Review, Run
+from mltrace_otel.store.models import (
+    ComponentInfo,
+    FlaggedOutput,
+    Lineage,
+    PointerInfo,
+    Review,
+    Run,
+    RunPage,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from mltrace_otel.store.core import Store
@@ -34,10 +42,35 @@ class FlagChange:
 
 
 # --- the answers ----------------------------------------------------------------------------
-def answer_recent(store: Store, limit: int, before: str | None = None) -> list[Run]:
-    """The newest runs; ``before`` (id or unique prefix) pages past that run."""
+@dataclass(frozen=True)
+class RecentFilter:
+    """What ``mltrace recent`` (``/api/v1/recent``, the UI's Recent table) narrows the runs to;
+    None or "" is no filter. ``status``: ``ok``, ``failed`` or ``stale``; ``tag``: tagged when
+    they ran or whose component carries it now; ``since`` / ``until``: start bounds, inclusive."""
+
+    component: str | None = None
+    status: str | None = None
+    owner: str | None = None
+    tag: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """The filters as :meth:`~mltrace_otel.store.core.Store.recent_page`'s keyword arguments."""
+        return {f: getattr(self, f) for f in ("component", "status", "owner", "tag", "since", "until")}
+
+    @property
+    def active(self) -> bool:
+        """Any filter given."""
+        return any(v not in (None, "") for v in self.kwargs().values())
+
+
+def answer_recent(store: Store, limit: int, before: str | None = None,
+                  where: RecentFilter | None = None) -> RunPage:
+    """The newest runs matching ``where`` (searched across the whole store) and whether older
+    ones remain; ``before`` (id or unique prefix) pages past that run."""
     before_id = store.resolve_run_id(before) if before else None
-    return store.recent(limit, before_id)
+    return store.recent_page(limit, before_id, **(where or RecentFilter()).kwargs())
 
 
 def answer_history(store: Store, component: str, limit: int, since: datetime | None = None,
@@ -191,9 +224,14 @@ class StoreQueries:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def recent(self, limit: int, before: str | None = None) -> list[Run]:
-        """The newest runs (``mltrace recent``)."""
-        return answer_recent(self.store, limit, before)
+    def recent(self, limit: int, before: str | None = None, where: RecentFilter | None = None) -> list[Run]:
+        """The newest runs (``mltrace recent --json``), matching ``where``."""
+        return list(answer_recent(self.store, limit, before, where).runs)
+
+    def recent_page(self, limit: int, before: str | None = None,
+                    where: RecentFilter | None = None) -> RunPage:
+        """The newest runs matching ``where`` and whether older ones remain (``mltrace recent``)."""
+        return answer_recent(self.store, limit, before, where)
 
     def history(self, component: str, limit: int, since: datetime | None = None,
                 until: datetime | None = None) -> list[Run]:

@@ -7,8 +7,9 @@ store runs a :class:`StoreHost`: it announces its API to the other processes on 
 (``MLTRACE_DIR/store.json``, with a random token; :mod:`mltrace_otel.store.connect`), serves
 the blueprint on a loopback port of its own when it has no UI (``mltrace collector``, a script
 using :mod:`mltrace_otel.api`), and drains the SDK's spool every second. Each route answers with exactly
-the JSON ``mltrace <command> --json`` prints: both go through :mod:`mltrace_otel.shapes`. The
-OpenAPI 3.1 document is ``GET /api/v1/openapi.json`` (:data:`OPENAPI`).
+the JSON ``mltrace <command> --json`` prints: both go through :mod:`mltrace_otel.shapes`;
+``/recent`` also says when older matching runs remain, in a ``Link: <...>; rel="next"`` header.
+The OpenAPI 3.1 document is ``GET /api/v1/openapi.json`` (:data:`OPENAPI`).
 
 User strings arrive as query parameters (GET) or a JSON body (POST) and reach SQL only as the
 store's bound parameters. When a token is set every route but ``openapi.json`` needs
@@ -30,6 +31,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +45,7 @@ from mltrace_otel.errors import (
     NotFound,
     StoreUnavailable,
 )
+from mltrace_otel.store.models import RUN_STATUSES
 
 if TYPE_CHECKING:  # types only
     from mltrace_otel.store.core import Store
@@ -145,13 +148,33 @@ def _text_or_none(data: dict[str, Any], name: str) -> str | None:
 
 
 # --- the routes -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Answer:
+    """A route's JSON data with response headers (``Link`` to the next page)."""
+
+    data: Any
+    headers: dict[str, str]
+
+
 def _routes(store: Store) -> dict[tuple[str, str], Callable[[Any], Any]]:
     """(method, path under the prefix) -> a function of the request giving the JSON data."""
     q = shapes.StoreQueries(store)
 
     def recent(rq: Any) -> Any:
         a = rq.args
-        return shapes.runs_json(q.recent(_limit(a, 10) or 10, _opt(a, "before")))
+        status = (_opt(a, "status") or "").lower() or None
+        if status is not None and status not in RUN_STATUSES:
+            raise ApiError(f"status {a.get('status')!r} is not one of " + ", ".join(RUN_STATUSES))
+        where = shapes.RecentFilter(component=_opt(a, "component"), status=status, owner=_opt(a, "owner"),
+                                    tag=_opt(a, "tag"), since=_when(a, "since"), until=_when(a, "until"))
+        page = q.recent_page(_limit(a, 10) or 10, _opt(a, "before"), where)
+        if not page.more or not page.runs:
+            return shapes.runs_json(page.runs)
+        from urllib.parse import urlencode
+
+        query = [(k, v) for k, v in a.items(multi=True) if k != "before"] + [("before", page.runs[-1].id)]
+        link = f'<{rq.script_root}{rq.path}?{urlencode(query)}>; rel="next"'
+        return Answer(shapes.runs_json(page.runs), {"Link": link})
 
     def history(rq: Any) -> Any:
         a = rq.args
@@ -273,7 +296,10 @@ def make_blueprint(store: Store, token: str | None = None, lock: Any = None,
         def run() -> Any:
             try:
                 with lock:
-                    return reply(handler(request))
+                    out = handler(request)
+                if isinstance(out, Answer):
+                    return reply(out.data, headers=out.headers)
+                return reply(out)
             except MltraceError as e:
                 return fail(e)
             except Exception as e:  # a bug: still the one error shape, without internals
@@ -426,6 +452,26 @@ def _post(summary: str, body: dict[str, Any], schema: str) -> dict[str, Any]:
 
 
 _RUNS = "#/components/schemas/Runs"
+
+
+def _recent_path() -> dict[str, Any]:
+    path = _get("The newest runs matching every filter given, newest first. The filters search "
+                "the whole store; when older matching runs remain, the answer has a `Link` header "
+                "with rel=\"next\" (the same query, `before` the last run shown).", [
+                    _param("limit", "How many runs (default 10).", schema=_LIMIT),
+                    _param("before", "Only runs older than this run (id or unique prefix): the last "
+                                     "run of the previous page."),
+                    _param("component", "Only runs of this component."),
+                    _param("status", "ok, failed, or stale (stale now).",
+                           schema={"type": "string", "enum": list(RUN_STATUSES)}),
+                    _param("owner", "Only runs with this owner."),
+                    _param("tag", "Only runs tagged so when they ran, or whose component has the tag now."),
+                    _param("since", "Started at or after (ISO 8601; no zone: UTC)."),
+                    _param("until", "Started at or before (ISO 8601; no zone: UTC).")], _RUNS)
+    path["get"]["responses"]["200"]["headers"] = {"Link": {
+        "description": 'The next page, as <URL>; rel="next"; absent on the last page.',
+        "schema": {"type": "string"}}}
+    return path
 _OBJ: dict[str, Any] = {"type": "object", "additionalProperties": True}
 
 OPENAPI: dict[str, Any] = {
@@ -436,9 +482,7 @@ OPENAPI: dict[str, Any] = {
     "servers": [{"url": API_PREFIX}],
     "security": [{"bearer": []}, {}],
     "paths": {
-        "/recent": _get("The newest runs, newest first.", [
-            _param("limit", "How many runs (default 10).", schema=_LIMIT),
-            _param("before", "Page past this run (id or unique prefix).")], _RUNS),
+        "/recent": _recent_path(),
         "/history": _get("A component's runs, newest first.", [
             _param("component", "Component name.", required=True),
             _param("limit", "How many runs (default 10).", schema=_LIMIT),

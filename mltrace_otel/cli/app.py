@@ -35,7 +35,7 @@ from mltrace_otel.cli.common import (
     parse_when,
     positive,
 )
-from mltrace_otel.errors import SERVER_MODULES, require_extra
+from mltrace_otel.errors import SERVER_MODULES, ConfigError, require_extra
 from mltrace_otel.settings import Settings, mask_url
 
 app = typer.Typer(
@@ -83,21 +83,50 @@ def recent(
     n: int = typer.Option(10, "-n", "--limit", metavar="N", help="How many runs."),
     before: Optional[str] = typer.Option(None, "--before", metavar="RUN_ID",
                                          help="Page past this run (id or unique prefix)."),
+    component: Optional[str] = typer.Option(None, "--component", "-c", metavar="NAME",
+                                            help="Only runs of this component."),
+    status: Optional[str] = typer.Option(None, "--status", metavar="STATUS",
+                                         help="Only ok, failed or stale (stale now) runs."),
+    owner: Optional[str] = typer.Option(None, "--owner", metavar="OWNER", help="Only runs with this owner."),
+    tag_name: Optional[str] = typer.Option(None, "--tag", metavar="TAG",
+                                           help="Only runs tagged TAG when they ran, or whose component "
+                                                "has it now."),
+    since: Optional[str] = typer.Option(None, "--since", metavar="WHEN",
+                                        help="Started at or after (2026-11-01, 7d)."),
+    until: Optional[str] = typer.Option(None, "--until", metavar="WHEN",
+                                        help="Started at or before (2026-11-28T12:00, 1h)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """The newest runs of any component, newest first."""
+    """The newest runs, newest first; the filters search every run in the store."""
     from mltrace_otel.cli import render
+    from mltrace_otel.store.models import RUN_STATUSES
 
     limit = positive(n)
+    if status is not None and status.strip().lower() not in RUN_STATUSES:
+        raise ConfigError(f"--status {status!r} is not one of " + ", ".join(RUN_STATUSES),
+                          hint="e.g. mltrace recent --status failed")
+    where = shapes.RecentFilter(component=component, status=status.strip().lower() if status else None,
+                                owner=owner, tag=tag_name, since=parse_when("--since", since),
+                                until=parse_when("--until", until))
     with open_cli_queries(ctx) as q:
-        runs = q.recent(limit, before)
+        page = q.recent_page(limit, before, where)
+    runs = list(page.runs)
     if as_json:
         return emit_json(shapes.runs_json(runs))
     if not runs:
+        if where.active:
+            return friendly("No runs match these filters" + (" before that run." if before else "."))
+        if before:
+            return friendly("No older runs.")
         return friendly("No runs yet. Decorate a function with @Component.run, or try `mltrace demo`.")
     console().print(render.runs_table(runs, title="Recent runs"))
-    if len(runs) == n:
-        friendly(f"more: mltrace recent -n {n} --before {runs[-1].id[:8]}")
+    if page.more:
+        import shlex
+
+        given = (("-c", component), ("--status", status), ("--owner", owner), ("--tag", tag_name),
+                 ("--since", since), ("--until", until))
+        opts = "".join(f" {k} {shlex.quote(v)}" for k, v in given if v)
+        friendly(f"more: mltrace recent -n {n}{opts} --before {render.short_id(runs[-1].id)}")
 
 
 @app.command(cls=MltraceCommand)
@@ -183,7 +212,8 @@ def trace(
         return emit_json(lineage.to_json())
     if not lineage.nodes:  # a pointer runs only read is not an error (zero results)
         return friendly(f"No run produced {output!r}: it is an input only (read by {readers} run(s)).")
-    console().print(render.lineage_tree(lineage))
+    out = console()
+    out.print(render.lineage_tree(lineage, width=out.width))
 
 
 @app.command(cls=MltraceCommand)
@@ -202,10 +232,12 @@ def impact(
     if not lineage.nodes:
         return friendly(f"Nothing downstream of {target!r}.")
     out = console()
-    out.print(render.lineage_tree(lineage))
+    out.print(render.lineage_tree(lineage, width=out.width))
     if lineage.outputs:
-        out.print(f"[bold]{len(lineage.outputs)} output(s) affected[/bold]: "
-                  + ", ".join(render.escape(o) for o in lineage.outputs))
+        from mltrace_otel.cli.fit import fit_pieces
+
+        out.print(fit_pieces([(f"{len(lineage.outputs)} output(s) affected", "bold"),
+                              (": " + ", ".join(render.clean(o) for o in lineage.outputs), None)], out.width))
 
 
 @app.command(cls=MltraceCommand)

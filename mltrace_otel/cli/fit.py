@@ -211,6 +211,68 @@ def layout(cell: Cell, width: int, shorten: bool = True) -> Text:
     return text
 
 
+_TOKENS = re.compile(r"\n|[^\S\n]+|\S+")
+
+
+def _words(pieces: Sequence[Piece]) -> list[tuple[str, list[Piece]] | None]:
+    """(the spaces before it, its styled parts) of each word of ``pieces`` (a word may span
+    pieces); None for a line break."""
+    words: list[tuple[str, list[Piece]] | None] = []
+    space, glued = "", False
+    for text, style in pieces:
+        for m in _TOKENS.finditer(text):
+            t = m.group()
+            if t == "\n":
+                words.append(None)
+                space, glued = "", False
+            elif t.isspace():
+                space, glued = space + t, False
+            elif glued and words and words[-1] is not None:
+                words[-1][1].append((t, style))
+            else:
+                words.append((space, [(t, style)]))
+                space, glued = "", True
+    return words
+
+
+def fit_pieces(pieces: Sequence[Piece], width: int) -> Text:
+    """Styled text (a tree's label) as rich Text no line of which is wider than ``width``:
+    wrapped at spaces (the spaces inside a line kept as given, ``\\n`` starts a line), and a
+    word wider than ``width`` wrapped after path separators and shortened in the middle
+    (:func:`split_name`), never folded inside a word."""
+    width = max(width, 1)
+    lines: list[list[Piece]] = [[]]
+    used = 0
+    for word in _words(pieces):
+        if word is None:
+            lines.append([])
+            used = 0
+            continue
+        space, parts = word
+        w = sum(cell_len(t) for t, _ in parts)
+        if used and used + cell_len(space) + w <= width:
+            lines[-1] += [(space, None), *parts]
+            used += cell_len(space) + w
+            continue
+        if used:
+            lines.append([])
+        if w > width:  # a long name: after separators, then shortened in the middle
+            cut = split_name("".join(t for t, _ in parts), width)
+            for part in cut[:-1]:
+                lines[-1].append((part, parts[0][1]))
+                lines.append([])
+            parts, w = [(cut[-1], parts[0][1])], cell_len(cut[-1])
+        lines[-1] += parts
+        used = w
+    out = Text(no_wrap=True, overflow="ellipsis")
+    for n, line in enumerate(lines):
+        if n:
+            out.append("\n")
+        for t, style in line:
+            out.append(t, style=style or "")
+    return out
+
+
 def table_overhead(columns: int) -> int:
     """Cells a rich Table with edges and padding 1 spends besides its columns' contents."""
     return 3 * columns + 1

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from mltrace_otel.cli.fit import Cell, Column, Item, fit_table, layout
+from mltrace_otel.cli.fit import Cell, Column, Item, Piece, fit_pieces, fit_table, layout
 
 if TYPE_CHECKING:  # pragma: no cover
     from mltrace_otel.store.models import Change, ComponentInfo, Lineage, Pointer, Review, Run
@@ -293,28 +293,44 @@ def run_detail(run: Run, width: int | None = None) -> list[object]:
     return parts
 
 
-def _run_label(run: Run, via: str | None = None, arrow: str = "←") -> Text:
-    label = Text()
+def _run_label(run: Run, via: str | None = None, arrow: str = "←") -> list[Piece]:
+    label: list[Piece] = []
     if via:
-        label.append(f"{clean(via)} ", style="magenta")
-        label.append(f"{arrow} ", style="dim")
-    label.append(clean(run.component), style="bold red" if run.failed else "bold")
-    label.append(f"  {short_id(run.id)}", style="cyan")
-    label.append(f"  {format_time(run.start)}  {format_duration(run.duration_s)}", style="dim")
+        label += [(f"{clean(via)} ", "magenta"), (f"{arrow} ", "dim")]
+    label.append((clean(run.component), "bold red" if run.failed else "bold"))
+    label.append((f"  {short_id(run.id)}", "cyan"))
+    label.append((f"  {format_time(run.start)}  {format_duration(run.duration_s)}", "dim"))
     if run.failed:
-        label.append("  ✗ failed", style="bold red")
+        label.append(("  ✗ failed", "bold red"))
         if run.status_message:
-            label.append(f": {clean(run.status_message, multiline=True)}", style="red")
+            label.append((f": {clean(run.status_message, multiline=True)}", "red"))
     return label
 
 
-def lineage_tree(lineage: Lineage, max_depth: int = 50) -> Tree:
-    """A trace (upstream) or impact (downstream) walk as a rich Tree.
+TREE_INDENT = 4
+"""Cells a rich Tree indents each level by (its guide, ``├── ``)."""
+
+_MIN_LABEL = 24
+"""The narrowest a deeply indented label is laid out (rich crops what is past the edge)."""
+
+
+def lineage_tree(lineage: Lineage, max_depth: int = 50, width: int | None = None) -> Tree:
+    """A trace (upstream) or impact (downstream) walk as a rich Tree, fitted to ``width`` (the
+    terminal's): each label wraps at spaces, long names after path separators and shortened in
+    the middle with ``…`` (:func:`~mltrace_otel.cli.fit.fit_pieces`), never inside a word.
 
     Each run is expanded once; a run reached again (a diamond) shows as a one-line reference.
     Staleness warnings are inline under their run, failed runs are marked in red. Runs more
     than ``max_depth`` levels down are counted, not drawn (the terminal would be all indent).
     """
+    total = _width(width)
+
+    def fit(pieces: list[Piece], indent: int) -> Text:
+        return fit_pieces(pieces, max(total - indent, _MIN_LABEL))
+
+    def fit_text(text: Text, indent: int) -> Text:
+        return fit([(text.plain, str(text.style) or None)], indent)
+
     upstream = lineage.direction == "trace"
     runs = {n.run.id: n.run for n in lineage.nodes}
     children: dict[str, list[tuple[str, str]]] = {}
@@ -329,10 +345,10 @@ def lineage_tree(lineage: Lineage, max_depth: int = 50) -> Tree:
     heading = "produced by" if upstream else "feeds"
     arrow = "←" if upstream else "→"  # pointer ← the run that wrote it / pointer → the run that read it
     if any(n.run.id == lineage.root for n in lineage.nodes):  # walked from a run, not a pointer
-        title = Text.assemble(("run ", "dim"), (short_id(lineage.root), "bold cyan"),
-                              ("  upstream" if upstream else "  downstream", "dim"))
+        title = fit([("run ", "dim"), (short_id(lineage.root), "bold cyan"),
+                     ("  upstream" if upstream else "  downstream", "dim")], 0)
     else:
-        title = Text.assemble((clean(lineage.root), "bold magenta"), (f"  {heading}", "dim"))
+        title = fit([(clean(lineage.root), "bold magenta"), (f"  {heading}", "dim")], 0)
     tree = Tree(title)
     shown: set[str] = set()
     # depth-first, each run expanded at its first visit; iterative, so a long chain (a model
@@ -349,33 +365,32 @@ def lineage_tree(lineage: Lineage, max_depth: int = 50) -> Tree:
     while stack:
         branch, run_id, via, level = stack.pop()
         run = runs[run_id]
+        here, below = TREE_INDENT * (level + 1), TREE_INDENT * (level + 2)
         if run_id in shown:
-            ref = Text()
-            if via:
-                ref.append(f"{clean(via)} {arrow} ", style="magenta")
-            ref.append(f"{clean(run.component)}  {short_id(run_id)}  (shown above)", style="dim")
-            branch.add(ref)
+            ref: list[Piece] = [(f"{clean(via)} {arrow} ", "magenta")] if via else []
+            ref.append((f"{clean(run.component)}  {short_id(run_id)}  (shown above)", "dim"))
+            branch.add(fit(ref, here))
             continue
         if level >= max_depth:
             continue
         shown.add(run_id)
-        node = branch.add(_run_label(run, via, arrow))
+        node = branch.add(fit(_run_label(run, via, arrow), here))
         for line in stale_lines(run):
-            node.add(line)
+            node.add(fit_text(line, below))
         for t in run.tests:
             if not t.passed:
-                node.add(Text(f"✗ test {clean(t.name)}.{clean(t.method)} failed: "
-                              f"{clean(t.message, multiline=True)}", style="red"))
+                node.add(fit([(f"✗ test {clean(t.name)}.{clean(t.method)} failed: "
+                               f"{clean(t.message, multiline=True)}", "red")], below))
         if not upstream:
             outs = [p.name for p in run.outputs]
             if outs:
-                node.add(Text("writes " + ", ".join(clean(o) for o in outs), style="magenta"))
+                node.add(fit([("writes " + ", ".join(clean(o) for o in outs), "magenta")], below))
         for child, pointer in reversed(children.get(run_id, [])):
             stack.append((node, child, pointer, level + 1))
     hidden = len(runs) - len(shown)
     if hidden:
-        tree.add(Text(f"… {hidden} more run(s) deeper than {max_depth} levels (all of them are in --json)",
-                      style="dim"))
+        tree.add(fit([(f"… {hidden} more run(s) deeper than {max_depth} levels (all of them are in --json)",
+                       "dim")], TREE_INDENT))
     return tree
 
 

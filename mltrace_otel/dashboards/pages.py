@@ -106,24 +106,13 @@ def _run_table(runs: list[Run], *, depth: dict[str, int] | None = None) -> html.
                       className="runs")
 
 
-_SCAN = 500  # runs a filtered Recent page reads (newest first) to find its rows
-
-
 def _recent_runs(f: RunFilter, store, limit: int, before: str | None) -> tuple[list[Run], bool]:
-    """The rows of a Recent page (newest first) and whether older matching runs remain."""
-    if not f.active:
-        runs = store.recent(limit, before)
-        return runs, len(runs) == limit
-    since, until = parse_time("since", f.since), parse_time("until", f.until, end=True)
-    if f.component:  # the store narrows by component and time itself
-        window = store.history(f.component, _SCAN, since, until)
-        if before:
-            ids = [r.id for r in window]
-            window = window[ids.index(before) + 1:] if before in ids else []
-    else:
-        window = store.recent(_SCAN, before)
-    kept = [r for r in window if f.keep(r, since, until)]
-    return kept[:limit], len(kept) > limit
+    """The rows of a Recent page (newest first) and whether older matching runs remain: one
+    store query that searches every run (:meth:`~mltrace_otel.store.core.Store.recent_page`)."""
+    page = store.recent_page(limit, before, component=f.component or None, status=f.status or None,
+                             owner=f.owner or None, tag=f.tag or None,
+                             since=parse_time("since", f.since), until=parse_time("until", f.until, end=True))
+    return list(page.runs), page.more
 
 
 def page_recent(route: Route, store) -> list:
@@ -154,10 +143,8 @@ def page_recent(route: Route, store) -> list:
         body.append(runs_table(f.sorted(runs), "recent", table_id="runs-table", f=f,
                                base=Route("recent", params=(("limit", route.param("limit")),)
                                           if route.param("limit") else ())))
-        note = "Click a row to open its card; click a column name to sort this page."
-        if f.active and not f.component:
-            note += f" Filters look through the newest {_SCAN} runs from here on."
-        body.append(html.P(note, className="muted hint"))
+        body.append(html.P("Click a row to open its card; click a column name to sort this page.",
+                           className="muted hint"))
     body.append(html.Div(nav, className="pager"))
     return body
 

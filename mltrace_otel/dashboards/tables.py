@@ -4,7 +4,8 @@ A row of :func:`runs_table` opens the run's card in a row of its own below it wh
 (and closes it on the next click): the callback lives in :mod:`.app` and reads the run then,
 so a long table costs one row per run, not one card. :class:`RunFilter` is the Recent page's
 filter (status, component, owner, tag, time range) and sort, read from and written to the URL,
-so a filtered view survives a reload and can be shared.
+so a filtered view survives a reload and can be shared; the store does the filtering
+(:meth:`~mltrace_otel.store.core.Store.recent_page`, across every run).
 
 Imports dash, :mod:`.cards`, :mod:`.routes` and :mod:`mltrace_otel.store.models` only.
 """
@@ -19,7 +20,7 @@ from dash import dcc, html
 from mltrace_otel.dashboards.cards import fmt_duration, fmt_time, link, run_link
 from mltrace_otel.dashboards.routes import Route
 from mltrace_otel.errors import MltraceError
-from mltrace_otel.store.models import Run
+from mltrace_otel.store.models import RUN_STATUSES, Run
 
 SORTS = {
     "start": lambda r: (r.start, r.id),
@@ -30,7 +31,7 @@ SORTS = {
 }
 """Sortable columns of the Recent table and their keys."""
 
-STATUSES = ("ok", "failed", "stale")
+STATUSES = RUN_STATUSES
 """The status filter's values (as the CLI's JSON ``status``; ``stale`` picks stale runs)."""
 
 
@@ -91,20 +92,6 @@ class RunFilter:
         if values.get("sort") == "start":
             values["sort"] = ""
         return tuple((k, v) for k, v in values.items() if v)
-
-    def keep(self, run: Run, since: datetime | None, until: datetime | None) -> bool:
-        """Whether a run passes the filter."""
-        if self.status == "ok" and run.failed or self.status == "failed" and not run.failed:
-            return False
-        if self.status == "stale" and not run.stale:
-            return False
-        if self.component and run.component != self.component:
-            return False
-        if self.owner and run.owner != self.owner:
-            return False
-        if self.tag and self.tag not in run.tags:
-            return False
-        return not (since and run.start < since or until and run.start > until)
 
     def sorted(self, runs: list[Run]) -> list[Run]:
         """The runs in this filter's order."""

@@ -31,6 +31,7 @@ from mltrace_otel.store.models import (
     PointerInfo,
     Review,
     Run,
+    RunPage,
 )
 
 log = logging.getLogger(__name__)
@@ -267,6 +268,15 @@ class Store:
     def recent(self, limit: int = 5, before: str | None = None) -> list[Run]:
         """Newest runs first; ``before`` (a run id) pages past that run."""
         return queries.recent(self, limit, before)
+
+    def recent_page(self, limit: int = 10, before: str | None = None, *, component: str | None = None,
+                    status: str | None = None, owner: str | None = None, tag: str | None = None,
+                    since: datetime | str | None = None, until: datetime | str | None = None) -> RunPage:
+        """The newest runs matching every filter given (component, status ``ok`` / ``failed`` /
+        ``stale``, owner, tag, start within [since, until]), searched across the whole store,
+        and whether older matching runs remain; ``before`` (a run id) pages past that run."""
+        return queries.recent_page(self, limit, before, component=component, status=status, owner=owner,
+                                   tag=tag, since=since, until=until)
 
     def history(self, component: str, limit: int = 10, since: datetime | None = None,
                 until: datetime | None = None) -> list[Run]:

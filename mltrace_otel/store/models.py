@@ -330,6 +330,20 @@ class Review(JsonMixin):
     scope: dict[str, str] = field(default_factory=dict, hash=False)
 
 
+RUN_STATUSES = ("ok", "failed", "stale")
+"""The statuses runs can be filtered by (:meth:`.core.Store.recent_page`): ``ok`` and ``failed``
+as the CLI's JSON ``status`` says them, ``stale`` for runs stale now."""
+
+
+@dataclass(frozen=True)
+class RunPage(JsonMixin):
+    """A page of runs, newest first, and whether older runs that match the same question remain
+    (``more``: ask again with ``before`` set to the last run's id)."""
+
+    runs: tuple[Run, ...] = ()
+    more: bool = False
+
+
 @dataclass(frozen=True)
 class ComponentInfo(JsonMixin):
     """A component's static metadata and a summary of its runs."""

@@ -22,10 +22,10 @@ from datetime import datetime
 from typing import Any
 
 from mltrace_otel.conventions import CODE_SNAPSHOT
-from mltrace_otel.errors import NotFound
+from mltrace_otel.errors import ConfigError, NotFound
 from mltrace_otel.store import causes, lineage, staleness
 from mltrace_otel.store import review as review_mod
-from mltrace_otel.store.models import Lineage, PointerInfo, Review, Run
+from mltrace_otel.store.models import RUN_STATUSES, Lineage, PointerInfo, Review, Run, RunPage
 from mltrace_otel.store.protocols import Connection
 from mltrace_otel.store.runs import (
     RUN_ROW_JSON,
@@ -40,7 +40,8 @@ from mltrace_otel.store.runs import (
 from mltrace_otel.store.state import component, components, tags
 
 __all__ = [
-    "resolve_run_id", "get_run", "get_runs", "recent", "recent_ids", "history", "count_runs",
+    "resolve_run_id", "get_run", "get_runs", "recent", "recent_ids", "recent_page", "history",
+    "count_runs",
     "components", "component", "tags", "pointer", "near_pointers", "trace", "trace_run", "impact",
     "stale_runs", "review", "RUN_ROW_JSON", "sql",
 ]
@@ -209,6 +210,110 @@ def recent(store: Connection, limit: int = 5, before: str | None = None) -> list
         cover = staleness.Cover.of(since, found.values()) if since is not None else None
         return complete_runs(store, ids, found, cover)
     return complete_runs(store, [rid for rid, _ns in _recent_page(store, limit, before)])
+
+
+# recent_page: the ids of the newest runs that match the filters, newest first, past a keyset
+# ``before`` (start, id). Each filter is in the SQL only when given, as a fixed fragment whose
+# value is a bound parameter; ``{tagged}``: the components that carry the tag now (a tag added
+# with tag_component counts for the component's earlier runs too). LIMIT 1 BY RunId: a run
+# delivered twice is two rows until a merge.
+RECENT_PAGE = """
+SELECT RunId, toUnixTimestamp64Nano(Start) AS ns FROM {{db}}.mltrace_runs
+WHERE 1{component}{status}{owner}{tag}{since}{until}{before}
+ORDER BY Start DESC, RunId DESC
+LIMIT 1 BY RunId
+LIMIT {n:UInt32}
+"""
+_FILTERS = {
+    "component": "\n  AND Component = {component:String}",
+    "owner": "\n  AND Owner = {owner:String}",
+    "tag": "\n  AND (has(Tags, {tag:String}) OR Component IN {tagged:Array(String)})",
+    "since": "\n  AND Start >= fromUnixTimestamp64Nano({since_ns:Int64})",
+    "until": "\n  AND Start <= fromUnixTimestamp64Nano({until_ns:Int64})",
+    "before": "\n  AND (Start < fromUnixTimestamp64Nano({before_ns:Int64})"
+              "\n       OR (Start = fromUnixTimestamp64Nano({before_ns:Int64})"
+              " AND RunId < {before_id:String}))",
+}
+# what row_to_run reads as "ERROR" (a failed run), in any of the exporters' spellings
+_FAILED = "lower(StatusCode) IN ('error', 'status_code_error')"
+_STATUS_SQL = {"": "", "ok": f"\n  AND NOT {_FAILED}", "failed": f"\n  AND {_FAILED}", "stale": ""}
+_STALE_BATCH = 200
+
+
+def recent_page(store: Connection, limit: int = 10, before: str | None = None, *,
+                component: str | None = None, status: str | None = None, owner: str | None = None,
+                tag: str | None = None, since: datetime | str | None = None,
+                until: datetime | str | None = None) -> RunPage:
+    """The newest runs that match every filter given, newest first, with dependencies and
+    staleness, and whether older matching runs remain (``more``).
+
+    The whole store is searched (the filters are SQL, not a look through the newest runs):
+    one query for the page's ids (``limit`` + 1 of them, to learn ``more``), then the runs are
+    read and completed as :func:`get_runs` does. ``status`` ``stale`` is not a stored fact (it
+    depends on newer runs): runs matching the other filters are read in batches, newest first,
+    until the page is full or none remain. With no filter at all this is :func:`recent`.
+
+    Args:
+        limit: at most this many runs (0 or less: none).
+        before: a run id or unique prefix; only runs older than it (the last run of the
+            previous page), whether or not it matches the filters.
+        component, owner: exact names.
+        status: ``ok``, ``failed`` (the CLI's words) or ``stale`` (stale now).
+        tag: runs tagged so when they ran, or whose component carries the tag now.
+        since, until: start bounds, inclusive (datetimes, naive = UTC, or ISO 8601 strings).
+
+    Raises:
+        ConfigError: an unknown ``status``.
+        NotFound, AmbiguousRunId: ``before`` names no run, or several.
+        MltraceError: a date that is not ISO 8601.
+    """
+    status = (status or "").strip().lower()
+    if status not in _STATUS_SQL:
+        raise ConfigError(f"status {status!r} is not one of " + ", ".join(RUN_STATUSES),
+                          hint="ok and failed are what `mltrace recent` shows; stale: stale now")
+    if limit is None or limit <= 0:
+        return RunPage()
+    limit = int(limit)
+    params: dict[str, Any] = {"component": component or "", "owner": owner or "", "tag": tag or "",
+                              "since_ns": bound_ns(since, 0), "until_ns": bound_ns(until, _MAX_NS)}
+    given = {"component": bool(component), "owner": bool(owner), "tag": bool(tag),
+             "since": params["since_ns"] != 0, "until": params["until_ns"] != _MAX_NS}
+    if not any(given.values()) and not status:
+        runs = recent(store, limit + 1, before)
+        return RunPage(tuple(runs[:limit]), len(runs) > limit)
+    if tag:
+        params["tagged"] = [c.name for c in components(store, tag=tag)]
+    text = RECENT_PAGE.replace("{status}", _STATUS_SQL[status])
+    for name, fragment in _FILTERS.items():
+        if name != "before":
+            text = text.replace("{" + name + "}", fragment if given[name] else "")
+    cursor = None
+    if before:
+        rid = resolve_run_id(store, before)
+        cursor = (fetch_start_ns(store, rid), rid)
+    if status != "stale":
+        ids = [i for i, _ns in _matching(store, text, params, cursor, limit + 1)]
+        return RunPage(tuple(complete_runs(store, ids[:limit])), len(ids) > limit)
+    found: list[Run] = []
+    batch = max(limit + 1, _STALE_BATCH)
+    while len(found) <= limit:
+        rows = _matching(store, text, params, cursor, batch)
+        found += [r for r in complete_runs(store, [i for i, _ns in rows]) if r.stale]
+        if len(rows) < batch:
+            break
+        cursor = (rows[-1][1], rows[-1][0])
+        batch = min(batch * 2, 5000)
+    return RunPage(tuple(found[:limit]), len(found) > limit)
+
+
+def _matching(store: Connection, text: str, params: dict[str, Any],
+              cursor: tuple[int, str] | None, n: int) -> list[tuple[str, int]]:
+    """(id, start ns) of RECENT_PAGE (filters already in ``text``) past ``cursor`` (start ns, id)."""
+    bound: dict[str, Any] = {**params, "n": n}
+    if cursor is not None:
+        bound.update(before_ns=cursor[0], before_id=cursor[1])
+    text = text.replace("{before}", _FILTERS["before"] if cursor is not None else "")
+    return [(r[0], int(r[1])) for r in run_query(store, "recent_page", text, bound)]
 
 
 # history: a component's runs newest first, as rows, in one read of mltrace_lineage's

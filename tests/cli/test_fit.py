@@ -199,6 +199,32 @@ def test_layout_units() -> None:
     assert layout(Cell.words("was run 45 days ago."), 8).plain.split("\n") == ["was run", "45 days", "ago."]
 
 
+TREES = [("trace", REPORT), ("trace", FLAT), ("impact", RAW), ("impact", "raw.csv")]
+
+
+@pytest.mark.parametrize("columns", [60, 80])
+@pytest.mark.parametrize("args", TREES, ids=[" ".join(a) for a in TREES])
+def test_no_tree_line_splits_a_word(wide: Pipeline, args: tuple[str, ...], columns: int) -> None:
+    """trace and impact trees: every token at COLUMNS=80 (and 60) is a whole token of the same
+    tree drawn with room for everything, a path cut after a separator, or a name shortened in
+    the middle with ``…``; no line is wider than the terminal."""
+    s = wide.settings
+    unbounded = invoke(s, *args, env={"COLUMNS": "3000"})
+    assert unbounded.exit_code == 0, unbounded.output
+    words, units = _allowed(unbounded.stdout.splitlines())
+    result = invoke(s, *args, env={"COLUMNS": str(columns)})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) > len(unbounded.stdout.splitlines())  # it did wrap
+    for line in lines:
+        assert cell_len(line) <= columns, f"wider than {columns}: {line!r}"
+        for token in line.split():
+            bare = token.rstrip(",")
+            if token in words or bare in words or ("…" in bare and _shortened_ok(bare, units)):
+                continue
+            raise AssertionError(f"a tree line splits a word: {token!r} in {line!r}")
+
+
 # --- the other frictions ----------------------------------------------------------------------
 def test_json_status_is_ok_or_failed_with_the_otel_code_beside(wide: Pipeline) -> None:
     runs = ok_json(invoke(wide.settings, "recent", "-n", "20", "--json"))
