@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from mltrace_otel import shapes
 from mltrace_otel.errors import AmbiguousRunId, ConfigError, MltraceError, NotFound, StoreUnavailable
@@ -116,12 +117,13 @@ class ApiClient:
 
     def recent_page(self, limit: int, before: str | None = None,
                     where: shapes.RecentFilter | None = None) -> RunPage:
-        """The newest runs matching ``where`` and whether older ones remain (the answer's
-        ``Link: <...>; rel="next"`` header)."""
+        """The newest runs matching ``where`` and where older ones start (the ``before`` of the
+        answer's ``Link: <...>; rel="next"`` header)."""
         params = {"limit": limit, "before": before, **(where or shapes.RecentFilter()).kwargs()}
         data, headers = self._request("GET", "/recent", params)
-        links = ", ".join(headers.get_all("Link") or ())
-        return RunPage(tuple(_runs(data)), 'rel="next"' in links)
+        nxt = next((u for u, rel in _links(headers.get_all("Link") or ()) if rel == "next"), None)
+        after = parse_qs(urlsplit(nxt).query).get("before", [""])[-1] if nxt else ""
+        return RunPage(tuple(_runs(data)), nxt is not None, after)
 
     def history(self, component: str, limit: int, since: datetime | None = None,
                 until: datetime | None = None) -> list[Run]:
@@ -220,6 +222,14 @@ def _param(v: Any) -> str:
     if isinstance(v, datetime):
         return v.isoformat()
     return str(v)
+
+
+_LINK = re.compile(r'<([^>]*)>\s*;\s*rel="?([^";,]+)"?')
+
+
+def _links(values: Sequence[str]) -> list[tuple[str, str]]:
+    """(url, rel) of each link in ``Link`` header values (RFC 8288)."""
+    return [(m.group(1), m.group(2)) for v in values for m in _LINK.finditer(v)]
 
 
 def _runs(data: Any) -> list[Run]:

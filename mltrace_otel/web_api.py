@@ -168,11 +168,11 @@ def _routes(store: Store) -> dict[tuple[str, str], Callable[[Any], Any]]:
         where = shapes.RecentFilter(component=_opt(a, "component"), status=status, owner=_opt(a, "owner"),
                                     tag=_opt(a, "tag"), since=_when(a, "since"), until=_when(a, "until"))
         page = q.recent_page(_limit(a, 10) or 10, _opt(a, "before"), where)
-        if not page.more or not page.runs:
+        if not page.more:
             return shapes.runs_json(page.runs)
         from urllib.parse import urlencode
 
-        query = [(k, v) for k, v in a.items(multi=True) if k != "before"] + [("before", page.runs[-1].id)]
+        query = [(k, v) for k, v in a.items(multi=True) if k != "before"] + [("before", page.next_before)]
         link = f'<{rq.script_root}{rq.path}?{urlencode(query)}>; rel="next"'
         return Answer(shapes.runs_json(page.runs), {"Link": link})
 

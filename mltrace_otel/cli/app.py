@@ -113,20 +113,23 @@ def recent(
     runs = list(page.runs)
     if as_json:
         return emit_json(shapes.runs_json(runs))
-    if not runs:
+    if not runs and not page.more:
         if where.active:
             return friendly("No runs match these filters" + (" before that run." if before else "."))
         if before:
             return friendly("No older runs.")
         return friendly("No runs yet. Decorate a function with @Component.run, or try `mltrace demo`.")
-    console().print(render.runs_table(runs, title="Recent runs"))
+    if runs:
+        console().print(render.runs_table(runs, title="Recent runs"))
+    else:
+        friendly("No stale runs among the runs looked at so far.")
     if page.more:
         import shlex
 
         given = (("-c", component), ("--status", status), ("--owner", owner), ("--tag", tag_name),
                  ("--since", since), ("--until", until))
         opts = "".join(f" {k} {shlex.quote(v)}" for k, v in given if v)
-        friendly(f"more: mltrace recent -n {n}{opts} --before {render.short_id(runs[-1].id)}")
+        friendly(f"more: mltrace recent -n {n}{opts} --before {render.short_id(page.next_before)}")
 
 
 @app.command(cls=MltraceCommand)

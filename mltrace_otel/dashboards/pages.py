@@ -37,7 +37,7 @@ from mltrace_otel.dashboards.tables import (
     status_text,
 )
 from mltrace_otel.errors import AmbiguousRunId, MltraceError, NotFound
-from mltrace_otel.store.models import FlaggedOutput, Lineage, Run
+from mltrace_otel.store.models import FlaggedOutput, Lineage, Run, RunPage
 
 log = logging.getLogger(__name__)
 
@@ -106,20 +106,21 @@ def _run_table(runs: list[Run], *, depth: dict[str, int] | None = None) -> html.
                       className="runs")
 
 
-def _recent_runs(f: RunFilter, store, limit: int, before: str | None) -> tuple[list[Run], bool]:
-    """The rows of a Recent page (newest first) and whether older matching runs remain: one
+def _recent_runs(f: RunFilter, store, limit: int, before: str | None) -> RunPage:
+    """The rows of a Recent page (newest first) and where older matching runs start: one
     store query that searches every run (:meth:`~mltrace_otel.store.core.Store.recent_page`)."""
     page = store.recent_page(limit, before, component=f.component or None, status=f.status or None,
                              owner=f.owner or None, tag=f.tag or None,
                              since=parse_time("since", f.since), until=parse_time("until", f.until, end=True))
-    return list(page.runs), page.more
+    return page
 
 
 def page_recent(route: Route, store) -> list:
     limit = route.limit()
     before = route.param("before") or None
     f = RunFilter.from_route(route)
-    runs, more = _recent_runs(f, store, limit, before)
+    page = _recent_runs(f, store, limit, before)
+    runs = list(page.runs)
     comps = store.components()
     keep: dict[str, object] = {k: v for k, v in (("limit", route.param("limit")),
                               ("sort", "" if f.sort == "start" else f.sort),
@@ -130,13 +131,14 @@ def page_recent(route: Route, store) -> list:
     nav: list = []
     if before:
         nav.append(link(Route("recent", params=base), "⇤ newest"))
-    if more and runs:
-        nav.append(link(Route("recent", params=(("before", runs[-1].id),) + base), "older runs →",
+    if page.more:
+        nav.append(link(Route("recent", params=(("before", page.next_before),) + base), "older runs →",
                         id="older"))
     shown = f"{len(runs)} shown" + (" matching the filters" if f.active else "")
     body: list = [_title("Recent runs", html.Span(f" {shown}", className="muted")), form]
     if not runs:
-        body.append(html.P("No runs match these filters." if f.active else
+        body.append(html.P("No stale runs among the runs looked at so far: older runs → looks further."
+                           if page.more else "No runs match these filters." if f.active else
                            "No runs yet. Log a component run and it shows up here.",
                            className="muted", id="recent-empty"))
     else:

@@ -338,10 +338,15 @@ as the CLI's JSON ``status`` says them, ``stale`` for runs stale now."""
 @dataclass(frozen=True)
 class RunPage(JsonMixin):
     """A page of runs, newest first, and whether older runs that match the same question remain
-    (``more``: ask again with ``before`` set to the last run's id)."""
+    (``more``: ask again with ``before=next_before``).
+
+    ``next_before`` is the last run shown, or, when a search for stale runs stopped after
+    looking at :data:`~mltrace_otel.store.queries.STALE_SCAN` runs, the last run it looked at
+    (the page may then hold fewer runs than asked, even none)."""
 
     runs: tuple[Run, ...] = ()
     more: bool = False
+    next_before: str = ""
 
 
 @dataclass(frozen=True)

@@ -238,6 +238,10 @@ _FILTERS = {
 _FAILED = "lower(StatusCode) IN ('error', 'status_code_error')"
 _STATUS_SQL = {"": "", "ok": f"\n  AND NOT {_FAILED}", "failed": f"\n  AND {_FAILED}", "stale": ""}
 _STALE_BATCH = 200
+STALE_SCAN = 20_000
+"""Runs one ``status=stale`` page looks at before it answers with what it found so far:
+staleness is computed, not stored, so without a bound a store with few stale runs would be
+read whole for one page."""
 
 
 def recent_page(store: Connection, limit: int = 10, before: str | None = None, *,
@@ -251,7 +255,9 @@ def recent_page(store: Connection, limit: int = 10, before: str | None = None, *
     one query for the page's ids (``limit`` + 1 of them, to learn ``more``), then the runs are
     read and completed as :func:`get_runs` does. ``status`` ``stale`` is not a stored fact (it
     depends on newer runs): runs matching the other filters are read in batches, newest first,
-    until the page is full or none remain. With no filter at all this is :func:`recent`.
+    until the page is full, none remain, or :data:`STALE_SCAN` runs were looked at (then
+    ``more`` is set and ``next_before`` pages on from there). With no filter at all this is
+    :func:`recent`.
 
     Args:
         limit: at most this many runs (0 or less: none).
@@ -279,8 +285,7 @@ def recent_page(store: Connection, limit: int = 10, before: str | None = None, *
     given = {"component": bool(component), "owner": bool(owner), "tag": bool(tag),
              "since": params["since_ns"] != 0, "until": params["until_ns"] != _MAX_NS}
     if not any(given.values()) and not status:
-        runs = recent(store, limit + 1, before)
-        return RunPage(tuple(runs[:limit]), len(runs) > limit)
+        return _first(recent(store, limit + 1, before), limit)
     if tag:
         params["tagged"] = [c.name for c in components(store, tag=tag)]
     text = RECENT_PAGE.replace("{status}", _STATUS_SQL[status])
@@ -293,17 +298,30 @@ def recent_page(store: Connection, limit: int = 10, before: str | None = None, *
         cursor = (fetch_start_ns(store, rid), rid)
     if status != "stale":
         ids = [i for i, _ns in _matching(store, text, params, cursor, limit + 1)]
-        return RunPage(tuple(complete_runs(store, ids[:limit])), len(ids) > limit)
+        runs = complete_runs(store, ids[:limit])
+        more = len(ids) > limit and bool(runs)
+        return RunPage(tuple(runs), more, runs[-1].id if more else "")
     found: list[Run] = []
-    batch = max(limit + 1, _STALE_BATCH)
+    batch, scanned = max(limit + 1, _STALE_BATCH), 0
     while len(found) <= limit:
+        if scanned >= STALE_SCAN:  # page on from the last run looked at, not the whole store
+            return RunPage(tuple(found), True, cursor[1] if cursor else "")
+        batch = min(batch, STALE_SCAN - scanned)
         rows = _matching(store, text, params, cursor, batch)
         found += [r for r in complete_runs(store, [i for i, _ns in rows]) if r.stale]
         if len(rows) < batch:
             break
+        scanned += len(rows)
         cursor = (rows[-1][1], rows[-1][0])
         batch = min(batch * 2, 5000)
-    return RunPage(tuple(found[:limit]), len(found) > limit)
+    return _first(found, limit)
+
+
+def _first(found: list[Run], limit: int) -> RunPage:
+    """The first ``limit`` of ``found`` (a longer list means more remain)."""
+    runs = tuple(found[:limit])
+    more = len(found) > limit and bool(runs)
+    return RunPage(runs, more, runs[-1].id if more else "")
 
 
 def _matching(store: Connection, text: str, params: dict[str, Any],

@@ -104,6 +104,27 @@ def test_stale_status_searches_past_the_newest_runs(store):
     assert store.recent_page(5, fresh[10], status="stale", component="use").runs[0].id == stale
 
 
+def test_a_stale_search_stops_after_a_bound_and_pages_on_from_there(store, monkeypatch):
+    """With few stale runs, one page looks at STALE_SCAN runs, then says where to go on, so a
+    page never reads the whole store; following next_before still finds every stale run."""
+    from mltrace_otel.store import queries
+
+    r = Runs()
+    r.run("extract", [], ["raw.csv"], at=0)
+    stale = r.run("use", ["raw.csv"], ["used.csv"], at=40 * 86400)
+    fresh = [r.run("beat", [], [f"b{i}"], at=41 * 86400 + i) for i in range(600)]
+    r.flush(store)
+    monkeypatch.setattr(queries, "STALE_SCAN", 250)
+    page = store.recent_page(5, status="stale")
+    assert page.runs == () and page.more
+    assert page.next_before in fresh  # the last run looked at, not a stale one
+    pages = [page]
+    while pages[-1].more:
+        pages.append(store.recent_page(5, pages[-1].next_before, status="stale"))
+    assert [x.id for p in pages for x in p.runs] == [stale]
+    assert 2 < len(pages) < 6
+
+
 def test_user_strings_are_bound_parameters(store, monkeypatch):
     nasty = "o'; DROP TABLE mltrace_runs; -- \"q\" {x:String} \\' %s"
     r = Runs()
