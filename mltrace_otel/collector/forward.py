@@ -1,21 +1,18 @@
 """OTLP forwarding: every span the collector accepted, sent on unchanged to other OTLP receivers.
 
-``mltrace collector`` and ``mltrace server`` land spans in the store; with
-``MLTRACE_FORWARD_OTLP_ENDPOINTS`` set they also hand each accepted request to a
-:class:`Forwarder`, which sends it to Jaeger, Tempo or another collector. The request bytes are
-sent as received (one serialized ``ExportTraceServiceRequest`` per submit; several queued requests
-are joined into one export, which is still one valid message because protobuf concatenation
-appends repeated fields), so nothing is re-encoded or lost in translation.
+With ``MLTRACE_FORWARD_OTLP_ENDPOINTS`` set, ``mltrace collector`` and ``mltrace server`` also
+hand each accepted request to a :class:`Forwarder`, which sends its bytes as received (several
+queued requests joined into one export: protobuf concatenation appends repeated fields) to
+Jaeger, Tempo or another collector.
 
 Forwarding must never slow ingest down, so each endpoint has its own sender thread and its own
 queue bounded in spans: :meth:`Forwarder.submit` only appends (or drops and counts when that
-endpoint's queue is full) and returns. A sender retries retryable failures (OTLP's list: HTTP
-429/502/503/504 honouring ``Retry-After``, connection errors and timeouts; gRPC UNAVAILABLE,
-RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED, …) with capped exponential backoff for as long as
-the request is queued, and counts refusals (HTTP 400, gRPC INVALID_ARGUMENT, …) as failed.
+endpoint's queue is full) and returns. A sender retries what :mod:`mltrace_otel.otlp_send` calls
+retryable with capped exponential backoff (or the receiver's ``Retry-After``) for as long as the
+request is queued, and counts refusals as failed.
 
-Imports: the stdlib (``http.client`` for OTLP/HTTP), :mod:`mltrace_otel.settings` (ForwardTarget)
-and :mod:`mltrace_otel.collector.metrics`; ``grpc`` and ``opentelemetry.proto`` only where used.
+Imports :mod:`mltrace_otel.otlp_send` (the senders), :mod:`mltrace_otel.settings` and
+:mod:`mltrace_otel.collector.metrics`.
 """
 
 from __future__ import annotations
@@ -37,6 +34,7 @@ MAX_BATCH_BYTES = 2 * 1024 * 1024
 """Queued requests are joined into one export up to this size (receivers often cap at 4 MiB);
 a single larger request is still sent alone."""
 
+
 class _Endpoint:
     """One target: a bounded queue of requests (counted in spans) and the thread that sends it.
 
@@ -46,7 +44,7 @@ class _Endpoint:
     submit that does not fit counts ``dropped_queue_full`` without ever being held.
     """
 
-    def __init__(self, target: ForwardTarget, queue_spans: int, metrics: CollectorMetrics | None,
+    def __init__(self, target: ForwardTarget, queue_spans: int, metrics: CollectorMetrics,
                  request_timeout_s: float, backoff_s: tuple[float, float]) -> None:
         self.target = target
         self.label = target.label
@@ -69,12 +67,11 @@ class _Endpoint:
 
     # --- accounting (callers hold self.cond) -----------------------------------------------------
     def _count(self, outcome: str, spans: int) -> None:
-        if self.metrics is not None and spans > 0:
+        if spans > 0:
             self.metrics.forwarded.labels(self.label, outcome).inc(spans)
 
     def _gauge(self) -> None:
-        if self.metrics is not None:
-            self.metrics.forward_queue.labels(self.label).set(self.held)
+        self.metrics.forward_queue.labels(self.label).set(self.held)
 
     # --- request thread --------------------------------------------------------------------------
     def offer(self, payload: bytes, spans: int) -> None:
@@ -99,10 +96,7 @@ class _Endpoint:
             self.abandon()
             return
         try:
-            while True:
-                batch = self._take()
-                if batch is None:
-                    return
+            while (batch := self._take()) is not None:
                 self._deliver(*batch)
         except Exception:  # a bug here must not leave spans held forever: settle them as failed
             log.exception("forwarding to %s stopped", self.label)
@@ -128,31 +122,25 @@ class _Endpoint:
                 spans += n
         return (payload if len(parts) == 1 else b"".join(parts)), spans
 
-    def _timeout(self) -> float:
-        t = self.request_timeout_s
-        if self.deadline is not None:
-            t = min(t, max(0.05, self.deadline - time.monotonic()))
-        return t
-
     def _deliver(self, body: bytes, spans: int) -> None:
         attempt = 0
         while True:
             if self.abandoned.is_set():
                 return
             assert self.sender is not None
-            outcome = self.sender.send(body, self._timeout())
+            timeout = self.request_timeout_s
+            if self.deadline is not None:  # stopping: never wait past stop()'s deadline
+                timeout = min(timeout, max(0.05, self.deadline - time.monotonic()))
+            outcome = self.sender.send(body, timeout)
             with self.cond:
                 if self.abandoned.is_set():
                     return  # stop() already counted these spans as failed
                 if outcome.ok or not outcome.retryable:
                     self.held -= spans
                     self._gauge()
-                    if outcome.ok:
-                        rejected = min(outcome.rejected, spans)
-                        self._count("sent", spans - rejected)
-                        self._count("failed", rejected)
-                    else:
-                        self._count("failed", spans)
+                    failed = min(outcome.rejected, spans) if outcome.ok else spans
+                    self._count("sent", spans - failed)
+                    self._count("failed", failed)
             if outcome.ok:
                 self._recovered()
                 if outcome.rejected:
@@ -235,27 +223,23 @@ class _Endpoint:
 
 
 class Forwarder:
-    """Sends every accepted OTLP trace request, unchanged, to one or more OTLP endpoints.
-
-    One sender thread and one bounded queue per endpoint, so a slow or dead endpoint affects
-    neither ingest nor the other endpoints. Counts spans in ``metrics.forwarded`` by endpoint
+    """Sends every accepted OTLP trace request, unchanged, to one or more OTLP endpoints, each
+    with its own sender thread and bounded queue. Counts spans in ``metrics.forwarded`` by endpoint
     (``target.label``) and outcome (``sent``, ``dropped_queue_full``, ``failed``) and sets
     ``metrics.forward_queue`` to the spans held per endpoint.
 
     Args:
         targets: where to send (``Settings.forward_targets``).
         queue_spans: spans held per endpoint (queued or in flight) before new ones are dropped.
-        metrics: the collector's metrics, or None to count nothing.
+        metrics: the collector's metrics.
         request_timeout_s: longest one export waits for an answer.
         backoff_s: (first, longest) delay between retries of a retryable failure.
     """
 
     def __init__(self, targets: Sequence[ForwardTarget], *, queue_spans: int,
-                 metrics: CollectorMetrics | None = None, request_timeout_s: float = 10.0,
+                 metrics: CollectorMetrics, request_timeout_s: float = 10.0,
                  backoff_s: tuple[float, float] = (0.5, 30.0)) -> None:
-        self.targets = tuple(targets)
-        self._endpoints = [_Endpoint(t, queue_spans, metrics, request_timeout_s, backoff_s)
-                           for t in self.targets]
+        self._endpoints = [_Endpoint(t, queue_spans, metrics, request_timeout_s, backoff_s) for t in targets]
         self._started = False
         self._stopped = False
 

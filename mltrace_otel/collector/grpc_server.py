@@ -2,11 +2,9 @@
 
 Registered as a generic handler that receives the raw request bytes (no deserializer), so the
 body goes through the same :func:`~.otlp.decode` check as OTLP/HTTP protobuf and the same queue.
-gRPC decompresses (gzip) by itself. Status codes: INVALID_ARGUMENT (malformed or oversized
-request, no valid span), UNAUTHENTICATED (missing/wrong ``authorization: Bearer <token>``, the
-scheme in any case: the one rule of :func:`mltrace_otel.auth.token_matches`),
-RESOURCE_EXHAUSTED (queue full) and UNAVAILABLE (store stalled/failing, shutting down), the last
-two with a ``google.rpc.RetryInfo`` delay in the trailers, as OTel exporters expect.
+gRPC decompresses (gzip) by itself. Status codes as :mod:`.receiver` maps them, plus
+UNAUTHENTICATED (:func:`mltrace_otel.auth.token_matches`); RESOURCE_EXHAUSTED and UNAVAILABLE
+carry a ``google.rpc.RetryInfo`` delay in the trailers, as OTel exporters expect.
 """
 
 from __future__ import annotations
@@ -50,11 +48,7 @@ class _Service:
 
     def export(self, request: bytes, context: Any) -> bytes:
         ex = self.exporter
-        auth = None
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
-                auth = value
-        if not ex.authorized(auth):
+        if not ex.authorized(dict(context.invocation_metadata() or ()).get("authorization")):
             self._abort(context, grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         try:
             if self.stopping:

@@ -1,37 +1,20 @@
 """OTLP/HTTP receiver: ``POST /v1/traces`` plus ``GET /metrics`` and ``GET /healthz``.
 
 A stdlib ``ThreadingHTTPServer`` speaking HTTP/1.1 with keep-alive: one thread per connection,
-all of them feeding the one writer thread of :mod:`.pipeline` (the heavy work, parsing and
-inserting, happens in C: upb and ClickHouse). Responses are in the request's encoding; error
-bodies are ``google.rpc.Status`` as OTLP/HTTP specifies (JSON for protocol errors found before
-the Content-Type is known).
+all of them feeding the one writer thread of :mod:`.pipeline`. Responses are in the request's
+encoding; error bodies are ``google.rpc.Status`` as OTLP/HTTP specifies (JSON for protocol
+errors found before the Content-Type is known). Every status code, and what gets it, is in
+docs/collector.md ("What a request gets back").
 
 Request bodies come with a ``Content-Length`` or ``Transfer-Encoding: chunked`` (the OTel JS
-SDK, Envoy, Go's client and unbuffered nginx stream them), both read by one function,
+SDK, Envoy, Go's client and unbuffered nginx stream them), both read by
 :meth:`_Handler._read_body`, which stops at ``MLTRACE_MAX_BODY_BYTES`` while reading and gives a
-stalled client :attr:`OTLPHTTPServer.body_timeout_s` between two received bytes, not the idle
-keep-alive timeout. The framing is read strictly (RFC 9112), because a lenient reader that
-disagrees with a proxy in front about where a body ends lets one request hide inside another:
-Content-Length is digits only and duplicates must agree; ``Transfer-Encoding`` together with
-``Content-Length`` is refused (a sender must not send both); chunk lines end in CRLF. Every
-error that leaves the body unread closes the connection (after draining for a moment, so the
-client reads the answer instead of a reset). Status codes:
-
-- 200 with ExportTraceServiceResponse (``partial_success`` when invalid spans were dropped);
-- 400 malformed body / no valid span, malformed framing (Content-Length not digits, two that
-  differ, Content-Length with Transfer-Encoding, bad chunk syntax, a body cut short), an HTTP/2
-  preface (a gRPC client on the HTTP port), an HTTP/0.9 request, a malformed header line;
-- 401 missing or wrong bearer token (the scheme in any case), 404 unknown path, 405 wrong method,
-  408 the body stalled for ``body_timeout_s``, 411 neither Content-Length nor chunked, 413 body
-  over MLTRACE_MAX_BODY_BYTES (before or after decompression), 415 Content-Type other than
-  application/x-protobuf or application/json, or Content-Encoding other than
-  gzip/deflate/identity;
-- 429 queue full and 503 store stalled/failing/shutting down, both with ``Retry-After``;
-- 501 a transfer coding other than chunked (``gzip, chunked``) or an unknown method, 505 an
-  HTTP version other than 1.x (RFC 9110 asks for these two).
-
-A TLS ClientHello (an ``https://`` client on this plain port) is logged and the connection
-closed.
+stalled client :attr:`OTLPHTTPServer.body_timeout_s` between two received bytes. The framing is
+read strictly (RFC 9112), because a lenient reader that disagrees with a proxy in front about
+where a body ends lets one request hide inside another. Every error that leaves the body unread
+closes the connection (after draining for a moment, so the client reads the answer instead of a
+reset). A TLS ClientHello (an ``https://`` client on this plain port) is logged and the
+connection closed.
 """
 
 from __future__ import annotations
@@ -387,8 +370,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._error(404, f"no such path {path!r}; OTLP traces go to POST {TRACES_PATH}")
 
-    def do_HEAD(self) -> None:  # noqa: N802
-        self.do_GET()
+    do_HEAD = do_GET  # noqa: N815
 
     def do_PUT(self) -> None:  # noqa: N802
         self._discard_body()
@@ -454,8 +436,3 @@ class _Handler(BaseHTTPRequestHandler):
             return
         exporter.metrics.requests.labels(protocol, "200").inc()
         self._send(200, otlp.export_response(media, result.rejected, result.error), media)
-
-
-def status_phrase(code: int) -> str:
-    """The reason phrase of an HTTP status code (for logs and tests)."""
-    return HTTPStatus(code).phrase

@@ -1,8 +1,7 @@
 """The collector's self-health metrics, in a prometheus_client registry of its own.
 
 Served at ``/metrics`` on the collector's HTTP port (and by ``mltrace server``), together with
-the store-derived metrics of :mod:`mltrace_otel.metrics` when that module provides
-``register_store_metrics(registry, store, settings)``.
+the store-derived metrics of :mod:`mltrace_otel.metrics`.
 
 Series (all prefixed ``mltrace_collector_``):
 
@@ -33,16 +32,8 @@ Imports prometheus_client only.
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-if TYPE_CHECKING:  # types only
-    from mltrace_otel.settings import Settings
-    from mltrace_otel.store.core import Store
-
-log = logging.getLogger(__name__)
 PREFIX = "mltrace_collector"
 
 
@@ -95,23 +86,3 @@ class CollectorMetrics:
             f"{PREFIX}_insert_duration_seconds", "Duration of one batch insert into the store",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
 
-
-def register_store_metrics(registry: CollectorRegistry, store: Store, settings: Settings) -> bool:
-    """Add the store-derived metrics (runs, durations, staleness …) when that module exists.
-
-    Returns True when they were registered. A failure is logged, never raised: the collector
-    must run without them.
-    """
-    try:
-        from mltrace_otel import metrics as store_metrics
-    except ImportError:
-        return False
-    register = getattr(store_metrics, "register_store_metrics", None)
-    if register is None:
-        return False
-    try:
-        register(registry, store, settings)
-    except Exception as e:  # noqa: BLE001 - optional feature, logged
-        log.warning("store metrics are not available: %s", e)
-        return False
-    return True

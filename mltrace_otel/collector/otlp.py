@@ -3,32 +3,21 @@
 Both receivers (HTTP and gRPC) call :func:`decode`, so every request goes through one check and
 reaches the store as one serialized ``ExportTraceServiceRequest`` holding only the spans that
 passed. OTLP/JSON is converted to that protobuf request (hex ids, both field casings, enums as
-integers, 64-bit integers as strings), so one ingest path (``Store.insert_otlp``) renders rows.
+integers, 64-bit integers as strings), so the store renders rows from one format.
 
-What is rejected, and how:
-
-- the whole request (:class:`BadRequest`, HTTP 400 / gRPC INVALID_ARGUMENT): undecodable
-  protobuf or JSON, JSON of the wrong shape or types, a compressed body that does not
-  decompress, or a request whose every span is invalid;
-- the whole request (:class:`PayloadTooLarge`, HTTP 413): more than ``max_bytes``, before or
-  after decompression (the decompressor stops at the limit, so a zip bomb costs nothing);
-- single spans (partial success): a trace id that is not 16 non-zero bytes, a span id that is
-  not 8 non-zero bytes, a parent span id or link id of the wrong length, an end before the
-  start (the checks ``store.ingest`` makes, done per request so each response counts its own),
-  a span or event time past 2262 (it does not fit DateTime64 and would fail the whole insert).
-  The other spans land.
+A request that does not parse or decompress, or whose every span is invalid, is refused whole
+(:class:`BadRequest`; :class:`PayloadTooLarge` past ``max_bytes`` before or after
+decompression: the decompressor stops at the limit, so a zip bomb costs nothing). A span with
+unusable ids, an end before its start or a time past 2262 (it does not fit DateTime64 and would
+fail the whole insert) is dropped alone (partial success): the store's own checks, made here
+per request so each response counts its own. Spans whose mltrace attributes have another type
+than the conventions say are accepted and counted (:func:`off_contract`).
 
 Nesting: protobuf's parsers (upb for protobuf bodies, ``json_format.ParseDict`` for OTLP/JSON)
-refuse messages nested deeper than 100 levels (an attribute value then holds at most ~47
-levels of arrays or ~31 of key-value lists), and JSON nested past ``json``'s recursion limit
-(``[`` x 100,000) does not parse: each is a BadRequest naming the problem, never a
-RecursionError (a 500 and a traceback). Both encodings accept the same depths, and the store
-parses what was accepted again with the same limit.
-
-Off-contract attribute types (:attr:`Decoded.off_contract`): per mltrace attribute, the spans
-carrying ``mltrace.component.name`` whose value has another type than the conventions say
-(str, str[] of strings, int threshold, bool endpoint). They are still accepted (the store's
-views read them where the meaning is unambiguous); the receiver counts them in a metric.
+refuse messages nested deeper than 100 levels, and JSON nested past ``json``'s recursion limit
+does not parse: each is a BadRequest naming the problem, never a RecursionError (a 500 and a
+traceback). Both encodings accept the same depths, and the store parses what was accepted again
+with the same limit.
 
 Imports only :mod:`mltrace_otel.errors`, :mod:`mltrace_otel.conventions` and
 opentelemetry-proto / protobuf.

@@ -54,13 +54,6 @@ class Exporter:
         the scheme, RFC 7235)."""
         return token_matches(header, self._token)
 
-    def check_size(self, n: int) -> None:
-        """Raise PayloadTooLarge for a body of ``n`` bytes over the limit."""
-        if n > self.max_body_bytes:
-            raise PayloadTooLarge(
-                f"request body of {n} bytes exceeds the limit of {self.max_body_bytes} bytes",
-                hint="send smaller batches or raise MLTRACE_MAX_BODY_BYTES")
-
     def export(self, body: bytes, media: str, protocol: str) -> Exported:
         """Check ``body`` (already decompressed), queue its good spans, wait for the commit.
 
@@ -70,7 +63,10 @@ class Exporter:
         """
         m = self.metrics
         try:
-            self.check_size(len(body))
+            if len(body) > self.max_body_bytes:
+                raise PayloadTooLarge(
+                    f"request body of {len(body)} bytes exceeds the limit of {self.max_body_bytes} bytes",
+                    hint="send smaller batches or raise MLTRACE_MAX_BODY_BYTES")
             decoded = otlp.decode(body, media)
         except BadRequest:
             m.rejected.labels("bad_request").inc()
@@ -84,11 +80,8 @@ class Exporter:
             return Exported(0, decoded.rejected, decoded.error)
         try:
             pending = self.queue.submit(decoded.payload, decoded.spans)
-        except QueueFull:
-            m.dropped.labels("queue_full").inc(decoded.spans)
-            raise
-        except Unavailable:
-            m.dropped.labels("unavailable").inc(decoded.spans)
+        except (QueueFull, Unavailable) as e:
+            m.dropped.labels("queue_full" if isinstance(e, QueueFull) else "unavailable").inc(decoded.spans)
             raise
         try:
             committed = pending.wait(self.ack_timeout_s)

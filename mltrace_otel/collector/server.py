@@ -2,14 +2,8 @@
 an open store. The processes ``mltrace collector`` and ``mltrace server`` (the collector plus the
 UI and the query API they announce) are composed above it, in :mod:`mltrace_otel.server`.
 
-The token, limits and batch sizes come from the settings (MLTRACE_TOKEN, MLTRACE_MAX_BODY_BYTES,
-MLTRACE_QUEUE_SPANS, MLTRACE_BATCH_ROWS, MLTRACE_BATCH_DELAY_S). :meth:`Collector.start` raises
-:class:`~mltrace_otel.errors.MltraceError` (StoreUnavailable, ConfigError for a port that cannot
-be bound) before serving.
-
-Imports: settings, errors, store (``open_store``), the collector modules; the store metrics are
-imported only when present. Never the Dash app or the query API: the collector depends on
-neither.
+Imports: settings, errors, store (``open_store``), the collector modules, the store metrics.
+Never the Dash app or the query API: the collector depends on neither.
 """
 
 from __future__ import annotations
@@ -24,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mltrace_otel.collector.grpc_server import GrpcReceiver
 from mltrace_otel.collector.http_server import TRACES_PATH, OTLPHTTPServer
 from mltrace_otel.collector.indexer import Indexer
-from mltrace_otel.collector.metrics import CollectorMetrics, register_store_metrics
+from mltrace_otel.collector.metrics import CollectorMetrics
 from mltrace_otel.collector.pipeline import MAX_BATCH_ROWS, IngestQueue
 from mltrace_otel.collector.receiver import Exporter
 from mltrace_otel.errors import ConfigError
@@ -46,10 +40,13 @@ class Addresses:
     grpc_port: int | None
 
     @property
+    def _host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
     def http_url(self) -> str:
         """Base URL of the OTLP/HTTP receiver (append /v1/traces, or use as OTLP endpoint)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.http_port}"
+        return f"http://{self._host}:{self.http_port}"
 
     @property
     def traces_url(self) -> str:
@@ -59,10 +56,7 @@ class Addresses:
     @property
     def grpc_target(self) -> str | None:
         """``host:port`` of the OTLP/gRPC receiver (None when gRPC is off)."""
-        if self.grpc_port is None:
-            return None
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.grpc_port}"
+        return None if self.grpc_port is None else f"{self._host}:{self.grpc_port}"
 
 
 class Collector:
@@ -78,15 +72,13 @@ class Collector:
         drain_every_s: drain the local spool this often when idle (0 = never).
         linger_s: group commit: close a batch early when the inserter is idle and no request
             came for this long (None: only batch_rows / batch_delay_s close a batch).
-        registry: the prometheus registry for the self-metrics (a fresh one when None).
         native_min_spans: batches of at least this many spans are rendered by the engine
             (tests: 0 always, a huge number never); None: :func:`.writer.engine_min_spans`.
     """
 
     def __init__(self, settings: Settings, store: Store | None = None, *, grpc: bool = True,
                  ack_timeout_s: float = 30.0, stall_s: float = 10.0, drain_every_s: float = 2.0,
-                 linger_s: float | None = 0.005, registry: Any = None,
-                 native_min_spans: int | None = None) -> None:
+                 linger_s: float | None = 0.005, native_min_spans: int | None = None) -> None:
         self.settings = settings
         auto = writer.engine_min_spans(settings)  # None: never the engine (a cluster, or turned off)
         self.min_engine_spans = auto if native_min_spans is None or auto is None else native_min_spans
@@ -97,11 +89,10 @@ class Collector:
         self.stall_s = stall_s
         self.drain_every_s = drain_every_s
         self.linger_s = linger_s
-        self.metrics = CollectorMetrics(registry)
+        self.metrics = CollectorMetrics()
         self.queue: IngestQueue | None = None
         self.forwarder: Any = None  # a .forward.Forwarder when settings.forward_targets
         self._http: OTLPHTTPServer | None = None
-        self._http_thread: threading.Thread | None = None
         self._grpc: GrpcReceiver | None = None
         self.addresses: Addresses | None = None
         self._started = False
@@ -151,7 +142,12 @@ class Collector:
             exporter = Exporter(self.queue, self.metrics, max_body_bytes=s.max_body_bytes,
                                 ack_timeout_s=self.ack_timeout_s, token=s.token,
                                 forward=self.forwarder.submit if self.forwarder is not None else None)
-            register_store_metrics(self.metrics.registry, self.store, s)
+            try:  # runs, durations, staleness ... read from the store: the collector runs without them
+                from mltrace_otel.metrics import register_store_metrics
+
+                register_store_metrics(self.metrics.registry, self.store, s)
+            except Exception as e:  # noqa: BLE001 - optional feature, logged
+                log.warning("store metrics are not available: %s", e)
             try:
                 self._http = OTLPHTTPServer((s.host, s.otlp_http_port), exporter, self.metrics_body)
             except OSError as e:
@@ -168,10 +164,8 @@ class Collector:
             self.queue.start()
             if self.forwarder is not None:
                 self.forwarder.start()
-            self._http_thread = threading.Thread(
-                target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
-                name="mltrace-collector-http", daemon=True)
-            self._http_thread.start()
+            threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
+                             name="mltrace-collector-http", daemon=True).start()
             if self._grpc is not None:
                 self._grpc.start()
         except BaseException:

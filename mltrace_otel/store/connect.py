@@ -22,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -80,9 +81,8 @@ class Announcement:
 ENGINE_MALLOC_CONF = "dirty_decay_ms:30000,muzzy_decay_ms:0"
 """jemalloc options for the embedded engine of a long-running ingest process (the collector,
 ``mltrace server``): keep freed pages 30 s instead of chDB's 5 s, so the memory an index insert
-frees is reused by the next one instead of being returned to the kernel and faulted back in,
-then return them at once (a second 30 s as "muzzy" pages held 190-390 MiB more at the peak for
-no measured gain; docs/collector.md has the measurements)."""
+frees is reused by the next one instead of being faulted back in, then return them at once (no
+"muzzy" stage: it raised the peak for no gain; docs/collector.md has the measurements)."""
 
 
 def tune_engine_allocator() -> bool:
@@ -136,23 +136,16 @@ def _private_store_dir(settings: Settings, directory: Path) -> None:
         log.debug("mltrace: cannot create %s: %s", directory, e)
 
 
-class _DropRedundantDriverWarning(logging.Filter):
+def _drop_redundant_driver_warning(record: logging.LogRecord) -> bool:
     """clickhouse-connect logs "Unexpected Http Driver Exception" before raising; the store maps
     that error to StoreUnavailable, so the line on stderr is noise."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Unexpected Http Driver Exception")
-
-
-_driver_filter = _DropRedundantDriverWarning()
+    return not str(record.msg).startswith("Unexpected Http Driver Exception")
 
 
 def _connect_http(url: str) -> Connection:
     import clickhouse_connect
 
-    driver_log = logging.getLogger("clickhouse_connect.driver._backend.http_sync")
-    if _driver_filter not in driver_log.filters:
-        driver_log.addFilter(_driver_filter)
+    logging.getLogger("clickhouse_connect.driver._backend.http_sync").addFilter(_drop_redundant_driver_warning)
     parts = urlsplit(url)
     try:
         client = clickhouse_connect.get_client(
@@ -183,23 +176,19 @@ def holder_pid(directory: Path) -> int | None:
     except FileNotFoundError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pass
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        try:
-            text = status.read_text(errors="replace")
-        except OSError:
-            text = ""
-        for line in text.splitlines():
-            if line.startswith("PID:") and line[4:].strip().isdigit():
-                return int(line[4:].strip())
-        return -1  # held, pid unknown
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pass  # held
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
     finally:
         os.close(fd)
+    try:
+        pid = re.search(r"^PID:\s*(\d+)\s*$", status.read_text(errors="replace"), re.M)
+    except OSError:
+        pid = None
+    return int(pid.group(1)) if pid else -1  # -1: held, pid unknown
 
 
 def _announcement_files(settings: Settings, directory: Path) -> tuple[Path, Path]:

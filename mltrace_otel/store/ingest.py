@@ -97,19 +97,6 @@ class _Unencodable(ValueError):
     """A NaN or infinity inside an array or map: Go's json.Marshal fails, AsString gives ''."""
 
 
-def _json_array(values: Any) -> str:
-    parts = [json_string(x.string_value) if x.WhichOneof("value") == "string_value" else _json_value(x)
-             for x in values]
-    return "[" + ",".join(parts) + "]"
-
-
-def _json_or_empty(render: Any, arg: Any) -> str:
-    try:
-        return render(arg)
-    except _Unencodable:
-        return ""
-
-
 def _json_value(v: Any) -> str:
     kind = v.WhichOneof("value")
     if kind == "string_value":
@@ -126,7 +113,8 @@ def _json_value(v: Any) -> str:
     if kind == "bytes_value":
         return json_string(base64.b64encode(v.bytes_value).decode())
     if kind == "array_value":
-        return _json_array(v.array_value.values)
+        return "[" + ",".join([json_string(x.string_value) if x.WhichOneof("value") == "string_value"
+                               else _json_value(x) for x in v.array_value.values]) + "]"
     if kind == "kvlist_value":
         items = sorted({kv.key: kv.value for kv in v.kvlist_value.values}.items(), key=_first)
         return "{" + ",".join(f"{json_string(k)}:{_json_value(x)}" for k, x in items) + "}"
@@ -134,30 +122,21 @@ def _json_value(v: Any) -> str:
 
 
 def render_value(v: Any) -> str:
-    """An OTLP AnyValue as the string the contrib exporter stores."""
+    """An OTLP AnyValue as the string the contrib exporter stores (bool, int, arrays and maps as
+    their JSON; '' for an array or map holding a NaN or an infinity, or no value)."""
     kind = v.WhichOneof("value")
     if kind == "string_value":
         return v.string_value
-    if kind == "bool_value":
-        return "true" if v.bool_value else "false"
-    if kind == "int_value":
-        return str(v.int_value)
     if kind == "double_value":
         return format_double(v.double_value)
     if kind == "bytes_value":
         return base64.b64encode(v.bytes_value).decode()
-    if kind in ("array_value", "kvlist_value"):
-        return _json_or_empty(_json_value, v)
-    return ""
-
-
-def _render_kv_value(v: Any) -> str:
-    kind = v.WhichOneof("value")
-    if kind == "string_value":
-        return v.string_value
-    if kind == "array_value":
-        return _json_or_empty(_json_array, v.array_value.values)
-    return render_value(v)
+    if kind not in ("bool_value", "int_value", "array_value", "kvlist_value"):
+        return ""
+    try:
+        return _json_value(v)
+    except _Unencodable:
+        return ""
 
 
 _KV_CACHE: dict[bytes, tuple[str, str]] = {}
@@ -177,7 +156,7 @@ def render_attributes(kvs: Iterable[Any]) -> dict[str, str]:
         raw = kv.SerializeToString()
         hit = cache.get(raw)
         if hit is None:
-            hit = (kv.key, _render_kv_value(kv.value))
+            hit = (kv.key, render_value(kv.value))
             if len(cache) >= _KV_CACHE_MAX:
                 cache.clear()
             cache[raw] = hit
@@ -301,9 +280,9 @@ def rows_from_otlp(request: bytes | Any, into: Columns | None = None) -> Columns
 
 
 _NS = 1_000_000_000
-_TS_COLUMNS = (COLUMNS.index("Timestamp"),)
-_TS_ARRAY_COLUMNS = (COLUMNS.index("Events.Timestamp"),)
-_SECONDS: dict[int, str] = {}
+_TS = COLUMNS.index("Timestamp")
+_EV_TS = COLUMNS.index("Events.Timestamp")
+_SECONDS: dict[int, str] = {}  # "SSSSSSSSSS." by second: a batch's spans share a few seconds
 
 
 def _ts_text(ns: int) -> str:
@@ -319,51 +298,40 @@ def json_body(cols: Columns) -> bytes:
     clickhouse-connect's Native serialization in Python, so the insert holds the GIL briefly.
     Timestamps become exact decimal text (JSON numbers would be read as seconds)."""
     data = list(cols.data)
-    for i in _TS_COLUMNS:
-        seconds = _SECONDS
-        out = []
-        append = out.append
-        for ns in data[i]:
-            s, f = divmod(ns, _NS)
-            head = seconds.get(s)
-            if head is None:
-                if len(seconds) > 4096:
-                    seconds.clear()
-                head = seconds[s] = f"{s:010d}."
-            append(f"{head}{f:09d}")
-        data[i] = out
-    for i in _TS_ARRAY_COLUMNS:
-        data[i] = [[_ts_text(t) for t in ts] if ts else ts for ts in data[i]]
+    seconds = _SECONDS
+    out = []
+    append = out.append
+    for ns in data[_TS]:
+        s, f = divmod(ns, _NS)
+        head = seconds.get(s)
+        if head is None:
+            if len(seconds) > 4096:
+                seconds.clear()
+            head = seconds[s] = f"{s:010d}."
+        append(f"{head}{f:09d}")
+    data[_TS] = out
+    data[_EV_TS] = [[_ts_text(t) for t in ts] if ts else ts for ts in data[_EV_TS]]
     return json.dumps(data, ensure_ascii=False, check_circular=False, separators=(",", ":")).encode()
 
 
 INSERT_SETTINGS: dict[str, Any] = {
     "async_insert": 0,  # one synchronous insert per batch
-    # no de-duplication by key inside the inserted block (the ReplacingMergeTree mltrace
-    # tables the views fill): readers de-duplicate anyway, and sorting-and-collapsing every
-    # block cost ~5 µs per span (~13% of an insert; measured on 40,960-span inserts)
+    # no de-duplication by key inside the inserted block (the ReplacingMergeTree mltrace tables
+    # the views fill): readers de-duplicate anyway, and collapsing every block costs CPU per span
     "optimize_on_insert": 0,
 }
 """Settings of every span insert into otel_traces (rows rendered here, or by the engine)."""
 
 
 def insert_columns(store: IngestConnection, cols: Columns, *, dedup_token: str | None = None) -> IngestResult:
-    """Insert rendered rows in one synchronous insert (with an optional dedup token).
-
-    On a :class:`~mltrace_otel.store.core.Store` the rows travel as one JSONCompactColumns
-    body (:func:`json_body`, ``Store.insert_body``); any other object with ``insert_columns``
-    (a wrapper in tests) gets the column lists.
-    """
+    """Insert rendered rows in one synchronous insert (with an optional dedup token), as one
+    JSONCompactColumns body (:func:`json_body`)."""
     if len(cols):
         settings: dict[str, Any] = dict(INSERT_SETTINGS)
         if dedup_token:
             settings["insert_deduplication_token"] = dedup_token
-        insert_body = getattr(store, "insert_body", None)
-        if insert_body is not None:
-            insert_body("insert_spans", TABLE, json_body(cols), fmt="JSONCompactColumns", columns=COLUMNS,
-                        settings=settings)
-        else:
-            store.insert_columns("insert_spans", TABLE, cols.data, COLUMNS, settings=settings)
+        store.insert_body("insert_spans", TABLE, json_body(cols), fmt="JSONCompactColumns", columns=COLUMNS,
+                          settings=settings)
     return IngestResult(accepted=len(cols), rejected=cols.rejected, errors=tuple(cols.errors))
 
 

@@ -1,32 +1,23 @@
 """The ingest journal: serialized OTLP requests committed before they are indexed.
 
-Every request the collector takes is appended to the journal first: a queue directory (the
-embedded store's: ``<store>/mltrace-journal/<database>/``; a ClickHouse server's: under
-``MLTRACE_DIR``, one per collector process, :func:`for_store`) in the one queue format of
-:mod:`mltrace_otel.spool` (segment files of CRC-checked records, one ``write`` per batch, one
-segment per 10 s of sequence numbers). The collector's indexer (``collector/indexer.py``), the
-one writer into the store, indexes it; the "journaled" acknowledgement answers a request once it
-is appended, the "indexed" one once it is indexed. Indexing costs the engine ~100 ms of fixed
-work per insert; the indexer indexes many journaled requests per insert, which is where the
-throughput comes from. Durability is the store's own: like an engine insert (no fsync), an
-append survives the collector being killed, not the machine losing power.
+The collector appends every request it takes here first, in the queue format of
+:mod:`mltrace_otel.spool`, to a directory :func:`for_store` picks; its indexer
+(``collector/indexer.py``), the one writer into the store, indexes many journaled requests per
+insert. The "journaled" acknowledgement answers a request once it is appended, the "indexed" one
+once it is indexed. Durability is the store's own (no fsync): an append survives the collector
+being killed, not the machine losing power.
 
-Recovery (:meth:`Journal.scan`) cuts a record a crash cut short off the end of its segment (it was
-never acknowledged) and skips a record damaged on disk alone, keeping everything after it (logged
-at ERROR, :attr:`Recovered.corrupt`, ``mltrace_collector_journal_corrupt_records_total``).
+Exactly-once: each index insert covers a contiguous range of records and carries the
+insert_deduplication_token :func:`group_token` of that range; the ``progress`` file beside the
+segments (fixed 21-byte records: first and last Seq, Done, CRC-32) says Done = 0 before the
+insert and 1 after. After a crash, :func:`recover` returns the groups left at Done = 0 (indexed
+again with the same token: the store drops what the crashed insert had committed) and the
+records no group covers; a record cut short is cut off, a damaged one skipped alone (logged,
+:attr:`Recovered.corrupt`). It also moves what a store of the first versions still holds in
+their tables (``mltrace_ingest_journal``, ``mltrace_ingest_progress``) into the files, once.
 
-Exactly-once: each index insert covers a contiguous range of journal records and carries the
-insert_deduplication_token :func:`group_token` of that range; a record in the journal's
-``progress`` file (fixed 21-byte records: first and last Seq, Done, CRC-32; one ``write`` each,
-beside the segments, as durable as they are) says Done = 0 before the insert and 1 after. After
-a crash, :func:`recover` returns the groups left at Done = 0 (indexed again with the same token:
-the store drops what the crashed insert had committed) and the records no group covers. (The
-first versions kept these rows in the ``mltrace_ingest_progress`` table; :func:`recover` moves
-what a store still holds there into the file, once.)
-
-A request that no way of indexing can store (:mod:`mltrace_otel.collector.indexer` tries the
-engine, the Python renderer, then each span alone and stripped) is set aside, never deleted:
-:meth:`Journal.set_aside` writes it to ``rejected/<seq>-<span>.otlp`` beside the segments.
+A request no way of indexing can store is set aside, never deleted:
+``rejected/<seq>-<span>.otlp`` beside the segments (:meth:`Journal.set_aside`).
 
 Imports :mod:`mltrace_otel.spool` (the queue format), :mod:`.schema` (identifier quoting) and
 :mod:`.connect` (the embedded store's directory); SQL only here.
@@ -35,19 +26,23 @@ Imports :mod:`mltrace_otel.spool` (the queue format), :mod:`.schema` (identifier
 from __future__ import annotations
 
 import bisect
+import fcntl
 import logging
 import os
 import struct
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from mltrace_otel import spool
+from mltrace_otel.errors import StoreUnavailable
 from mltrace_otel.spool import SEGMENT_NS, Entry, next_seq
+from mltrace_otel.store.connect import engine_dir
 from mltrace_otel.store.models import Recovered
 from mltrace_otel.store.protocols import IngestConnection
+from mltrace_otel.store.schema import quote_ident
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +92,6 @@ class Journal:
         Raises:
             StoreUnavailable: the progress file cannot be written (disk full, permissions).
         """
-        from mltrace_otel.errors import StoreUnavailable
-
         record = _mark_record(first_seq, last_seq, done)
         try:
             with self._lock:
@@ -152,8 +145,6 @@ class Journal:
         Raises:
             StoreUnavailable: the journal cannot be written (disk full, permissions).
         """
-        from mltrace_otel.errors import StoreUnavailable
-
         try:
             self._writer.append(entries)
         except OSError as e:
@@ -176,10 +167,6 @@ class Journal:
                     os.truncate(path, good_end)
         records.sort(key=lambda r: r.seq)
         return records, corrupt
-
-    def read(self, records: Sequence[spool.Record]) -> Iterator[Entry]:
-        """The payloads of scanned records."""
-        return spool.read(records)
 
     def set_aside(self, name: str, payload: bytes) -> Path:
         """Keep a request no way of indexing could store: ``rejected/<name>.otlp`` (0600)."""
@@ -219,8 +206,6 @@ def for_store(store: IngestConnection) -> Journal:
     """
     db = store.database  # one engine directory can hold several databases (a journal each)
     if store.settings.is_embedded:
-        from mltrace_otel.store.connect import engine_dir
-
         name = db if db.replace("_", "").isalnum() and db.isascii() else "x" + db.encode().hex()
         base = engine_dir(store.settings.resolved_store_url) / DIRNAME / name
         with _journals_lock:
@@ -235,8 +220,6 @@ def for_store(store: IngestConnection) -> Journal:
                 return _journals[directory]
             if _lock_dir(directory):
                 return _journals.setdefault(directory, Journal(directory))
-    from mltrace_otel.errors import StoreUnavailable
-
     raise StoreUnavailable(f"64 collectors on this machine already hold a journal in {base.parent}",
                            hint="give each collector its own MLTRACE_DIR")
 
@@ -254,8 +237,6 @@ _held: list[int] = []  # fds of the journal directories this process locked (hel
 def _lock_dir(directory: Path) -> bool:
     """Take ``directory`` for this process (a non-blocking flock on its ``lock`` file); False
     when another live process holds it."""
-    import fcntl
-
     spool.private_dir(directory)
     fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, spool.FILE_MODE)
     try:
@@ -270,12 +251,6 @@ def _lock_dir(directory: Path) -> bool:
 def group_token(first_seq: int, last_seq: int) -> str:
     """The insert_deduplication_token of the index insert of journaled requests first..last."""
     return f"mltrace-journal-{first_seq}-{last_seq}"
-
-
-def _db(store: IngestConnection) -> str:
-    from mltrace_otel.store.schema import quote_ident
-
-    return quote_ident(store.database)
 
 
 def append(store: IngestConnection, first_seq: int, payloads: Sequence[bytes],
@@ -315,7 +290,7 @@ def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 def _adopt_legacy_table(store: IngestConnection, journal: Journal) -> None:
     """Move the rows of the first version's journal table (a store a collector of that
     version stopped or crashed on) into the segment files, with their Seqs, then drop it."""
-    db = _db(store)
+    db = quote_ident(store.database)
     if not store.query("journal_legacy", "SELECT count() FROM system.tables WHERE database = {db:String} "
                        "AND name = {t:String}", {"db": store.database, "t": LEGACY_TABLE})[0][0]:
         return
@@ -329,7 +304,7 @@ def _adopt_legacy_table(store: IngestConnection, journal: Journal) -> None:
 def _adopt_legacy_progress(store: IngestConnection, journal: Journal) -> None:
     """Move the rows of the first versions' progress table into the progress file, then empty
     the table (a store whose collector of that version stopped with groups not yet indexed)."""
-    table = f"{_db(store)}.{PROGRESS}"
+    table = f"{quote_ident(store.database)}.{PROGRESS}"
     rows = store.query("journal_legacy_progress", f"SELECT FromSeq, ToSeq, max(Done) FROM {table} "
                        "GROUP BY FromSeq, ToSeq ORDER BY FromSeq, ToSeq")
     if rows:
@@ -360,7 +335,7 @@ def recover(store: IngestConnection) -> Recovered:
 
     by_group: dict[tuple[int, int], list[Entry]] = {}
     loose: list[Entry] = []
-    for e in journal.read([r for r in records if covered(r.seq, done) is None]):
+    for e in spool.read([r for r in records if covered(r.seq, done) is None]):
         g = covered(e.seq, open_groups)
         if g is None:
             loose.append(e)
@@ -375,5 +350,4 @@ def set_aside(store: IngestConnection, name: str, payload: bytes) -> str:
 
 
 __all__ = ["Entry", "Journal", "Recovered", "append", "mark", "recover", "drop_indexed", "for_store",
-           "set_aside", "next_seq",
-           "group_token", "next_seq", "PROGRESS", "SEGMENT_NS"]
+           "set_aside", "group_token", "next_seq", "PROGRESS", "SEGMENT_NS"]

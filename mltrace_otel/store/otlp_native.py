@@ -1,24 +1,18 @@
 """Native ingest: serialized OTLP requests parsed and rendered by ClickHouse itself.
 
-The Python renderer (:mod:`.ingest`) costs ~25 µs per span of interpreter work, which caps one
-collector at ~40,000 spans/s before ClickHouse does anything. Here the engine does it in C++:
-the collector concatenates the requests of a batch (length-delimited, ClickHouse's ``Protobuf``
-format), inserts them into ``otel_traces_otlp`` (ENGINE = Null, one row per request, its spans
-as nested arrays, typed by :data:`PROTO_FILE`), and the materialized view
-``otel_traces_otlp_mv`` (``migrations/0100_baseline.sql``, section 4) renders each span as the
-``otel_traces`` row the contrib exporter writes, with the same value mapping as :mod:`.ingest`
-(ids lowercase hex, SpanKind / StatusCode names, attribute values as pcommon ``AsString``:
-doubles in ES6 form, bytes base64, arrays compact Go-style JSON with ``<>&`` escaped, maps
-sorted by key).
-``tests/store/test_otlp_native.py`` checks both renderers give identical rows.
+Python rendering (:mod:`.ingest`) costs ~25 µs per span of interpreter work; here the engine
+does it in C++. The requests of a batch are concatenated (length-delimited, ClickHouse's
+``Protobuf`` format) and inserted into ``otel_traces_otlp`` (ENGINE = Null, one row per request,
+typed by :data:`PROTO_FILE`); the materialized view ``otel_traces_otlp_mv``
+(``migrations/0100_baseline.sql``, section 4) renders each span as the ``otel_traces`` row
+:mod:`.ingest` would (``tests/store/test_otlp_native.py`` checks they are identical).
 
-What SQL does not render (rare, and never written by mltrace's SDK): a map value
-(``kvlist_value``), an array inside an array, an array value on an event or a link, a duplicate
-attribute key, a string in an array holding one of the control characters ClickHouse's JSON
-writer escapes in upper case. A span holding one is "deferred": the view skips it and records
-it in ``otel_traces_otlp_deferred`` under the batch's token; :func:`insert_requests` then
-renders those spans with the Python renderer and inserts them. Requests must be checked first
-(ids, times: the collector's ``otlp.decode`` does it).
+What SQL does not render (rare, and never written by mltrace's SDK): a map value, an array
+inside an array, an array value on an event or a link, a duplicate attribute key, a string in an
+array holding one of the control characters ClickHouse's JSON writer escapes in upper case. The
+view skips such a span and records it in ``otel_traces_otlp_deferred`` under the batch's token;
+:func:`insert_requests` then renders those spans in Python. Requests must be checked first (ids,
+times: the collector's ``otlp.decode`` does it).
 
 Imports :mod:`.ingest` (the Python renderer for deferred spans) and opentelemetry-proto.
 """
@@ -35,6 +29,7 @@ from mltrace_otel.errors import QueryError
 from mltrace_otel.store import ingest
 from mltrace_otel.store.models import IngestResult
 from mltrace_otel.store.protocols import IngestConnection
+from mltrace_otel.store.schema import quote_ident
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +95,9 @@ def _unknown_setting(e: QueryError) -> bool:
     """The insert failed on a setting the server does not have: the server's error code 115
     (UNKNOWN_SETTING, e.g. a server downgraded under a running collector), or
     clickhouse-connect's ProgrammingError (a setting it refuses before sending)."""
-    if e.code == 115:
-        return True
-    try:
-        from clickhouse_connect.driver.exceptions import ProgrammingError
-    except ImportError:  # pragma: no cover - the server extra is installed wherever this runs
-        return False
-    return isinstance(e.__cause__, ProgrammingError)
+    from clickhouse_connect.driver.exceptions import ProgrammingError
+
+    return e.code == 115 or isinstance(e.__cause__, ProgrammingError)
 
 
 def varint(n: int) -> bytes:
@@ -137,19 +128,17 @@ def insert_requests(store: IngestConnection, payloads: Sequence[bytes], spans: i
     the batch's deferred spans), so the same requests inserted again with it are dropped (the
     journal's replay); None: a fresh token. Returns how many spans were stored.
     """
-    from mltrace_otel.store.schema import quote_ident
-
     if not payloads:
         return IngestResult()
+    if not native_supported(store):
+        return ingest.insert_requests_rendered(store, payloads, dedup_token=dedup_token)
     token = dedup_token or uuid.uuid4().hex  # also names the batch for its deferred spans
-    body = batch_body(payloads)
     settings: dict[str, Any] = {
         **ingest.INSERT_SETTINGS,
         "insert_deduplication_token": token,
         "input_format_protobuf_oneof_presence": 1,
-        # smaller blocks through the rendering view: measured, the insert's peak memory falls
-        # from ~15.5 to ~8.5 KiB per span (620 -> 348 MiB for 40,960 spans in 512-span
-        # requests) at the same CPU; the insert still writes one part per table
+        # smaller blocks through the rendering view: about half the insert's peak memory at the
+        # same CPU; the insert still writes one part per table
         "max_block_size": 8192,
     }
     if store.settings.is_embedded:
@@ -157,11 +146,9 @@ def insert_requests(store: IngestConnection, payloads: Sequence[bytes], spans: i
     else:
         settings.update(format_schema_source="string", format_schema=PROTO_SCHEMA,
                         format_schema_message_name="Req")
-    db = quote_ident(store.database)
-    if not native_supported(store):
-        return ingest.insert_requests_rendered(store, payloads, dedup_token=dedup_token)
     try:
-        store.insert_body("insert_spans_native", NULL_TABLE, body, fmt="Protobuf", settings=settings)
+        store.insert_body("insert_spans_native", NULL_TABLE, batch_body(payloads), fmt="Protobuf",
+                          settings=settings)
     except QueryError as e:
         if not _unknown_setting(e):
             raise
@@ -171,6 +158,7 @@ def insert_requests(store: IngestConnection, payloads: Sequence[bytes], spans: i
         return ingest.insert_requests_rendered(store, payloads, dedup_token=dedup_token)
     if spans is None:
         spans = sum(_count(p) for p in payloads)
+    db = quote_ident(store.database)
     deferred = store.query(
         "deferred_spans", f"SELECT TraceId, SpanId FROM {db}.{DEFERRED_TABLE} WHERE Batch = {{b:String}}",
         {"b": token})

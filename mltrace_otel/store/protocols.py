@@ -1,14 +1,10 @@
 """What the query modules, the renderers and the writer need of a store, as small typed interfaces.
 
-The query modules (:mod:`.queries`, :mod:`.lineage`, :mod:`.staleness`, :mod:`.causes`,
-:mod:`.review`, :mod:`.state`, :mod:`.metrics_queries`, :mod:`.schema`) take a
-:class:`Connection` (migrations a :class:`SchemaConnection`) instead of the whole
-:class:`~mltrace_otel.store.core.Store`: they run named SQL with bound parameters and nothing
-else, so they never import the module that opens connections, and a test may hand them any
-object with these members. The ingest side has its own: :class:`IngestConnection` (renderers,
-journal), :class:`SpanSink` (the write) and :class:`JournaledStore` (the collector's indexer).
-:class:`~mltrace_otel.store.core.Store` satisfies them all structurally (it does not inherit
-from them).
+The query modules take a :class:`Connection` (migrations a :class:`SchemaConnection`) instead of
+the whole :class:`~mltrace_otel.store.core.Store`: they run named SQL with bound parameters and
+nothing else, so they never import the module that opens connections. The ingest side has
+:class:`IngestConnection` (renderers, journal), :class:`SpanSink` (the write) and
+:class:`JournaledStore` (the collector's indexer). ``Store`` satisfies them all structurally.
 
 Imports nothing of the store (typing only; the settings and clickhouse-connect for types).
 """
@@ -69,8 +65,7 @@ class SchemaConnection(Connection, Protocol):
 
 
 class SpanSink(Protocol):
-    """What :func:`mltrace_otel.store.writer.write` needs of a store: the two renderers' inserts
-    (a :class:`~mltrace_otel.store.core.Store`, or a wrapper injecting failures in tests)."""
+    """What :func:`mltrace_otel.store.writer.write` needs of a store: the two renderers' inserts."""
 
     def insert_requests(self, payloads: Sequence[bytes], spans: int | None = None,
                         dedup_token: str | None = None) -> IngestResult:
@@ -85,9 +80,8 @@ class SpanSink(Protocol):
 
 class IngestConnection(Connection, SpanSink, Protocol):
     """What the renderers, the spool drain and the ingest journal need: a :class:`Connection`
-    that also stores requests (:class:`SpanSink`), takes encoded bodies and column data, and
-    says where it points (the embedded engine's directory
-    holds the journal; the engine's schema file is read locally there)."""
+    that also stores requests (:class:`SpanSink`), takes encoded bodies, and says where it
+    points (the embedded engine's directory holds the journal)."""
 
     @property
     def settings(self) -> Settings:
@@ -104,16 +98,10 @@ class IngestConnection(Connection, SpanSink, Protocol):
         """One insert of a body already in ClickHouse input format ``fmt``."""
         ...
 
-    def insert_columns(self, name: str, table: str, columns: Sequence[Sequence[Any]],
-                       column_names: Sequence[str], settings: dict[str, Any] | None = None) -> None:
-        """One insert of column-oriented data."""
-        ...
-
 
 class JournaledStore(SpanSink, Protocol):
     """What the collector's indexer needs of a store: the renderers' inserts and the ingest
-    journal's bookkeeping. A :class:`~mltrace_otel.store.core.Store` has them all; tests wrap
-    one to inject failures."""
+    journal's bookkeeping (tests wrap a Store to inject failures)."""
 
     def journal_append(self, first_seq: int, payloads: Sequence[bytes], spans: Sequence[int]) -> list[int]:
         """Append requests to the journal; their Seqs."""

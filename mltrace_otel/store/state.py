@@ -1,11 +1,9 @@
 """User state written by the CLI, the UI and the API: flags, notes, component metadata and tags.
 
 Flags bind to an output's version (the run that wrote it): :func:`flag` flags the newest
-version unless a run is given. Each write is one ``INSERT ... SELECT`` of bound parameters (no
-client-side data blocks, so it works through a proxy that only forwards SQL) into a
-ReplacingMergeTree table with ``Version = now64(9)``; reads take the latest row per key. The
-reads of component metadata (:func:`components`, :func:`component`, :func:`tags`) live here
-too, beside its writes.
+version unless a run is given. Each write is one ``INSERT ... SELECT`` of bound parameters into
+a ReplacingMergeTree table with ``Version = now64(9)``; reads take the latest row per key. The
+reads of component metadata live here too, beside its writes.
 
 Imports: runs, models, protocols, errors.
 """
@@ -101,8 +99,7 @@ SETTINGS join_use_nulls = 0
 
 
 def _components(store: Connection, name: str = "", owner: str = "", tag: str = "") -> list[ComponentInfo]:
-    rows = run_query(store, "components", COMPONENTS_SQL,
-                     {"name": name or "", "owner": owner or "", "tag": tag or ""})
+    rows = run_query(store, "components", COMPONENTS_SQL, {"name": name, "owner": owner, "tag": tag})
     return [
         ComponentInfo(name=r[0], owner=r[1], description=r[2], tags=tuple(r[3]), runs=int(r[4] or 0),
                       last_run=utc(r[5]) if r[4] else None)
@@ -185,18 +182,12 @@ def active_flags(rows: Sequence[tuple]) -> list[FlaggedOutput]:
     return [out[k] for k in sorted(out)]
 
 
-def flag_rows(store: Connection, pointers: Sequence[str] | None = None) -> list[tuple]:
-    """Latest row per (pointer, run) of some pointers (None: all): (pointer, run, version,
-    flagged, ns)."""
-    if pointers is not None and not pointers:
-        return []
-    return run_query(store, "flag_rows", FLAG_ROWS,
-                             {"all": int(pointers is None), "ptrs": sorted(set(pointers or ()))})
-
-
 def flagged_outputs(store: Connection, pointers: Sequence[str] | None = None) -> list[FlaggedOutput]:
     """The flagged output versions (of some pointers; None: all), sorted by pointer, then run."""
-    return active_flags(flag_rows(store, pointers))
+    if pointers is not None and not pointers:
+        return []
+    return active_flags(run_query(store, "flag_rows", FLAG_ROWS,
+                                  {"all": int(pointers is None), "ptrs": sorted(set(pointers or ()))}))
 
 
 def _set(store: Connection, name: str, rows: Sequence[tuple[str, str, str]], flagged: int) -> None:

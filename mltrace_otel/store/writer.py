@@ -1,28 +1,16 @@
 """The write: serialized OTLP requests into ``otel_traces``, one insert, the one way every path uses.
 
-The collector's synchronous acknowledgement (:mod:`mltrace_otel.collector.pipeline`), its
-journal indexer (:mod:`mltrace_otel.collector.indexer`) and the spool drain
-(:func:`mltrace_otel.store.ingest.drain_spool`) all store requests through :func:`write`, so
-which renderer stores a batch is decided here once:
-
-- the engine (:func:`mltrace_otel.store.otlp_native.insert_requests`: ClickHouse parses the
-  requests and its view renders the rows, no Python per span) for a batch of at least
-  :func:`engine_min_spans` spans;
-- the Python renderer (:func:`mltrace_otel.store.ingest.insert_requests_rendered`, ~25 µs per
-  span) for smaller batches, for a cluster (rows must go through the Distributed ``otel_traces``,
-  sharded by trace id), with ``MLTRACE_NATIVE_INGEST=false``, and for a batch the engine refused
-  for its data (e.g. a field sent with an unexpected wire type, which protobuf readers must skip).
-
-Both renderers give byte-identical rows (``tests/store/test_otlp_native.py``). Two remain
-because neither does every job alone: the Python renderer costs ~25 µs of interpreter time per
-span (a collector rendering in Python tops out near 40,000 spans/s on two cores), and the engine
-pays ~100 ms of view analysis per insert (slower than Python below a few thousand spans) and
-cannot render a few value shapes SQL has no function for (maps, arrays in arrays: its view
-defers those spans to the Python renderer, see :mod:`.otlp_native`).
+The collector (:mod:`mltrace_otel.collector.indexer`) and the spool drain
+(:func:`mltrace_otel.store.ingest.drain_spool`) store requests through :func:`write`, so which
+renderer stores a batch is decided here once: the engine (:mod:`.otlp_native`, no Python per
+span, but ~100 ms of view analysis per insert) for a batch of at least :func:`engine_min_spans`
+spans; the Python renderer (:mod:`.ingest`, ~25 µs per span) for smaller batches, for a cluster
+(rows must go through the Distributed ``otel_traces``), with ``MLTRACE_NATIVE_INGEST=false``, and
+for a batch the engine refused for its data. Both give byte-identical rows
+(``tests/store/test_otlp_native.py``).
 
 Imports :mod:`mltrace_otel.errors`, :mod:`mltrace_otel.settings`, :mod:`.models` and
-:mod:`.protocols` only: the renderers are reached through the store
-(:class:`~.protocols.SpanSink`).
+:mod:`.protocols` only: the renderers are reached through the store (:class:`~.protocols.SpanSink`).
 """
 
 from __future__ import annotations
