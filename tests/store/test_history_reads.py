@@ -87,3 +87,16 @@ def test_recent_counts_fresher_runs_inside_and_beyond_its_page(store):
     assert runs[train].stale == (_fresher("prep", old, 2),)
     assert [x.stale for x in store.recent(20) if x.id in (score, train)] == [
         (_fresher("prep", dep, 1),), (_fresher("prep", old, 2),)]
+
+
+def test_history_pages_runs_with_many_outputs_and_delivered_twice(store):
+    """A run has one lineage row per output, and a run delivered twice has its rows twice until
+    a merge: history still returns the newest distinct runs, each once, in order."""
+    r = Runs()
+    wide = [r.run("wide", [], [f"part-{k}.parquet" for k in range(40)], at=10 + i) for i in range(5)]
+    spans = list(r.exporter.get_finished_spans())
+    store.insert_spans(spans[:3])  # a retried export: those runs' rows twice until a merge
+    store.insert_spans(spans)
+    assert [x.id for x in store.history("wide", 3)] == wide[::-1][:3]
+    assert [x.id for x in store.history("wide", 10)] == wide[::-1]
+    assert len(store.history("wide", 1)[0].outputs) == 40
