@@ -27,8 +27,17 @@ pipelines. Overhead = per call, minus the undecorated function's, median over th
 * wall: the caller's wall-clock time during the calls (what the issue's first figures used;
   on a loaded machine it swings by more than the differences measured).
 
-    python bench/bench_sdk.py            # full run (about 2 min)
-    python bench/bench_sdk.py --quick    # fewer rounds
+    python bench/bench_sdk.py               # full run (about 2 min)
+    python bench/bench_sdk.py --quick       # fewer rounds
+    python bench/bench_sdk.py --breakdown   # also: each form's caller CPU split into the OTel
+                                            # span, the form's own work and the durable append,
+                                            # each measured in place (the SDK's destination vs
+                                            # MLTRACE_EXPORT=none; the bare span with and
+                                            # without its BatchSpanProcessor)
+
+The last lines time the durable append on its own (encode one run's request, append one record):
+inside a run the same work costs more (the caller's caches hold the rest of the run), which is
+what ``--breakdown`` shows.
 
 Target (issue 16): every form's median overhead <= 1.5x its bare span's; the worst and best form
 are printed for each measure.
@@ -191,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="7 rounds x 1000 calls")
     ap.add_argument("--rounds", type=int, default=0)
     ap.add_argument("--calls", type=int, default=0)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also split each form's caller CPU into the OTel span, the form's own work "
+                         "and the durable append (measured in place)")
     args = ap.parse_args(argv)
     rounds, n = (7, 1000) if args.quick else (15, 2000)
     rounds, n = args.rounds or rounds, args.calls or n
@@ -286,12 +298,62 @@ def main(argv: list[str] | None = None) -> int:
               f"bare {got.get(BARE_PATH, 0)} spans")
         export.reset()
         provider.shutdown()
+        if args.breakdown:
+            breakdown(forms, spans, url, Path(tmp.name), rounds, n)
     finally:
         proc.terminate()
         proc.wait(10)
         tmp.cleanup()
     durable_append(spans[next(iter(forms))], rounds, n)
     return 0
+
+
+def breakdown(forms: dict[str, Callable[[], object]], spans: dict[str, ReadableSpan], url: str,
+              tmp: Path, rounds: int, n: int) -> None:
+    """Where each form's caller CPU goes, measured in place (interleaved rounds): the same calls
+    with the SDK's real destination and with ``MLTRACE_EXPORT=none`` (no span processor: the
+    difference is what the durable append costs inside a run), and the bare span with its
+    BatchSpanProcessor and with none (the difference is what the stock processor costs)."""
+    real = Settings.from_env({}, mltrace_dir=tmp).replace(otlp_traces_endpoint=url + SDK_PATH)
+    none = Settings.from_env({}, mltrace_dir=tmp).replace(export="none")
+    resource = export.resource_for(real)
+    bsp = TracerProvider(resource=resource)
+    bsp.add_span_processor(BatchSpanProcessor(
+        OTLPSpanExporter(endpoint=url + BARE_PATH), max_queue_size=export.MAX_QUEUE_SPANS,
+        schedule_delay_millis=export.SCHEDULE_DELAY_MS, max_export_batch_size=512))
+    bare_t, noproc_t = bsp.get_tracer("bare"), TracerProvider(resource=resource).get_tracer("bare")
+    samples: dict[tuple[str, str], list[float]] = {}
+    bares = {k: (bare_like(bare_t, spans[k], k.startswith("ComponentRun")),
+                 bare_like(noproc_t, spans[k], k.startswith("ComponentRun"))) for k in forms}
+    for r in range(rounds):
+        for label, settings in (("real", real), ("none", none))[:: 1 if r % 2 else -1]:
+            export.configure(settings=settings)
+            for k, fn in forms.items():
+                timed(fn, 100)
+                gc.collect()
+                samples.setdefault((k, label), []).append(timed(fn, n)[1])
+                export.flush()
+        for k, (with_bsp, without) in bares.items():
+            for label, fn in (("bare", with_bsp), ("bare, no processor", without)):
+                gc.collect()
+                samples.setdefault((k, label), []).append(timed(fn, n)[1])
+            bsp.force_flush()
+        samples.setdefault(("", "alone"), []).append(timed(work, n)[1])
+    export.reset()
+    bsp.shutdown()
+    med = {key: statistics.median(v) / 1000 for key, v in samples.items()}
+    alone = med[("", "alone")]
+    print("\nwhere the caller CPU goes (us per call, medians; interleaved; same process):")
+    print(f"{'form':40} {'OTel span':>9} {'+form':>7} {'+durable':>9} {'= total':>8} | {'bare':>6} "
+          f"{'(BSP':>6}) | {'ratio':>6} {'without durable':>15}")
+    for k in forms:
+        span_ = med[(k, "bare, no processor")] - alone
+        own = med[(k, "none")] - med[(k, "bare, no processor")]
+        durable = med[(k, "real")] - med[(k, "none")]
+        bare = med[(k, "bare")] - alone
+        total = med[(k, "real")] - alone
+        print(f"{k[:40]:40} {span_:9.2f} {own:7.2f} {durable:9.2f} {total:8.2f} | {bare:6.2f} "
+              f"{bare - span_:6.2f}) | {total / bare:5.2f}x {(total - durable) / bare:14.2f}x")
 
 
 def durable_append(span: ReadableSpan, rounds: int, n: int) -> None:
@@ -304,17 +366,18 @@ def durable_append(span: ReadableSpan, rounds: int, n: int) -> None:
 
     with tempfile.TemporaryDirectory(prefix="mltrace-bench-") as d:
         writer = spool.SegmentWriter(Path(d), seal_on_rotate=False)
-        res, scope = wire.encode_resource(span), wire.encode_scope(span)
+        envelope = wire.Envelope.of(span)  # what the SDK's processor keeps per resource and scope
+        spans = (span,)
         enc, app = [], []
         seq = 0
         for _ in range(rounds):
             t0 = time.thread_time_ns()
             for _ in range(n):
-                payload = wire.encode_request([span], res, scope)
+                payload = envelope.request(spans)
             t1 = time.thread_time_ns()
             for _ in range(n):
                 seq = spool.next_seq(seq)
-                writer.append([spool.Entry(seq, 1, payload)])
+                writer.append_one(seq, 1, payload)
             t2 = time.thread_time_ns()
             enc.append((t1 - t0) / n)
             app.append((t2 - t1) / n)

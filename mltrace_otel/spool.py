@@ -67,6 +67,7 @@ FILE_MODE = 0o600
 """Mode of segment files."""
 HEAD = struct.Struct("<QIII")
 """A record's header: Seq, Spans, payload length, CRC-32."""
+_head = HEAD.pack
 
 _log = logging.getLogger("mltrace_otel")
 _secured: set[str] = set()
@@ -99,8 +100,13 @@ def next_seq(last_seq: int) -> int:
     return max(time.time_ns(), last_seq + 1)
 
 
+_writev = getattr(os, "writev", None)  # not on Windows
+_crc_head = struct.Struct("<QII").pack
+_crc32 = zlib.crc32
+
+
 def _crc(seq: int, spans: int, payload: bytes | memoryview) -> int:
-    return zlib.crc32(payload, zlib.crc32(struct.pack("<QII", seq, spans, len(payload))))
+    return _crc32(payload, _crc32(_crc_head(seq, spans, len(payload))))
 
 
 def encode(entries: Sequence[Entry]) -> bytes:
@@ -334,10 +340,19 @@ class SegmentWriter:
                 j = k
                 while j < len(entries) and entries[j].seq // SEGMENT_NS == slot:
                     j += 1
-                self._write(slot, entries[k].seq, encode(entries[k:j]))
+                chunk = encode(entries[k:j])
+                self._write(slot, entries[k].seq, (chunk,), len(chunk))
                 k = j
 
-    def _write(self, slot: int, first_seq: int, chunk: bytes) -> None:
+    def append_one(self, seq: int, spans: int, payload: bytes) -> None:
+        """:meth:`append` of one record, without building an :class:`Entry`: its header and
+        payload go to the segment in one ``writev`` (no copy of the payload)."""
+        n = len(payload)
+        head = _head(seq, spans, n, _crc32(payload, _crc32(_crc_head(seq, spans, n))))  # as _crc()
+        with self._lock:
+            self._write(seq // SEGMENT_NS, seq, (head, payload), HEAD.size + n)
+
+    def _write(self, slot: int, first_seq: int, chunks: Sequence[bytes], size: int) -> None:
         if self._slot != slot:
             if self.seal_on_rotate:
                 self._seal()
@@ -355,12 +370,15 @@ class SegmentWriter:
         assert fd is not None
         start = self._size
         try:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view):]
+            done = (_writev(fd, chunks) if len(chunks) > 1 and _writev is not None
+                    else os.write(fd, chunks[0] if len(chunks) == 1 else b"".join(chunks)))
+            if done < size:  # a short write (a signal, a full disk): the rest, then or never
+                view = memoryview(b"".join(chunks))[done:]
+                while view:
+                    view = view[os.write(fd, view):]
             if self.fsync:
                 os.fsync(fd)
-            self._size = start + len(chunk)
+            self._size = start + size
         except BaseException:
             try:
                 os.ftruncate(fd, start)

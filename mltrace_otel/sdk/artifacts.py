@@ -48,8 +48,8 @@ class RunIO:
         self.component = component
         self.loaded: list[IOPointer] = []
         self.saved: list[IOPointer] = []
-        self.auto_in: list[IOPointer] = []
-        self.arg_names: set[str] = set()
+        self.auto_in: list[IOPointer] | tuple = ()  # replaced, never appended to (auto_log)
+        self.arg_names: set[str] | frozenset = frozenset()
 
 
 _log = logging.getLogger("mltrace_otel.sdk")

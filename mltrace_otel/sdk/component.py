@@ -41,6 +41,7 @@ _AutoInputs = tuple[list[IOPointer], set[str]]
 _INTERNAL = SpanKind.INTERNAL
 _time_ns = time.time_ns
 _NO_VERSIONS: dict[str, str] = {}  # shared, never written: a run with no input file names
+_NO_OUTCOMES: list[TestOutcome] = []  # shared, never written: a run without beforeTests
 
 
 class Component:
@@ -243,6 +244,7 @@ class _Spec:
         self.lit_inputs = [IOPointer(n) for n in opts.inputs]
         self.lit_outputs = spans.endpoint_outputs(lit_out) if opts.endpoint else lit_out
         self.input_names = [p.name for p in self.lit_inputs]
+        self.input_name_set = frozenset(self.input_names)
         # names that may be local files: versioned per call (one lstat each), never cached here
         self.input_files = list(dict.fromkeys(
             p.name for p in self.lit_inputs if needs_file_version(p) and files.local_path(p.name)))
@@ -323,8 +325,8 @@ class _Spec:
                         name = os.fspath(n) if isinstance(n, os.PathLike) else str(n)
                         if name not in pre and files.local_path(name):
                             pre[name] = files.file_version(name)
-            versions = [pre.get(n, "") for n in self.input_names]  # literal names carry no value
-            if any(versions) and not self.io_at_end:
+            if not self.io_at_end and any(pre.values()):
+                versions = [pre.get(n, "") for n in self.input_names]  # literal names carry no value
                 last = self.versioned_attrs  # unchanged files: the previous call's attributes
                 if last is not None and last[0] == versions and last[1] is attrs:
                     return pre, last[2]
@@ -428,7 +430,8 @@ class _Spec:
     def output_versions(self, span: Any, outputs: list[IOPointer]) -> list[IOPointer]:
         """The literal outputs with the versions of the files they name now (after the function
         returned); sets them on the span when any is a file."""
-        versions = [files.file_version(p.name) for p in outputs]  # literal names carry no value
+        version = files.file_version
+        versions = [version(p._name) for p in outputs]  # literal names carry no value
         if not any(versions):
             return outputs
         span.set_attribute(C.RUN_OUTPUT_VERSIONS, versions)
@@ -448,8 +451,8 @@ class _Spec:
                 inputs = [with_file_version(p, pre) for p in spans.dedupe(inputs)]
                 outputs = [with_file_version(p) for p in spans.dedupe(outputs)]
                 span.set_attributes(spans.pointer_attributes(inputs, outputs))
-                known = set(self.input_names)
-                for link in spans.links_for(p.name for p in inputs if p.name not in known):
+                known = self.input_name_set
+                for link in spans.links_for([p._name for p in inputs if p._name not in known]):
                     span.add_link(link.context, link.attributes)
             elif self.output_files:
                 outputs = self.output_versions(span, outputs)
@@ -564,7 +567,8 @@ def _sync_wrapper(spec: _Spec) -> Callable[..., Any]:
         span, pre, auto = spec.start(args, kwargs)
         ctx_token, io_token, io = _enter(span, spec.name)
         try:
-            before = spec.before_tests(span, args, kwargs, io, pre, auto)
+            before = (spec.before_tests(span, args, kwargs, io, pre, auto)
+                      if auto is not None or spec.component.beforeTests else _NO_OUTCOMES)
             if spec.needs_locals:
                 value, loc, exc = call_capturing_locals(func, spec.code, args, kwargs)
             else:

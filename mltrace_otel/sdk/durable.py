@@ -42,14 +42,17 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from mltrace_otel import spool
-from mltrace_otel.sdk.exporters import COUNTERS, OTLP_RETRY_AFTER_S, in_range
-from mltrace_otel.sdk.wire import encode_request, encode_resource, encode_scope
+from mltrace_otel.sdk.exporters import COUNTERS, MAX_TIME_NS, MIN_TIME_NS, OTLP_RETRY_AFTER_S
+from mltrace_otel.sdk.wire import Envelope
 from mltrace_otel.settings import Settings
 
 if TYPE_CHECKING:  # http.client, email and ssl load only when something is sent
     from mltrace_otel.otlp_send import Outcome
 
 _log = logging.getLogger("mltrace_otel.sdk")
+_monotonic = time.monotonic
+_time_ns = time.time_ns
+_HEAD_SIZE = spool.HEAD.size
 
 MAX_SEND_BYTES = 2 * 1024 * 1024
 """Requests are joined into one OTLP export up to this size."""
@@ -86,7 +89,7 @@ class DurableProcessor(SpanProcessor):
         self.timeout_s = timeout_s
         self.sync = sync
         self.waits = 0
-        self._codes: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+        self._envelope: tuple[Any, Any, Envelope | None] = (None, None, None)  # of the latest span
         self._cap = settings.spool_max_mb * 1024 * 1024
         self._init_state()
         if hasattr(os, "register_at_fork"):
@@ -98,7 +101,8 @@ class DurableProcessor(SpanProcessor):
         the parent's to deliver)."""
         self._pid = os.getpid()
         self._writer: spool.SegmentWriter | None = None
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # on_end takes it bare (a C call); waits go through _cond
+        self._cond = threading.Condition(self._lock)
         self._cycle_lock = threading.Lock()
         self._pending: list[bytes] = []
         self._appended = 0  # runs in the open segment
@@ -116,42 +120,50 @@ class DurableProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         """Encode the span and append it to this process's segment (never raises)."""
-        if not in_range(span.start_time, span.end_time):
+        start, end = span._start_time, span._end_time
+        if start is None or end is None or not MIN_TIME_NS <= start <= end <= MAX_TIME_NS:
             COUNTERS.add("dropped", 1, f"span {span.name!r} has times outside 1970-2262 "
                                        f"(start {span.start_time}, end {span.end_time} ns)")
             return
         try:
-            key = (id(span.resource), id(span.instrumentation_scope))
-            codes = self._codes.get(key)
-            if codes is None:
-                codes = self._codes[key] = (encode_resource(span), encode_scope(span))
-            payload = encode_request([span], *codes)
+            resource, scope = span._resource, span._instrumentation_scope
+            last = self._envelope
+            if last[0] is not resource or last[1] is not scope:
+                # the objects are kept with their envelope: they are what it encodes
+                last = self._envelope = (resource, scope, Envelope.of(span))
+            payload = last[2].request((span,))
         except Exception as e:  # noqa: BLE001 - telemetry never breaks the host program
             COUNTERS.add("dropped", 1, f"cannot encode span {span.name!r}: {e!r}")
             return
         if os.getpid() != self._pid:  # forked without the hook (e.g. os.fork in C code)
             self._init_state()
-        with self._cond:
-            while (self.send is not None and len(self._pending) >= self.max_pending and not self._stopped
-                   and self._thread is not None and self._thread.is_alive()):
-                self.waits += 1  # back-pressure: the endpoint is slower than the pipeline
-                self._cond.notify_all()
-                self._cond.wait(0.5)
-            if not self._fits(len(payload)):
+        n = len(payload)
+        with self._lock:
+            if self.send is not None and len(self._pending) >= self.max_pending:
+                while (len(self._pending) >= self.max_pending and not self._stopped
+                       and self._thread is not None and self._thread.is_alive()):
+                    self.waits += 1  # back-pressure: the endpoint is slower than the pipeline
+                    self._cond.notify_all()
+                    self._cond.wait(0.5)
+            size = self._spool_bytes
+            if (size is None or size + n > self._cap or _monotonic() - self._spool_checked > 10) \
+                    and not self._fits(n):
                 return
             try:
                 if self._writer is None:
                     spool.secure_home(self.settings.mltrace_dir)
                     self._writer = spool.SegmentWriter(self.directory, seal_on_rotate=False)
-                seq = spool.next_seq(self._last_seq)
-                self._writer.append([spool.Entry(seq, 1, payload)])
+                seq = _time_ns()  # spool.next_seq(), inlined
+                if seq <= self._last_seq:
+                    seq = self._last_seq + 1
+                self._writer.append_one(seq, 1, payload)
             except OSError as e:
                 COUNTERS.add("dropped", 1, f"cannot write the spool {self.directory}: {e}")
                 return
             self._last_seq = seq
             self._appended += 1
             if self._spool_bytes is not None:
-                self._spool_bytes += len(payload) + spool.HEAD.size
+                self._spool_bytes += n + _HEAD_SIZE
             if self.send is not None:
                 self._pending.append(payload)
             else:

@@ -82,6 +82,11 @@ _REF_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodDescrip
               types.ModuleType, type)
 
 
+_blake2b = hashlib.blake2b
+_pack_q = struct.Struct("<Q").pack
+_pack_d = struct.Struct("<d").pack
+
+
 class _TooBig(Exception):
     """The value is nested deeper than MAX_DEPTH or holds more than MAX_NODES objects."""
 
@@ -89,7 +94,15 @@ class _TooBig(Exception):
 def fingerprint(value: Any) -> str:
     """The version of ``value``: 32 hex chars, prefixed ``w:`` when weak; "" when none can be
     computed (a path naming no file, a value whose repr fails). Never raises."""
-    if isinstance(value, os.PathLike):
+    t = type(value)
+    if t is str:  # the common case, encoded as _Encoder.feed does
+        b = value.encode("utf-8", "surrogatepass")
+        h = _blake2b(b"\x00s" + _pack_q(len(b)), digest_size=16)
+        h.update(b)
+        return h.hexdigest()
+    if t is float:
+        return _blake2b(b"\x00d" + _pack_d(value), digest_size=16).hexdigest()
+    if t is not list and t is not dict and t is not tuple and isinstance(value, os.PathLike):
         return _path_version(value)
     try:
         enc = _Encoder()

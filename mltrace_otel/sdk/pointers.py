@@ -57,9 +57,19 @@ def infer_pointer_type(name: str) -> PointerTypeEnum:
     return PointerTypeEnum.UNKNOWN
 
 
+_inferred: dict[str, PointerTypeEnum] = {}  # name -> its inferred type (names repeat run after run)
+_INFERRED_MAX = 10_000
+
+
 def _as_type(pointer_type: PointerTypeEnum | str | None, name: str) -> PointerTypeEnum:
     if pointer_type is None:
-        return infer_pointer_type(name)
+        t = _inferred.get(name)
+        if t is None:
+            t = infer_pointer_type(name)
+            if len(_inferred) >= _INFERRED_MAX:
+                _inferred.clear()
+            _inferred[name] = t
+        return t
     if isinstance(pointer_type, PointerTypeEnum):
         return pointer_type
     try:
@@ -200,7 +210,7 @@ def with_file_version(p: IOPointer, known: Mapping[str, str] | None = None) -> I
     version of the local file it names (``known[p.name]`` when given: a version taken earlier,
     e.g. before the function ran); ``p`` itself when it names none. The original is never
     changed, so a pointer shared between runs never carries one run's version into the next."""
-    if not needs_file_version(p):
+    if p._version is not None or not isinstance(p._value, str) or p._value != "":  # needs_file_version
         return p
     v = known.get(p._name) if known else None
     if v is None:

@@ -21,7 +21,11 @@ from opentelemetry.trace import SpanKind
 
 from mltrace_otel import conventions as C
 from mltrace_otel.sdk import export, spans
+from mltrace_otel.sdk.exporters import MAX_TIME_NS, MIN_TIME_NS
 from mltrace_otel.sdk.pointers import IOPointer, PointerTypeEnum, with_file_version
+
+_INTERNAL = SpanKind.INTERNAL
+_ENDPOINT = PointerTypeEnum.ENDPOINT
 
 
 def _utcnow() -> datetime:
@@ -54,14 +58,15 @@ class ComponentRun:
         self._notes = notes or ""
         self._start_timestamp = start_timestamp
         self._end_timestamp = end_timestamp
-        self._inputs: list[IOPointer] = spans.dedupe(_to_pointer(x) for x in inputs or [])
-        self._outputs: list[IOPointer] = spans.dedupe(_to_pointer(x) for x in outputs or [])
+        self._inputs: list[IOPointer] = spans.dedupe([_to_pointer(x) for x in inputs]) if inputs else []
+        self._versioned_inputs: set[str] = set()  # names add_input(s) took the file version of
+        self._outputs: list[IOPointer] = spans.dedupe([_to_pointer(x) for x in outputs]) if outputs else []
         self._git_hash = git_hash
         self._git_tags = list(git_tags) if git_tags else git_tags
         self._code_snapshot = _decode(code_snapshot)
         self._id = id
         self._stale = list(stale or [])
-        self._dependencies = list(dict.fromkeys(dependencies or []))
+        self._dependencies = list(dict.fromkeys(dependencies)) if dependencies else []
         self._status = status
         self._test_results = test_results
         self._exception = exception
@@ -95,6 +100,7 @@ class ComponentRun:
     @inputs.setter
     def inputs(self, inputs: list) -> None:
         self._inputs = spans.dedupe(_to_pointer(x) for x in inputs)
+        self._versioned_inputs = set()
 
     @property
     def outputs(self) -> list[IOPointer]:
@@ -184,12 +190,17 @@ class ComponentRun:
     def add_input(self, inp: str | IOPointer, pointer_type: PointerTypeEnum | None = None) -> None:
         """Add one input (a name or an IOPointer); a repeated name is ignored. A name that is a
         local file gets the file's version now, before the caller reads (or rewrites) it."""
-        self._inputs = spans.dedupe([*self._inputs, with_file_version(_to_pointer(inp, pointer_type))])
+        self._add_inputs([_to_pointer(inp, pointer_type)])
 
     def add_inputs(self, inputs: list[str | IOPointer]) -> None:
         """Add several inputs (local files are versioned now, as by :meth:`add_input`)."""
-        self._inputs = spans.dedupe([*self._inputs,
-                                     *(with_file_version(_to_pointer(x)) for x in _listify(inputs))])
+        self._add_inputs([_to_pointer(x) for x in _listify(inputs)])
+
+    def _add_inputs(self, new: list[IOPointer]) -> None:
+        new = [with_file_version(p) for p in new]
+        self._inputs = spans.dedupe([*self._inputs, *new])
+        added = set(map(id, new))  # a name already there keeps its pointer, unversioned until logged
+        self._versioned_inputs.update(p._name for p in self._inputs if id(p) in added)
 
     def add_output(self, out: str | IOPointer, pointer_type: PointerTypeEnum | None = None) -> None:
         """Add one output (a name or an IOPointer); a repeated name is ignored."""
@@ -197,7 +208,7 @@ class ComponentRun:
 
     def add_outputs(self, outputs: list[str | IOPointer]) -> None:
         """Add several outputs."""
-        self._outputs = spans.dedupe([*self._outputs, *(_to_pointer(x) for x in _listify(outputs))])
+        self._outputs = spans.dedupe([*self._outputs, *[_to_pointer(x) for x in _listify(outputs)]])
 
     def add_notes(self, notes: str) -> None:
         """Set the run's notes."""
@@ -260,6 +271,8 @@ def _listify(x: Any) -> list:
 
 
 def _to_pointer(x: Any, pointer_type: PointerTypeEnum | None = None) -> IOPointer:
+    if type(x) is str:  # the common case: a name
+        return IOPointer(x, "", pointer_type)
     if isinstance(x, IOPointer):
         return x
     if isinstance(x, dict):
@@ -288,33 +301,35 @@ def log_component_run(component_run: ComponentRun, set_dependencies_from_inputs:
             before it starts.
     """
     cr = component_run
-    missing = [n for n, v in (("start_timestamp", cr.start_timestamp), ("end_timestamp", cr.end_timestamp))
-               if v is None]
-    if missing:
-        raise RuntimeError(f"Cannot log run of {cr.component_name!r}: {' and '.join(missing)} not set "
+    begun, ended = cr._start_timestamp, cr._end_timestamp
+    if begun is None or ended is None:
+        missing = [n for n, v in (("start_timestamp", begun), ("end_timestamp", ended)) if v is None]
+        raise RuntimeError(f"Cannot log run of {cr._component_name!r}: {' and '.join(missing)} not set "
                            "(call set_start_timestamp() and set_end_timestamp()).")
-    start, end = spans.to_ns(cr.start_timestamp), spans.to_ns(cr.end_timestamp)  # type: ignore[arg-type]
+    start, end = spans.to_ns(begun), spans.to_ns(ended)
     if end < start:
-        raise RuntimeError(f"Cannot log run of {cr.component_name!r}: it ends before it starts.")
-    start, end = spans.clamp_run_times(cr.component_name, start, end)
-    attrs = spans.component_attributes(cr.component_name, cr.owner)
-    inputs = [with_file_version(p) for p in cr.inputs]
-    outputs = [with_file_version(p) for p in cr.outputs]
+        raise RuntimeError(f"Cannot log run of {cr._component_name!r}: it ends before it starts.")
+    if start < MIN_TIME_NS or end > MAX_TIME_NS:
+        start, end = spans.clamp_run_times(cr._component_name, start, end)
+    attrs = spans.component_attributes(cr._component_name, cr._owner)
+    checked = getattr(cr, "_versioned_inputs", ())  # added by add_input(s): versioned then
+    inputs = [p if p._name in checked else with_file_version(p) for p in cr._inputs]
+    outputs = [with_file_version(p) for p in cr._outputs]
     attrs.update(spans.pointer_attributes(inputs, outputs))
     attrs[C.RUN_STALENESS_THRESHOLD_S] = int(staleness_threshold)
-    attrs[C.RUN_ENDPOINT] = any(p.pointer_type is PointerTypeEnum.ENDPOINT for p in cr.outputs)
-    if cr.notes:
-        attrs[C.RUN_NOTES] = str(cr.notes)
-    if cr.dependencies:
-        attrs[C.RUN_UPSTREAM] = list(cr.dependencies)
-    if cr.git_hash:
-        attrs[C.VCS_REVISION] = str(cr.git_hash)
-    if cr.git_tags:
-        attrs[C.GIT_TAGS] = [str(t) for t in cr.git_tags]
-    if cr.code_snapshot:
-        attrs[C.CODE_SNAPSHOT] = spans.snapshot(cr.code_snapshot)
-    links = spans.links_for(p.name for p in inputs) if set_dependencies_from_inputs else None
-    span = export.tracer().start_span(cr.component_name, kind=SpanKind.INTERNAL, attributes=attrs,
+    attrs[C.RUN_ENDPOINT] = any(p._type is _ENDPOINT for p in outputs)
+    if cr._notes:
+        attrs[C.RUN_NOTES] = str(cr._notes)
+    if cr._dependencies:
+        attrs[C.RUN_UPSTREAM] = list(cr._dependencies)
+    if cr._git_hash:
+        attrs[C.VCS_REVISION] = str(cr._git_hash)
+    if cr._git_tags:
+        attrs[C.GIT_TAGS] = [str(t) for t in cr._git_tags]
+    if cr._code_snapshot:
+        attrs[C.CODE_SNAPSHOT] = spans.snapshot(cr._code_snapshot)
+    links = spans.links_for([p._name for p in inputs]) if set_dependencies_from_inputs and inputs else None
+    span = export.tracer().start_span(cr._component_name, kind=_INTERNAL, attributes=attrs,
                                       links=links, start_time=start)
     span.end(end_time=end)
     ctx = span.get_span_context()

@@ -11,6 +11,7 @@ attribute ``mltrace.io.name``.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
@@ -29,6 +30,11 @@ _log = logging.getLogger("mltrace_otel.sdk")
 MAX_REMEMBERED = 10_000
 """Pointers (and value versions) whose producing span this process remembers for links."""
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_TYPE_VALUE = {t: t.value for t in PointerTypeEnum}
+_name_of = operator.attrgetter("_name")
+_stats: Any = None  # mltrace_otel.sdk.stats, imported at the first output statistics
 _lock = threading.Lock()
 _producers: dict[str, SpanContext] = {}
 _names_by_version: dict[str, str] = {}
@@ -57,12 +63,13 @@ def remember_outputs(outputs: Iterable[IOPointer], ctx: SpanContext) -> None:
     """Record ``ctx`` as the latest producer of each output (and of each value version)."""
     with _lock:
         for p in outputs:
-            _producers.pop(p.name, None)
-            _producers[p.name] = ctx
+            name = p._name
+            _producers.pop(name, None)
+            _producers[name] = ctx
             v = p._version  # only versions already computed; never hash here
             if v:
                 _names_by_version.pop(v, None)
-                _names_by_version[v] = p.name
+                _names_by_version[v] = name
         while len(_producers) > MAX_REMEMBERED:
             _producers.pop(next(iter(_producers)))
         while len(_names_by_version) > MAX_REMEMBERED:
@@ -76,6 +83,9 @@ def name_for_version(version: str) -> str | None:
 
 def dedupe(pointers: Iterable[IOPointer]) -> list[IOPointer]:
     """Pointers without repeated names (first kept; a later one's value fills a missing one)."""
+    pointers = list(pointers)
+    if len(pointers) < 2 or len(set(map(_name_of, pointers))) == len(pointers):  # no name repeats
+        return pointers
     seen: dict[str, int] = {}
     out: list[IOPointer] = []
     for p in pointers:
@@ -96,14 +106,23 @@ def has_value(p: IOPointer) -> bool:
 
 def pointer_attributes(inputs: list[IOPointer], outputs: list[IOPointer]) -> dict[str, Any]:
     """The six parallel pointer attributes (names, versions, types of inputs and outputs)."""
-    return {
-        C.RUN_INPUTS: [p.name for p in inputs],
-        C.RUN_INPUT_VERSIONS: [p.version for p in inputs],
-        C.RUN_INPUT_TYPES: [p.pointer_type.value for p in inputs],
-        C.RUN_OUTPUTS: [p.name for p in outputs],
-        C.RUN_OUTPUT_VERSIONS: [p.version for p in outputs],
-        C.RUN_OUTPUT_TYPES: [p.pointer_type.value for p in outputs],
-    }
+    i_names, i_versions, i_types = _columns(inputs)
+    o_names, o_versions, o_types = _columns(outputs)
+    return {C.RUN_INPUTS: i_names, C.RUN_INPUT_VERSIONS: i_versions, C.RUN_INPUT_TYPES: i_types,
+            C.RUN_OUTPUTS: o_names, C.RUN_OUTPUT_VERSIONS: o_versions, C.RUN_OUTPUT_TYPES: o_types}
+
+
+def _columns(pointers: list[IOPointer]) -> tuple[list[str], list[str], list[str]]:
+    """Names, versions and type strings of pointers (one pass)."""
+    names: list[str] = []
+    versions: list[str] = []
+    types: list[str] = []
+    for p in pointers:
+        names.append(p._name)
+        v = p._version
+        versions.append(v if v is not None else p.version)
+        types.append(_TYPE_VALUE[p._type])
+    return names, versions, types
 
 
 def component_attributes(name: str, owner: str = "", description: str = "",
@@ -144,9 +163,10 @@ def add_stats_events(span: Span, values: Mapping[str, Any]) -> None:
     if not values:
         return
     try:
-        from mltrace_otel.sdk import stats
-
-        for attrs in stats.output_events(values):
+        global _stats
+        if _stats is None:
+            from mltrace_otel.sdk import stats as _stats
+        for attrs in _stats.output_events(values):
             span.add_event(C.EVENT_OUTPUT_STATS, attrs)
     except Exception as e:  # noqa: BLE001 - statistics never break a run
         _log.debug("mltrace: output statistics failed: %s", e)
@@ -163,10 +183,8 @@ def record_failure(span: Span, exc: BaseException, description: str | None = Non
 
 def to_ns(ts: datetime) -> int:
     """Nanoseconds since the epoch; naive datetimes are UTC (mltrace used utcnow())."""
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=timezone.utc)
-    delta = ts - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return (delta // timedelta(microseconds=1)) * 1000
+    d = ts - (_EPOCH_NAIVE if ts.tzinfo is None else _EPOCH)
+    return ((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds) * 1000
 
 
 def clamp_run_times(component: str, start_ns: int, end_ns: int) -> tuple[int, int]:

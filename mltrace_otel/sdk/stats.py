@@ -75,6 +75,8 @@ SMALL_SEQUENCE = 32
 """Lists and tuples up to this length are summarized in pure Python, longer ones with numpy
 (the same summary either way, up to the last bits of the sum)."""
 _JSON_HEAD = f'{{"v":{SKETCH_VERSION},"a":{RELATIVE_ACCURACY!r}'
+_EMPTY_JSON = _JSON_HEAD + "}"
+_PY_NUMBERS = frozenset({int, float, bool})
 
 
 # --- the sketch -------------------------------------------------------------------------------
@@ -191,9 +193,19 @@ def _collapse(store: dict[int, int]) -> None:
 def sketch_of(values: Iterable[float]) -> Sketch:
     """A sketch of finite numbers (pure Python; the numpy path in this module gives the same)."""
     s = Sketch()
-    for x in values:
-        if math.isfinite(x):
-            s.add(x)
+    pos, neg, zeros = s.pos, s.neg, 0
+    isfinite, log, ceil = math.isfinite, math.log, math.ceil
+    for x in values:  # Sketch.add, inlined
+        if not isfinite(x):
+            continue
+        a = abs(x)
+        if a < ZERO_THRESHOLD:
+            zeros += 1
+            continue
+        store = pos if x > 0 else neg
+        k = ceil(log(a) / LN_GAMMA)
+        store[k] = store.get(k, 0) + 1
+    s.zeros = zeros
     return s
 
 
@@ -252,11 +264,29 @@ def _summaries(value: Any) -> list[tuple[str, dict[str, Any]]]:
 
 def _scalar(x: float) -> dict[str, Any]:
     if not math.isfinite(x):
-        return {C.STATS_COUNT: 1, C.STATS_NULLS: 1, C.STATS_SKETCH: Sketch().to_json()}
-    s = Sketch()
-    s.add(x)
+        return {C.STATS_COUNT: 1, C.STATS_NULLS: 1, C.STATS_SKETCH: _EMPTY_JSON}
     return {C.STATS_COUNT: 1, C.STATS_NULLS: 0, C.STATS_MIN: x, C.STATS_MAX: x, C.STATS_MEAN: x,
-            C.STATS_SUM: x, C.STATS_SKETCH: s.to_json()}
+            C.STATS_SUM: x, C.STATS_SKETCH: _one_value_json(x)}
+
+
+def _one_value_json(x: float) -> str:
+    """``to_json()`` of the sketch of one finite value (memoised by its bucket)."""
+    if abs(x) < ZERO_THRESHOLD:
+        key: tuple[bool, int] | None = None
+    else:
+        key = (x > 0, math.ceil(math.log(abs(x)) / LN_GAMMA))
+    text = _one_json.get(key)
+    if text is None:
+        s = Sketch()
+        s.add(x)
+        text = s.to_json()
+        if len(_one_json) >= 4096:
+            _one_json.clear()
+        _one_json[key] = text
+    return text
+
+
+_one_json: dict[tuple[bool, int] | None, str] = {}
 
 
 def _is_number(v: Any) -> bool:
@@ -267,6 +297,8 @@ def _is_number(v: Any) -> bool:
 def _sequence(value: list | tuple) -> list[tuple[str, dict[str, Any]]]:
     if not value:
         return []
+    if len(value) <= SMALL_SEQUENCE and set(map(type, value)) <= _PY_NUMBERS:  # plain numbers
+        return [("", _summary_py(list(map(float, value))))]
     if not all(v is None or _is_number(v) for v in value):
         return []
     if all(v is None for v in value):
@@ -282,7 +314,7 @@ def _sequence(value: list | tuple) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _summary_py(xs: list[float]) -> dict[str, Any]:
-    finite = [x for x in xs if math.isfinite(x)]
+    finite = xs if all(map(math.isfinite, xs)) else [x for x in xs if math.isfinite(x)]
     attrs: dict[str, Any] = {C.STATS_COUNT: len(xs), C.STATS_NULLS: len(xs) - len(finite)}
     if finite:
         total = math.fsum(finite)

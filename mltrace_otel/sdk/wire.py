@@ -2,12 +2,15 @@
 
 The durable queue (:mod:`mltrace_otel.spool`) holds serialized ``ExportTraceServiceRequest``
 messages. Writing each run there before the call returns means encoding it on the caller's
-thread, where the OpenTelemetry exporter's encoder (which builds a protobuf object per field)
-costs ~60-80 µs per run span. Runs of one component repeat most of their attributes (component,
-owner, code location and snapshot, git revision, pointer types), so this encoder writes the wire
-format directly and keeps encodings: of a whole attribute block (a run's attributes, all of them
-seen before, cost one look-up) and of each attribute, keyed by field number, key, value and the
-value's type (``True``, ``1`` and ``1.0`` are equal in Python, not on the wire).
+thread, where the OpenTelemetry exporter's encoder builds a protobuf object per field. Runs of
+one component repeat most of their attributes (component, owner, code location and snapshot, git
+revision, pointer types), so this encoder writes the wire format directly and keeps encodings:
+of a whole attribute block (the latest span's block is compared, not hashed; other blocks seen
+before cost one look-up), of each attribute, keyed by field number, key, value and the value's
+type (``True``, ``1`` and ``1.0`` are equal in Python, not on the wire), and of each span name
+and kind. :class:`Envelope` keeps the request's parts around the spans (resource, scope,
+schema URLs) and computes the nested lengths, so a request is one ``join`` of cached and
+per-span fragments, in the field order the OTel exporter writes.
 
 :func:`encode_request` gives a message that parses equal to
 ``opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans([span])`` (tested field by
@@ -37,8 +40,9 @@ _BLOCKS_MAX = 1024
 new input versions say, are dropped with the rest when the cache is full)."""
 _BLOCKS_MAX_BYTES = 4 << 20
 _kv_cache: dict[tuple[int, str, type, Any], bytes] = {}
-_blocks: dict[tuple[int, tuple, tuple], bytes] = {}  # (field, items, value types) -> encoding
+_blocks: dict[tuple[int, tuple, tuple, tuple], bytes] = {}  # (field, keys, values, types) -> bytes
 _block_bytes = 0
+_latest: dict[int, tuple[tuple, tuple, tuple, bytes]] = {}  # field -> the latest cached block
 _fixed64 = struct.Struct("<Q").pack
 _fixed32 = struct.Struct("<I").pack
 _double = struct.Struct("<d").pack
@@ -106,22 +110,28 @@ def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
     if not attributes:
         return b""
     # BoundedAttributes iterates through collections.abc's generic (slow) items(); its dict is there
-    items = tuple(getattr(attributes, "_dict", attributes).items())
+    d = getattr(attributes, "_dict", attributes)
+    keys, values = tuple(d), tuple(d.values())
+    types = tuple(map(type, values))  # True == 1 == 1.0, but they encode differently
+    last = _latest.get(number)  # the same block as the latest span's: compared, not hashed
+    if last is not None and last[1] == values and last[0] == keys and last[2] == types:
+        return last[3]
     try:
-        # the value types too: True == 1 == 1.0, but they encode differently
-        block = (number, items, tuple(map(type, (v for _, v in items))))
+        block = (number, keys, values, types)
         hit = _blocks.get(block)
     except TypeError:  # an unhashable value (a mapping): not cached
-        return _encode_items(number, items)
+        return _encode_items(number, tuple(d.items()))
     if hit is None:
-        hit = _encode_items(number, items)
-        if all(_exact(v) for _, v in items):  # equal keys then mean equal encodings
-            global _block_bytes
-            if _block_bytes + len(hit) > _BLOCKS_MAX_BYTES or len(_blocks) >= _BLOCKS_MAX:
-                _blocks.clear()
-                _block_bytes = 0
-            _blocks[block] = hit
-            _block_bytes += len(hit)
+        hit = _encode_items(number, tuple(d.items()))
+        if not all(map(_exact, values)):  # equal values may encode differently: not kept
+            return hit
+        global _block_bytes
+        if _block_bytes + len(hit) > _BLOCKS_MAX_BYTES or len(_blocks) >= _BLOCKS_MAX:
+            _blocks.clear()
+            _block_bytes = 0
+        _blocks[block] = hit
+        _block_bytes += len(hit)
+    _latest[number] = (keys, values, types, hit)  # only blocks of exact values get here
     return hit
 
 
@@ -162,56 +172,79 @@ def _flags(parent: Any) -> int:
 
 _LOCAL_FLAGS = b"\x85\x01" + _fixed32(_HAS_IS_REMOTE)  # field 16: a span whose parent is not remote
 _UNSET_STATUS = _field(15, b"")
-_names: dict[str, bytes] = {}
+_times = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8), both fixed64
+_heads: dict[tuple[str, Any], bytes] = {}  # (span name, kind) -> their encoding
+_TAIL = _UNSET_STATUS + _LOCAL_FLAGS  # a span with status UNSET and no remote parent ends so
 
 
-def encode_span(span: ReadableSpan) -> bytes:
-    """One span's ``Span`` message."""
-    ctx = span.get_span_context()
-    parts = [b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big"), b"\x12\x08" + ctx.span_id.to_bytes(8, "big")]
-    if ctx.trace_state:
-        parts.append(_text(3, ",".join(f"{k}={v}" for k, v in ctx.trace_state.items())))
-    parent = span.parent
+def _head(name: str, kind: Any) -> bytes:
+    """The encoded name and kind (fields 5, 6) of spans with this name and kind."""
+    number = _KIND.get(kind, 0)
+    head = _text(5, name) + (b"\x30" + _varint(number) if number else b"")
+    if len(_heads) >= _CACHE_MAX:
+        _heads.clear()
+    _heads[(name, kind)] = head
+    return head
+
+
+def _span_parts(span: ReadableSpan) -> list[bytes]:
+    """The encoded fields of one span's ``Span`` message, in field order (joined by the caller).
+
+    Reads the ``ReadableSpan``'s fields where they are: its properties copy the events and links,
+    and wrap the attributes in a proxy whose items() is collections.abc's generic, slow one."""
+    ctx = span._context  # a SpanContext is a tuple: trace id, span id, is_remote, flags, state
+    parent = span._parent
+    parts = [b"\x0a\x10", ctx[0].to_bytes(16, "big"), b"\x12\x08", ctx[1].to_bytes(8, "big")]
+    state = ctx[4]
+    if state:
+        parts.append(_text(3, ",".join(f"{k}={v}" for k, v in state.items())))
     if parent is not None:
-        parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-    name = _names.get(span.name)
-    if name is None:
-        name = _text(5, span.name)
-        if len(_names) >= _CACHE_MAX:
-            _names.clear()
-        _names[span.name] = name
-    parts.append(name)
-    kind = _KIND.get(span.kind, 0)
-    if kind:
-        parts.append(b"\x30" + _varint(kind))
-    if span.start_time:
-        parts.append(b"\x39" + _fixed64(span.start_time))
-    if span.end_time:
-        parts.append(b"\x41" + _fixed64(span.end_time))
-    # the SDK's span exposes its attributes through a MappingProxy over its BoundedAttributes
-    # (whose items() is collections.abc's generic, slow one): read them where they are
-    parts.append(_attributes(9, getattr(span, "_attributes", None) or span.attributes))
-    if span.dropped_attributes:
-        parts.append(b"\x50" + _varint(span.dropped_attributes))
-    for ev in span.events:
-        body = (b"\x09" + _fixed64(ev.timestamp) if ev.timestamp else b"") + _text(2, ev.name) \
-            + _attributes(3, ev.attributes) + (b"\x20" + _varint(ev.dropped_attributes)
-                                               if ev.dropped_attributes else b"")
-        parts.append(_field(11, body))
-    if span.dropped_events:
-        parts.append(b"\x60" + _varint(span.dropped_events))
-    for link in span.links:
-        lc = link.context
-        body = (_field(1, lc.trace_id.to_bytes(16, "big")) + _field(2, lc.span_id.to_bytes(8, "big"))
-                + _attributes(4, link.attributes)
-                + (b"\x28" + _varint(link.dropped_attributes) if link.dropped_attributes else b"")
-                + b"\x35" + _fixed32(_flags(lc)))
-        parts.append(_field(13, body))
-    if span.dropped_links:
-        parts.append(b"\x70" + _varint(span.dropped_links))
-    status = span.status
+        parts.append(b"\x22\x08" + parent[1].to_bytes(8, "big"))
+    name, kind = span._name, span._kind
+    parts.append(_heads.get((name, kind)) or _head(name, kind))
+    start, end = span._start_time, span._end_time
+    if start and end:
+        parts.append(_times(0x39, start, 0x41, end))
+    elif start:
+        parts.append(b"\x39" + _fixed64(start))
+    elif end:
+        parts.append(b"\x41" + _fixed64(end))
+    attrs = span._attributes
+    parts.append(_attributes(9, attrs))
+    dropped = getattr(attrs, "dropped", 0)
+    if dropped:
+        parts.append(b"\x50" + _varint(dropped))
+    events = span._events
+    if events:  # a BoundedList: truth from its deque (its __iter__ copies under a lock)
+        for ev in getattr(events, "_dq", events):
+            body = (b"\x09" + _fixed64(ev.timestamp) if ev.timestamp else b"") + _text(2, ev.name) \
+                + _attributes(3, ev.attributes) + (b"\x20" + _varint(ev.dropped_attributes)
+                                                   if ev.dropped_attributes else b"")
+            parts.append(_field(11, body))
+    dropped = getattr(events, "dropped", 0)
+    if dropped:
+        parts.append(b"\x60" + _varint(dropped))
+    links = span._links
+    if links:
+        for link in getattr(links, "_dq", links):
+            lc = link.context
+            body = (_field(1, lc.trace_id.to_bytes(16, "big")) + _field(2, lc.span_id.to_bytes(8, "big"))
+                    + _attributes(4, link.attributes)
+                    + (b"\x28" + _varint(link.dropped_attributes) if link.dropped_attributes else b"")
+                    + b"\x35" + _fixed32(_flags(lc)))
+            parts.append(_field(13, body))
+    dropped = getattr(links, "dropped", 0)
+    if dropped:
+        parts.append(b"\x70" + _varint(dropped))
+    status = span._status
+    code = status.status_code.value if status is not None else 0
+    if (status is None or not (code or status.description)) and (parent is None or not parent.is_remote):
+        if status is not None:
+            parts.append(_TAIL)
+        else:
+            parts.append(_LOCAL_FLAGS)
+        return parts
     if status is not None:
-        code = status.status_code.value
         if code or status.description:
             parts.append(_field(15, _text(2, status.description or "")
                                 + (b"\x18" + _varint(code) if code else b"")))
@@ -219,7 +252,12 @@ def encode_span(span: ReadableSpan) -> bytes:
             parts.append(_UNSET_STATUS)
     parts.append(_LOCAL_FLAGS if parent is None or not parent.is_remote
                  else b"\x85\x01" + _fixed32(_flags(parent)))
-    return b"".join(parts)
+    return parts
+
+
+def encode_span(span: ReadableSpan) -> bytes:
+    """One span's ``Span`` message."""
+    return b"".join(_span_parts(span))
 
 
 def encode_resource(span: ReadableSpan) -> bytes:
@@ -245,16 +283,44 @@ def encode_request(spans: Sequence[ReadableSpan], resource: bytes | None = None,
     res = encode_resource(first) if resource is None else resource
     sc = encode_scope(first) if scope is None else scope
     schema = first.instrumentation_scope.schema_url if first.instrumentation_scope is not None else ""
-    key = (res, sc, schema or "", first.resource.schema_url or "")
-    envelope = _envelopes.get(key)
-    if envelope is None:  # the parts around the spans, the same for every request of a process
-        envelope = (_field(1, sc), _text(3, key[2]), _field(1, res), _text(3, key[3]))
-        if len(_envelopes) >= 64:
-            _envelopes.clear()
-        _envelopes[key] = envelope
-    scope_head, scope_tail, resource_head, resource_tail = envelope
-    scope_spans = scope_head + b"".join(_field(2, encode_span(s)) for s in spans) + scope_tail
-    return _field(1, resource_head + _field(2, scope_spans) + resource_tail)
+    return Envelope(res, sc, schema or "", first.resource.schema_url or "").request(spans)
 
 
-_envelopes: dict[tuple[bytes, bytes, str, str], tuple[bytes, bytes, bytes, bytes]] = {}
+class Envelope:
+    """The parts of a request around its spans (resource, scope, schema URLs), encoded once:
+    :meth:`request` then costs the spans' own encoding and one join."""
+
+    __slots__ = ("scope_head", "scope_tail", "resource_head", "resource_tail")
+
+    def __init__(self, resource: bytes, scope: bytes, scope_schema: str = "",
+                 resource_schema: str = "") -> None:
+        self.scope_head = _field(1, scope)
+        self.scope_tail = _text(3, scope_schema)
+        self.resource_head = _field(1, resource)
+        self.resource_tail = _text(3, resource_schema)
+
+    @classmethod
+    def of(cls, span: ReadableSpan) -> Envelope:
+        """The envelope of requests carrying this span's resource and scope."""
+        scope = span.instrumentation_scope
+        return cls(encode_resource(span), encode_scope(span), (scope.schema_url if scope else "") or "",
+                   span.resource.schema_url or "")
+
+    def request(self, spans: Sequence[ReadableSpan]) -> bytes:
+        """An ``ExportTraceServiceRequest`` of these spans, in one join (lengths computed, not
+        nested messages concatenated)."""
+        parts: list[bytes] = []
+        body = 0
+        for s in spans:
+            sp = _span_parts(s)
+            n = sum(map(len, sp))
+            head = b"\x12" + _varint(n)  # ScopeSpans.spans (field 2)
+            parts.append(head)
+            parts += sp
+            body += len(head) + n
+        scope_spans = len(self.scope_head) + body + len(self.scope_tail)
+        ss_head = b"\x12" + _varint(scope_spans)  # ResourceSpans.scope_spans (field 2)
+        resource_spans = (len(self.resource_head) + len(ss_head) + scope_spans
+                          + len(self.resource_tail))
+        return b"".join((b"\x0a", _varint(resource_spans), self.resource_head, ss_head,
+                         self.scope_head, *parts, self.scope_tail, self.resource_tail))

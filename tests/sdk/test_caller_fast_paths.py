@@ -1,0 +1,143 @@
+"""The caller-side fast paths of a run give exactly what the general code gives: a request encoded
+in one join parses as the OTel exporter's, one record appended with ``append_one`` is the record
+``append`` writes, scalar fingerprints and one-value sketches match the general encoders, and a
+hand-built run versions an input file once, when it is added."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
+from sdk_helpers import attr, runs
+
+import mltrace_otel as mltrace
+from mltrace_otel import conventions as C
+from mltrace_otel import spool
+from mltrace_otel.sdk import files, fingerprints, stats
+from mltrace_otel.sdk.spans import to_ns
+from mltrace_otel.sdk.wire import Envelope, encode_request
+
+
+def _varied_spans() -> list:
+    mem = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "s", "k": [1, 2]}),
+                              span_limits=SpanLimits(max_events=2, max_links=1, max_span_attributes=5))
+    provider.add_span_processor(SimpleSpanProcessor(mem))
+    tracer = provider.get_tracer("scope", "2.0", schema_url="https://example.com/x")
+    remote = SpanContext(trace_id=11, span_id=12, is_remote=True, trace_flags=TraceFlags(1),
+                         trace_state=TraceState([("a", "1"), ("b", "2")]))
+    with tracer.start_as_current_span("root", kind=SpanKind.SERVER, attributes={"x": 1}) as root:
+        links = [Link(root.get_span_context(), {"io": "a"}), Link(remote, {"io": "b"})]  # one dropped
+        with tracer.start_as_current_span("run", links=links, attributes={str(i): i for i in range(8)}) as s:
+            for i in range(3):  # one event dropped
+                s.add_event(f"e{i}", {"n": i, "f": -0.0, "b": True})
+            s.set_status(Status(StatusCode.ERROR, "boom"))
+        with tracer.start_as_current_span("ok", kind=SpanKind.CLIENT) as ok:
+            ok.set_status(Status(StatusCode.OK))
+    with tracer.start_as_current_span("remote child", context=set_span_in_context(NonRecordingSpan(remote))):
+        pass
+    with tracer.start_as_current_span("plain"):
+        pass
+    return list(mem.get_finished_spans())
+
+
+def test_a_request_in_one_join_parses_as_the_exporters_for_every_span_shape():
+    spans_ = _varied_spans()
+    env = Envelope.of(spans_[0])
+    for span in spans_:
+        for _ in range(2):  # the second time from the caches
+            got = ExportTraceServiceRequest.FromString(env.request((span,)))
+            assert got == encode_spans([span]), span.name
+            assert encode_request([span]) == env.request((span,))
+    both = ExportTraceServiceRequest.FromString(env.request(spans_))
+    assert both == encode_spans(spans_)
+
+
+def test_append_one_writes_the_record_append_writes(tmp_path: Path):
+    payload = bytes(random.Random(3).randbytes(900))
+    seq = spool.next_seq(0)
+    a, b = spool.SegmentWriter(tmp_path / "a"), spool.SegmentWriter(tmp_path / "b")
+    a.append([spool.Entry(seq, 2, payload), spool.Entry(seq + 1, 1, b"x")])
+    b.append_one(seq, 2, payload)
+    b.append_one(seq + 1, 1, b"x")
+    (pa,), (pb,) = a.detach(), b.detach()
+    assert pa.read_bytes() == pb.read_bytes()
+    records, corrupt, _ = spool.scan(pb)
+    assert corrupt == 0 and [(r.seq, r.spans, r.length) for r in records] == [(seq, 2, 900), (seq + 1, 1, 1)]
+
+
+def test_scalar_fingerprints_are_the_general_encoders():
+    for v in ["", "a,b\n1,2\n", "h\u00e9llo \ud800", "x" * 100_000, 3.0, -0.0, math.inf, math.nan, 1e-300]:
+        enc = fingerprints._Encoder()
+        enc.feed(v, 0)
+        assert fingerprints.fingerprint(v) == enc.h.hexdigest(), repr(v)[:40]
+
+
+def test_one_value_and_small_list_summaries_are_the_sketchs():
+    rng = random.Random(5)
+    for _ in range(300):
+        x = rng.choice([0.0, -0.0, 1e-12, rng.uniform(-1e9, 1e9), rng.expovariate(1)])
+        s = stats.Sketch()
+        s.add(x)
+        assert stats._summaries(x)[0][1][C.STATS_SKETCH] == s.to_json()
+        xs = [rng.choice([rng.uniform(-5, 5), 0.0, math.nan, 7, True]) for _ in range(rng.randint(1, 32))]
+        finite = [float(v) for v in xs if math.isfinite(v)]
+        (_, attrs), = stats._summaries(xs)
+        assert attrs[C.STATS_COUNT] == len(xs) and attrs[C.STATS_NULLS] == len(xs) - len(finite)
+        assert attrs[C.STATS_SKETCH] == stats.sketch_of(finite).to_json()
+        ref = stats.Sketch()
+        for v in finite:
+            ref.add(v)
+        assert (ref.pos, ref.neg, ref.zeros) == (stats.sketch_of(xs).pos, stats.sketch_of(xs).neg,
+                                                  stats.sketch_of(xs).zeros)
+
+
+def test_to_ns_is_exact_for_every_datetime():
+    utc = timezone.utc
+    for ts in [datetime(1900, 1, 1), datetime(1969, 12, 31, 23, 59, 59, 999_999), datetime.max,
+               datetime.min, datetime(2262, 4, 12, tzinfo=utc), datetime.now(),
+               datetime.now(timezone(timedelta(hours=-5, minutes=-30)))]:
+        aware = ts if ts.tzinfo else ts.replace(tzinfo=utc)
+        epoch = datetime(1970, 1, 1, tzinfo=utc)
+        assert to_ns(ts) == ((aware - epoch) // timedelta(microseconds=1)) * 1000
+
+
+def test_an_added_input_is_versioned_once_when_added(spans, tmp_path, monkeypatch):
+    """add_input(s) takes a file's version then (the file may be rewritten before the run is
+    logged); log_component_run does not look again, and versions inputs given otherwise."""
+    monkeypatch.chdir(tmp_path)
+    Path("in.csv").write_text("old\n")
+    old = files.file_version("in.csv")
+    cr = mltrace.ComponentRun("manual", inputs=["given.csv"])
+    cr.set_start_timestamp()
+    cr.add_input("given.csv")  # already there: its pointer stays, versioned when logged
+    cr.add_input("in.csv")
+    cr.add_inputs(["later.csv"])  # no such file when added
+    Path("in.csv").write_text("new, and read\n")
+    Path("later.csv").write_text("appeared\n")
+    Path("given.csv").write_text("given\n")  # named at construction: versioned when logged
+    cr.set_end_timestamp()
+    mltrace.log_component_run(cr)
+    (run,) = runs(spans)
+    versions = dict(zip(attr(run, C.RUN_INPUTS), attr(run, C.RUN_INPUT_VERSIONS), strict=True))
+    assert versions == {"given.csv": files.file_version("given.csv"), "in.csv": old, "later.csv": ""}
+    assert old and versions["given.csv"]
