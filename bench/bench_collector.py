@@ -1,6 +1,7 @@
 """Benchmark: sustained OTLP/HTTP protobuf ingest through the collector into the embedded store.
 
-    python bench/bench_collector.py [--seconds 60] [--senders 4] [--spans 512]
+    python bench/bench_collector.py [--seconds 60] [--senders 4] [--spans 512] [--runs 3]
+        [--env JE_MALLOC_CONF=...] [--no-baseline]
 
 What it measures, in one run on this machine:
 
@@ -18,6 +19,11 @@ What it measures, in one run on this machine:
    Retry-After, as OTel exporters do.
 3. peak RSS (VmHWM) of the collector process.
 
+``--runs N`` repeats step 2 (a fresh collector and store each time) and prints the median rate
+and the highest peak RSS: the machine's load moves single runs by several thousand spans/s.
+``--env NAME=VALUE`` sets a variable for the collector process only (a trade-off curve over
+``MLTRACE_INDEX_SPANS``, or the engine allocator's ``JE_MALLOC_CONF``).
+
 Prints spans/s, the ratio collector / bulk insert, and writes bench/results/collector.json.
 Spans look like mltrace runs: 9 attributes (4 string arrays), one resource with service.name.
 """
@@ -31,6 +37,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -183,13 +190,15 @@ class _RssSampler:
 
 
 def collector_run(senders: int, spans: int, warmup: float, seconds: float, connections: int = 1,
-                  native: bool = True, ack: str = "journaled") -> dict:
-    """Start the collector subprocess, load it, measure; stop it with SIGTERM."""
+                  native: bool = True, ack: str = "journaled",
+                  extra_env: dict[str, str] | None = None) -> dict:
+    """Start the collector subprocess (with ``extra_env`` on top of the bench's environment),
+    load it, measure; stop it with SIGTERM."""
     port, gport = _free_port(), _free_port()
     with tempfile.TemporaryDirectory() as d:
         env = {**os.environ, "MLTRACE_DIR": d, "MLTRACE_OTLP_HTTP_PORT": str(port),
                "MLTRACE_OTLP_GRPC_PORT": str(gport), "MLTRACE_NATIVE_INGEST": str(native).lower(),
-               "MLTRACE_ACK": ack}
+               "MLTRACE_ACK": ack, **(extra_env or {})}
         proc = subprocess.Popen([sys.executable, "-m", "mltrace_otel.collector"], env=env, cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
@@ -297,33 +306,11 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=60.0,
-                    help="the measuring window; spans become queryable in index groups of ~48,000, "
-                         "so a 20 s window moves the indexed rate by up to ~2,400 spans/s")
-    ap.add_argument("--warmup", type=float, default=3.0)
-    ap.add_argument("--senders", type=int, default=4)
-    ap.add_argument("--spans", type=int, default=512)
-    ap.add_argument("--connections", type=int, default=1,
-                    help="requests each sender keeps in flight (1 = a synchronous OTel exporter)")
-    ap.add_argument("--baseline-rows", type=int, default=51_200)
-    ap.add_argument("--ack", choices=("journaled", "indexed"), default="journaled",
-                    help="when the collector answers (MLTRACE_ACK; journaled is the embedded default)")
-    ap.add_argument("--python-render", action="store_true",
-                    help="the collector renders rows in Python (MLTRACE_NATIVE_INGEST=false)")
-    args = ap.parse_args()
-    base = baseline(args.spans, args.baseline_rows)
-    run = collector_run(args.senders, args.spans, args.warmup, args.seconds, args.connections,
-                        native=not args.python_render, ack=args.ack)
-    ratio = run["spans_per_s"] / base["bulk_insert_spans_per_s"]
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    print(f"bulk insert of pre-built rows:      {base['bulk_insert_spans_per_s']:>9,.0f} spans/s")
-    print(f"rendering rows (rows_from_otlp):    {base['render_spans_per_s']:>9,.0f} spans/s")
-    print(f"Store.insert_otlp, one thread:      {base['insert_otlp_spans_per_s']:>9,.0f} spans/s")
-    print(f"ingest: {'Python renderer' if args.python_render else 'native (ClickHouse parses and renders)'}")
+def _report(run: dict, args: argparse.Namespace, ratio: float | None) -> None:
+    """Print one collector run."""
+    vs = "" if ratio is None else f" ({ratio:.2f}x the bulk insert)"
     print(f"collector, {args.senders} senders x {args.connections} in flight x {args.spans} spans/request: "
-          f"{run['spans_per_s']:>9,.0f} spans/s sustained ({ratio:.2f}x the bulk insert)")
+          f"{run['spans_per_s']:>9,.0f} spans/s sustained{vs}")
     if run["journaled_ack"]:
         print(f"  journaled acknowledgement: {run['acked_spans_per_s']:,.0f} spans/s acknowledged, "
               f"{run['indexed_spans_per_s']:,.0f} spans/s indexed; everything acknowledged was "
@@ -334,8 +321,6 @@ def main() -> int:
         print("  indexed acknowledgement: every acknowledged span was queryable when acknowledged")
     print(f"collector batches: {run['mean_batch_rows']:,.0f} rows on average, "
           f"{run['mean_insert_ms']:.0f} ms per insert")
-    print(f"peak RSS of the baseline process (chDB + {base['rows']:,} rendered rows): "
-          f"{base['bench_process_peak_rss_mb']:.0f} MiB")
     print(f"collector peak RSS {run['peak_rss_mb']:.0f} MiB, CPU {run['collector_cpu_s_per_s']:.2f} cores, "
           f"429/503 answers {run['refused_429_503']}, SIGTERM exit code {run['exit_code']}")
     m = run["rss"]
@@ -344,10 +329,69 @@ def main() -> int:
           f"{m['anon_at_max_mb']:.0f} + file-backed {m['file_at_max_mb']:.0f}, mostly chDB's code)")
     print(f"collector CPU per span: {run['cpu_us_per_span']:.0f} us; by thread (s): " + ", ".join(
         f"{k} {v:.1f}" for k, v in list(run["cpu_s_by_thread"].items())[:6]))
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0,
+                    help="the measuring window; spans become queryable one index group at a time, "
+                         "so a short window moves the indexed rate by a group's worth")
+    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--senders", type=int, default=4)
+    ap.add_argument("--spans", type=int, default=512)
+    ap.add_argument("--connections", type=int, default=1,
+                    help="requests each sender keeps in flight (1 = a synchronous OTel exporter)")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="collector runs, each on a fresh store; prints the median rate and the "
+                         "highest peak RSS")
+    ap.add_argument("--env", type=_env_pair, action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable for the collector process only (repeatable)")
+    ap.add_argument("--baseline-rows", type=int, default=51_200)
+    ap.add_argument("--no-baseline", action="store_true", help="skip the bulk-insert baseline")
+    ap.add_argument("--ack", choices=("journaled", "indexed"), default="journaled",
+                    help="when the collector answers (MLTRACE_ACK; journaled is the embedded default)")
+    ap.add_argument("--python-render", action="store_true",
+                    help="the collector renders rows in Python (MLTRACE_NATIVE_INGEST=false)")
+    args = ap.parse_args()
+    base = None if args.no_baseline else baseline(args.spans, args.baseline_rows)
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    if base is not None:
+        print(f"bulk insert of pre-built rows:      {base['bulk_insert_spans_per_s']:>9,.0f} spans/s")
+        print(f"rendering rows (rows_from_otlp):    {base['render_spans_per_s']:>9,.0f} spans/s")
+        print(f"Store.insert_otlp, one thread:      {base['insert_otlp_spans_per_s']:>9,.0f} spans/s")
+        print(f"peak RSS of the baseline process (chDB + {base['rows']:,} rendered rows): "
+              f"{base['bench_process_peak_rss_mb']:.0f} MiB")
+    print(f"ingest: {'Python renderer' if args.python_render else 'native (ClickHouse parses and renders)'}"
+          + "".join(f", {k}={v}" for k, v in args.env))
+    runs = []
+    for k in range(max(1, args.runs)):
+        run = collector_run(args.senders, args.spans, args.warmup, args.seconds, args.connections,
+                            native=not args.python_render, ack=args.ack, extra_env=dict(args.env))
+        run["load_average"] = os.getloadavg()[0]
+        runs.append(run)
+        if args.runs > 1:
+            print(f"--- run {k + 1} of {args.runs} (load average {run['load_average']:.1f})")
+        _report(run, args, base and run["spans_per_s"] / base["bulk_insert_spans_per_s"])
+    median = statistics.median(r["spans_per_s"] for r in runs)
+    peak = max(r["peak_rss_mb"] for r in runs)
+    if len(runs) > 1:
+        print(f"over {len(runs)} runs: median {median:,.0f} spans/s sustained (each: "
+              + ", ".join(f"{r['spans_per_s']:,.0f}" for r in runs)
+              + f"); peak RSS at most {peak:,.0f} MiB (each: "
+              + ", ".join(f"{r['peak_rss_mb']:,.0f}" for r in runs) + ")")
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
-    (results / "collector.json").write_text(json.dumps({"args": vars(args), "baseline": base,
-                                                        "collector": run, "ratio": ratio}, indent=2))
+    ratio = base and median / base["bulk_insert_spans_per_s"]
+    (results / "collector.json").write_text(json.dumps({
+        "args": vars(args), "baseline": base, "collector": runs[-1] if len(runs) == 1 else runs,
+        "median_spans_per_s": median, "peak_rss_mb": peak, "ratio": ratio}, indent=2))
     return 0
 
 
