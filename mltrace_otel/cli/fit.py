@@ -202,8 +202,13 @@ def layout(cell: Cell, width: int, shorten: bool = True) -> Text:
                 cur = [(extra[0][0].lstrip(), extra[0][1]), *extra[1:]]
                 cur_w = sum(cell_len(t) for t, _ in cur)
         out.append(cur)
-    text = Text(no_wrap=True, overflow="crop")
-    for n, pieces in enumerate(out):
+    return _lines_text(out, "crop")
+
+
+def _lines_text(lines: list[list[tuple[str, str | None]]], overflow: str) -> Text:
+    """Styled pieces, one list per line, as one non-wrapping Text."""
+    text = Text(no_wrap=True, overflow=overflow)  # type: ignore[arg-type]
+    for n, pieces in enumerate(lines):
         if n:
             text.append("\n")
         for t, style in pieces:
@@ -264,13 +269,7 @@ def fit_pieces(pieces: Sequence[Piece], width: int) -> Text:
             parts, w = [(cut[-1], parts[0][1])], cell_len(cut[-1])
         lines[-1] += parts
         used = w
-    out = Text(no_wrap=True, overflow="ellipsis")
-    for n, line in enumerate(lines):
-        if n:
-            out.append("\n")
-        for t, style in line:
-            out.append(t, style=style or "")
-    return out
+    return _lines_text(lines, "ellipsis")
 
 
 def table_overhead(columns: int) -> int:
