@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rich.cells import cell_len
+from rich.console import OverflowMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -205,9 +206,9 @@ def layout(cell: Cell, width: int, shorten: bool = True) -> Text:
     return _lines_text(out, "crop")
 
 
-def _lines_text(lines: list[list[tuple[str, str | None]]], overflow: str) -> Text:
+def _lines_text(lines: list[list[tuple[str, str | None]]], overflow: OverflowMethod) -> Text:
     """Styled pieces, one list per line, as one non-wrapping Text."""
-    text = Text(no_wrap=True, overflow=overflow)  # type: ignore[arg-type]
+    text = Text(no_wrap=True, overflow=overflow)
     for n, pieces in enumerate(lines):
         if n:
             text.append("\n")
