@@ -76,6 +76,10 @@ def _main(
     ctx.obj = Settings.from_env(store_url=store, server_url=server)
 
 
+_SINCE_HELP = "Started at or after (2026-11-01, 7d; local time unless a zone is given)."
+_UNTIL_HELP = "Started at or before (2026-11-28T12:00, 1h; local time unless a zone is given)."
+
+
 # --- runs ------------------------------------------------------------------------------------
 @app.command(cls=MltraceCommand)
 def recent(
@@ -92,9 +96,9 @@ def recent(
                                            help="Only runs tagged TAG when they ran, or whose component "
                                                 "has it now."),
     since: Optional[str] = typer.Option(None, "--since", metavar="WHEN",
-                                        help="Started at or after (2026-11-01, 7d)."),
+                                        help=_SINCE_HELP),
     until: Optional[str] = typer.Option(None, "--until", metavar="WHEN",
-                                        help="Started at or before (2026-11-28T12:00, 1h)."),
+                                        help=_UNTIL_HELP),
     as_json: bool = JsonOpt,
 ) -> None:
     """The newest runs, newest first; the filters search every run in the store."""
@@ -126,10 +130,14 @@ def recent(
     if page.more:
         import shlex
 
+        root = ctx.find_root().params  # the same store or server, so the line runs as printed
+        where_from = "".join(f" --{k} {shlex.quote(mask_url(root[k]))}"
+                             for k in ("store", "server", "address") if root.get(k))
         given = (("-c", component), ("--status", status), ("--owner", owner), ("--tag", tag_name),
                  ("--since", since), ("--until", until))
         opts = "".join(f" {k} {shlex.quote(v)}" for k, v in given if v)
-        friendly(f"more: mltrace recent -n {n}{opts} --before {render.short_id(page.next_before)}")
+        nxt = render.short_id(page.next_before)
+        friendly(f"more: mltrace{where_from} recent -n {n}{opts} --before {nxt}", wrap=False)
 
 
 @app.command(cls=MltraceCommand)
@@ -138,9 +146,9 @@ def history(
     component: str = typer.Argument(..., metavar="COMPONENT", help="Component name."),
     n: int = typer.Option(10, "-n", "--limit", metavar="N", help="How many runs."),
     since: Optional[str] = typer.Option(None, "--since", metavar="WHEN",
-                                        help="Started at or after (2026-11-01, 7d)."),
+                                        help=_SINCE_HELP),
     until: Optional[str] = typer.Option(None, "--until", metavar="WHEN",
-                                        help="Started at or before (2026-11-28T12:00, 1h)."),
+                                        help=_UNTIL_HELP),
     as_json: bool = JsonOpt,
 ) -> None:
     """A component's runs, newest first."""

@@ -262,13 +262,14 @@ def emit_json(data: Any) -> None:
     typer.echo(json_safe(json.dumps(data, indent=2, ensure_ascii=False)))
 
 
-def friendly(message: str) -> None:
-    """Zero results: a friendly line, exit code 0 (user input in it is shown escaped)."""
+def friendly(message: str, *, wrap: bool = True) -> None:
+    """Zero results: a friendly line, exit code 0 (user input in it is shown escaped).
+    ``wrap=False``: one line whatever the terminal's width (a command to copy and run)."""
     from rich.text import Text
 
     from mltrace_otel.cli.render import clean
 
-    console().print(Text(clean(message), style="dim"))
+    console().print(Text(clean(message), style="dim"), soft_wrap=not wrap)
 
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.I)
@@ -283,17 +284,18 @@ def parse_when(option: str, value: str | None) -> datetime | None:
     """
     if value is None:
         return None
-    m = _RELATIVE.match(value)
-    if m:
-        return datetime.now(timezone.utc) - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2).lower()])
     try:
+        m = _RELATIVE.match(value)
+        if m:
+            age = timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2).lower()])
+            return datetime.now(timezone.utc) - age
         dt = datetime.fromisoformat(value.strip())
-    except ValueError:
+        if dt.tzinfo is None:
+            dt = dt.astimezone()  # local time
+        return dt.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # not a date, or out of datetime's range (year 1-9999)
         raise ConfigError(f"{option} {value!r} is not a date, time or age",
                           hint="use e.g. 2026-11-01, 2026-11-01T09:30, 12h or 7d") from None
-    if dt.tzinfo is None:
-        dt = dt.astimezone()  # local time
-    return dt.astimezone(timezone.utc)
 
 
 def positive(n: int) -> int:

@@ -69,10 +69,18 @@ class RunFilter:
 
     @classmethod
     def from_route(cls, route: Route) -> RunFilter:
-        """The filter a ``/recent`` URL names (unknown sort columns fall back on start)."""
+        """The filter a ``/recent`` URL names (unknown sort columns fall back on start).
+
+        Raises:
+            MltraceError: a status that is not one of :data:`STATUSES` (the CLI and the API
+                refuse it too, rather than showing every run as if it matched).
+        """
         sort = route.param("sort", "start")
-        status = route.param("status").lower()
-        return cls(status=status if status in STATUSES else "", component=route.param("component"),
+        status = route.param("status").strip().lower()
+        if status and status not in STATUSES:
+            raise MltraceError(f"status={route.param('status')!r} is not one of " + ", ".join(STATUSES),
+                               hint="pick a status in the filter above")
+        return cls(status=status, component=route.param("component"),
                    owner=route.param("owner"), tag=route.param("tag"), since=route.param("since"),
                    until=route.param("until"), sort=sort if sort in SORTS else "start",
                    desc=route.param("order", "desc") != "asc")

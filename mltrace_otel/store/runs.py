@@ -75,7 +75,9 @@ def bound_ns(dt: datetime | str | None, default: int) -> int:
                                hint="use e.g. 2026-01-31 or 2026-01-31T12:00:00") from None
     if dt.year <= 1 or dt.year >= 9999:  # datetime.min / datetime.max (mltrace's defaults)
         return default
-    return to_ns(dt)
+    # DateTime64(9) holds 1970 .. 2262-04-11 (Int64 ns): a bound outside it means "from the
+    # beginning" or "up to the end", never a wrapped-around number
+    return min(max(to_ns(dt), 0), 2**63 - 1)
 
 
 # --- run rows -----------------------------------------------------------------------------------

@@ -73,7 +73,9 @@ def test_the_more_line_pages_through_every_match_once(crowded) -> None:
         more = [line for line in out.splitlines() if line.startswith("more: ")]
         if not more:
             break
-        args = shlex.split(more[0].removeprefix("more: "))[1:]  # the command it prints, as typed
+        typed = shlex.split(more[0].removeprefix("more: "))[1:]  # the command it prints, as typed
+        assert typed[:2] == ["--store", s.resolved_store_url]  # the same store as this command's
+        args = typed[2:]
         assert args[:7] == ["recent", "-n", "200", "-c", "noise", "--status", "ok"]
     assert seen == ids["noise"]
 
@@ -93,3 +95,26 @@ def test_bad_filter_values_are_one_error_line(crowded) -> None:
     assert bad.exit_code == 1 and "error: --status 'broken' is not one of ok, failed, stale" in bad.stderr
     when = invoke(s, "recent", "--since", "last week")
     assert when.exit_code == 1 and "--since 'last week' is not a date" in when.stderr
+
+
+def test_the_more_line_is_one_line_at_80_columns(crowded) -> None:
+    """A command to copy and run: never wrapped, whatever the terminal's width."""
+    s, _ids_ = crowded
+    out = invoke(s, "recent", "-n", "2", "-c", "noise", "--owner", "ops", "--status", "ok",
+                 "--since", "2020-01-01", env={"COLUMNS": "80"}).stdout
+    (more,) = [line for line in out.splitlines() if line.startswith("more: ")]
+    assert len(more) > 80 and "--before " in more and "--since 2020-01-01" in more
+    assert "--store " in more
+
+
+def test_dates_beyond_the_stores_range_mean_everything_or_nothing(crowded) -> None:
+    """The store's times end in 2262 (nanoseconds in an Int64): a later --since matches nothing,
+    a later --until or an earlier --since everything; a date Python cannot hold is an error."""
+    s, ids = crowded
+    every = len(ids["noise"]) + 2
+    assert _ids(s, "--since", "2299-12-31") == []
+    assert len(_ids(s, "--until", "2300-01-01", "-n", "1000")) == every
+    assert len(_ids(s, "--since", "1600-01-01", "-n", "1000")) == every
+    for value in ("1000000d", "0001-01-01"):
+        bad = invoke(s, "recent", "--since", value)
+        assert bad.exit_code == 1 and f"--since '{value}' is not a date" in bad.stderr, value

@@ -55,6 +55,7 @@ def test_pages_show_what_the_store_holds(pages, filled):
     ("/inspect/ffffffffffff", "ffffffffffff"), ("/trace/no%2Fsuch%20output.csv", "no/such output.csv"),
     ("/history/heartbeat?since=yesterday", "since='yesterday' is not a date"),
     ("/recent?until=last%20week", "until='last week' is not a date"), ("/diff/ffffffffffff", "ffffffffffff"),
+    ("/recent?status=nonsense", "status='nonsense' is not one of ok, failed, stale"),
 ])
 def test_missing_things_are_error_panels(pages, url, message):
     out = pages.page(url)
@@ -133,4 +134,4 @@ def test_recent_filters_from_the_url(pages, ui_store, filled):
     assert run_ids("/recent?status=stale") == [r.id for r in every if r.stale][:20]
     assert set(run_ids("/recent?owner=ana&tag=wine")) == {
         r.id for r in every if r.owner == "ana" and "wine" in r.tags}
-    assert run_ids("/recent?status=nonsense&limit=3") == [r.id for r in every[:3]]  # ignored
+    assert run_ids("/recent?status=nonsense&limit=3") == []  # refused (an error panel below)

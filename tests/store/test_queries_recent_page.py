@@ -150,3 +150,17 @@ def test_bad_arguments(store, crowded):
     with pytest.raises(NotFound):
         store.recent_page(5, "ffffffffffffffff", owner="zed")
     assert store.recent_page(0, owner="zed").runs == ()
+
+
+def test_bounds_past_the_stores_range_do_not_wrap_around(store, crowded):
+    """DateTime64(9) ends in 2262: a later bound is the end, an earlier one the beginning (a
+    wrapped-around nanosecond count used to turn 'since 2299' into 'everything')."""
+    from datetime import datetime, timezone
+
+    ids, noise = crowded
+    assert store.recent_page(5, since="2299-12-31").runs == ()
+    assert store.history("target", 5, since="2299-12-31") == []
+    far = datetime(2300, 1, 1, tzinfo=timezone.utc)
+    assert [r.id for r in store.recent_page(2, until=far).runs] == noise[::-1][:2]
+    assert [r.id for r in store.history("target", 5, since=datetime(1600, 1, 1))] == [
+        ids["old_ok"], ids["old_failed"]]
