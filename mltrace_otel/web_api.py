@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -93,15 +94,22 @@ def _limit(args: Any, default: int | None) -> int | None:
     return n
 
 
+_SPACE_ZONE = re.compile(r"(?<=\d\d:\d\d) (\d\d:?\d\d)$")
+
+
 def _when(args: Any, name: str) -> datetime | None:
     raw = args.get(name)
     if raw in (None, ""):
         return None
+    text = raw.strip()
+    if _SPACE_ZONE.search(text):  # "+01:00" typed into a URL unencoded arrives as " 01:00"
+        text = _SPACE_ZONE.sub(r"+\1", text)
     try:
-        dt = datetime.fromisoformat(raw.strip())
+        dt = datetime.fromisoformat(text)
     except ValueError:
         raise ApiError(f"{name} {raw!r} is not an ISO 8601 date or time",
-                       hint="e.g. 2026-11-01 or 2026-11-01T09:30:00+00:00 (no zone: UTC)") from None
+                       hint="e.g. 2026-11-01, 2026-11-01T09:30:00Z or ...T09:30:00%2B01:00 "
+                            "(no zone: UTC)") from None
     return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 

@@ -124,6 +124,16 @@ def test_bad_filter_values_are_400(api: Api) -> None:
     assert status == 400 and "since 'last week' is not an ISO 8601 date" in data["error"]["message"]
 
 
+def test_a_zone_typed_into_the_url_unencoded_still_counts(api: Api) -> None:
+    """'+01:00' in a hand-typed URL arrives as ' 01:00' (a '+' is a space in a query string)."""
+    status, data, _h = api.get("/api/v1/recent?owner=zed&until=2026-01-01T01:00:30+01:00")
+    assert status == 200 and [r["id"] for r in data] == [api.ids["old"]]
+    status, data, _h = api.get("/api/v1/recent?owner=zed&until=2026-01-01T00:00:30+01:00")
+    assert status == 200 and data == []  # 23:00:30 UTC the day before: before the run
+    status, data, _h = api.get("/api/v1/recent", {"since": "2299-12-31"})
+    assert status == 200 and data == []  # past the store's range: nothing, not everything
+
+
 def test_openapi_documents_the_filters_and_the_link(api: Api) -> None:
     _status, doc, _h = api.get("/api/v1/openapi.json")
     op = doc["paths"]["/recent"]["get"]
@@ -156,4 +166,5 @@ def test_the_client_and_the_cli_through_server_get_the_stores_answers(api: Api) 
     assert [r["id"] for r in json.loads(cli("--owner", "zed", "--json"))] == [api.ids["old"]]
     assert [r["id"] for r in json.loads(cli("--owner", NASTY, "--json"))] == [api.ids["odd"]]
     shown = cli("-c", "noise", "-n", "2")
-    assert f"more: mltrace recent -n 2 -c noise --before {api.ids['noise'][1][:8]}" in shown
+    nxt = api.ids["noise"][1][:8]
+    assert f"more: mltrace --server {api.url} recent -n 2 -c noise --before {nxt}" in shown
