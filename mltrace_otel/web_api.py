@@ -94,7 +94,7 @@ def _limit(args: Any, default: int | None) -> int | None:
     return n
 
 
-_SPACE_ZONE = re.compile(r"(?<=\d\d:\d\d) (\d\d:?\d\d)$")
+_SPACE_ZONE = re.compile(r"^(.*\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d:?\d\d)$")
 
 
 def _when(args: Any, name: str) -> datetime | None:
@@ -103,14 +103,14 @@ def _when(args: Any, name: str) -> datetime | None:
         return None
     text = raw.strip()
     if _SPACE_ZONE.search(text):  # "+01:00" typed into a URL unencoded arrives as " 01:00"
-        text = _SPACE_ZONE.sub(r"+\1", text)
+        text = _SPACE_ZONE.sub(r"\1+\2", text)
     try:
         dt = datetime.fromisoformat(text)
-    except ValueError:
+        return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # not a date, or out of datetime's range in UTC
         raise ApiError(f"{name} {raw!r} is not an ISO 8601 date or time",
                        hint="e.g. 2026-11-01, 2026-11-01T09:30:00Z or ...T09:30:00%2B01:00 "
                             "(no zone: UTC)") from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
 def _required(args: Any, name: str) -> str:

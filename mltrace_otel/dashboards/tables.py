@@ -79,7 +79,7 @@ class RunFilter:
         status = route.param("status").strip().lower()
         if status and status not in STATUSES:
             raise MltraceError(f"status={route.param('status')!r} is not one of " + ", ".join(STATUSES),
-                               hint="pick a status in the filter above")
+                               hint="use ok, failed or stale, or no status")
         return cls(status=status, component=route.param("component"),
                    owner=route.param("owner"), tag=route.param("tag"), since=route.param("since"),
                    until=route.param("until"), sort=sort if sort in SORTS else "start",

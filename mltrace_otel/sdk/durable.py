@@ -101,7 +101,8 @@ class DurableProcessor(SpanProcessor):
         the parent's to deliver)."""
         self._pid = os.getpid()
         self._writer: spool.SegmentWriter | None = None
-        self._lock = threading.Lock()  # on_end takes it bare (a C call); waits go through _cond
+        # reentrant: COUNTERS.add may warn while it is held, and a warning hook may end a span
+        self._lock = threading.RLock()  # on_end takes it bare (a C call); waits go through _cond
         self._cond = threading.Condition(self._lock)
         self._cycle_lock = threading.Lock()
         self._pending: list[bytes] = []
@@ -120,7 +121,7 @@ class DurableProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         """Encode the span and append it to this process's segment (never raises)."""
-        start, end = span._start_time, span._end_time
+        start, end = getattr(span, "_start_time", None), getattr(span, "_end_time", None)
         if start is None or end is None or not MIN_TIME_NS <= start <= end <= MAX_TIME_NS:
             COUNTERS.add("dropped", 1, f"span {span.name!r} has times outside 1970-2262 "
                                        f"(start {span.start_time}, end {span.end_time} ns)")

@@ -133,13 +133,18 @@ _MAX_NS = 2**63 - 1
 def _page(store: Connection, name: str, text: str, params: dict[str, Any], limit: int,
           keep: Callable[[str, int], bool] | None = None) -> list[tuple[str, int]]:
     """(id, start ns) of an ordered page query, newest first, at most ``limit`` that ``keep``
-    accepts; over-fetches past duplicates (and rows ``keep`` drops) until full or done."""
+    accepts; over-fetches past duplicates (and rows ``keep`` drops) until full or done.
+
+    The query orders by start alone (a tie-break would stop the engine reading in order), so
+    runs sharing the start of the last row fetched may be cut arbitrarily: the page is final
+    only once its last run starts after that row (else it fetches more)."""
     n = max(limit, 1) * 2 + 8
     while True:
         rows = run_query(store, name, text, {**params, "n": n})
         page = sorted({(r[0], int(r[1])) for r in rows if keep is None or keep(r[0], int(r[1]))},
                       key=lambda x: (x[1], x[0]), reverse=True)
-        if len(page) >= limit or len(rows) < n or n > 10**7:
+        if len(rows) < n or n > 10**7 or (
+                len(page) >= limit and page[limit - 1][1] > min(int(r[1]) for r in rows)):
             return page[:limit]
         n *= 4
 
@@ -184,8 +189,9 @@ def _recent_rows(store: Connection, limit: int) -> tuple[list[str], dict[str, tu
                     break
                 found[run.id] = (run, ns)
         every = sorted(found, key=lambda i: (found[i][1], i), reverse=True)
-        if len(every) > limit or len(rows) < n or n > 10**7:
-            break
+        if len(rows) < n or n > 10**7 or (len(every) > limit and found[every[limit - 1]][1]
+                                          > run_from_json(rows[-1][0])[1]):
+            break  # (as _page: runs tied with the last row fetched may have been cut)
         n *= 4
     ids = every[:limit]
     if len(every) > limit:  # the page's oldest start is whole unless the next run shares it
@@ -364,17 +370,18 @@ def history(store: Connection, component: str, limit: int = 10, since: datetime 
     text = (HISTORY_ROWS.replace("{since}", _SINCE if params["since_ns"] != 0 else "")
             .replace("{until}", _UNTIL if params["until_ns"] != _MAX_NS else ""))
     n = int(limit) * 2 + 8
-    while True:
+    while True:  # as _page: final once the last run kept starts after the last row fetched
         rows = run_query(store, "history", text, {**params, "n": n})
-        found = {}
+        found: dict[str, tuple[Run, int]] = {}
         for (row,) in rows:
             run, ns = run_from_json(row)
             found[run.id] = (run, ns)
-        if len(found) >= limit or len(rows) < n:
+        ids = sorted(found, key=lambda i: (found[i][1], i), reverse=True)
+        if len(rows) < n or (len(ids) >= limit and found[ids[limit - 1]][1] > min(
+                ns for _run, ns in found.values())):
             break
         n *= 4
-    ids = sorted(found, key=lambda i: (found[i][1], i), reverse=True)[:limit]
-    return complete_runs(store, ids, found)
+    return complete_runs(store, ids[:limit], found)
 
 
 def count_runs(store: Connection) -> int:

@@ -164,3 +164,25 @@ def test_bounds_past_the_stores_range_do_not_wrap_around(store, crowded):
     assert [r.id for r in store.recent_page(2, until=far).runs] == noise[::-1][:2]
     assert [r.id for r in store.history("target", 5, since=datetime(1600, 1, 1))] == [
         ids["old_ok"], ids["old_failed"]]
+
+
+def test_many_runs_starting_at_the_same_instant_page_completely(store):
+    """A backfill logs many runs with one start time (ComponentRun(start_timestamp=...)). The
+    queries order by start alone and cut at a row count, so ties at the cut must not lose runs:
+    every page holds the next runs by (start, id), and paging reaches every run once."""
+    r = Runs()
+    tied = sorted((r.run("backfill", [], [f"b{i}"], at=5, owner="etl") for i in range(30)), reverse=True)
+    r.flush(store)
+    for ask in (lambda before: store.recent_page(2, before, owner="etl"),
+                lambda before: store.recent_page(2, before)):
+        seen, before = [], None
+        while True:
+            page = ask(before)
+            seen += [x.id for x in page.runs]
+            if not page.more:
+                break
+            before = page.next_before
+        assert seen == tied
+    assert [x.id for x in store.history("backfill", 3)] == tied[:3]
+    assert [x.id for x in store.recent(3)] == tied[:3]
+    assert [x.id for x in store.recent(4, tied[1])] == tied[2:6]
