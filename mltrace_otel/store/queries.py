@@ -176,29 +176,41 @@ LIMIT {n:UInt32}
 """
 
 
-def _recent_rows(store: Connection, limit: int) -> tuple[list[str], dict[str, tuple[Run, int]], int | None]:
-    """The newest ``limit`` runs (ids newest first, the runs by id) and ``since`` (see _page)."""
+def _newest_rows(store: Connection, name: str, text: str, params: dict[str, Any],
+                 limit: int) -> tuple[list[str], dict[str, tuple[Run, int]], bool]:
+    """Runs of a query for ``Row`` ordered by start alone, newest first, (ids by (start, id),
+    the runs by id, whether every row was fetched): at least ``limit`` + 1 runs when that many
+    exist. Rows are over-fetched (a run has one row per output, and duplicates until a merge)
+    until the ``limit``-th run starts after the last row fetched (as :func:`_page`: runs tied
+    with that row may have been cut)."""
     n = max(limit, 1) * 2 + 8
     while True:
-        rows = run_query(store, "recent", RECENT_ROWS, {"n": n})
+        rows = run_query(store, name, text, {**params, "n": n})
         found: dict[str, tuple[Run, int]] = {}
+        low = None  # the oldest start parsed
         for (row,) in rows:  # newest first: parse until past the first limit + 1 runs' start
             if json_id(row) not in found:
                 run, ns = run_from_json(row)
-                if len(found) > limit and ns < min(v[1] for v in found.values()):
+                if len(found) > limit and ns < low:
                     break
                 found[run.id] = (run, ns)
+                low = ns if low is None else min(low, ns)
         every = sorted(found, key=lambda i: (found[i][1], i), reverse=True)
         if len(rows) < n or n > 10**7 or (len(every) > limit and found[every[limit - 1]][1]
                                           > run_from_json(rows[-1][0])[1]):
-            break  # (as _page: runs tied with the last row fetched may have been cut)
+            return every, found, len(rows) < n
         n *= 4
+
+
+def _recent_rows(store: Connection, limit: int) -> tuple[list[str], dict[str, tuple[Run, int]], int | None]:
+    """The newest ``limit`` runs (ids newest first, the runs by id) and ``since`` (see _page)."""
+    every, found, whole = _newest_rows(store, "recent", RECENT_ROWS, {}, limit)
     ids = every[:limit]
     if len(every) > limit:  # the page's oldest start is whole unless the next run shares it
         boundary = found[ids[-1]][1]
         since: int | None = boundary + (found[every[limit]][1] >= boundary)
     else:
-        since = 0 if len(rows) < n else None
+        since = 0 if whole else None
     return ids, {i: found[i] for i in ids}, since
 
 
@@ -360,7 +372,8 @@ def history(store: Connection, component: str, limit: int = 10, since: datetime 
     """A component's runs, newest first, started within [since, until] (naive = UTC).
 
     Three queries: the runs (one read, repeated with a larger window in the rare case that
-    duplicate rows leave it short), their dependencies with notes and flags, staleness."""
+    duplicate or tied rows leave it short: :func:`_newest_rows`), their dependencies with notes
+    and flags, staleness."""
     if limit is None:
         limit = 1_000_000
     if limit <= 0:
@@ -369,19 +382,8 @@ def history(store: Connection, component: str, limit: int = 10, since: datetime 
               "until_ns": bound_ns(until, _MAX_NS)}
     text = (HISTORY_ROWS.replace("{since}", _SINCE if params["since_ns"] != 0 else "")
             .replace("{until}", _UNTIL if params["until_ns"] != _MAX_NS else ""))
-    n = int(limit) * 2 + 8
-    while True:  # as _page: final once the last run kept starts after the last row fetched
-        rows = run_query(store, "history", text, {**params, "n": n})
-        found: dict[str, tuple[Run, int]] = {}
-        for (row,) in rows:
-            run, ns = run_from_json(row)
-            found[run.id] = (run, ns)
-        ids = sorted(found, key=lambda i: (found[i][1], i), reverse=True)
-        if len(rows) < n or (len(ids) >= limit and found[ids[limit - 1]][1] > min(
-                ns for _run, ns in found.values())):
-            break
-        n *= 4
-    return complete_runs(store, ids[:limit], found)
+    every, found, _whole = _newest_rows(store, "history", text, params, int(limit))
+    return complete_runs(store, every[:limit], found)
 
 
 def count_runs(store: Connection) -> int:
