@@ -26,10 +26,9 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 
 from mltrace_otel import conventions as C
-from mltrace_otel.sdk import artifacts, export, files, spans
+from mltrace_otel.sdk import artifacts, files, spans
 from mltrace_otel.sdk.capture import call_capturing_locals, frame_locals
 from mltrace_otel.sdk.compat import check_extra_arguments
 from mltrace_otel.sdk.git import process_git_info
@@ -38,7 +37,6 @@ from mltrace_otel.sdk.testing import TestFailure, TestOutcome, run_tests
 
 _log = logging.getLogger("mltrace_otel.sdk")
 _AutoInputs = tuple[list[IOPointer], set[str]]
-_INTERNAL = SpanKind.INTERNAL
 _time_ns = time.time_ns
 _NO_VERSIONS: dict[str, str] = {}  # shared, never written: a run with no input file names
 _NO_OUTCOMES: list[TestOutcome] = []  # shared, never written: a run without beforeTests
@@ -279,8 +277,8 @@ class _Spec:
             attrs[C.CODE_SNAPSHOT] = self.snapshot
         if not self.io_at_end:
             attrs.update(spans.pointer_attributes(self.lit_inputs, self.lit_outputs))
-        self.attrs = attrs
-        return attrs
+        self.attrs = spans.clean(attrs)  # checked once here, put on every run's span as they are
+        return self.attrs
 
     # --- phases ------------------------------------------------------------------------------
     def start(self, args: tuple, kwargs: dict) -> tuple[Any, dict[str, str], _AutoInputs | None]:
@@ -294,9 +292,7 @@ class _Spec:
             pre, attrs = self.input_versions(args, kwargs, attrs)
         auto = self.auto_inputs(args, kwargs) if self.opts.auto_log else None
         links = spans.links_for(self.input_names) if self.input_names else None
-        span = export.tracer().start_span(self.name, kind=_INTERNAL, attributes=attrs, links=links,
-                                          start_time=_time_ns())
-        return span, pre, auto
+        return spans.start_run_span(self.name, attrs, links, _time_ns()), pre, auto
 
     def auto_inputs(self, args: tuple, kwargs: dict) -> _AutoInputs:
         """auto_log's input pointers (arguments, defaults included) and the argument names."""
@@ -330,7 +326,7 @@ class _Spec:
                 last = self.versioned_attrs  # unchanged files: the previous call's attributes
                 if last is not None and last[0] == versions and last[1] is attrs:
                     return pre, last[2]
-                new = {**attrs, C.RUN_INPUT_VERSIONS: versions}
+                new = {**attrs, C.RUN_INPUT_VERSIONS: tuple(versions)}
                 self.versioned_attrs = (versions, attrs, new)
                 attrs = new
         except Exception:  # noqa: BLE001 - telemetry never breaks the host program
@@ -434,7 +430,7 @@ class _Spec:
         versions = [version(p._name) for p in outputs]  # literal names carry no value
         if not any(versions):
             return outputs
-        span.set_attribute(C.RUN_OUTPUT_VERSIONS, versions)
+        spans.put(span, {C.RUN_OUTPUT_VERSIONS: tuple(versions)})
         return [IOPointer(p.name, "", p.pointer_type, p.flag, version=v)
                 for p, v in zip(outputs, versions, strict=True)]
 
@@ -450,7 +446,7 @@ class _Spec:
                     or failure is not None):
                 inputs = [with_file_version(p, pre) for p in spans.dedupe(inputs)]
                 outputs = [with_file_version(p) for p in spans.dedupe(outputs)]
-                span.set_attributes(spans.pointer_attributes(inputs, outputs))
+                spans.put(span, spans.pointer_attributes(inputs, outputs))
                 known = self.input_name_set
                 for link in spans.links_for([p._name for p in inputs if p._name not in known]):
                     span.add_link(link.context, link.attributes)

@@ -17,14 +17,11 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from opentelemetry.trace import SpanKind
-
 from mltrace_otel import conventions as C
-from mltrace_otel.sdk import export, spans
+from mltrace_otel.sdk import spans
 from mltrace_otel.sdk.exporters import MAX_TIME_NS, MIN_TIME_NS
 from mltrace_otel.sdk.pointers import IOPointer, PointerTypeEnum, with_file_version
 
-_INTERNAL = SpanKind.INTERNAL
 _ENDPOINT = PointerTypeEnum.ENDPOINT
 
 
@@ -320,17 +317,16 @@ def log_component_run(component_run: ComponentRun, set_dependencies_from_inputs:
     attrs[C.RUN_ENDPOINT] = any(p._type is _ENDPOINT for p in outputs)
     if cr._notes:
         attrs[C.RUN_NOTES] = str(cr._notes)
-    if cr._dependencies:
-        attrs[C.RUN_UPSTREAM] = list(cr._dependencies)
     if cr._git_hash:
         attrs[C.VCS_REVISION] = str(cr._git_hash)
     if cr._git_tags:
-        attrs[C.GIT_TAGS] = [str(t) for t in cr._git_tags]
+        attrs[C.GIT_TAGS] = tuple(str(t) for t in cr._git_tags)
     if cr._code_snapshot:
         attrs[C.CODE_SNAPSHOT] = spans.snapshot(cr._code_snapshot)
     links = spans.links_for([p._name for p in inputs]) if set_dependencies_from_inputs and inputs else None
-    span = export.tracer().start_span(cr._component_name, kind=_INTERNAL, attributes=attrs,
-                                      links=links, start_time=start)
+    span = spans.start_run_span(cr._component_name, attrs, links, start)
+    if cr._dependencies:  # the user's values: the SDK checks them
+        span.set_attribute(C.RUN_UPSTREAM, list(cr._dependencies))
     span.end(end_time=end)
     ctx = span.get_span_context()
     if outputs:

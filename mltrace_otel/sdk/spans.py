@@ -17,7 +17,9 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import Event
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
 from mltrace_otel import conventions as C
 from mltrace_otel.sdk import export
@@ -47,6 +49,63 @@ def _forget() -> None:
 
 
 export._reset_hooks.append(_forget)
+
+
+def clean(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Attributes in the form the OTel SDK stores them on a span (sequences as tuples; a value of
+    a type OTel does not allow dropped with the SDK's warning), by the SDK's own check. For
+    attributes computed once and put on many spans with :func:`put`."""
+    return dict(BoundedAttributes(None, attrs, immutable=False, max_value_len=None))
+
+
+def put(span: Span, attrs: Mapping[str, Any]) -> None:
+    """Set attributes that are already in the SDK's stored form on a span that has not ended.
+
+    Why not ``set_attributes``: the SDK checks each value it is given, about 1 µs an attribute,
+    which is most of what a bare span costs. mltrace's own attributes are checked once per
+    component (:func:`clean`) or built in the stored form (str tuples, str, int, bool), so they go
+    into the span's attribute map as the SDK would have left them; the span, its encoding and
+    what processors and exporters see are the same. A span that is not the SDK's, or that would
+    go over its attribute limit, gets ``set_attributes``."""
+    store = getattr(span, "_attributes", None)
+    d = getattr(store, "_dict", None)
+    limit = getattr(store, "maxlen", None)
+    if (d is None or getattr(span, "_end_time", 0) is not None
+            or (limit is not None and len(d) + len(attrs) > limit)):
+        span.set_attributes(attrs)
+        return
+    if d and not d.keys().isdisjoint(attrs):  # as the SDK does: a key set again moves to the end
+        for k in attrs:
+            d.pop(k, None)
+    d.update(attrs)
+
+
+def add_own_event(span: Span, name: str, attrs: Mapping[str, Any], timestamp: int | None = None) -> None:
+    """``span.add_event`` for an event of mltrace's own whose attributes are already in the SDK's
+    stored form (scalars: tests, output statistics): the same ``Event`` with the same immutable
+    attribute map, without the per-value check (:func:`put`). Other spans, or more attributes
+    than the event limit, go through ``add_event``."""
+    limits = getattr(span, "_limits", None)
+    add = getattr(span, "_add_event", None)  # the SDK's add_event after its check; refuses once ended
+    limit = getattr(limits, "max_event_attributes", None)
+    if limits is None or add is None or (limit is not None and len(attrs) > limit):
+        span.add_event(name, attrs, timestamp)
+        return
+    stored = BoundedAttributes(limit, None, immutable=False, max_value_len=limits.max_attribute_length)
+    d = getattr(stored, "_dict", None)
+    if d is None:
+        span.add_event(name, attrs, timestamp)
+        return
+    d.update(attrs)
+    stored._immutable = True
+    add(Event(name, stored, timestamp))
+
+
+def start_run_span(name: str, attrs: Mapping[str, Any], links: list[Link] | None, start: int) -> Span:
+    """The run's span, started at ``start`` (ns) with ``attrs`` (stored form: :func:`put`)."""
+    span = export.tracer().start_span(name, kind=SpanKind.INTERNAL, links=links, start_time=start)
+    put(span, attrs)
+    return span
 
 
 def links_for(names: Iterable[str]) -> list[Link]:
@@ -105,14 +164,15 @@ def has_value(p: IOPointer) -> bool:
 
 
 def pointer_attributes(inputs: list[IOPointer], outputs: list[IOPointer]) -> dict[str, Any]:
-    """The six parallel pointer attributes (names, versions, types of inputs and outputs)."""
+    """The six parallel pointer attributes (names, versions, types of inputs and outputs), as str
+    tuples (the form :func:`put` takes)."""
     i_names, i_versions, i_types = _columns(inputs)
     o_names, o_versions, o_types = _columns(outputs)
     return {C.RUN_INPUTS: i_names, C.RUN_INPUT_VERSIONS: i_versions, C.RUN_INPUT_TYPES: i_types,
             C.RUN_OUTPUTS: o_names, C.RUN_OUTPUT_VERSIONS: o_versions, C.RUN_OUTPUT_TYPES: o_types}
 
 
-def _columns(pointers: list[IOPointer]) -> tuple[list[str], list[str], list[str]]:
+def _columns(pointers: list[IOPointer]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """Names, versions and type strings of pointers (one pass)."""
     names: list[str] = []
     versions: list[str] = []
@@ -120,9 +180,9 @@ def _columns(pointers: list[IOPointer]) -> tuple[list[str], list[str], list[str]
     for p in pointers:
         names.append(p._name)
         v = p._version
-        versions.append(v if v is not None else p.version)
+        versions.append(v if type(v) is str else p.version if v is None else str(v))
         types.append(_TYPE_VALUE[p._type])
-    return names, versions, types
+    return tuple(names), tuple(versions), tuple(types)
 
 
 def component_attributes(name: str, owner: str = "", description: str = "",
@@ -133,7 +193,7 @@ def component_attributes(name: str, owner: str = "", description: str = "",
         attrs[C.COMPONENT_OWNER] = str(owner)
     if description:
         attrs[C.COMPONENT_DESCRIPTION] = str(description)
-    tags = [str(t) for t in tags or ()]
+    tags = tuple(str(t) for t in tags or ())
     if tags:
         attrs[C.COMPONENT_TAGS] = tags
     return attrs
@@ -153,9 +213,9 @@ def snapshot(source: str | bytes | None) -> str:
 
 def add_test_events(span: Span, outcomes: Iterable[TestOutcome]) -> None:
     for o in outcomes:
-        span.add_event(C.EVENT_TEST, {C.TEST_NAME: o.name, C.TEST_METHOD: o.method, C.TEST_PHASE: o.phase,
-                                      C.TEST_PASSED: o.passed, C.TEST_MESSAGE: o.message},
-                       timestamp=o.time_ns)
+        add_own_event(span, C.EVENT_TEST, {C.TEST_NAME: str(o.name), C.TEST_METHOD: str(o.method),
+                                           C.TEST_PHASE: str(o.phase), C.TEST_PASSED: bool(o.passed),
+                                           C.TEST_MESSAGE: str(o.message)}, o.time_ns)
 
 
 def add_stats_events(span: Span, values: Mapping[str, Any]) -> None:
@@ -166,8 +226,8 @@ def add_stats_events(span: Span, values: Mapping[str, Any]) -> None:
         global _stats
         if _stats is None:
             from mltrace_otel.sdk import stats as _stats
-        for attrs in _stats.output_events(values):
-            span.add_event(C.EVENT_OUTPUT_STATS, attrs)
+        for attrs in _stats.output_events(values):  # scalars only: stored as they are
+            add_own_event(span, C.EVENT_OUTPUT_STATS, attrs)
     except Exception as e:  # noqa: BLE001 - statistics never break a run
         _log.debug("mltrace: output statistics failed: %s", e)
 

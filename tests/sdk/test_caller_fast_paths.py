@@ -141,3 +141,110 @@ def test_an_added_input_is_versioned_once_when_added(spans, tmp_path, monkeypatc
     versions = dict(zip(attr(run, C.RUN_INPUTS), attr(run, C.RUN_INPUT_VERSIONS), strict=True))
     assert versions == {"given.csv": files.file_version("given.csv"), "in.csv": old, "later.csv": ""}
     assert old and versions["given.csv"]
+
+
+def _each_form(tmp_path: Path) -> None:
+    """One run of each documented form, with files, tags, notes, git tags and output statistics."""
+    (tmp_path / "raw.csv").write_text("a\n1\n")
+
+    class Positive(mltrace.Test):
+        def testPositive(self, ovalues: list) -> None:
+            assert ovalues[1] > 0
+
+    comp = mltrace.Component("forms", owner="me", description="d", tags=["t1", "t2"])
+    checked = mltrace.Component("checked", afterTests=[Positive])
+
+    @mltrace.register("literal", inputs=[str(tmp_path / "raw.csv")], outputs=["out.pq"])
+    def literal() -> None:
+        pass
+
+    @comp.run(input_vars=["raw"], output_vars=["out"])
+    def with_vars() -> None:
+        raw, out = str(tmp_path / "raw.csv"), "vars.pq"  # noqa: F841
+
+    @checked.run(input_kwargs={"names": "values"}, output_kwargs={"onames": "ovalues"})
+    def with_kwargs() -> None:
+        names, values = ["in.csv"], ["a,b\n"]  # noqa: F841
+        onames, ovalues = ["m.pkl", "s"], [[0.5, 1.5], 3.0]  # noqa: F841
+
+    literal()
+    with_vars()
+    with_kwargs()
+    cr = mltrace.ComponentRun("manual", notes="n", git_tags=["v1"], dependencies=["literal"])
+    cr.set_start_timestamp()
+    cr.add_inputs([str(tmp_path / "raw.csv"), "id-1"])
+    cr.add_outputs(["manual.pq"])
+    cr.set_end_timestamp()
+    mltrace.log_component_run(cr)
+
+
+def test_run_attributes_are_what_the_sdk_stores_when_given_them(spans, tmp_path):
+    """mltrace puts its own attributes on a run's span without the SDK's per-value check
+    (``spans.put``); every value must still be in the form the SDK itself stores (a sequence as a
+    tuple, never a list), so exporters, processors and the encoder see the same span. Given the
+    run's attributes, the SDK stores values equal to them and of the same types."""
+    _each_form(tmp_path)
+    recorded = runs(spans)
+    assert [s.name for s in recorded] == ["literal", "forms", "checked", "manual"]
+    tracer = TracerProvider().get_tracer("check")
+    for s in recorded:
+        given = dict(s.attributes)
+        stored = dict(tracer.start_span("x", attributes=given).attributes)
+        assert stored == given
+        assert {k: type(v) for k, v in stored.items()} == {k: type(v) for k, v in given.items()}, s.name
+        assert all(not isinstance(v, list) for v in given.values())
+        for ev in s.events:  # output statistics and test outcomes, put the same way
+            check = tracer.start_span("x")
+            check.add_event(ev.name, dict(ev.attributes))
+            (like,) = check.events
+            assert dict(like.attributes) == dict(ev.attributes), ev.name
+            assert [type(v) for v in like.attributes.values()] == [type(v) for v in ev.attributes.values()]
+            assert type(ev.attributes) is type(like.attributes) and ev.dropped_attributes == 0
+    names = [ev.name for ev in recorded[2].events]
+    assert names.count(C.EVENT_OUTPUT_STATS) == 2 and names.count(C.EVENT_TEST) == 1
+    manual = recorded[-1]
+    assert attr(manual, C.RUN_UPSTREAM) == ["literal"] and attr(manual, C.GIT_TAGS) == ["v1"]
+    assert attr(recorded[1], C.COMPONENT_TAGS) == ["t1", "t2"]
+
+
+def test_what_user_code_sets_on_the_run_span_is_kept_and_checked(spans):
+    """Inside a run, the current span is the run's: what the user sets on it is kept (one of
+    mltrace's own keys too: the user's value wins, as with set_attribute), and a value OTel does
+    not allow gets what the SDK's own check gives it on any span (dropped or replaced, by
+    version)."""
+    from opentelemetry import trace
+
+    bad = object()  # not an OTel attribute value
+
+    @mltrace.register("user", inputs=["a.csv"], outputs=["b.csv"])
+    def step() -> None:
+        span = trace.get_current_span()
+        span.set_attribute("team.metric", 0.25)
+        span.set_attribute(C.RUN_NOTES, "from the user")
+        span.set_attribute("team.bad", bad)
+
+    step()
+    (run,) = runs(spans)
+    plain = TracerProvider().get_tracer("check").start_span("plain")
+    plain.set_attribute("team.bad", bad)
+    assert run.attributes["team.metric"] == 0.25
+    assert run.attributes[C.RUN_NOTES] == "from the user"
+    assert ("team.bad" in run.attributes) == ("team.bad" in plain.attributes)
+    assert run.attributes.get("team.bad") == plain.attributes.get("team.bad")
+    assert attr(run, C.RUN_INPUTS) == ["a.csv"]
+
+
+def test_put_falls_back_to_the_sdk_for_other_spans_and_at_the_limit():
+    """A span that is not the SDK's, or one the attributes would take over its limit, gets
+    ``set_attributes`` (so the SDK's limit and its count of dropped attributes hold)."""
+    from mltrace_otel.sdk import spans as sdk_spans
+
+    tracer = TracerProvider(span_limits=SpanLimits(max_span_attributes=3)).get_tracer("t")
+    span = tracer.start_span("x", attributes={"a": 1})
+    sdk_spans.put(span, {"b": ("x",), "c": 2, "d": 3})
+    assert len(span.attributes) == 3 and span.dropped_attributes == 1
+    plain = NonRecordingSpan(SpanContext(1, 2, False))
+    sdk_spans.put(plain, {"b": 1})  # no error: a non-recording span ignores it
+    span.end()
+    sdk_spans.put(span, {"late": 1})  # ended: the SDK refuses with its own warning
+    assert "late" not in span.attributes
