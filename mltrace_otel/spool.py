@@ -41,7 +41,6 @@ Imports nothing from the project.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import re
 import secrets
@@ -311,31 +310,19 @@ class SegmentWriter:
             drain tell a dead writer's open segment from a live one's.
         fsync: make each append durable against power loss (the SDK's spool), not only against
             the process dying (the collector's journal).
-        mapped: bytes to reserve for each new segment and write through a shared memory map
-            (0: ``write`` each record). For many small records written on a caller's thread (the
-            SDK's run spans): a record is then one copy into the page cache, with no system call
-            and without letting go of the GIL, which a ``write`` does and which costs a busy
-            program more than the write itself. The blocks are reserved first
-            (``posix_fallocate``), so a full disk fails the segment's creation, not a later copy;
-            when they cannot be, the segment is written with ``write``. The unused rest is cut off
-            when the segment is closed; a writer killed before that leaves zero bytes after its
-            last record, which readers take as the end (:func:`scan`). Not with ``fsync``.
     """
 
     def __init__(self, directory: Path, writer: str | None = None, *, fsync: bool = False,
-                 seal_on_rotate: bool = True, mapped: int = 0) -> None:
+                 seal_on_rotate: bool = True) -> None:
         self.directory = directory
         self.writer = writer or f"{os.getpid()}-{secrets.token_hex(6)}"
         self.fsync = fsync
         self.seal_on_rotate = seal_on_rotate
-        self.mapped = 0 if fsync or not hasattr(os, "posix_fallocate") else mapped
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._path: Path | None = None
         self._slot: int | None = None
         self._size = 0  # of the open segment: only this writer appends to it (no lseek per append)
-        self._map: mmap.mmap | None = None  # the open segment's map (mapped > 0), _room bytes long
-        self._room = 0
         self._rotated: list[Path] = []  # closed, unsealed segments (seal_on_rotate=False)
 
     def append(self, entries: Sequence[Entry]) -> None:
@@ -366,32 +353,22 @@ class SegmentWriter:
             self._write(seq // SEGMENT_NS, seq, (head, payload), HEAD.size + n)
 
     def _write(self, slot: int, first_seq: int, chunks: Sequence[bytes], size: int) -> None:
-        if self._slot != slot or (self._map is not None and self._size + size > self._room):
+        if self._slot != slot:
             if self.seal_on_rotate:
                 self._seal()
             elif self._fd is not None:
-                self._close()
+                os.close(self._fd)
                 if self._path is not None:
                     self._rotated.append(self._path)
-                self._path, self._slot = None, None
+                self._fd, self._path, self._slot = None, None, None
             private_dir(self.directory)
             self._path = self.directory / f"{first_seq:020d}-{self.writer}{OPEN}"
-            self._fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
             self._slot = slot
             self._size = os.fstat(self._fd).st_size
-            if self.mapped and not self._size:
-                self._map_segment(max(self.mapped, size))
         fd = self._fd
         assert fd is not None
         start = self._size
-        mapped = self._map
-        if mapped is not None:  # room checked above: copies that cannot fail
-            for chunk in chunks:
-                end = start + len(chunk)
-                mapped[start:end] = chunk
-                start = end
-            self._size = start
-            return
         try:
             done = (_writev(fd, chunks) if len(chunks) > 1 and _writev is not None
                     else os.write(fd, chunks[0] if len(chunks) == 1 else b"".join(chunks)))
@@ -409,40 +386,6 @@ class SegmentWriter:
                 self._seal()
             raise
 
-    def reserved(self) -> int:
-        """Bytes reserved in the open segment and not yet written (counted in its file size)."""
-        return self._room - self._size if self._map is not None else 0
-
-    def _map_segment(self, room: int) -> None:
-        """Reserve ``room`` bytes of the new, empty open segment and map them; on any failure
-        (no room for that much, a file system without it) the segment is written with ``write``."""
-        fd = self._fd
-        assert fd is not None
-        try:
-            os.posix_fallocate(fd, 0, room)
-            self._map = mmap.mmap(fd, room)
-            self._room = room
-        except (OSError, ValueError) as e:
-            _log.debug("mltrace: cannot map queue segment %s (%s); writing it instead", self._path, e)
-            self._map = None
-            try:
-                os.ftruncate(fd, 0)
-            except OSError:
-                pass
-
-    def _close(self) -> None:
-        """Close the open segment's file (its map first, cutting the unused reserved bytes off)."""
-        fd, mapped = self._fd, self._map
-        self._fd, self._map = None, None
-        if fd is None:
-            return
-        try:
-            if mapped is not None:
-                mapped.close()
-                os.ftruncate(fd, self._size)
-        finally:
-            os.close(fd)
-
     def seal(self) -> None:
         """Close the open segment and mark it complete (readers may now take it whole)."""
         with self._lock:
@@ -455,19 +398,20 @@ class SegmentWriter:
         segment. A live writer's ``.open`` segments are never taken by a drain, so nothing else
         touches them meanwhile."""
         with self._lock:
-            path = self._path
-            self._path, self._slot = None, None
-            self._close()
+            fd, path = self._fd, self._path
+            self._fd, self._path, self._slot = None, None, None
+            if fd is not None:
+                os.close(fd)
             paths, self._rotated = self._rotated, []
             return paths + ([path] if path is not None else [])
 
     def _seal(self) -> None:
         if self._fd is None:
             return
-        path = self._path
-        self._path, self._slot = None, None
+        fd, path = self._fd, self._path
+        self._fd, self._path, self._slot = None, None, None
         try:
-            self._close()
+            os.close(fd)
             if path is not None:
                 seal_path(path, self.fsync)
         except OSError as e:  # a dead writer's .open segment is drained all the same

@@ -4,10 +4,10 @@ decorated call returns, and is delivered from there.
 :class:`DurableProcessor` is the SDK's span processor for the OTLP and spool destinations. Its
 ``on_end`` runs inside the decorated call (the SDK ends the run's span before returning):
 it encodes the span (:mod:`.wire`) and appends it to a segment of this process's own in the
-spool directory (:mod:`mltrace_otel.spool`: one copy into a reserved, memory-mapped segment; no
-fsync: the page cache outlives the process, so SIGTERM, SIGINT, kill -9, ``os._exit`` and an
-exception all leave the run on disk; a power cut may not). A background thread then, every
-``delay_s`` (``OTEL_BSP_SCHEDULE_DELAY``) or once ``batch`` spans are waiting:
+spool directory (:mod:`mltrace_otel.spool`, one ``write``; no fsync: the page cache outlives
+the process, so SIGTERM, SIGINT, kill -9, ``os._exit`` and an exception all leave the run on
+disk; a power cut may not). A background thread then, every ``delay_s`` (``OTEL_BSP_SCHEDULE_DELAY``)
+or once ``batch`` spans are waiting:
 
 - with an OTLP endpoint: sends the segment's requests as they are (:mod:`mltrace_otel.otlp_send`)
   and deletes the segment once they are accepted; when the endpoint fails, seals the segment
@@ -58,9 +58,6 @@ MAX_SEND_BYTES = 2 * 1024 * 1024
 """Requests are joined into one OTLP export up to this size."""
 SEND_TRIES = 5
 """Tries of an export a busy endpoint answers with 429/503 before its runs stay in the spool."""
-SEGMENT_BYTES = 1 << 20
-"""Reserved and mapped for each spool segment this process writes (``SegmentWriter(mapped=)``):
-a delivery cycle's runs (512 by default) of 2 KiB each fit in one."""
 LEFTOVERS_EVERY_S = 60.0
 """How often (at most) an SDK with an OTLP endpoint looks for segments dead processes left."""
 
@@ -156,8 +153,7 @@ class DurableProcessor(SpanProcessor):
             try:
                 if self._writer is None:
                     spool.secure_home(self.settings.mltrace_dir)
-                    self._writer = spool.SegmentWriter(self.directory, seal_on_rotate=False,
-                                                       mapped=SEGMENT_BYTES)
+                    self._writer = spool.SegmentWriter(self.directory, seal_on_rotate=False)
                 seq = _time_ns()  # spool.next_seq(), inlined
                 if seq <= self._last_seq:
                     seq = self._last_seq + 1
@@ -184,8 +180,7 @@ class DurableProcessor(SpanProcessor):
         """Whether the spool stays under MLTRACE_SPOOL_MAX_MB (its size read every 10 s)."""
         now = time.monotonic()
         if self._spool_bytes is None or now - self._spool_checked > 10:
-            reserved = self._writer.reserved() if self._writer is not None else 0  # not runs
-            self._spool_bytes, self._spool_checked = spool.size_bytes(self.directory) - reserved, now
+            self._spool_bytes, self._spool_checked = spool.size_bytes(self.directory), now
         if self._spool_bytes + n > self._cap:
             COUNTERS.add("dropped", 1, f"spool {self.directory} is over MLTRACE_SPOOL_MAX_MB="
                                        f"{self.settings.spool_max_mb}")
