@@ -33,7 +33,9 @@ pipelines. Overhead = per call, minus the undecorated function's, median over th
                                             # span, the form's own work and the durable append,
                                             # each measured in place (the SDK's destination vs
                                             # MLTRACE_EXPORT=none; the bare span with and
-                                            # without its BatchSpanProcessor)
+                                            # without its BatchSpanProcessor), and what the
+                                            # delivery thread working meanwhile costs the caller
+                                            # (vs the same destination with it idle)
 
 The last lines time the durable append on its own (encode one run's request, append one record):
 inside a run the same work costs more (the caller's caches hold the rest of the run), which is
@@ -316,6 +318,10 @@ def breakdown(forms: dict[str, Callable[[], object]], spans: dict[str, ReadableS
     BatchSpanProcessor and with none (the difference is what the stock processor costs)."""
     real = Settings.from_env({}, mltrace_dir=tmp).replace(otlp_traces_endpoint=url + SDK_PATH)
     none = Settings.from_env({}, mltrace_dir=tmp).replace(export="none")
+    # the same destination with the delivery thread idle while the calls are timed (it delivers
+    # at the flush after them): what delivering meanwhile costs the caller
+    idle = real.replace(bsp_max_export_batch_size=10 ** 6, bsp_max_queue_size=10 ** 6,
+                        bsp_schedule_delay_ms=3_600_000)
     resource = export.resource_for(real)
     bsp = TracerProvider(resource=resource)
     bsp.add_span_processor(BatchSpanProcessor(
@@ -326,7 +332,7 @@ def breakdown(forms: dict[str, Callable[[], object]], spans: dict[str, ReadableS
     bares = {k: (bare_like(bare_t, spans[k], k.startswith("ComponentRun")),
                  bare_like(noproc_t, spans[k], k.startswith("ComponentRun"))) for k in forms}
     for r in range(rounds):
-        for label, settings in (("real", real), ("none", none))[:: 1 if r % 2 else -1]:
+        for label, settings in (("real", real), ("none", none), ("idle", idle))[:: 1 if r % 2 else -1]:
             export.configure(settings=settings)
             for k, fn in forms.items():
                 timed(fn, 100)
@@ -344,16 +350,18 @@ def breakdown(forms: dict[str, Callable[[], object]], spans: dict[str, ReadableS
     med = {key: statistics.median(v) / 1000 for key, v in samples.items()}
     alone = med[("", "alone")]
     print("\nwhere the caller CPU goes (us per call, medians; interleaved; same process):")
-    print(f"{'form':40} {'OTel span':>9} {'+form':>7} {'+durable':>9} {'= total':>8} | {'bare':>6} "
-          f"{'(BSP':>6}) | {'ratio':>6} {'without durable':>15}")
+    print(f"{'form':40} {'OTel span':>9} {'+form':>7} {'+durable':>9} {'(delivery':>9}) {'= total':>8} | "
+          f"{'bare':>6} {'(BSP':>6}) | {'ratio':>6} {'delivery idle':>13} {'without durable':>15}")
     for k in forms:
         span_ = med[(k, "bare, no processor")] - alone
         own = med[(k, "none")] - med[(k, "bare, no processor")]
         durable = med[(k, "real")] - med[(k, "none")]
+        delivering = med[(k, "real")] - med[(k, "idle")]
         bare = med[(k, "bare")] - alone
         total = med[(k, "real")] - alone
-        print(f"{k[:40]:40} {span_:9.2f} {own:7.2f} {durable:9.2f} {total:8.2f} | {bare:6.2f} "
-              f"{bare - span_:6.2f}) | {total / bare:5.2f}x {(total - durable) / bare:14.2f}x")
+        print(f"{k[:40]:40} {span_:9.2f} {own:7.2f} {durable:9.2f} {delivering:9.2f}) {total:8.2f} | "
+              f"{bare:6.2f} {bare - span_:6.2f}) | {total / bare:5.2f}x {(total - delivering) / bare:12.2f}x "
+              f"{(total - durable) / bare:14.2f}x")
 
 
 def durable_append(span: ReadableSpan, rounds: int, n: int) -> None:
