@@ -75,6 +75,10 @@ class MetricsSpanProcessor(SpanProcessor, Collector):
         self._tests: dict[tuple[str, str, str, str], int] = {}
         self._outputs: dict[tuple[str, str, str], deque[_OutputRun]] = {}
 
+    reads_start_attributes = False
+    """on_start does nothing: runs need not start with their attributes for it
+    (:func:`mltrace_otel.sdk.export.has_added_processors`)."""
+
     # --- SpanProcessor --------------------------------------------------------------------
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         """Nothing to do when a run starts."""

@@ -335,6 +335,13 @@ def add_span_processor(processor: SpanProcessor) -> None:
             _pipeline.provider.add_span_processor(_Borrowed(processor))
 
 
+def has_added_processors() -> bool:
+    """Whether :func:`add_span_processor` added a processor whose ``on_start`` may read a run's
+    attributes (runs then start with them; one that declares ``reads_start_attributes = False``,
+    like mltrace's metrics processor, does not count)."""
+    return any(getattr(p, "reads_start_attributes", True) for p in _extra_processors)
+
+
 def configured_settings() -> Settings | None:
     """The settings given to :func:`configure`, if any (else the environment's are used)."""
     return _configured_settings

@@ -54,7 +54,8 @@ export._reset_hooks.append(_forget)
 def clean(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """Attributes in the form the OTel SDK stores them on a span (sequences as tuples; a value of
     a type OTel does not allow dropped with the SDK's warning), by the SDK's own check. For
-    attributes computed once and put on many spans with :func:`put`."""
+    attributes computed once and put on many spans with :func:`put` (which leaves a length limit,
+    when one is set, to the SDK)."""
     return dict(BoundedAttributes(None, attrs, immutable=False, max_value_len=None))
 
 
@@ -64,34 +65,44 @@ def put(span: Span, attrs: Mapping[str, Any]) -> None:
     Why not ``set_attributes``: the SDK checks each value it is given, about 1 µs an attribute,
     which is most of what a bare span costs. mltrace's own attributes are checked once per
     component (:func:`clean`) or built in the stored form (str tuples, str, int, bool), so they go
-    into the span's attribute map as the SDK would have left them; the span, its encoding and
-    what processors and exporters see are the same. A span that is not the SDK's, or that would
-    go over its attribute limit, gets ``set_attributes``."""
+    into the span's attribute map as the SDK would have left them: the span, its encoding and what
+    exporters and processors see at its end are the same. ``set_attributes`` is used instead
+    where the SDK would change them: a length limit on values
+    (``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`` / ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``), more
+    attributes than its count limit, an ended span (refused with its warning), a span that is
+    not the SDK's."""
     store = getattr(span, "_attributes", None)
     d = getattr(store, "_dict", None)
+    lock = getattr(span, "_lock", None)
     limit = getattr(store, "maxlen", None)
-    if (d is None or getattr(span, "_end_time", 0) is not None
+    if (d is None or lock is None or getattr(store, "max_value_len", None) is not None
             or (limit is not None and len(d) + len(attrs) > limit)):
         span.set_attributes(attrs)
         return
-    if d and not d.keys().isdisjoint(attrs):  # as the SDK does: a key set again moves to the end
-        for k in attrs:
-            d.pop(k, None)
-    d.update(attrs)
+    with lock:  # the SDK's own lock: another thread may end the span or set attributes
+        ended = getattr(span, "_end_time", 0) is not None
+        if not ended:
+            if d and not d.keys().isdisjoint(attrs):  # as the SDK does: a key set again moves to the end
+                for k in attrs:
+                    d.pop(k, None)
+            d.update(attrs)
+    if ended:
+        span.set_attributes(attrs)
 
 
 def add_own_event(span: Span, name: str, attrs: Mapping[str, Any], timestamp: int | None = None) -> None:
     """``span.add_event`` for an event of mltrace's own whose attributes are already in the SDK's
     stored form (scalars: tests, output statistics): the same ``Event`` with the same immutable
-    attribute map, without the per-value check (:func:`put`). Other spans, or more attributes
-    than the event limit, go through ``add_event``."""
+    attribute map, without the per-value check (:func:`put`). A length limit on values, more
+    attributes than the event limit, or a span that is not the SDK's: ``add_event``."""
     limits = getattr(span, "_limits", None)
     add = getattr(span, "_add_event", None)  # the SDK's add_event after its check; refuses once ended
     limit = getattr(limits, "max_event_attributes", None)
-    if limits is None or add is None or (limit is not None and len(attrs) > limit):
+    if (limits is None or add is None or getattr(limits, "max_attribute_length", None) is not None
+            or (limit is not None and len(attrs) > limit)):
         span.add_event(name, attrs, timestamp)
         return
-    stored = BoundedAttributes(limit, None, immutable=False, max_value_len=limits.max_attribute_length)
+    stored = BoundedAttributes(limit, None, immutable=False, max_value_len=None)
     d = getattr(stored, "_dict", None)
     if d is None:
         span.add_event(name, attrs, timestamp)
@@ -102,8 +113,14 @@ def add_own_event(span: Span, name: str, attrs: Mapping[str, Any], timestamp: in
 
 
 def start_run_span(name: str, attrs: Mapping[str, Any], links: list[Link] | None, start: int) -> Span:
-    """The run's span, started at ``start`` (ns) with ``attrs`` (stored form: :func:`put`)."""
-    span = export.tracer().start_span(name, kind=SpanKind.INTERNAL, links=links, start_time=start)
+    """The run's span, started at ``start`` (ns) with ``attrs`` (stored form: :func:`put`). With a
+    processor added by :func:`~mltrace_otel.sdk.export.add_span_processor` the attributes are
+    given to the tracer instead, so its ``on_start`` sees them, as it would on any span."""
+    tracer = export.tracer()
+    if export.has_added_processors():
+        return tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attrs, links=links,
+                                 start_time=start)
+    span = tracer.start_span(name, kind=SpanKind.INTERNAL, links=links, start_time=start)
     put(span, attrs)
     return span
 

@@ -32,7 +32,7 @@ from sdk_helpers import attr, runs
 import mltrace_otel as mltrace
 from mltrace_otel import conventions as C
 from mltrace_otel import spool
-from mltrace_otel.sdk import files, fingerprints, stats
+from mltrace_otel.sdk import export, files, fingerprints, stats
 from mltrace_otel.sdk.spans import to_ns
 from mltrace_otel.sdk.wire import Envelope, encode_request
 
@@ -208,10 +208,9 @@ def test_run_attributes_are_what_the_sdk_stores_when_given_them(spans, tmp_path)
 
 
 def test_what_user_code_sets_on_the_run_span_is_kept_and_checked(spans):
-    """Inside a run, the current span is the run's: what the user sets on it is kept (one of
-    mltrace's own keys too: the user's value wins, as with set_attribute), and a value OTel does
-    not allow gets what the SDK's own check gives it on any span (dropped or replaced, by
-    version)."""
+    """Inside a run, the current span is the run's: what the user sets on it is kept (a
+    conventions key the run does not set itself too: notes), and a value OTel does not allow gets
+    what the SDK's own check gives it on any span (dropped or replaced, by version)."""
     from opentelemetry import trace
 
     bad = object()  # not an OTel attribute value
@@ -248,3 +247,51 @@ def test_put_falls_back_to_the_sdk_for_other_spans_and_at_the_limit():
     span.end()
     sdk_spans.put(span, {"late": 1})  # ended: the SDK refuses with its own warning
     assert "late" not in span.attributes
+
+
+def test_a_value_length_limit_applies_to_the_attributes_mltrace_puts(sdk_settings, monkeypatch, tmp_path):
+    """OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT cuts every string the run carries, its own
+    attributes and events included, as the SDK cuts any span's (mltrace then lets the SDK set
+    them)."""
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "8")  # spans and events
+    mem = InMemorySpanExporter()
+    export.configure(settings=sdk_settings, exporter=mem)
+    _each_form(tmp_path)
+    recorded = runs(mem)
+    assert len(recorded) == 4
+    for s in recorded:
+        for ev in [s, *s.events]:
+            for k, v in ev.attributes.items():
+                for x in (v if isinstance(v, tuple) else (v,)):
+                    assert not isinstance(x, str) or len(x) <= 8, (s.name, k, x)
+    assert recorded[1].attributes[C.COMPONENT_OWNER] == "me"
+    assert recorded[1].attributes[C.COMPONENT_DESCRIPTION] == "d"
+    assert recorded[0].attributes[C.CODE_SNAPSHOT] == "    @mlt"  # cut, as the SDK cuts it
+    assert attr(recorded[3], C.RUN_OUTPUTS) == ["manual.p"]
+
+
+def test_a_processor_added_by_the_user_sees_the_run_in_on_start(spans):
+    """A span processor added with add_span_processor sees a run's attributes from on_start on,
+    as it would on any span."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    seen: list[dict] = []
+
+    class Watch(SpanProcessor):
+        def on_start(self, span, parent_context=None):  # noqa: ANN001
+            seen.append(dict(span.attributes))
+
+    export.add_span_processor(Watch())
+
+    @mltrace.register("watched", inputs=["a.csv"], outputs=["b.csv"])
+    def step() -> None:
+        pass
+
+    step()
+    cr = mltrace.ComponentRun("manual")
+    cr.set_start_timestamp()
+    cr.add_inputs(["x"])
+    cr.set_end_timestamp()
+    mltrace.log_component_run(cr)
+    assert [a.get(C.COMPONENT_NAME) for a in seen] == ["watched", "manual"]
+    assert list(seen[0][C.RUN_INPUTS]) == ["a.csv"] and list(seen[1][C.RUN_INPUTS]) == ["x"]
