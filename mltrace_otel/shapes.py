@@ -13,9 +13,10 @@ the Store class for type checkers only).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from mltrace_otel.errors import ConfigError, NotFound
@@ -31,6 +32,45 @@ from mltrace_otel.store.models import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from mltrace_otel.store.core import Store
+
+
+
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$", re.I)
+_AGE_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SPACE_ZONE = re.compile(r"^(.*\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d:?\d\d)$")
+
+
+def parse_when(text: str, *, end: bool = False, local: bool = False) -> datetime:
+    """A date, time or age a user typed as a since/until bound, as an aware UTC datetime: the one
+    reading of ``--since``/``--until`` (CLI) and ``since``/``until`` (the API's and the UI's URLs).
+
+    ``2026-11-01``, ``2026-11-01T09:30``, either with a zone (``Z``, ``+01:00``), or an age ago
+    (``30m``, ``12h``, ``7d``, ``2w``). No zone: local time with ``local`` (the CLI: a terminal's
+    user means their clock), else UTC (URLs). A date alone as an upper bound (``end``) is the end of
+    that day: "until 2026-11-01" includes the runs of November 1. A zone typed into a URL unencoded
+    (``+01:00`` arrives as `` 01:00``) still counts.
+
+    Raises:
+        ValueError: not a date, time or age, or beyond what a datetime holds (years 1-9999).
+    """
+    s = text.strip()
+    m = _AGE.match(s)
+    try:
+        if m:
+            age = timedelta(seconds=float(m.group(1)) * _AGE_SECONDS[m.group(2).lower()])
+            return datetime.now(timezone.utc) - age
+        if _SPACE_ZONE.search(s):
+            s = _SPACE_ZONE.sub(r"\1+\2", s)
+        if s[-1:] in ("Z", "z"):  # Python 3.10 reads no "Z"
+            s = s[:-1] + "+00:00"
+        dt = datetime.fromisoformat(s)
+        if end and len(s) <= 10:  # a date alone
+            dt = datetime.combine(dt.date(), time.max)
+        if dt.tzinfo is None:
+            dt = dt.astimezone() if local else dt.replace(tzinfo=timezone.utc)
+        return dt.astimezone(timezone.utc)
+    except OverflowError as e:  # an age or a zone beyond years 1-9999
+        raise ValueError(str(e)) from None
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,11 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import re
 import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mltrace_otel import shapes
@@ -94,23 +93,21 @@ def _limit(args: Any, default: int | None) -> int | None:
     return n
 
 
-_SPACE_ZONE = re.compile(r"^(.*\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d:?\d\d)$")
-
-
 def _when(args: Any, name: str) -> datetime | None:
     raw = args.get(name)
     if raw in (None, ""):
         return None
-    text = raw.strip()
-    if _SPACE_ZONE.search(text):  # "+01:00" typed into a URL unencoded arrives as " 01:00"
-        text = _SPACE_ZONE.sub(r"\1+\2", text)
     try:
-        dt = datetime.fromisoformat(text)
-        return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
-    except (ValueError, OverflowError):  # not a date, or out of datetime's range in UTC
-        raise ApiError(f"{name} {raw!r} is not an ISO 8601 date or time",
-                       hint="e.g. 2026-11-01, 2026-11-01T09:30:00Z or ...T09:30:00%2B01:00 "
-                            "(no zone: UTC)") from None
+        return shapes.parse_when(raw, end=name == "until")
+    except ValueError:  # not a date, or out of datetime's range in UTC
+        raise ApiError(f"{name} {raw!r} is not an ISO 8601 date or time, or an age",
+                       hint="e.g. 2026-11-01, 2026-11-01T09:30:00Z, ...T09:30:00%2B01:00 (no zone: "
+                            "UTC) or 7d") from None
+
+
+_SINCE = "Started at or after: ISO 8601 (no zone: UTC) or an age ago (30m, 12h, 7d, 2w)."
+_UNTIL = ("Started at or before: ISO 8601 (no zone: UTC; a date alone: the end of that day) or an "
+          "age ago (30m, 12h, 7d, 2w).")
 
 
 def _required(args: Any, name: str) -> str:
@@ -474,8 +471,8 @@ def _recent_path() -> dict[str, Any]:
                            schema={"type": "string", "enum": list(RUN_STATUSES)}),
                     _param("owner", "Only runs with this owner."),
                     _param("tag", "Only runs tagged so when they ran, or whose component has the tag now."),
-                    _param("since", "Started at or after (ISO 8601; no zone: UTC)."),
-                    _param("until", "Started at or before (ISO 8601; no zone: UTC).")], _RUNS)
+                    _param("since", _SINCE),
+                    _param("until", _UNTIL)], _RUNS)
     path["get"]["responses"]["200"]["headers"] = {"Link": {
         "description": 'The next page, as <URL>; rel="next"; absent on the last page.',
         "schema": {"type": "string"}}}
@@ -494,8 +491,8 @@ OPENAPI: dict[str, Any] = {
         "/history": _get("A component's runs, newest first.", [
             _param("component", "Component name.", required=True),
             _param("limit", "How many runs (default 10).", schema=_LIMIT),
-            _param("since", "Started at or after (ISO 8601; no zone: UTC)."),
-            _param("until", "Started at or before (ISO 8601; no zone: UTC).")], _RUNS),
+            _param("since", _SINCE),
+            _param("until", _UNTIL)], _RUNS),
         "/inspect": _get("Everything about one run.", [
             _param("run", "Run id or unique prefix (>= 4 chars).", required=True)],
             "#/components/schemas/Run"),
@@ -515,7 +512,7 @@ OPENAPI: dict[str, Any] = {
             _RUNS),
         "/review": _get("The runs the flagged outputs have in common, ranked.", [
             _param("limit", "How many runs (default all).", schema=_LIMIT),
-            _param("since", "Only runs started at or after (ISO 8601)."),
+            _param("since", "Only runs " + _SINCE[0].lower() + _SINCE[1:]),
             _param("component", "Only runs of this component."),
             _param("tag", "Only runs of components with this tag.")], "#/components/schemas/Review"),
         "/components": {**_get("Components with owner, tags and number of runs.", [

@@ -77,7 +77,8 @@ def _main(
 
 
 _SINCE_HELP = "Started at or after (2026-11-01, 7d; local time unless a zone is given)."
-_UNTIL_HELP = "Started at or before (2026-11-28T12:00, 1h; local time unless a zone is given)."
+_UNTIL_HELP = ("Started at or before (2026-11-28T12:00, 1h; local time unless a zone is given; a date "
+               "alone: the end of that day).")
 
 
 # --- runs ------------------------------------------------------------------------------------

@@ -15,10 +15,9 @@ May import: mltrace_otel.settings, .errors, .store, .shapes and .client (lazily)
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -272,28 +271,17 @@ def friendly(message: str, *, wrap: bool = True) -> None:
     console().print(Text(clean(message), style="dim"), soft_wrap=not wrap)
 
 
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.I)
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_when(option: str, value: str | None) -> datetime | None:
-    """A --since/--until value as an aware UTC datetime.
-
-    Accepts ISO dates and times (``2026-11-01``, ``2026-11-01T09:30``; local time unless a zone
-    is given) and ages (``30m``, ``12h``, ``7d``, ``2w`` ago).
-    """
+    """A --since/--until value as an aware UTC datetime (:func:`mltrace_otel.shapes.parse_when`:
+    ISO dates and times, local time unless a zone is given, or ages such as ``12h`` / ``7d`` ago; a
+    date alone as ``--until`` is the end of that day)."""
     if value is None:
         return None
+    from mltrace_otel.shapes import parse_when as when
+
     try:
-        m = _RELATIVE.match(value)
-        if m:
-            age = timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2).lower()])
-            return datetime.now(timezone.utc) - age
-        dt = datetime.fromisoformat(value.strip())
-        if dt.tzinfo is None:
-            dt = dt.astimezone()  # local time
-        return dt.astimezone(timezone.utc)
-    except (ValueError, OverflowError):  # not a date, or out of datetime's range (year 1-9999)
+        return when(value, end=option == "--until", local=True)
+    except ValueError:  # not a date, or out of datetime's range (year 1-9999)
         raise ConfigError(f"{option} {value!r} is not a date, time or age",
                           hint="use e.g. 2026-11-01, 2026-11-01T09:30, 12h or 7d") from None
 

@@ -13,13 +13,14 @@ Imports dash, :mod:`.cards`, :mod:`.routes` and :mod:`mltrace_otel.store.models`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time, timezone
+from datetime import datetime
 
 from dash import dcc, html
 
 from mltrace_otel.dashboards.cards import fmt_duration, fmt_time, link, run_link
 from mltrace_otel.dashboards.routes import Route
 from mltrace_otel.errors import MltraceError
+from mltrace_otel.shapes import parse_when
 from mltrace_otel.store.models import RUN_STATUSES, Run
 
 SORTS = {
@@ -36,22 +37,20 @@ STATUSES = RUN_STATUSES
 
 
 def parse_time(name: str, raw: str, end: bool = False) -> datetime | None:
-    """An ISO date or date-time from the URL (UTC unless it says otherwise); a date as
-    ``until`` means the end of that day.
+    """A since/until value from the URL (:func:`mltrace_otel.shapes.parse_when`: an ISO date or
+    date-time, UTC unless it says otherwise, or an age such as ``7d``; a date alone as ``until``
+    is the end of that day).
 
     Raises:
-        MltraceError: not an ISO date.
+        MltraceError: not a date.
     """
     if not raw:
         return None
     try:
-        t = datetime.fromisoformat(raw.strip().replace(" ", "T", 1))
+        return parse_when(raw, end=end)
     except ValueError:
         raise MltraceError(f"{name}={raw!r} is not a date",
-                           hint="use YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
-    if len(raw.strip()) <= 10 and end:
-        t = datetime.combine(t.date(), time.max)
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+                           hint="use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC), or an age like 7d") from None
 
 
 @dataclass(frozen=True)

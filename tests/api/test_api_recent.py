@@ -134,6 +134,19 @@ def test_a_zone_typed_into_the_url_unencoded_still_counts(api: Api) -> None:
     assert status == 200 and data == []  # past the store's range: nothing, not everything
 
 
+def test_a_date_alone_as_until_is_the_end_of_that_day_and_ages_count(api: Api) -> None:
+    """``until=2026-01-01`` includes the runs of that day (the odd run started at 00:00:05), as in
+    the CLI and the UI; ``since``/``until`` also take an age, as the CLI's flags do."""
+    status, data, _h = api.get("/api/v1/recent", {"owner": NASTY, "until": "2026-01-01"})
+    assert status == 200 and [r["id"] for r in data] == [api.ids["odd"]]
+    status, data, _h = api.get("/api/v1/recent", {"owner": NASTY, "until": "2026-01-01T00:00:00Z"})
+    assert status == 200 and data == []  # a time is that instant
+    status, data, _h = api.get("/api/v1/recent", {"owner": NASTY, "until": "1d"})  # a day ago
+    assert status == 200 and [r["id"] for r in data] == [api.ids["odd"]]
+    status, data, _h = api.get("/api/v1/recent", {"owner": NASTY, "since": "1d"})
+    assert status == 200 and data == []
+
+
 def test_openapi_documents_the_filters_and_the_link(api: Api) -> None:
     _status, doc, _h = api.get("/api/v1/openapi.json")
     op = doc["paths"]["/recent"]["get"]

@@ -514,3 +514,26 @@ def test_store_failures_keep_the_error_shape(error: str, status: int, kind: str)
         assert r.json["error"]["candidates"] == ["abcd000000000001", "abcd000000000002"]
     if error == "bug":
         assert "secret" not in r.get_data(as_text=True)
+
+
+def test_one_reading_of_since_and_until_everywhere() -> None:
+    """shapes.parse_when is what the CLI's flags, the API's and the UI's URL parameters read."""
+    from datetime import datetime, timedelta, timezone
+
+    from mltrace_otel.shapes import parse_when
+
+    utc = timezone.utc
+    assert parse_when("2026-11-01") == datetime(2026, 11, 1, tzinfo=utc)
+    assert parse_when("2026-11-01", end=True) == datetime(2026, 11, 1, 23, 59, 59, 999999, tzinfo=utc)
+    assert parse_when("2026-11-01T09:30", end=True) == datetime(2026, 11, 1, 9, 30, tzinfo=utc)
+    assert parse_when("2026-11-01T09:30Z") == parse_when("2026-11-01T09:30:00+00:00")
+    assert parse_when("2026-11-01T09:30 01:00") == datetime(2026, 11, 1, 8, 30, tzinfo=utc)  # '+' lost
+    assert parse_when("2026-11-01T09:30-01:00") == datetime(2026, 11, 1, 10, 30, tzinfo=utc)
+    naive = datetime(2026, 11, 1, 9, 30)
+    assert parse_when("2026-11-01T09:30", local=True) == naive.astimezone().astimezone(utc)
+    then = parse_when(" 2d ")
+    age = datetime.now(utc) - then
+    assert timedelta(days=2) <= age < timedelta(days=2, minutes=1)
+    for bad in ("last week", "", "2026-13-01", "1000000d", "9999-12-31T23:00-05:00"):
+        with pytest.raises(ValueError):
+            parse_when(bad)

@@ -89,6 +89,16 @@ def test_quotes_and_sql_in_a_filter_are_only_a_value(crowded) -> None:
     assert len(_ids(s, "-n", "1000")) == NEWER + 2  # nothing was dropped
 
 
+def test_a_date_alone_as_until_means_through_that_day(crowded) -> None:
+    """Every run here started in the first minutes of 2026-01-01 (UTC): ``--until 2026-01-01``
+    includes them all, as in the UI and the API (it once meant that day's first instant, so it
+    held only the run at exactly midnight), whatever the local zone within a day of UTC."""
+    s, ids = crowded
+    assert len(_ids(s, "--until", "2026-01-01", "-n", "1000")) == NEWER + 2
+    assert _ids(s, "--until", "2025-12-30") == []
+    assert _ids(s, "--owner", NASTY, "--until", "2026-01-01") == [ids["odd"]]
+
+
 def test_bad_filter_values_are_one_error_line(crowded) -> None:
     s, _ids_ = crowded
     bad = invoke(s, "recent", "--status", "broken")
