@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from mltrace_otel.errors import ConfigError, NotFound
@@ -34,10 +34,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from mltrace_otel.store.core import Store
 
 
-
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$", re.I)
 _AGE_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SPACE_ZONE = re.compile(r"^(.*\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d:?\d\d)$")
+_DATE = re.compile(r"^(\d{4})-?(\d\d)-?(\d\d)(?:([zZ])|([+-])(\d\d):?(\d\d)?)?$")
+"""A date alone (2026-11-01, 20261101), with or without a zone (Z, +01:00, -0500, +01)."""
 
 
 def parse_when(text: str, *, end: bool = False, local: bool = False) -> datetime:
@@ -46,8 +47,9 @@ def parse_when(text: str, *, end: bool = False, local: bool = False) -> datetime
 
     ``2026-11-01``, ``2026-11-01T09:30``, either with a zone (``Z``, ``+01:00``), or an age ago
     (``30m``, ``12h``, ``7d``, ``2w``). No zone: local time with ``local`` (the CLI: a terminal's
-    user means their clock), else UTC (URLs). A date alone as an upper bound (``end``) is the end of
-    that day: "until 2026-11-01" includes the runs of November 1. A zone typed into a URL unencoded
+    user means their clock), else UTC (URLs). A date alone (``2026-11-01``, ``2026-11-01+01:00``) as
+    an upper bound (``end``) is the end of that day, in its zone if it has one: "until 2026-11-01"
+    includes the runs of November 1. A zone typed into a URL unencoded
     (``+01:00`` arrives as `` 01:00``) still counts.
 
     Raises:
@@ -59,13 +61,20 @@ def parse_when(text: str, *, end: bool = False, local: bool = False) -> datetime
         if m:
             age = timedelta(seconds=float(m.group(1)) * _AGE_SECONDS[m.group(2).lower()])
             return datetime.now(timezone.utc) - age
-        if _SPACE_ZONE.search(s):
-            s = _SPACE_ZONE.sub(r"\1+\2", s)
-        if s[-1:] in ("Z", "z"):  # Python 3.10 reads no "Z"
-            s = s[:-1] + "+00:00"
-        dt = datetime.fromisoformat(s)
-        if end and len(s) <= 10:  # a date alone
-            dt = datetime.combine(dt.date(), time.max)
+        d = _DATE.match(s)
+        if d:  # a date alone: its first instant, or as an upper bound its last, in its zone if it has one
+            year, month, day, z, sign, hours, minutes = d.groups()
+            zone = timezone.utc if z else None
+            if sign:
+                offset = timedelta(hours=int(hours), minutes=int(minutes or 0))
+                zone = timezone(-offset if sign == "-" else offset)
+            dt = datetime.combine(date(int(year), int(month), int(day)), time.max if end else time.min, zone)
+        else:
+            if _SPACE_ZONE.search(s):
+                s = _SPACE_ZONE.sub(r"\1+\2", s)
+            if s[-1:] in ("Z", "z"):  # Python 3.10 reads no "Z"
+                s = s[:-1] + "+00:00"
+            dt = datetime.fromisoformat(s)
         if dt.tzinfo is None:
             dt = dt.astimezone() if local else dt.replace(tzinfo=timezone.utc)
         return dt.astimezone(timezone.utc)

@@ -526,6 +526,10 @@ def test_one_reading_of_since_and_until_everywhere() -> None:
     assert parse_when("2026-11-01") == datetime(2026, 11, 1, tzinfo=utc)
     assert parse_when("2026-11-01", end=True) == datetime(2026, 11, 1, 23, 59, 59, 999999, tzinfo=utc)
     assert parse_when("2026-11-01T09:30", end=True) == datetime(2026, 11, 1, 9, 30, tzinfo=utc)
+    last = datetime(2026, 11, 1, 23, 59, 59, 999999, tzinfo=utc)
+    assert parse_when("2026-11-01Z", end=True) == parse_when("20261101", end=True) == last
+    assert parse_when("2026-11-01+01:00", end=True) == last - timedelta(hours=1)  # that day, in its zone
+    assert parse_when("2026-11-01-0500") == datetime(2026, 11, 1, 5, tzinfo=utc)
     assert parse_when("2026-11-01T09:30Z") == parse_when("2026-11-01T09:30:00+00:00")
     assert parse_when("2026-11-01T09:30 01:00") == datetime(2026, 11, 1, 8, 30, tzinfo=utc)  # '+' lost
     assert parse_when("2026-11-01T09:30-01:00") == datetime(2026, 11, 1, 10, 30, tzinfo=utc)
@@ -534,6 +538,7 @@ def test_one_reading_of_since_and_until_everywhere() -> None:
     then = parse_when(" 2d ")
     age = datetime.now(utc) - then
     assert timedelta(days=2) <= age < timedelta(days=2, minutes=1)
-    for bad in ("last week", "", "2026-13-01", "1000000d", "9999-12-31T23:00-05:00"):
+    for bad in ("last week", "", "2026-13-01", "2026-02-30", "2026-11-01+25:00", "1000000d",
+                "9999-12-31T23:00-05:00"):
         with pytest.raises(ValueError):
             parse_when(bad)
