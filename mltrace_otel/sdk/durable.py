@@ -7,7 +7,11 @@ it encodes the span (:mod:`.wire`) and appends it to a segment of this process's
 spool directory (:mod:`mltrace_otel.spool`, one ``write``; no fsync: the page cache outlives
 the process, so SIGTERM, SIGINT, kill -9, ``os._exit`` and an exception all leave the run on
 disk; a power cut may not). A background thread then, every ``delay_s`` (``OTEL_BSP_SCHEDULE_DELAY``)
-or once ``batch`` spans are waiting:
+or once ``batch`` spans are waiting (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, 4,096 by default rather
+than the OTel SDK's 512: the runs are on disk already, and each delivery needs this process's GIL
+a dozen times; while the thread waits for it, every system call of the pipeline wakes it, which
+costs the pipeline's calls more than the delivery itself, so fewer, larger deliveries cost them
+less, measured in ``bench/bench_sdk.py``):
 
 - with an OTLP endpoint: sends the segment's requests as they are (:mod:`mltrace_otel.otlp_send`)
   and deletes the segment once they are accepted; when the endpoint fails, seals the segment
@@ -78,7 +82,7 @@ class DurableProcessor(SpanProcessor):
         sync: deliver each span before ``on_end`` returns (tests).
     """
 
-    def __init__(self, settings: Settings, send: Send | None, *, delay_s: float = 2.0, batch: int = 512,
+    def __init__(self, settings: Settings, send: Send | None, *, delay_s: float = 2.0, batch: int = 4096,
                  max_pending: int = 20_000, timeout_s: float = 4.0, sync: bool = False) -> None:
         self.settings = settings
         self.directory = settings.spool_dir
