@@ -16,6 +16,13 @@ Measured in one process, on run-like spans (9 attributes, 4 of them string array
 5. **open**: ``open_store`` on a fresh directory (engine start + migrations) and again on the
    migrated store (one query).
 
+``--fixed`` measures instead what bounds the collector's index group size (issue 15: a small
+group pays a fixed cost per insert, a large one holds engine memory per span): the CPU of a
+64-span insert by each renderer (medians), the analysis of each materialized view's query
+(``EXPLAIN PLAN`` of it, which the engine repeats on every insert), and the process's peak
+resident memory during one insert of ``--spans`` spans by each renderer (Linux: the peak is
+reset through ``/proc/self/clear_refs`` before each).
+
 Wall-clock and CPU seconds are both printed (the machine is shared, so CPU time is the steadier
 number). Prints a JSON line with every number.
 """
@@ -58,11 +65,69 @@ def floor(payload: bytes) -> int:
     return n
 
 
+def _status_mib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) >> 10
+    return 0
+
+
+def fixed_costs(spans: int) -> None:
+    """Per-insert fixed cost by renderer, per-view analysis time, peak memory of one insert."""
+    import statistics
+
+    from mltrace_otel.settings import Settings
+    from mltrace_otel.store import open_store
+    from mltrace_otel.store.connect import tune_engine_allocator
+    from mltrace_otel.store.ingest import insert_columns, rows_from_otlp
+
+    tune_engine_allocator()  # the collector's allocator setting, as in production
+    with tempfile.TemporaryDirectory() as d:
+        store = open_store(Settings.from_env({}, mltrace_dir=Path(d)))
+        small = [make_request(64, 3000 + s) for s in range(24)]
+        native, python = [], []
+        for k in range(0, len(small), 2):
+            _, _, dc = timed(store.insert_requests, [small[k]], 64)
+            native.append(dc * 1000)
+            cols = rows_from_otlp(small[k + 1])
+            _, _, dc = timed(insert_columns, store, cols)
+            python.append(dc * 1000)
+        print(f"a 64-span insert, CPU (median of {len(native)}): engine renderer "
+              f"{statistics.median(native):.0f} ms, Python renderer (insert only) "
+              f"{statistics.median(python):.0f} ms")
+        views = store.query("views", "SELECT name, as_select FROM system.tables WHERE database = {d:String} "
+                            "AND engine = 'MaterializedView' ORDER BY name", {"d": store.database})
+        print("analysis of each view's query (EXPLAIN PLAN, CPU, median of 7):")
+        for name, sql in views:
+            times = []
+            for _ in range(7):
+                _, _, dc = timed(store.query, "explain_view", "EXPLAIN PLAN " + sql)
+                times.append(dc * 1000)
+            print(f"  {name:34} {statistics.median(times):6.1f} ms")
+        big = [make_request(512, 4000 + s) for s in range(spans // 512)]
+        big_cols = rows_from_otlp(b"".join(make_request(512, 5000 + s) for s in range(spans // 512)))
+        for label, insert in (("engine renderer", lambda: store.insert_requests(big, spans // 512 * 512)),
+                              ("Python renderer (insert only)", lambda: insert_columns(store, big_cols))):
+            time.sleep(1.5)  # the allocator returns freed pages after 1 s
+            before = _status_mib("VmRSS")
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset the peak (VmHWM) to the current size
+            insert()
+            print(f"peak memory of one {spans // 512 * 512}-span insert, {label}: "
+                  f"+{_status_mib('VmHWM') - before} MiB")
+        store.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--spans", type=int, default=5000)
+    ap.add_argument("--fixed", action="store_true", help="per-insert fixed cost, view analysis, peak memory")
     a = ap.parse_args()
+    if a.fixed:
+        fixed_costs(a.spans if a.spans != 5000 else 20_480)
+        return
 
     from mltrace_otel.settings import Settings
     from mltrace_otel.store import open_store
