@@ -66,8 +66,8 @@ def _main(
     ),
     address: Optional[str] = typer.Option(
         None, "--address", metavar="HOST",
-        help="mltrace's form: the host of a team deployment; queries go to its ClickHouse at "
-             "http://HOST:8123 (like DB_SERVER=HOST; --store wins).",
+        help="The host of a team deployment, as mltrace's --address: queries go to its ClickHouse "
+             "at http://HOST:8123 (like DB_SERVER=HOST; --store wins).",
     ),
 ) -> None:
     """mltrace-otel: trace, review and check the staleness of ML pipeline runs."""
@@ -543,6 +543,19 @@ def version(as_json: bool = JsonOpt) -> None:
     if as_json:
         return emit_json({"mltrace_otel": __version__, "python": platform.python_version()})
     typer.echo(f"mltrace-otel {__version__} (Python {platform.python_version()})")
+
+
+def _one_line_summaries() -> None:
+    """Give each command its docstring's first paragraph, joined into one line, as the summary
+    ``mltrace --help`` lists: the rich help keeps a docstring's line breaks there, which cut
+    sentences mid-line ("(the run that" / "wrote it last)")."""
+    for info in app.registered_commands:
+        doc = info.help or (info.callback.__doc__ if info.callback is not None else None)
+        if info.short_help is None and doc:
+            info.short_help = " ".join(doc.strip().split("\n\n")[0].split())
+
+
+_one_line_summaries()
 
 
 def main(argv: list[str] | None = None) -> None:

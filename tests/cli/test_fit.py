@@ -261,6 +261,21 @@ def test_help_has_no_bool_placeholders_or_braces() -> None:
         assert "<bool>" not in out and "<str>" not in out and "{" not in out, (name, out)
 
 
+
+def test_the_command_list_shows_each_summary_as_one_sentence() -> None:
+    """`mltrace --help` lists each command with its docstring's first paragraph, wrapped only by
+    the terminal's width: the docstring's own line breaks used to cut sentences there
+    ("(the run that" / "wrote it last)")."""
+    from typer.main import get_command
+
+    from mltrace_otel.cli.app import app
+
+    out = invoke(None, "--help", env={"COLUMNS": "400"}).stdout
+    for name, command in get_command(app).commands.items():
+        first = " ".join((command.help or "").strip().split("\n\n")[0].split())
+        line = next((ln for ln in out.splitlines() if ln.strip("│ ").startswith(f"{name} ")), "")
+        assert first and first in line, (name, first, line)
+
 def test_unknown_output_suggests_near_matches(wide: Pipeline) -> None:
     s = wide.settings
     for args in (("trace", "report.txt"), ("impact", "report.txt"), ("flag", "report.txt"),
