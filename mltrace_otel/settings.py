@@ -47,9 +47,9 @@ ENV_VARS: dict[str, str] = {
     "OTEL_SERVICE_NAME": "service.name of the spans (standard OTel)",
     "OTEL_BSP_SCHEDULE_DELAY": "SDK: ms between deliveries of the runs appended to the durable queue "
     "(standard OTel; default 2000)",
-    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "SDK: deliver early once this many runs wait (standard OTel; "
-    "default 4096, not the OTel SDK's 512: runs are on disk already, and each delivery takes the "
-    "pipeline's GIL)",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "SDK: deliver early once this many runs wait, at most half of "
+    "OTEL_BSP_MAX_QUEUE_SIZE (standard OTel; default 4096, not the OTel SDK's 512: runs are on disk "
+    "already, and each delivery takes the pipeline's GIL)",
     "OTEL_BSP_MAX_QUEUE_SIZE": "SDK: runs waiting for the OTLP endpoint beyond which a decorated call waits "
     "for it, instead of dropping (standard OTel; default 20000)",
     "OTEL_BSP_EXPORT_TIMEOUT": "SDK: ms one OTLP export may take before its runs stay in the spool "

@@ -76,7 +76,9 @@ class DurableProcessor(SpanProcessor):
         settings: where the spool is (``spool_dir``) and its size cap.
         send: delivers requests over OTLP; None: the spool is the destination.
         delay_s: deliver at least this often.
-        batch: deliver early once this many spans wait.
+        batch: deliver early once this many spans wait; at most half of ``max_pending``, so a
+            delivery starts well before calls have to wait (a queue of the OTel SDK's 2,048
+            with the default 4,096 would make every 2,048th call wait for the delivery thread).
         max_pending: with ``send``, spans waiting beyond this make ``on_end`` wait.
         timeout_s: one OTLP attempt's timeout.
         sync: deliver each span before ``on_end`` returns (tests).
@@ -88,7 +90,7 @@ class DurableProcessor(SpanProcessor):
         self.directory = settings.spool_dir
         self.send = send
         self.delay_s = max(0.001, delay_s)
-        self.batch = max(1, batch)
+        self.batch = max(1, min(batch, max_pending // 2))
         self.max_pending = max(1, max_pending)
         self.timeout_s = timeout_s
         self.sync = sync

@@ -217,3 +217,22 @@ def test_the_otel_bsp_variables_set_the_delivery(tmp_settings: Any) -> None:
         assert sum(len(spool.payloads(p)) for p in spool.pending(settings.spool_dir)) == 3
     finally:
         export.reset()
+
+
+def test_delivery_starts_well_before_calls_would_wait(tmp_settings: Any) -> None:
+    """The SDK delivers once 4,096 runs wait by default, but never later than half of
+    OTEL_BSP_MAX_QUEUE_SIZE (where calls start waiting for delivery): a queue of the OTel SDK's
+    default 2,048, set for other SDKs in the same environment, delivers every 1,024 runs instead
+    of making every 2,048th call wait."""
+    from mltrace_otel.sdk import export
+    from mltrace_otel.settings import Settings
+
+    for env, batch in (({}, 4096), ({"OTEL_BSP_MAX_QUEUE_SIZE": "2048"}, 1024),
+                       ({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100", "OTEL_BSP_MAX_QUEUE_SIZE": "2048"}, 100)):
+        settings = Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", **env},
+                                     mltrace_dir=tmp_settings.mltrace_dir)
+        export.configure(settings=settings)
+        try:
+            assert export._pipeline.processor.batch == batch, env  # type: ignore[union-attr]
+        finally:
+            export.reset()
