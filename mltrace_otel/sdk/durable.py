@@ -90,8 +90,8 @@ class DurableProcessor(SpanProcessor):
         self.directory = settings.spool_dir
         self.send = send
         self.delay_s = max(0.001, delay_s)
-        self.batch = max(1, min(batch, max_pending // 2))
         self.max_pending = max(1, max_pending)
+        self.batch = max(1, min(batch, self.max_pending // 2))
         self.timeout_s = timeout_s
         self.sync = sync
         self.waits = 0
