@@ -28,6 +28,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace.status import StatusCode
 
 _log = logging.getLogger("mltrace_otel.sdk")
 
@@ -175,15 +176,17 @@ _UNSET_STATUS = _field(15, b"")
 _times = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8), both fixed64
 _heads: dict[tuple[str, Any], bytes] = {}  # (span name, kind) -> their encoding
 _TAIL = _UNSET_STATUS + _LOCAL_FLAGS  # a span with status UNSET and no remote parent ends so
+_UNSET = StatusCode.UNSET
 
 
 def _head(name: str, kind: Any) -> bytes:
-    """The encoded name and kind (fields 5, 6) of spans with this name and kind."""
+    """The encoded name and kind (fields 5, 6) of spans with this name and kind (cached under the
+    kind's ``_value_``: an Enum member's hash is a Python-level call)."""
     number = _KIND.get(kind, 0)
     head = _text(5, name) + (b"\x30" + _varint(number) if number else b"")
     if len(_heads) >= _CACHE_MAX:
         _heads.clear()
-    _heads[(name, kind)] = head
+    _heads[(name, getattr(kind, "_value_", kind))] = head
     return head
 
 
@@ -201,7 +204,7 @@ def _span_parts(span: ReadableSpan) -> list[bytes]:
     if parent is not None:
         parts.append(b"\x22\x08" + parent[1].to_bytes(8, "big"))
     name, kind = span._name, span._kind
-    parts.append(_heads.get((name, kind)) or _head(name, kind))
+    parts.append(_heads.get((name, getattr(kind, "_value_", kind))) or _head(name, kind))
     start, end = span._start_time, span._end_time
     if start and end:
         parts.append(_times(0x39, start, 0x41, end))
@@ -215,8 +218,9 @@ def _span_parts(span: ReadableSpan) -> list[bytes]:
     if dropped:
         parts.append(b"\x50" + _varint(dropped))
     events = span._events
-    if events:  # a BoundedList: truth from its deque (its __iter__ copies under a lock)
-        for ev in getattr(events, "_dq", events):
+    evs = getattr(events, "_dq", events)  # a BoundedList: its deque (its __len__ and __iter__
+    if evs:                                 # are Python calls; __iter__ copies under a lock)
+        for ev in evs:
             body = (b"\x09" + _fixed64(ev.timestamp) if ev.timestamp else b"") + _text(2, ev.name) \
                 + _attributes(3, ev.attributes) + (b"\x20" + _varint(ev.dropped_attributes)
                                                    if ev.dropped_attributes else b"")
@@ -225,8 +229,9 @@ def _span_parts(span: ReadableSpan) -> list[bytes]:
     if dropped:
         parts.append(b"\x60" + _varint(dropped))
     links = span._links
-    if links:
-        for link in getattr(links, "_dq", links):
+    lks = getattr(links, "_dq", links)
+    if lks:
+        for link in lks:
             lc = link.context
             body = (_field(1, lc.trace_id.to_bytes(16, "big")) + _field(2, lc.span_id.to_bytes(8, "big"))
                     + _attributes(4, link.attributes)
@@ -237,6 +242,10 @@ def _span_parts(span: ReadableSpan) -> list[bytes]:
     if dropped:
         parts.append(b"\x70" + _varint(dropped))
     status = span._status
+    if status is not None and status._status_code is _UNSET and not status._description \
+            and (parent is None or not parent[2]):  # the common end: unset status, local parent
+        parts.append(_TAIL)
+        return parts
     code = status.status_code.value if status is not None else 0
     if (status is None or not (code or status.description)) and (parent is None or not parent.is_remote):
         if status is not None:
