@@ -10,20 +10,22 @@ Every form logs 2 inputs and 2 outputs, the way mltrace's docs write it:
 * ``ComponentRun`` + ``log_component_run`` (a hand-built run).
 
 Each form runs with the SDK's real destination: ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, so each run
-is appended to the durable queue before the call returns and sent from there by the SDK's
-delivery thread. Its reference is a bare OTel SDK span carrying the same attributes and events
-(copied from a real run of that form), made current, on a private TracerProvider with a stock
-``BatchSpanProcessor`` and ``OTLPSpanExporter`` (http/protobuf) to the same receiver, a separate
-process that parses every request and counts its spans. One more line: a minimal span with 3
-attributes. All variants are measured interleaved in one process, their order rotated every
-round; each round times ``n`` calls (delivery threads running as they do), then flushes both
-pipelines. Overhead = per call, minus the undecorated function's, median over the rounds, in three measures:
+is appended to the durable queue before the call returns and sent from there by the SDK's courier
+(a process of its own; ``MLTRACE_DELIVERY=thread`` measures the delivery thread instead). Its
+reference is a bare OTel SDK span carrying the same attributes and events (copied from a real run
+of that form), made current, on a private TracerProvider with a stock ``BatchSpanProcessor`` and
+``OTLPSpanExporter`` (http/protobuf) to the same receiver, a separate process that parses every
+request and counts its spans. One more line: a minimal span with 3 attributes. All variants are
+measured interleaved in one process, their order rotated every round; each round times ``n`` calls
+(delivery threads running as they do), then flushes both pipelines. Overhead = per call, minus the
+undecorated function's, median over the rounds, in three measures:
 
 * caller CPU: CPU time of the calling thread during the calls (what the call costs the caller;
   immune to other processes on a shared machine, and to time spent waiting for the GIL);
-* +delivery: CPU time of the whole process over the calls and the flush that follows, so the
-  encoding and sending a background thread does are counted where they belong (the bare span's
-  stock exporter encodes in its thread; ours encodes before the call returns);
+* +delivery: CPU time of the whole process over the calls and the flush that follows, plus
+  the courier process's, so the encoding and sending done in the background are counted where
+  they belong (the bare span's stock exporter encodes in its thread; ours encodes before the call
+  returns and sends from the courier);
 * wall: the caller's wall-clock time during the calls (what the issue's first figures used;
   on a loaded machine it swings by more than the differences measured).
 
@@ -63,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import subprocess
 import sys
@@ -116,6 +119,8 @@ print(s.server_address[1], flush=True)
 s.serve_forever()
 '''
 BARE_PATH, SDK_PATH = "/bare/v1/traces", "/mltrace/v1/traces"
+DELIVERY = os.environ.get("MLTRACE_DELIVERY", "process")
+"""Who delivers our runs: the courier process (default) or, with MLTRACE_DELIVERY=thread, a thread."""
 INPUTS, OUTPUTS = ["raw.csv", "lookup.csv"], ["features.pq", "stats.csv"]
 
 
@@ -211,6 +216,19 @@ class LoggingExporter(OTLPSpanExporter):
         return result
 
 
+def courier_cpu_ns() -> int:
+    """CPU time so far of the SDK's courier process (0 when there is none), from /proc: the
+    delivery's cost, counted with the process that caused it."""
+    c = getattr(getattr(export._pipeline, "processor", None), "_courier", None)
+    if c is None:
+        return 0
+    try:
+        fields = Path(f"/proc/{c.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * 10**9 // os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def pipeline_work() -> int:
     """~60 us of pure Python (holding the GIL): what a pipeline computes between two runs."""
     x = 0
@@ -243,7 +261,7 @@ def measure(regime: str, variants: dict[str, Callable[[], object]], refs: dict[s
             gc.collect()
             exported.clear()
             sent = mltrace.delivery_stats().exported
-            p0 = time.process_time_ns()
+            p0 = time.process_time_ns() + courier_cpu_ns()
             w, c = timed(calls[name], n)
             ended = time.perf_counter()
             if name in forms:
@@ -253,7 +271,7 @@ def measure(regime: str, variants: dict[str, Callable[[], object]], refs: dict[s
             provider.force_flush()
             wall[name].append(w)
             cpu[name].append(c)
-            total[name].append((time.process_time_ns() - p0) / n)
+            total[name].append((time.process_time_ns() + courier_cpu_ns() - p0) / n)
             if name in refs.values():
                 inside += sum(k for t, k in exported if t <= ended)
                 bare_spans += sum(k for _, k in exported)
@@ -265,7 +283,7 @@ def measure(regime: str, variants: dict[str, Callable[[], object]], refs: dict[s
     o_cpu, o_total, o_wall = overheads(cpu), overheads(total), overheads(wall)
     print(f"\n{regime}: python {sys.version.split()[0]}, {rounds} rounds x {n} calls, medians of the "
           f"overhead per call (us) over the undecorated function; OTLP/HTTP to a local receiver "
-          f"(mltrace: durable append + delivery thread; bare: BatchSpanProcessor + OTLPSpanExporter)")
+          f"(mltrace: durable append + {DELIVERY} delivery; bare: BatchSpanProcessor + OTLPSpanExporter)")
     print(f"{'variant':48} {'caller CPU':>10} {'vs bare':>8} {'+delivery':>10} {'vs bare':>8} "
           f"{'wall':>8} {'vs bare':>8}")
     worst: dict[str, tuple[float, str]] = {}
@@ -327,9 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     proc, url = start_receiver()
     tmp = tempfile.TemporaryDirectory(prefix="mltrace-bench-")
     try:
-        # ours: the real destination (durable append, then OTLP/HTTP from the delivery thread)
-        export.configure(settings=Settings.from_env({}, mltrace_dir=Path(tmp.name)).replace(
-            otlp_traces_endpoint=url + SDK_PATH))
+        # ours: the real destination (durable append, then OTLP/HTTP from the courier)
+        ours = Settings.from_env({"MLTRACE_DELIVERY": DELIVERY}, mltrace_dir=Path(tmp.name))
+        export.configure(settings=ours.replace(otlp_traces_endpoint=url + SDK_PATH))
         # theirs: the stock SDK pipeline (the OTel SDK's 512-span exports), our delay, a queue that
         # never drops
         provider = TracerProvider(resource=export.resource_for(export.configured_settings()))
@@ -384,7 +402,8 @@ def breakdown(forms: dict[str, Callable[[], object]], spans: dict[str, ReadableS
     with the SDK's real destination and with ``MLTRACE_EXPORT=none`` (no span processor: the
     difference is what the durable append costs inside a run), and the bare span with its
     BatchSpanProcessor and with none (the difference is what the stock processor costs)."""
-    real = Settings.from_env({}, mltrace_dir=tmp).replace(otlp_traces_endpoint=url + SDK_PATH)
+    real = Settings.from_env({"MLTRACE_DELIVERY": DELIVERY}, mltrace_dir=tmp).replace(
+        otlp_traces_endpoint=url + SDK_PATH)
     none = Settings.from_env({}, mltrace_dir=tmp).replace(export="none")
     # the same destination with the delivery thread idle while the calls are timed (it delivers
     # at the flush after them): what delivering meanwhile costs the caller

@@ -228,6 +228,26 @@ def sender_for(target: ForwardTarget, user_agent: str = "mltrace-otel") -> HttpS
     return GrpcSender(target) if target.protocol == "grpc" else HttpSender(target, user_agent)
 
 
+def exporter_sender(protocol: str, endpoint: str, headers: dict[str, str],
+                    user_agent: str = "mltrace-otel-sdk") -> HttpSender | GrpcSender | JsonSender:
+    """The sender for an OTLP exporter's settings: ``OTEL_EXPORTER_OTLP_PROTOCOL``
+    (``http/protobuf``, ``http/json``, ``grpc``), the traces endpoint (a URL; for gRPC
+    ``host:port`` or a URL whose scheme says TLS) and ``OTEL_EXPORTER_OTLP_HEADERS``.
+
+    Raises:
+        ImportError: gRPC without the ``grpc`` extra.
+    """
+    if protocol == "grpc":
+        parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+        target = ForwardTarget(f"{parts.hostname}:{parts.port or 4317}", "grpc", parts.scheme == "https",
+                               {k.lower(): v for k, v in headers.items()})
+        return GrpcSender(target)
+    if protocol == "http/json":
+        return JsonSender(endpoint, headers, user_agent)
+    return HttpSender(ForwardTarget(endpoint, "http/protobuf", endpoint.startswith("https://"), headers),
+                      user_agent)
+
+
 class JsonSender:
     """OTLP/HTTP with JSON bodies: the request bytes rendered per the OTLP/JSON rules
     (lowerCamelCase fields, hex trace and span ids, integer enums)."""

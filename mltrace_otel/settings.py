@@ -40,6 +40,8 @@ ENV_VARS: dict[str, str] = {
     "whole content; a bigger one by size, mtime and its first, middle and last MiB; 0: always the "
     "latter (default 64)",
     "MLTRACE_SPOOL_MAX_MB": "spool size above which the SDK stops spooling and counts drops (default 1024)",
+    "MLTRACE_DELIVERY": "SDK: who sends the runs to the OTLP endpoint: process (default: a courier "
+    "process per pipeline process, so the pipeline's calls never wait for its GIL) or thread",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "OTLP endpoint for spans (standard OTel)",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "OTLP endpoint for spans, signal-specific (standard OTel)",
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf (default), http/json or grpc (standard OTel)",
@@ -142,6 +144,7 @@ def parse_kv_list(name: str, value: str) -> dict[str, str]:
 
 _STORE_SCHEMES = ("chdb", "http", "https")
 _EXPORT_MODES = ("auto", "otlp", "spool", "none")
+_DELIVERIES = ("process", "thread")
 _PROTOCOLS = ("http/protobuf", "http/json", "grpc")
 
 
@@ -297,6 +300,7 @@ class Settings:
     store_wait_s: float = 30.0
     export: str = "auto"
     spool_max_mb: int = 1024
+    delivery: str = "process"
     hash_max_mb: int = 64
     otlp_endpoint: str | None = None
     otlp_traces_endpoint: str | None = None
@@ -432,6 +436,7 @@ class Settings:
         take("MLTRACE_STORE_WAIT_S", "store_wait_s", lambda n, v: parse_float(n, v, 0))
         take("MLTRACE_EXPORT", "export", choice(_EXPORT_MODES))
         take("MLTRACE_SPOOL_MAX_MB", "spool_max_mb", lambda n, v: parse_int(n, v, 1))
+        take("MLTRACE_DELIVERY", "delivery", choice(_DELIVERIES))
         take("MLTRACE_HASH_MAX_MB", "hash_max_mb", lambda n, v: parse_int(n, v, 0))
         take("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint", text)
         take("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otlp_traces_endpoint", text)

@@ -264,6 +264,34 @@ def scan(path: Path, data: bytes | None = None) -> tuple[list[Record], int, int]
     return records, corrupt, at
 
 
+def follow(path: Path, offset: int, complete: bool) -> tuple[list[Entry], int]:
+    """The whole records of a segment from byte ``offset`` on, and the offset after them, for a
+    reader that follows a live writer (:mod:`mltrace_otel.sdk.courier`). It stops at a record
+    that is not whole yet (its writer is still appending it); once the segment is ``complete``
+    (its writer moved to a newer one, or died), the rest is read as :func:`scan` reads a
+    segment: damaged bytes skipped, a torn tail left.
+
+    Raises:
+        OSError: the file cannot be read (FileNotFoundError: a drain claimed it).
+    """
+    slot = segment_slot(path)
+    if slot is None:
+        raise ValueError(f"{path} is not a segment file")
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    view = memoryview(data)
+    if complete:
+        records, _, _ = scan(path, data)
+        return ([Entry(r.seq, r.spans, data[r.offset:r.offset + r.length]) for r in records],
+                offset + len(data))
+    out, at = [], 0
+    while (rec := _record_at(view, at, slot, path)) is not None:
+        out.append(Entry(rec.seq, rec.spans, data[rec.offset:rec.offset + rec.length]))
+        at = rec.offset + rec.length
+    return out, offset + at
+
+
 def read(records: Sequence[Record]) -> Iterator[Entry]:
     """The payloads of scanned records."""
     files: dict[Path, object] = {}

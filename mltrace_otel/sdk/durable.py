@@ -6,30 +6,32 @@ decorated call returns, and is delivered from there.
 it encodes the span (:mod:`.wire`) and appends it to a segment of this process's own in the
 spool directory (:mod:`mltrace_otel.spool`, one ``write``; no fsync: the page cache outlives
 the process, so SIGTERM, SIGINT, kill -9, ``os._exit`` and an exception all leave the run on
-disk; a power cut may not). A background thread then, every ``delay_s`` (``OTEL_BSP_SCHEDULE_DELAY``)
-or once ``batch`` spans are waiting (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, 4,096 by default rather
-than the OTel SDK's 512: the runs are on disk already, and each delivery needs this process's GIL
-a dozen times; while the thread waits for it, every system call of the pipeline wakes it, which
-costs the pipeline's calls more than the delivery itself, so fewer, larger deliveries cost them
-less, measured in ``bench/bench_sdk.py``):
+disk; a power cut may not). Then, every ``delay_s`` (``OTEL_BSP_SCHEDULE_DELAY``) or once
+``batch`` runs wait (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, 4,096 by default rather than the OTel
+SDK's 512: the runs are on disk already, so fewer, larger deliveries lose nothing):
 
-- with an OTLP endpoint: sends the segment's requests as they are (:mod:`mltrace_otel.otlp_send`)
-  and deletes the segment once they are accepted; when the endpoint fails, seals the segment
-  for the store's drain instead (and skips OTLP for ``OTLP_RETRY_AFTER_S``);
-- without one: seals the segment; any process that opens the embedded store drains it.
+- with an OTLP endpoint: the process's **courier** (:mod:`.courier`, a process of its own,
+  started at the first run; ``MLTRACE_DELIVERY=thread`` or a platform without it: a thread of
+  this process) sends the segment's requests as they are (:mod:`mltrace_otel.otlp_send`) and
+  deletes the segment once they are accepted; when the endpoint fails, it seals the segment for
+  the store's drain instead (and skips OTLP for ``OTLP_RETRY_AFTER_S``). Every ``batch`` runs
+  this process starts a new segment, so the courier can delete the sent ones. A thread would
+  cost the calls more than the delivery does (:mod:`.courier` says why);
+- without one: a thread seals the segment; any process that opens the embedded store drains it.
 
-A process that dies leaves its open segment behind, named with its pid: the store's drain takes
-segments of dead writers, and so does the next SDK process that has an OTLP endpoint (it sends
-them, then deletes them), so a run reaches the store either way. Delivery is at least once: a
-segment sent over OTLP whose deletion a crash prevented is sent again; the store keeps one run
-per run id.
+A process that dies leaves its open segment behind, named with its pid: its courier sends it (it
+notices the death), the store's drain takes segments of dead writers, and so does the next SDK
+process that has an OTLP endpoint (it sends them, then deletes them), so a run reaches the store
+either way. Delivery is at least once: a segment sent over OTLP whose deletion a crash prevented
+is sent again; the store keeps one run per run id.
 
-Back-pressure instead of loss: while more than ``max_pending`` spans wait for an OTLP endpoint,
-``on_end`` waits for the sender (counted in ``DeliveryStats.waits``); nothing is dropped for a
-full queue. Spans are dropped (and counted) only when they cannot be encoded or written (times
-outside 1970-2262, a full or read-only disk, the spool over ``MLTRACE_SPOOL_MAX_MB``).
+Back-pressure instead of loss: while more than ``max_pending`` runs wait for an OTLP endpoint
+that answers, ``on_end`` waits for the delivery (counted in ``DeliveryStats.waits``); nothing is
+dropped for a full queue. Spans are dropped (and counted) only when they cannot be encoded or
+written (times outside 1970-2262, a full or read-only disk, the spool over
+``MLTRACE_SPOOL_MAX_MB``).
 
-Imports settings, spool, otlp_send, the SDK's counters and the OpenTelemetry SDK.
+Imports settings, spool, otlp_send, the courier, the SDK's counters and the OpenTelemetry SDK.
 """
 
 from __future__ import annotations
@@ -39,56 +41,56 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from pathlib import Path
+from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from mltrace_otel import spool
+from mltrace_otel.sdk import courier
+from mltrace_otel.sdk.courier import LEFTOVERS_EVERY_S, Send, deliver_leftovers, send_all
 from mltrace_otel.sdk.exporters import COUNTERS, MAX_TIME_NS, MIN_TIME_NS, OTLP_RETRY_AFTER_S
 from mltrace_otel.sdk.wire import Envelope
 from mltrace_otel.settings import Settings
-
-if TYPE_CHECKING:  # http.client, email and ssl load only when something is sent
-    from mltrace_otel.otlp_send import Outcome
 
 _log = logging.getLogger("mltrace_otel.sdk")
 _monotonic = time.monotonic
 _time_ns = time.time_ns
 _HEAD_SIZE = spool.HEAD.size
-
-MAX_SEND_BYTES = 2 * 1024 * 1024
-"""Requests are joined into one OTLP export up to this size."""
-SEND_TRIES = 5
-"""Tries of an export a busy endpoint answers with 429/503 before its runs stay in the spool."""
-LEFTOVERS_EVERY_S = 60.0
-"""How often (at most) an SDK with an OTLP endpoint looks for segments dead processes left."""
-
-Send = Callable[[bytes, float], "Outcome"]
-"""Sends serialized requests (one request, or several concatenated) within a timeout."""
+COURIER_RESTART_S = 30.0
+"""A courier that dies is replaced if it ran at least this long; else delivery falls back to a
+thread of this process (a courier that cannot run here would die again)."""
 
 
 class DurableProcessor(SpanProcessor):
     """Appends every ended span to the durable queue before returning, then delivers it.
 
     Args:
-        settings: where the spool is (``spool_dir``) and its size cap.
-        send: delivers requests over OTLP; None: the spool is the destination.
+        settings: where the spool is (``spool_dir``), its size cap, and ``delivery`` (a courier
+            process or a thread).
+        send: delivers requests over OTLP from this process; None: the spool is the destination.
+        endpoint: the same OTLP endpoint for a courier (``protocol``, ``endpoint``, ``headers``
+            of :class:`~.courier.Config`); None: no courier (a thread delivers with ``send``).
         delay_s: deliver at least this often.
         batch: deliver early once this many spans wait; at most half of ``max_pending``, so a
             delivery starts well before calls have to wait (a queue of the OTel SDK's 2,048
-            with the default 4,096 would make every 2,048th call wait for the delivery thread).
+            with the default 4,096 would make every 2,048th call wait for the delivery).
         max_pending: with ``send``, spans waiting beyond this make ``on_end`` wait.
         timeout_s: one OTLP attempt's timeout.
-        sync: deliver each span before ``on_end`` returns (tests).
+        sync: deliver each span before ``on_end`` returns, from this thread (tests).
     """
 
-    def __init__(self, settings: Settings, send: Send | None, *, delay_s: float = 2.0, batch: int = 4096,
-                 max_pending: int = 20_000, timeout_s: float = 4.0, sync: bool = False) -> None:
+    def __init__(self, settings: Settings, send: Send | None, *,
+                 endpoint: tuple[str, str, dict[str, str]] | None = None, delay_s: float = 2.0,
+                 batch: int = 4096, max_pending: int = 20_000, timeout_s: float = 4.0,
+                 sync: bool = False) -> None:
         self.settings = settings
         self.directory = settings.spool_dir
         self.send = send
+        self.endpoint = endpoint if (send is not None and not sync and settings.delivery == "process"
+                                     and courier.supported()) else None
         self.delay_s = max(0.001, delay_s)
         self.max_pending = max(1, max_pending)
         self.batch = max(1, min(batch, self.max_pending // 2))
@@ -103,15 +105,18 @@ class DurableProcessor(SpanProcessor):
             os.register_at_fork(after_in_child=lambda: (p := ref()) and p._init_state())
 
     def _init_state(self) -> None:
-        """Fresh state (also in a forked child: the parent's open segment and pending spans are
-        the parent's to deliver)."""
+        """Fresh state (also in a forked child: the parent's open segment, pending spans and
+        courier are the parent's to deliver)."""
+        old = getattr(self, "_courier", None)
+        if old is not None:
+            old.abandon()
         self._pid = os.getpid()
         self._writer: spool.SegmentWriter | None = None
         # reentrant: COUNTERS.add may warn while it is held, and a warning hook may end a span
         self._lock = threading.RLock()  # on_end takes it bare (a C call); waits go through _cond
         self._cond = threading.Condition(self._lock)
         self._cycle_lock = threading.Lock()
-        self._pending: list[bytes] = []
+        self._pending: list[bytes] = []  # thread delivery: the requests appended since the last
         self._appended = 0  # runs in the open segment
         self._last_seq = 0
         self._stopped = False
@@ -120,6 +125,11 @@ class DurableProcessor(SpanProcessor):
         self._spool_bytes: int | None = None
         self._spool_checked = 0.0
         self._thread: threading.Thread | None = None
+        self._courier: courier.Courier | None = None
+        self._courier_at = 0.0
+        self._acked = courier.Acks()  # the courier's report, as counted in COUNTERS
+        self._closed: deque[tuple[Path, int]] = deque()  # courier: closed segments, their runs
+        self._closed_runs = 0
 
     # --- the caller's side ---------------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -146,12 +156,8 @@ class DurableProcessor(SpanProcessor):
             self._init_state()
         n = len(payload)
         with self._lock:
-            if self.send is not None and len(self._pending) >= self.max_pending:
-                while (len(self._pending) >= self.max_pending and not self._stopped
-                       and self._thread is not None and self._thread.is_alive()):
-                    self.waits += 1  # back-pressure: the endpoint is slower than the pipeline
-                    self._cond.notify_all()
-                    self._cond.wait(0.5)
+            if self.send is not None and self._waiting() >= self.max_pending:
+                self._wait_for_delivery()
             size = self._spool_bytes
             if (size is None or size + n > self._cap or _monotonic() - self._spool_checked > 10) \
                     and not self._fits(n):
@@ -171,16 +177,49 @@ class DurableProcessor(SpanProcessor):
             self._appended += 1
             if self._spool_bytes is not None:
                 self._spool_bytes += n + _HEAD_SIZE
-            if self.send is not None:
-                self._pending.append(payload)
+            if self.endpoint is not None:
+                if self._appended >= self.batch:
+                    self._next_segment()
             else:
-                COUNTERS.add("spooled", 1)
-            if self._appended >= self.batch:
-                self._cond.notify_all()
+                if self.send is not None:
+                    self._pending.append(payload)
+                else:
+                    COUNTERS.add("spooled", 1)
+                if self._appended >= self.batch:
+                    self._cond.notify_all()
         if self.sync:
             self._cycle()
-        elif self._thread is None:
-            self._start_thread()
+        elif self._thread is None and self._courier is None:
+            self._start_delivery()
+
+    def _waiting(self) -> int:
+        """Runs appended and not yet delivered (for the courier: runs in segments it has not
+        deleted yet, the open one counted whole)."""
+        if self.endpoint is None:
+            return len(self._pending)
+        return self._appended + self._closed_runs
+
+    def _wait_for_delivery(self) -> None:
+        """Back-pressure (the lock held): wait while ``max_pending`` runs wait for an endpoint
+        that answers; a failing one is not waited for (the runs go to the spool)."""
+        while self._waiting() >= self.max_pending and not self._stopped:
+            if self.endpoint is None:
+                if self._thread is None or not self._thread.is_alive():
+                    return
+                self.waits += 1  # the endpoint is slower than the pipeline
+                self._cond.notify_all()
+                self._cond.wait(0.5)
+                continue
+            c = self._courier
+            if c is None:
+                return
+            alive = c.poll()
+            self._count_acks()
+            self._forget_sent()
+            if not alive or c.acks.failing or self._waiting() < self.max_pending:
+                return  # a dead courier is replaced at the next segment; a failing one seals
+            self.waits += 1  # the endpoint is slower than the pipeline
+            c.poll(0.5)  # the courier reports after each delivery
 
     def _fits(self, n: int) -> bool:
         """Whether the spool stays under MLTRACE_SPOOL_MAX_MB (its size read every 10 s)."""
@@ -195,9 +234,102 @@ class DurableProcessor(SpanProcessor):
 
     def queued(self) -> int:
         """Spans appended and not yet delivered over OTLP."""
-        return len(self._pending)
+        with self._lock:
+            if self._courier is not None:
+                self._courier.poll()
+                self._count_acks()
+                self._forget_sent()
+            return self._waiting()
 
-    # --- delivery ------------------------------------------------------------------------------
+    # --- delivery by a courier -------------------------------------------------------------------
+    def _next_segment(self) -> None:
+        """(The lock held.) Close the open segment, so the courier can delete it once sent; look
+        at the courier's reports and health."""
+        assert self._writer is not None
+        paths = self._writer.detach()
+        for path in paths:  # (more than one when a Seq slot ended the first): counted on the newest
+            self._closed.append((path, self._appended if path is paths[-1] else 0))
+        self._closed_runs += self._appended
+        self._appended = 0
+        c = self._courier
+        if c is not None:
+            if c.poll() and c.alive():
+                self._count_acks()
+                self._forget_sent()
+            else:
+                self._courier_died()
+
+    def _forget_sent(self) -> None:
+        """Drop the closed segments the courier has deleted (sent) or sealed (for the drain)."""
+        while self._closed and not self._closed[0][0].exists():
+            self._closed_runs -= self._closed.popleft()[1]
+
+    def _count_acks(self) -> None:
+        """Add what the courier reported since the last look to the process's counts."""
+        c = self._courier
+        if c is None or c.acks == self._acked:
+            return
+        new, old = c.acks, self._acked
+        self._acked = new
+        if new.exported > old.exported:
+            COUNTERS.add("exported", new.exported - old.exported)
+        if new.spooled > old.spooled:
+            COUNTERS.add("spooled", new.spooled - old.spooled)
+        if new.failures > old.failures:
+            COUNTERS.add("export_failures", new.failures - old.failures, new.last_error)
+
+    def _start_delivery(self) -> None:
+        if self.endpoint is None:
+            self._start_thread()
+            return
+        with self._lock:
+            if self._courier is not None or self._stopped or self._writer is None:
+                return
+            protocol, url, headers = self.endpoint
+            try:
+                self._courier = courier.Courier(courier.Config(
+                    str(self.directory), self._writer.writer, self._pid, protocol, url, dict(headers),
+                    self.delay_s, self.batch, self.timeout_s))
+            except OSError as e:  # no courier here: this process delivers itself
+                _log.warning("mltrace: cannot start the delivery process (%s); delivering from a thread", e)
+                self._to_thread()
+                return
+            self._courier_at = time.monotonic()
+            self._acked = courier.Acks()
+
+    def _courier_died(self) -> None:
+        """(The lock held.) The courier is gone: a new one (it reads this process's segments
+        from their start: at least once), or, if it died young, a thread of this process."""
+        c = self._courier
+        assert c is not None
+        c.poll()
+        self._count_acks()
+        code = c.proc.poll()
+        self._courier = None
+        young = time.monotonic() - self._courier_at < COURIER_RESTART_S
+        _log.warning("mltrace: the delivery process ended (exit code %s); %s", code,
+                     "delivering from a thread" if young else "starting another")
+        if young:
+            self._to_thread()
+        else:
+            self._start_delivery()
+
+    def _to_thread(self) -> None:
+        """(The lock held.) Deliver from a thread from now on: this process's closed segments
+        are sealed for it (it sends them with the leftovers at once)."""
+        self.endpoint = None
+        if self._writer is not None:
+            self._closed.extend((path, 0) for path in self._writer.detach())
+            self._appended = 0
+        for path, _ in self._closed:
+            courier.seal(path)
+        self._closed.clear()
+        self._closed_runs = 0
+        self._leftovers_at = 0.0
+        self._start_thread()
+        self._cond.notify_all()
+
+    # --- delivery by a thread of this process ---------------------------------------------------
     def _start_thread(self) -> None:
         with self._cond:
             if self._thread is not None or self._stopped:
@@ -219,7 +351,10 @@ class DurableProcessor(SpanProcessor):
                 return
 
     def _cycle(self) -> None:
-        """Deliver what was appended since the last cycle (one segment), then leftovers."""
+        """Deliver what was appended since the last cycle (one segment), then leftovers (not with
+        a courier: it delivers the segments)."""
+        if self.endpoint is not None:
+            return
         with self._cycle_lock:
             with self._cond:
                 paths = self._writer.detach() if self._writer is not None else []
@@ -227,19 +362,24 @@ class DurableProcessor(SpanProcessor):
                 self._cond.notify_all()
             if paths:
                 self._deliver(paths, payloads)
-            if self.send is not None and time.monotonic() >= self._leftovers_at:
+            if self.send is not None and time.monotonic() >= self._leftovers_at \
+                    and time.monotonic() >= self._skip_until:
                 self._leftovers_at = time.monotonic() + LEFTOVERS_EVERY_S
-                self._deliver_leftovers()
+                sent, error = deliver_leftovers(self.directory, self.send, self.timeout_s)
+                if sent:
+                    COUNTERS.add("exported", sent)
+                if error is not None:
+                    self._skip_until = time.monotonic() + OTLP_RETRY_AFTER_S
 
-    def _deliver(self, paths: list[Any], payloads: list[bytes]) -> None:
+    def _deliver(self, paths: list[Path], payloads: list[bytes]) -> None:
         n = len(payloads)
         if self.send is None or time.monotonic() < self._skip_until:
             for path in paths:
-                self._seal(path)
+                courier.seal(path)
             if self.send is not None:
                 COUNTERS.add("spooled", n)
             return
-        error = self._send_all(payloads)
+        error = send_all(self.send, payloads, self.timeout_s)
         if error is None:
             for path in paths:
                 try:
@@ -255,65 +395,35 @@ class DurableProcessor(SpanProcessor):
         COUNTERS.add("export_failures", 1, f"OTLP export failed ({error}); spooled instead")
         COUNTERS.add("spooled", n)
         for path in paths:
-            self._seal(path)
-
-    def _send_all(self, payloads: list[bytes]) -> str | None:
-        """Send requests in exports of up to MAX_SEND_BYTES; None, or why it failed."""
-        assert self.send is not None
-        k = 0
-        while k < len(payloads):
-            size, j = 0, k
-            while j < len(payloads) and (j == k or size + len(payloads[j]) <= MAX_SEND_BYTES):
-                size += len(payloads[j])
-                j += 1
-            body, backoff, tries = b"".join(payloads[k:j]), 0.5, 0
-            while True:
-                try:
-                    outcome = self.send(body, self.timeout_s)
-                except Exception as e:  # noqa: BLE001 - a sender must not raise; treat as a failure
-                    return f"{type(e).__name__}: {e}"
-                if outcome.ok:
-                    break
-                tries += 1
-                # a busy collector (429/503 with Retry-After) is waited for, a few times, as OTel
-                # exporters do; a dead one or a refusal leaves the runs in the spool at once
-                if not outcome.busy or tries >= SEND_TRIES:
-                    return outcome.reason or "refused"
-                time.sleep(min(outcome.retry_after if outcome.retry_after is not None else backoff, 5.0))
-                backoff *= 2
-            k = j
-        return None
-
-    def _seal(self, path: Any) -> None:
-        try:
-            spool.seal_path(path)
-        except OSError as e:  # left .open: drained as a dead writer's once this process ends
-            _log.warning("mltrace: cannot seal spool segment %s: %s", path, e)
-
-    def _deliver_leftovers(self) -> None:
-        """Send the segments dead processes (or failed exports) left in the spool, then delete
-        them; stop at the first failure (they stay for the next try or the store's drain)."""
-        for claimed in spool.claim_all(self.directory):
-            try:
-                entries, _ = claimed.entries()
-            except OSError:
-                claimed.release()
-                continue
-            error = self._send_all([e.payload for e in entries]) if entries else None
-            if error is not None:
-                claimed.release()
-                self._skip_until = time.monotonic() + OTLP_RETRY_AFTER_S
-                return
-            claimed.done()
-            COUNTERS.add("exported", sum(max(e.spans, 1) for e in entries))
+            courier.seal(path)
 
     # --- lifecycle -------------------------------------------------------------------------------
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Deliver everything appended so far, in the calling thread."""
+        """Deliver everything appended so far (by the courier, waited for; else in the calling
+        thread)."""
         if os.getpid() != self._pid:
             return True
-        self._cycle()
-        return True
+        with self._lock:
+            c = self._courier
+            if c is not None:
+                if self._appended:
+                    self._next_segment()
+                c = self._courier  # (a dead one was just replaced)
+                last = self._closed[-1][0].name if self._closed else "-"
+                seq = self._last_seq
+        if c is None:
+            self._cycle()
+            return True
+        done = c.flush(seq, last, timeout_millis / 1000)
+        with self._lock:
+            self._count_acks()
+            self._forget_sent()
+            if not done and self._courier is c and not c.alive():
+                self._courier_died()
+                if self._courier is None:
+                    self._cycle()
+                    return True
+        return done
 
     def shutdown(self) -> None:
         if os.getpid() != self._pid:
@@ -324,6 +434,19 @@ class DurableProcessor(SpanProcessor):
             self._stopped = True
             self._cond.notify_all()
             thread = self._thread
+        if self.endpoint is not None:
+            self.force_flush(int((self.timeout_s + 30) * 1000))
+        if self.endpoint is not None:  # (no fallback to a thread meanwhile)
+            with self._lock:
+                c = self._courier
+                if self._writer is not None:
+                    self._writer.detach()  # what the courier did not take stays for the drain
+            if c is not None:
+                c.close(self.timeout_s + 10)
+                with self._lock:
+                    self._count_acks()
+                    self._courier = None
+            return
         if thread is not None:
             thread.join(self.timeout_s + 30)
         self._cycle()

@@ -189,22 +189,10 @@ def otlp_endpoint(settings: Settings) -> str:
 
 def _otlp_sender(settings: Settings) -> tuple[Send, str]:
     """What sends the durable queue's requests to the configured OTLP endpoint, and its URL."""
-    from urllib.parse import urlsplit
-
-    from mltrace_otel.otlp_send import HttpSender, JsonSender, sender_for
-    from mltrace_otel.settings import ForwardTarget
+    from mltrace_otel.otlp_send import exporter_sender
 
     ep = otlp_endpoint(settings)
-    headers = dict(settings.otlp_headers)
-    agent = "mltrace-otel-sdk"
-    if settings.otlp_protocol == "grpc":
-        parts = urlsplit(ep if "://" in ep else f"http://{ep}")
-        target = ForwardTarget(f"{parts.hostname}:{parts.port or 4317}", "grpc", parts.scheme == "https",
-                               {k.lower(): v for k, v in headers.items()})
-        return sender_for(target, agent).send, ep
-    if settings.otlp_protocol == "http/json":
-        return JsonSender(ep, headers, agent).send, ep
-    return HttpSender(ForwardTarget(ep, "http/protobuf", ep.startswith("https://"), headers), agent).send, ep
+    return exporter_sender(settings.otlp_protocol, ep, dict(settings.otlp_headers)).send, ep
 
 
 def _build(settings: Settings, exporter: SpanExporter | None, sync: bool,
@@ -225,10 +213,12 @@ def _build(settings: Settings, exporter: SpanExporter | None, sync: bool,
         destination = "none"
     else:
         send = None
+        endpoint = None
         destination = f"spool {settings.spool_dir}"
         if settings.export == "otlp" or (settings.export == "auto" and settings.traces_endpoint):
             try:
                 send, ep = _otlp_sender(settings)
+                endpoint = (settings.otlp_protocol, ep, dict(settings.otlp_headers))
                 destination = f"otlp {ep}"
             except ImportError as e:  # OTLP/gRPC without the grpc extra: never break the pipeline
                 from mltrace_otel.errors import missing_extra
@@ -236,7 +226,8 @@ def _build(settings: Settings, exporter: SpanExporter | None, sync: bool,
                 _log.warning("mltrace: %s; runs are kept in the spool %s", missing_extra(
                     f"OTLP/{settings.otlp_protocol} export", "grpc", e.name), settings.spool_dir)
         # OTEL_BSP_*: the OTel spec's batch span processor settings, for the same jobs here
-        processor = DurableProcessor(settings, send, delay_s=settings.bsp_schedule_delay_ms / 1000,
+        processor = DurableProcessor(settings, send, endpoint=endpoint,
+                                     delay_s=settings.bsp_schedule_delay_ms / 1000,
                                      batch=settings.bsp_max_export_batch_size,
                                      max_pending=settings.bsp_max_queue_size,
                                      timeout_s=(otlp_timeout_s or settings.bsp_export_timeout_ms / 1000

@@ -1,0 +1,460 @@
+"""The courier: the process that delivers a pipeline's runs, so the pipeline's calls do not pay for it.
+
+Why another process and not a thread: a delivery thread needs the pipeline's GIL a dozen times
+per delivery (after each of its system calls). While it waits, every system call of the
+pipeline's calls (the durable queue's ``write``, a file version's ``stat``) releases the GIL and
+wakes it, and the pipeline takes the GIL back before the woken thread runs; CPython forces a
+hand-over only after 5 ms *without* a release, which a pipeline making a call every 100 µs never
+gives. So each of those waits costs the pipeline one futile wake-up (a futex call and an
+interrupt to the other CPU) per call: measured, 0.65 context switches of the delivery thread per
+``input_kwargs=`` call and 14 µs more per call while it delivered, against nothing measurable for
+the same work in another process (``docs/benchmarks.md``). Weights & Biases moved its uploads
+into a service process for the same reason.
+
+How: :class:`~mltrace_otel.sdk.durable.DurableProcessor` starts one courier per pipeline process
+(``python -c`` running :func:`main`) once that process has an OTLP endpoint and a run to send.
+The runs are already on disk, in the process's own segments of the durable queue
+(:mod:`mltrace_otel.spool`), before each call returns; the courier follows those segments as they
+grow (:func:`mltrace_otel.spool.follow`), sends their requests as they are every ``delay_s`` or
+once ``batch`` runs wait, and deletes a segment once it is complete (the pipeline moved to a
+newer one) and sent. When the endpoint fails it seals the complete segments for the store's
+drain (and the next SDK process's leftovers) and skips OTLP for ``OTLP_RETRY_AFTER_S``, as the
+delivery thread did. It also sends the segments that dead processes left (every
+``LEFTOVERS_EVERY_S``).
+
+The pipes between them (one line per message, ASCII):
+
+- to the courier, on its stdin: one JSON line of :class:`Config`, then ``F <seq> <segment>``
+  lines: a flush; the pipeline closed that segment first, so it and every older one are
+  complete: deliver (or seal) every record up to ``seq``, then answer. End of input (the
+  pipeline's exit: it flushed first) makes the courier deliver what is due and exit, leaving any
+  segment the pipeline may still write to, once the pipeline said ``X`` (it is closing); end
+  of input without ``X`` is the pipeline's death, and so is a change of the courier's parent pid
+  (a pipe end inherited by a forked worker may keep stdin open): every segment is then complete,
+  and the courier delivers (or seals) them all, then exits.
+- from the courier, on its stdout: after each change, ``A <exported> <spooled> <failures>
+  <flushed> <failing>\\t<last error>`` with cumulative counts of runs (:class:`Acks`).
+
+Nothing is lost if the courier dies: the runs stay in the segments; the pipeline notices (at its
+next rotation, flush or exit), and delivers them itself or with a new courier (at least once: the
+store keeps one run per run id).
+
+Imports :mod:`mltrace_otel.spool` and :mod:`mltrace_otel.otlp_send` only (not the OpenTelemetry
+SDK): the courier starts in ~0.1 s.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from mltrace_otel import spool
+
+if TYPE_CHECKING:
+    from mltrace_otel.otlp_send import Outcome
+
+_log = logging.getLogger("mltrace_otel.sdk")
+
+MAX_SEND_BYTES = 2 * 1024 * 1024
+"""Requests are joined into one OTLP export up to this size."""
+SEND_TRIES = 5
+"""Tries of an export a busy endpoint answers with 429/503 before its runs stay in the spool."""
+LEFTOVERS_EVERY_S = 60.0
+"""How often (at most) segments that dead processes left are looked for and sent."""
+OTLP_RETRY_AFTER_S = 30.0
+"""After a failed export, OTLP is skipped this long (the runs go to the spool meanwhile)."""
+POLL_S = 0.05
+"""How often the courier looks at the pipeline's segments for new runs."""
+
+Send = Callable[[bytes, float], "Outcome"]
+"""Sends serialized requests (one request, or several concatenated) within a timeout."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """What a courier needs: whose segments to follow, where to send them, and when."""
+
+    spool_dir: str
+    writer: str  # the pipeline's SegmentWriter name (its segments are <seq>-<writer>.open)
+    parent: int  # the pipeline's pid
+    protocol: str  # OTEL_EXPORTER_OTLP_PROTOCOL
+    endpoint: str
+    headers: dict[str, str]
+    delay_s: float
+    batch: int
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Acks:
+    """A courier's cumulative report (runs, not requests)."""
+
+    exported: int = 0
+    spooled: int = 0
+    failures: int = 0
+    flushed: int = 0  # the highest flush Seq done
+    failing: bool = False  # OTLP failed lately: runs go to the spool until OTLP_RETRY_AFTER_S passed
+    last_error: str = ""
+
+    def line(self) -> bytes:
+        error = " ".join(self.last_error.split())[:500]
+        return (f"A {self.exported} {self.spooled} {self.failures} {self.flushed} {int(self.failing)}"
+                f"\t{error}\n").encode("ascii", "backslashreplace")
+
+    @classmethod
+    def parse(cls, line: bytes) -> Acks | None:
+        head, _, error = line.decode("ascii", "replace").partition("\t")
+        parts = head.split()
+        if len(parts) != 6 or parts[0] != "A" or not all(p.isdigit() for p in parts[1:]):
+            return None
+        return cls(int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4]), parts[5] == "1", error)
+
+
+# --- sending (the courier, and the pipeline's own delivery when it has no courier) -------------------
+
+def send_all(send: Send, payloads: Sequence[bytes], timeout_s: float) -> str | None:
+    """Send requests in exports of up to :data:`MAX_SEND_BYTES`; None, or why it failed.
+
+    A busy endpoint (429/503 with Retry-After) is waited for a few times, as OTel exporters do; a
+    dead one or a refusal fails at once (the runs then stay in the spool)."""
+    k = 0
+    while k < len(payloads):
+        size, j = 0, k
+        while j < len(payloads) and (j == k or size + len(payloads[j]) <= MAX_SEND_BYTES):
+            size += len(payloads[j])
+            j += 1
+        body, backoff, tries = b"".join(payloads[k:j]), 0.5, 0
+        while True:
+            try:
+                outcome = send(body, timeout_s)
+            except Exception as e:  # noqa: BLE001 - a sender must not raise; treat as a failure
+                return f"{type(e).__name__}: {e}"
+            if outcome.ok:
+                break
+            tries += 1
+            if not outcome.busy or tries >= SEND_TRIES:
+                return outcome.reason or "refused"
+            time.sleep(min(outcome.retry_after if outcome.retry_after is not None else backoff, 5.0))
+            backoff *= 2
+        k = j
+    return None
+
+
+def deliver_leftovers(directory: Path, send: Send, timeout_s: float) -> tuple[int, str | None]:
+    """Send the segments dead processes (or failed exports) left in the spool, deleting each once
+    sent; stop at the first failure (the rest stay for the next try or the store's drain).
+    Returns (runs sent, the failure or None)."""
+    sent = 0
+    for claimed in spool.claim_all(directory):
+        try:
+            entries, _ = claimed.entries()
+        except OSError:
+            claimed.release()
+            continue
+        error = send_all(send, [e.payload for e in entries], timeout_s) if entries else None
+        if error is not None:
+            claimed.release()
+            return sent, error
+        claimed.done()
+        sent += sum(max(e.spans, 1) for e in entries)
+    return sent, None
+
+
+def seal(path: Path) -> None:
+    """Hand a closed ``.open`` segment to the store's drain (and other processes' leftovers);
+    never raises: one that cannot be sealed stays ``.open``, drained once its writer is dead."""
+    try:
+        spool.seal_path(path)
+    except FileNotFoundError:  # a drain took it already
+        pass
+    except OSError as e:
+        _log.warning("mltrace: cannot seal spool segment %s: %s", path, e)
+
+
+# --- the pipeline's side ----------------------------------------------------------------------------
+
+def supported() -> bool:
+    """Whether couriers can run here (POSIX pipes and ``select``; a Python executable to start)."""
+    return os.name == "posix" and bool(sys.executable)
+
+
+class Courier:
+    """The pipeline's handle on its courier process (not thread-safe: the caller holds a lock)."""
+
+    def __init__(self, config: Config) -> None:
+        root = str(Path(__file__).resolve().parents[2])  # where this mltrace_otel is importable from
+        code = (f"import sys; sys.path.insert(0, {root!r}); "
+                "from mltrace_otel.sdk import courier; sys.exit(courier.main())")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, close_fds=True)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in: IO[bytes] = self.proc.stdin
+        self._out = self.proc.stdout.fileno()
+        os.set_blocking(self._out, False)
+        self._buf = b""
+        self.acks = Acks()
+        self._send(json.dumps(asdict(config)).encode() + b"\n")
+
+    def _send(self, line: bytes) -> bool:
+        try:
+            self._in.write(line)
+            self._in.flush()
+            return True
+        except (OSError, ValueError):  # the courier died (EPIPE) or was closed
+            return False
+
+    def poll(self, timeout_s: float = 0.0) -> bool:
+        """Read what the courier reported (waiting up to ``timeout_s`` for something); False once
+        its output ended (it exited)."""
+        ready = select.select([self._out], [], [], timeout_s)[0] if timeout_s > 0 else [self._out]
+        if not ready:
+            return True
+        try:
+            data = os.read(self._out, 65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        self._buf += data
+        *lines, self._buf = self._buf.split(b"\n")
+        for line in lines:
+            acks = Acks.parse(line)
+            if acks is not None:
+                self.acks = acks
+        return True
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def flush(self, seq: int, segment: str, timeout_s: float) -> bool:
+        """Ask for every run up to ``seq`` to be delivered (or sealed for the store) and wait for
+        the answer; ``segment``: the name of the segment the pipeline closed for this flush (it
+        and every older one are complete). False on timeout or if the courier died."""
+        if not self._send(f"F {seq} {segment}\n".encode()):
+            return False
+        deadline = time.monotonic() + timeout_s
+        while self.acks.flushed < seq:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.poll(min(left, 0.5)):
+                return self.acks.flushed >= seq
+        return True
+
+    def close(self, timeout_s: float) -> bool:
+        """End the courier's input (it delivers what is left, then exits) and wait for it; True
+        once it exited within ``timeout_s`` (it is left to finish on its own otherwise)."""
+        self._send(b"X\n")
+        try:
+            self._in.close()
+        except OSError:
+            pass
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.poll(min(0.5, max(0.0, deadline - time.monotonic()))):
+            pass
+        try:
+            self.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return False
+        while self.poll():  # its last report
+            pass
+        return True
+
+    def abandon(self) -> None:
+        """Forget a courier inherited through ``fork`` (it is the parent process's), closing this
+        process's copies of its pipes so they do not keep its input open."""
+        for f in (self._in, self.proc.stdout):
+            try:
+                if f is not None:
+                    f.close()
+            except OSError:
+                pass
+
+
+# --- the courier process ------------------------------------------------------------------------------
+
+class _Follower:
+    """Delivers one pipeline's segments as they grow."""
+
+    def __init__(self, config: Config, send: Send, out: IO[bytes]) -> None:
+        self.c = config
+        self.directory = Path(config.spool_dir)
+        self.suffix = f"-{config.writer}{spool.OPEN}"
+        self.send = send
+        self.out = out
+        self.offsets: dict[Path, int] = {}  # bytes of each segment read (whole records)
+        self.pending: list[tuple[Path, spool.Entry]] = []  # read, not yet sent
+        self.first_at = 0.0  # when the oldest pending run was read
+        self.complete_upto = ""  # segments named up to this are complete (the pipeline flushed)
+        self.flush_to = 0
+        self.skip_until = 0.0
+        self.leftovers_at = time.monotonic() + 1.0
+        self.acks = Acks()
+        self.reported = Acks()
+
+    def segments(self) -> list[Path]:
+        try:
+            names = sorted(n for n in os.listdir(self.directory) if n.endswith(self.suffix))
+        except FileNotFoundError:
+            names = []
+        return [self.directory / n for n in names]
+
+    def read(self, final: bool) -> list[Path]:
+        """Read the runs appended since the last look; the complete segments read to their end
+        (complete: all but the newest, those the pipeline closed for a flush, or all of them once
+        it died)."""
+        paths = self.segments()
+        newest = paths[-1].name if paths else ""
+        complete = []
+        for p in paths:
+            whole = final or p.name != newest or p.name <= self.complete_upto
+            try:
+                entries, self.offsets[p] = spool.follow(p, self.offsets.get(p, 0), whole)
+            except FileNotFoundError:  # claimed by a drain: its runs are the drain's now
+                self.forget(p)
+                continue
+            except (OSError, ValueError) as e:  # left alone: the drain takes it in the end
+                _log.warning("mltrace: cannot read spool segment %s: %s", p, e)
+                continue
+            if entries and not self.pending:
+                self.first_at = time.monotonic()
+            self.pending += [(p, e) for e in entries]
+            if whole:
+                complete.append(p)
+        for p in list(self.offsets):
+            if p not in paths:
+                self.forget(p)
+        return complete
+
+    def forget(self, path: Path) -> None:
+        self.offsets.pop(path, None)
+        self.pending = [(p, e) for p, e in self.pending if p != path]
+
+    def cycle(self, final: bool, closing: bool) -> None:
+        """Read, send what is due, delete the complete segments sent (seal them while OTLP
+        fails), answer a flush, send leftovers now and then, report."""
+        complete = self.read(final)
+        now = time.monotonic()
+        due = closing or self.flush_to > self.acks.flushed or len(self.pending) >= self.c.batch or (
+            bool(self.pending) and now - self.first_at >= self.c.delay_s)
+        if due and self.pending and now >= self.skip_until:
+            error = send_all(self.send, [e.payload for _, e in self.pending], self.c.timeout_s)
+            if error is None:
+                self.count(exported=sum(max(e.spans, 1) for _, e in self.pending))
+                self.pending = []
+            else:
+                self.skip_until = now + OTLP_RETRY_AFTER_S
+                _log.warning("mltrace: OTLP export failed (%s); %d run(s) stay in the spool %s for the "
+                             "store's drain or the next process; OTLP is skipped for %.0f s", error,
+                             len(self.pending), self.directory, OTLP_RETRY_AFTER_S)
+                self.count(failures=1, error=f"OTLP export failed ({error}); spooled instead")
+        failing = now < self.skip_until
+        unsent = {p for p, _ in self.pending}
+        for p in complete:  # delete what was sent; while failing, seal the rest for the drain
+            if p not in unsent:
+                self.remove(p)
+            elif failing and due:
+                self.seal(p)
+        if self.flush_to > self.acks.flushed and not any(e.seq <= self.flush_to for _, e in self.pending):
+            self.count(flushed=self.flush_to)
+        self.acks = Acks(self.acks.exported, self.acks.spooled, self.acks.failures, self.acks.flushed,
+                         failing, self.acks.last_error)
+        if now >= self.leftovers_at and not failing and not closing:
+            self.leftovers_at = now + LEFTOVERS_EVERY_S
+            sent_n, error = deliver_leftovers(self.directory, self.send, self.c.timeout_s)
+            if sent_n:
+                self.count(exported=sent_n)
+            if error is not None:
+                self.skip_until = now + OTLP_RETRY_AFTER_S
+        self.report()
+
+    def remove(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            _log.warning("mltrace: cannot delete sent spool segment %s: %s", path, e)
+        self.offsets.pop(path, None)
+
+    def seal(self, path: Path) -> None:
+        n = sum(max(e.spans, 1) for p, e in self.pending if p == path)
+        seal(path)
+        self.forget(path)
+        self.count(spooled=n)
+
+    def count(self, exported: int = 0, spooled: int = 0, failures: int = 0, flushed: int = 0,
+              error: str = "") -> None:
+        a = self.acks
+        self.acks = Acks(a.exported + exported, a.spooled + spooled, a.failures + failures,
+                         max(a.flushed, flushed), a.failing, error or a.last_error)
+
+    def report(self) -> None:
+        if self.acks != self.reported:
+            self.out.write(self.acks.line())
+            self.out.flush()
+            self.reported = self.acks
+
+    def run(self, fd: int, buf: bytes) -> None:
+        """Follow, deliver and answer until the pipeline's input ends or the pipeline dies."""
+        closing = parting = False
+        while True:
+            *lines, buf = buf.split(b"\n")  # (the first read may have brought lines with the config)
+            for line in lines:
+                parts = line.decode("ascii", "replace").split()
+                if len(parts) == 3 and parts[0] == "F" and parts[1].isdigit():
+                    self.flush_to = max(self.flush_to, int(parts[1]))
+                    self.complete_upto = max(self.complete_upto, parts[2])
+                elif parts == ["X"]:
+                    parting = True
+            asked = bool(lines) and self.flush_to > self.acks.flushed  # a new flush: answer it now
+            if not closing and not asked and select.select([fd], [], [], POLL_S)[0]:
+                data = os.read(fd, 65536)
+                closing = not data
+                buf += data
+                continue
+            # input ended without X: the pipeline's process is gone (its pipe ends closed at its
+            # exit, before the kernel re-parents us)
+            dead = (closing and not parting) or os.getppid() != self.c.parent
+            self.cycle(final=dead, closing=closing or dead)
+            if closing or dead:
+                return
+
+
+def _read_line(fd: int) -> tuple[bytes, bytes]:
+    buf = b""
+    while b"\n" not in buf:
+        data = os.read(fd, 65536)
+        if not data:
+            raise SystemExit("mltrace courier: no configuration on stdin")
+        buf += data
+    line, _, rest = buf.partition(b"\n")
+    return line, rest
+
+
+def main() -> int:
+    """The courier process: configuration from stdin, reports to stdout (see the module doc)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the pipeline, which then ends us
+    from mltrace_otel.otlp_send import exporter_sender
+
+    fd = sys.stdin.fileno()
+    line, rest = _read_line(fd)
+    config = Config(**json.loads(line))
+    sender = exporter_sender(config.protocol, config.endpoint, config.headers)
+    try:
+        _Follower(config, sender.send, sys.stdout.buffer).run(fd, rest)
+    except BrokenPipeError:  # the pipeline is gone; its runs stay in the spool
+        pass
+    finally:
+        sender.close()
+    return 0
