@@ -50,6 +50,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate
 from typing import Any
@@ -146,19 +147,15 @@ class Sketch:
         """The compact JSON form (format version 1)."""
         # written directly (every run's output event has one): what json.dumps(separators=(",", ":"))
         # gives for {"v", "a", "pk", "pc", "nk", "nc", "z"} with int keys and counts
-        parts = [_JSON_HEAD]
-        for prefix, store in (("p", self.pos), ("n", self.neg)):
-            if not store:
-                continue
-            _collapse(store)
-            keys = sorted(store)
-            deltas = [keys[0]] + [b - a for a, b in zip(keys, keys[1:], strict=False)]
-            parts.append(f',"{prefix}k":[{",".join(map(str, deltas))}]'
-                         f',"{prefix}c":[{",".join(str(store[k]) for k in keys)}]')
-        if self.zeros:
-            parts.append(f',"z":{int(self.zeros)}')
-        parts.append("}")
-        return "".join(parts)
+        pos, neg, zeros = self.pos, self.neg, self.zeros
+        text = _JSON_HEAD
+        if pos:
+            text += _store_json("p", pos)
+        if neg:
+            text += _store_json("n", neg)
+        if zeros:
+            text += f',"z":{int(zeros)}'
+        return text + "}"
 
     @classmethod
     def from_json(cls, text: str) -> Sketch:
@@ -179,6 +176,15 @@ class Sketch:
 
 def _bucket_value(k: int) -> float:
     return 2.0 * GAMMA**k / (GAMMA + 1.0)
+
+
+def _store_json(prefix: str, store: dict[int, int]) -> str:
+    """``,"<p>k":[key deltas],"<p>c":[counts]`` of one side of a sketch (collapsed first)."""
+    _collapse(store)
+    keys = sorted(store)
+    deltas = map(operator.sub, keys, [0, *keys[:-1]])  # the first key, then differences
+    return (f',"{prefix}k":[{",".join(map(str, deltas))}]'
+            f',"{prefix}c":[{",".join(map(str, map(store.__getitem__, keys)))}]')
 
 
 def _collapse(store: dict[int, int]) -> None:
@@ -315,13 +321,12 @@ def _sequence(value: list | tuple) -> list[tuple[str, dict[str, Any]]]:
 
 def _summary_py(xs: list[float]) -> dict[str, Any]:
     finite = xs if all(map(math.isfinite, xs)) else [x for x in xs if math.isfinite(x)]
-    attrs: dict[str, Any] = {C.STATS_COUNT: len(xs), C.STATS_NULLS: len(xs) - len(finite)}
-    if finite:
-        total = math.fsum(finite)
-        attrs.update({C.STATS_MIN: min(finite), C.STATS_MAX: max(finite),
-                      C.STATS_MEAN: total / len(finite), C.STATS_SUM: total})
-    attrs[C.STATS_SKETCH] = sketch_of(finite).to_json()
-    return attrs
+    n, m = len(xs), len(finite)
+    if not m:
+        return {C.STATS_COUNT: n, C.STATS_NULLS: n, C.STATS_SKETCH: _EMPTY_JSON}
+    total = math.fsum(finite)
+    return {C.STATS_COUNT: n, C.STATS_NULLS: n - m, C.STATS_MIN: min(finite), C.STATS_MAX: max(finite),
+            C.STATS_MEAN: total / m, C.STATS_SUM: total, C.STATS_SKETCH: sketch_of(finite).to_json()}
 
 
 def _array(arr: Any) -> list[tuple[str, dict[str, Any]]]:
