@@ -137,7 +137,10 @@ class DurableProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         """Encode the span and append it to this process's segment (never raises)."""
-        start, end = getattr(span, "_start_time", None), getattr(span, "_end_time", None)
+        try:
+            start, end = span._start_time, span._end_time
+        except AttributeError:  # not the SDK's ReadableSpan
+            start = end = None
         if start is None or end is None or not MIN_TIME_NS <= start <= end <= MAX_TIME_NS:
             COUNTERS.add("dropped", 1, f"span {span.name!r} has times outside 1970-2262 "
                                        f"(start {span.start_time}, end {span.end_time} ns)")
@@ -156,8 +159,9 @@ class DurableProcessor(SpanProcessor):
             self._init_state()
         n = len(payload)
         with self._lock:
-            if self.send is not None and self._waiting() >= self.max_pending:
-                self._wait_for_delivery()
+            if self.send is not None and (self._appended + self._closed_runs if self.endpoint is not None
+                                          else len(self._pending)) >= self.max_pending:
+                self._wait_for_delivery()  # (the test is _waiting(), inlined)
             size = self._spool_bytes
             if (size is None or size + n > self._cap or _monotonic() - self._spool_checked > 10) \
                     and not self._fits(n):

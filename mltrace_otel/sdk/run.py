@@ -195,6 +195,10 @@ class ComponentRun:
 
     def _add_inputs(self, new: list[IOPointer]) -> None:
         new = [with_file_version(p) for p in new]
+        if not self._inputs:  # the common case: every pointer kept is one of these
+            self._inputs = spans.dedupe(new)
+            self._versioned_inputs.update(p._name for p in self._inputs)
+            return
         self._inputs = spans.dedupe([*self._inputs, *new])
         added = set(map(id, new))  # a name already there keeps its pointer, unversioned until logged
         self._versioned_inputs.update(p._name for p in self._inputs if id(p) in added)
@@ -314,7 +318,7 @@ def log_component_run(component_run: ComponentRun, set_dependencies_from_inputs:
     outputs = [with_file_version(p) for p in cr._outputs]
     attrs.update(spans.pointer_attributes(inputs, outputs))
     attrs[C.RUN_STALENESS_THRESHOLD_S] = int(staleness_threshold)
-    attrs[C.RUN_ENDPOINT] = any(p._type is _ENDPOINT for p in outputs)
+    attrs[C.RUN_ENDPOINT] = _ENDPOINT in [p._type for p in outputs]
     if cr._notes:
         attrs[C.RUN_NOTES] = str(cr._notes)
     if cr._git_hash:

@@ -210,9 +210,10 @@ def component_attributes(name: str, owner: str = "", description: str = "",
         attrs[C.COMPONENT_OWNER] = str(owner)
     if description:
         attrs[C.COMPONENT_DESCRIPTION] = str(description)
-    tags = tuple(str(t) for t in tags or ())
     if tags:
-        attrs[C.COMPONENT_TAGS] = tags
+        tags = tuple(str(t) for t in tags)
+        if tags:
+            attrs[C.COMPONENT_TAGS] = tags
     return attrs
 
 
