@@ -22,21 +22,24 @@ drain (and the next SDK process's leftovers) and skips OTLP for ``OTLP_RETRY_AFT
 delivery thread did. It also sends the segments that dead processes left (every
 ``LEFTOVERS_EVERY_S``).
 
-The pipes between them (one line per message, ASCII):
+The courier's stdin and stdout are one socket pair with the pipeline (a socket, so that a write
+to a courier that died raises instead of sending SIGPIPE to a host that restored its default
+action); one line per message, ASCII:
 
-- to the courier, on its stdin: one JSON line of :class:`Config`, then ``F <seq> <segment>``
-  lines: a flush; the pipeline closed that segment first, so it and every older one are
-  complete: deliver (or seal) every record up to ``seq``, then answer. End of input (the
-  pipeline's exit: it flushed first) makes the courier deliver what is due and exit, leaving any
-  segment the pipeline may still write to, once the pipeline said ``X`` (it is closing); end
-  of input without ``X`` is the pipeline's death, and so is a change of the courier's parent pid
-  (a pipe end inherited by a forked worker may keep stdin open): every segment is then complete,
-  and the courier delivers (or seals) them all, then exits.
-- from the courier, on its stdout: after each change, ``A <exported> <spooled> <failures>
-  <flushed> <failing>\\t<last error>`` with cumulative counts of runs (:class:`Acks`).
+- to the courier: one JSON line of :class:`Config`, then ``C <segment>`` (the pipeline closed
+  that segment: it and every older one are complete), ``F <seq> <segment>`` (a flush: the same,
+  then deliver, or seal, every record up to ``seq`` and answer) and ``X`` (the pipeline is
+  closing: deliver what is complete, then exit; a segment it may still write to stays for the
+  drain). End of input without ``X``, or a change of the courier's parent pid (a copy of the
+  socket inherited by a forked process may keep the input open), is the pipeline's death: every
+  segment is then complete, and the courier delivers (or seals) them all before it exits.
+- from the courier: ``A <exported> <spooled> <failures> <flushed> <failing> <sent>\t<last
+  error>`` (:class:`Acks`, cumulative), written without blocking and coalesced: a pipeline that
+  reads rarely gets the latest line, never a stalled courier.
 
 Nothing is lost if the courier dies: the runs stay in the segments; the pipeline notices (at its
-next rotation, flush or exit), and delivers them itself or with a new courier (at least once: the
+next segment, flush or exit) and starts another courier, which skips the runs the dead one
+reported sent (``Config.skip_to``), or delivers them itself from a thread (at least once: the
 store keeps one run per run id).
 
 Imports :mod:`mltrace_otel.spool` and :mod:`mltrace_otel.otlp_send` only (not the OpenTelemetry
@@ -50,13 +53,15 @@ import logging
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from mltrace_otel import spool
 
@@ -73,8 +78,12 @@ LEFTOVERS_EVERY_S = 60.0
 """How often (at most) segments that dead processes left are looked for and sent."""
 OTLP_RETRY_AFTER_S = 30.0
 """After a failed export, OTLP is skipped this long (the runs go to the spool meanwhile)."""
-POLL_S = 0.05
-"""How often the courier looks at the pipeline's segments for new runs."""
+POLL_S = 0.25
+"""How often the courier looks at the pipeline's segments for new runs (it looks at once when the
+pipeline closes a segment, every OTEL_BSP_MAX_EXPORT_BATCH_SIZE runs, or flushes)."""
+LIST_S = 1.0
+"""How often the courier lists the spool directory for new segments (between, it reads the ones it
+knows; a line from the pipeline makes it list at once)."""
 
 Send = Callable[[bytes, float], "Outcome"]
 """Sends serialized requests (one request, or several concatenated) within a timeout."""
@@ -93,6 +102,8 @@ class Config:
     delay_s: float
     batch: int
     timeout_s: float
+    skip_to: int = 0  # runs up to this Seq were sent by an earlier courier
+    closed: str = ""  # the newest segment the pipeline closed before this courier started
 
 
 @dataclass(frozen=True)
@@ -104,20 +115,28 @@ class Acks:
     failures: int = 0
     flushed: int = 0  # the highest flush Seq done
     failing: bool = False  # OTLP failed lately: runs go to the spool until OTLP_RETRY_AFTER_S passed
+    sent: int = 0  # the highest Seq of the pipeline's runs sent
     last_error: str = ""
 
     def line(self) -> bytes:
-        error = " ".join(self.last_error.split())[:500]
-        return (f"A {self.exported} {self.spooled} {self.failures} {self.flushed} {int(self.failing)}"
-                f"\t{error}\n").encode("ascii", "backslashreplace")
+        error = " ".join(self.last_error.split())[:300]
+        return (f"A {self.exported} {self.spooled} {self.failures} {self.flushed} {int(self.failing)} "
+                f"{self.sent}\t{error}\n").encode("ascii", "backslashreplace")
 
     @classmethod
     def parse(cls, line: bytes) -> Acks | None:
         head, _, error = line.decode("ascii", "replace").partition("\t")
         parts = head.split()
-        if len(parts) != 6 or parts[0] != "A" or not all(p.isdigit() for p in parts[1:]):
+        if len(parts) != 7 or parts[0] != "A" or not all(p.isdigit() for p in parts[1:]):
             return None
-        return cls(int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4]), parts[5] == "1", error)
+        n = [int(p) for p in parts[1:]]
+        return cls(n[0], n[1], n[2], n[3], n[4] == 1, n[5], error)
+
+    def then(self, newer: Acks) -> Acks:
+        """The later of two reports, field by field (counts only grow; a late line never undoes)."""
+        return Acks(max(self.exported, newer.exported), max(self.spooled, newer.spooled),
+                    max(self.failures, newer.failures), max(self.flushed, newer.flushed), newer.failing,
+                    max(self.sent, newer.sent), newer.last_error or self.last_error)
 
 
 # --- sending (the courier, and the pipeline's own delivery when it has no courier) -------------------
@@ -150,12 +169,16 @@ def send_all(send: Send, payloads: Sequence[bytes], timeout_s: float) -> str | N
     return None
 
 
-def deliver_leftovers(directory: Path, send: Send, timeout_s: float) -> tuple[int, str | None]:
+def deliver_leftovers(directory: Path, send: Send, timeout_s: float,
+                      at_most: int | None = None) -> tuple[int, str | None, bool]:
     """Send the segments dead processes (or failed exports) left in the spool, deleting each once
-    sent; stop at the first failure (the rest stay for the next try or the store's drain).
-    Returns (runs sent, the failure or None)."""
+    sent; stop at the first failure (the rest stay for the next try or the store's drain), or
+    after ``at_most`` segments. Returns (runs sent, the failure or None, whether any may be left)."""
     sent = 0
-    for claimed in spool.claim_all(directory):
+    for n, claimed in enumerate(spool.claim_all(directory)):
+        if at_most is not None and n >= at_most:
+            claimed.release()
+            return sent, None, True
         try:
             entries, _ = claimed.entries()
         except OSError:
@@ -164,10 +187,10 @@ def deliver_leftovers(directory: Path, send: Send, timeout_s: float) -> tuple[in
         error = send_all(send, [e.payload for e in entries], timeout_s) if entries else None
         if error is not None:
             claimed.release()
-            return sent, error
+            return sent, error, True
         claimed.done()
         sent += sum(max(e.spans, 1) for e in entries)
-    return sent, None
+    return sent, None, False
 
 
 def seal(path: Path) -> None:
@@ -184,56 +207,67 @@ def seal(path: Path) -> None:
 # --- the pipeline's side ----------------------------------------------------------------------------
 
 def supported() -> bool:
-    """Whether couriers can run here (POSIX pipes and ``select``; a Python executable to start)."""
+    """Whether couriers can run here (POSIX sockets and ``select``; a Python executable to start)."""
     return os.name == "posix" and bool(sys.executable)
 
 
+_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+
+
 class Courier:
-    """The pipeline's handle on its courier process (not thread-safe: the caller holds a lock)."""
+    """The pipeline's handle on its courier process (thread-safe)."""
 
     def __init__(self, config: Config) -> None:
         root = str(Path(__file__).resolve().parents[2])  # where this mltrace_otel is importable from
         code = (f"import sys; sys.path.insert(0, {root!r}); "
                 "from mltrace_otel.sdk import courier; sys.exit(courier.main())")
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, close_fds=True)
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self._in: IO[bytes] = self.proc.stdin
-        self._out = self.proc.stdout.fileno()
-        os.set_blocking(self._out, False)
+        mine, theirs = socket.socketpair()
+        try:
+            if not _NOSIGNAL and hasattr(socket, "SO_NOSIGPIPE"):  # macOS
+                mine.setsockopt(socket.SOL_SOCKET, socket.SO_NOSIGPIPE, 1)
+            self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=theirs, stdout=theirs,
+                                         close_fds=True)
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        mine.setblocking(False)
+        self._sock = mine
+        self._lock = threading.Lock()
         self._buf = b""
         self.acks = Acks()
-        self._send(json.dumps(asdict(config)).encode() + b"\n")
+        self.send_line(json.dumps(asdict(config)).encode() + b"\n")
 
-    def _send(self, line: bytes) -> bool:
-        try:
-            self._in.write(line)
-            self._in.flush()
-            return True
-        except (OSError, ValueError):  # the courier died (EPIPE) or was closed
-            return False
+    def send_line(self, line: bytes) -> bool:
+        """Send one line without blocking; False if the courier is gone or not reading."""
+        with self._lock:
+            try:
+                return self._sock.send(line, _NOSIGNAL) == len(line)
+            except OSError:  # EPIPE / ECONNRESET (it died), EAGAIN (it stopped reading), closed
+                return False
 
     def poll(self, timeout_s: float = 0.0) -> bool:
         """Read what the courier reported (waiting up to ``timeout_s`` for something); False once
         its output ended (it exited)."""
-        ready = select.select([self._out], [], [], timeout_s)[0] if timeout_s > 0 else [self._out]
-        if not ready:
+        if timeout_s > 0 and not select.select([self._sock], [], [], timeout_s)[0]:
             return True
-        try:
-            data = os.read(self._out, 65536)
-        except BlockingIOError:
+        with self._lock:
+            try:
+                data = self._sock.recv(65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not data:
+                return False
+            self._buf += data
+            *lines, self._buf = self._buf.split(b"\n")
+            for line in lines:
+                acks = Acks.parse(line)
+                if acks is not None:
+                    self.acks = self.acks.then(acks)
             return True
-        except OSError:
-            return False
-        if not data:
-            return False
-        self._buf += data
-        *lines, self._buf = self._buf.split(b"\n")
-        for line in lines:
-            acks = Acks.parse(line)
-            if acks is not None:
-                self.acks = acks
-        return True
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -242,7 +276,7 @@ class Courier:
         """Ask for every run up to ``seq`` to be delivered (or sealed for the store) and wait for
         the answer; ``segment``: the name of the segment the pipeline closed for this flush (it
         and every older one are complete). False on timeout or if the courier died."""
-        if not self._send(f"F {seq} {segment}\n".encode()):
+        if not self.send_line(f"F {seq} {segment}\n".encode()):
             return False
         deadline = time.monotonic() + timeout_s
         while self.acks.flushed < seq:
@@ -252,41 +286,66 @@ class Courier:
         return True
 
     def close(self, timeout_s: float) -> bool:
-        """End the courier's input (it delivers what is left, then exits) and wait for it; True
-        once it exited within ``timeout_s`` (it is left to finish on its own otherwise)."""
-        self._send(b"X\n")
-        try:
-            self._in.close()
-        except OSError:
-            pass
+        """Tell the courier the pipeline is closing (it delivers what is complete, then exits) and
+        wait for it; True once it exited within ``timeout_s`` (it is left to finish on its own
+        otherwise)."""
+        self.send_line(b"X\n")
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.poll(min(0.5, max(0.0, deadline - time.monotonic()))):
-            pass
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            if not self.poll(min(0.5, max(0.01, deadline - time.monotonic()))):
+                break
         try:
             self.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             return False
-        while self.poll():  # its last report
-            pass
+        finally:
+            while self.poll():  # its last report
+                pass
+            self._sock.close()
         return True
 
     def abandon(self) -> None:
-        """Forget a courier inherited through ``fork`` (it is the parent process's), closing this
-        process's copies of its pipes so they do not keep its input open."""
-        for f in (self._in, self.proc.stdout):
-            try:
-                if f is not None:
-                    f.close()
-            except OSError:
-                pass
+        """Forget a courier inherited through ``fork`` (it is the parent process's): close this
+        process's copy of the socket (no lock taken: one a parent thread held at the fork would
+        never be released here)."""
+        try:
+            self._sock.close()
+        except OSError:
+            pass
 
 
 # --- the courier process ------------------------------------------------------------------------------
 
+class _Out:
+    """The courier's reports, written without blocking: a line not yet sent is replaced by a newer
+    one (the counts are cumulative), a line half sent is finished first."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.partial = b""
+        self.latest = b""
+        self.gone = False  # the pipeline's end is closed
+
+    def write(self, line: bytes | None = None) -> None:
+        if line is not None:
+            self.latest = line
+        while not self.gone and (self.partial or self.latest):
+            if not self.partial:
+                self.partial, self.latest = self.latest, b""
+            try:
+                n = os.write(self.fd, self.partial)
+            except BlockingIOError:
+                return
+            except OSError:  # EPIPE / ECONNRESET: nobody reads any more
+                self.gone = True
+                return
+            self.partial = self.partial[n:]
+
+
 class _Follower:
     """Delivers one pipeline's segments as they grow."""
 
-    def __init__(self, config: Config, send: Send, out: IO[bytes]) -> None:
+    def __init__(self, config: Config, send: Send, out: _Out) -> None:
         self.c = config
         self.directory = Path(config.spool_dir)
         self.suffix = f"-{config.writer}{spool.OPEN}"
@@ -295,28 +354,38 @@ class _Follower:
         self.offsets: dict[Path, int] = {}  # bytes of each segment read (whole records)
         self.pending: list[tuple[Path, spool.Entry]] = []  # read, not yet sent
         self.first_at = 0.0  # when the oldest pending run was read
-        self.complete_upto = ""  # segments named up to this are complete (the pipeline flushed)
+        self.complete_upto = config.closed  # segments named up to this are complete (closed)
         self.flush_to = 0
         self.skip_until = 0.0
         self.leftovers_at = time.monotonic() + 1.0
-        self.acks = Acks()
+        self.leftovers_left = False  # a pass over other processes' segments is under way
+        self.listed_at = 0.0
+        self.known: list[Path] = []
+        self.unreadable: set[Path] = set()
+        self.kept: set[Path] = set()  # sent, but could not be deleted (not sent again)
+        self.acks = Acks(sent=config.skip_to)
         self.reported = Acks()
 
-    def segments(self) -> list[Path]:
-        try:
-            names = sorted(n for n in os.listdir(self.directory) if n.endswith(self.suffix))
-        except FileNotFoundError:
-            names = []
-        return [self.directory / n for n in names]
+    def segments(self, fresh: bool) -> list[Path]:
+        """The pipeline's segments, oldest first (the directory listed every LIST_S, or ``fresh``)."""
+        now = time.monotonic()
+        if fresh or now - self.listed_at >= LIST_S:
+            try:
+                names = sorted(n for n in os.listdir(self.directory) if n.endswith(self.suffix))
+            except FileNotFoundError:
+                names = []
+            self.known, self.listed_at = [self.directory / n for n in names], now
+        return self.known
 
-    def read(self, final: bool) -> list[Path]:
+    def read(self, final: bool, fresh: bool) -> list[Path]:
         """Read the runs appended since the last look; the complete segments read to their end
-        (complete: all but the newest, those the pipeline closed for a flush, or all of them once
-        it died)."""
-        paths = self.segments()
+        (complete: all but the newest, those the pipeline closed, or all of them once it died)."""
+        paths = self.segments(fresh or final)
         newest = paths[-1].name if paths else ""
         complete = []
         for p in paths:
+            if p in self.kept:
+                continue
             whole = final or p.name != newest or p.name <= self.complete_upto
             try:
                 entries, self.offsets[p] = spool.follow(p, self.offsets.get(p, 0), whole)
@@ -324,8 +393,12 @@ class _Follower:
                 self.forget(p)
                 continue
             except (OSError, ValueError) as e:  # left alone: the drain takes it in the end
-                _log.warning("mltrace: cannot read spool segment %s: %s", p, e)
+                if p not in self.unreadable:
+                    _log.warning("mltrace: cannot read spool segment %s: %s", p, e)
+                    self.unreadable.add(p)
                 continue
+            self.unreadable.discard(p)
+            entries = [e for e in entries if e.seq > self.c.skip_to]
             if entries and not self.pending:
                 self.first_at = time.monotonic()
             self.pending += [(p, e) for e in entries]
@@ -340,17 +413,19 @@ class _Follower:
         self.offsets.pop(path, None)
         self.pending = [(p, e) for p, e in self.pending if p != path]
 
-    def cycle(self, final: bool, closing: bool) -> None:
+    def cycle(self, final: bool, closing: bool, fresh: bool) -> None:
         """Read, send what is due, delete the complete segments sent (seal them while OTLP
-        fails), answer a flush, send leftovers now and then, report."""
-        complete = self.read(final)
+        fails), answer a flush, send a leftover segment now and then, report."""
+        complete = self.read(final, fresh)
         now = time.monotonic()
-        due = closing or self.flush_to > self.acks.flushed or len(self.pending) >= self.c.batch or (
+        asked = self.flush_to > self.acks.flushed
+        due = closing or asked or len(self.pending) >= self.c.batch or (
             bool(self.pending) and now - self.first_at >= self.c.delay_s)
         if due and self.pending and now >= self.skip_until:
             error = send_all(self.send, [e.payload for _, e in self.pending], self.c.timeout_s)
             if error is None:
-                self.count(exported=sum(max(e.spans, 1) for _, e in self.pending))
+                self.count(exported=sum(max(e.spans, 1) for _, e in self.pending),
+                           sent=max(e.seq for _, e in self.pending))
                 self.pending = []
             else:
                 self.skip_until = now + OTLP_RETRY_AFTER_S
@@ -365,13 +440,15 @@ class _Follower:
                 self.remove(p)
             elif failing and due:
                 self.seal(p)
-        if self.flush_to > self.acks.flushed and not any(e.seq <= self.flush_to for _, e in self.pending):
+        if asked and not self.unreadable and not any(e.seq <= self.flush_to for _, e in self.pending):
             self.count(flushed=self.flush_to)
-        self.acks = Acks(self.acks.exported, self.acks.spooled, self.acks.failures, self.acks.flushed,
-                         failing, self.acks.last_error)
-        if now >= self.leftovers_at and not failing and not closing:
-            self.leftovers_at = now + LEFTOVERS_EVERY_S
-            sent_n, error = deliver_leftovers(self.directory, self.send, self.c.timeout_s)
+        self.acks = replace(self.acks, failing=failing)
+        if not failing and not closing and not asked and (self.leftovers_left or now >= self.leftovers_at):
+            # one segment per cycle, so that a flush or the pipeline's exit never waits for them all
+            sent_n, error, self.leftovers_left = deliver_leftovers(self.directory, self.send,
+                                                                   self.c.timeout_s, at_most=1)
+            if not self.leftovers_left:
+                self.leftovers_at = now + LEFTOVERS_EVERY_S
             if sent_n:
                 self.count(exported=sent_n)
             if error is not None:
@@ -383,8 +460,10 @@ class _Follower:
             path.unlink()
         except FileNotFoundError:
             pass
-        except OSError as e:
+        except OSError as e:  # sent: kept out of every later look, so never sent again
             _log.warning("mltrace: cannot delete sent spool segment %s: %s", path, e)
+            self.kept.add(path)
+            return
         self.offsets.pop(path, None)
 
     def seal(self, path: Path) -> None:
@@ -394,19 +473,20 @@ class _Follower:
         self.count(spooled=n)
 
     def count(self, exported: int = 0, spooled: int = 0, failures: int = 0, flushed: int = 0,
-              error: str = "") -> None:
+              sent: int = 0, error: str = "") -> None:
         a = self.acks
         self.acks = Acks(a.exported + exported, a.spooled + spooled, a.failures + failures,
-                         max(a.flushed, flushed), a.failing, error or a.last_error)
+                         max(a.flushed, flushed), a.failing, max(a.sent, sent), error or a.last_error)
 
     def report(self) -> None:
         if self.acks != self.reported:
-            self.out.write(self.acks.line())
-            self.out.flush()
             self.reported = self.acks
+            self.out.write(self.acks.line())
+        else:
+            self.out.write()  # finish what a full socket held back
 
     def run(self, fd: int, buf: bytes) -> None:
-        """Follow, deliver and answer until the pipeline's input ends or the pipeline dies."""
+        """Follow, deliver and answer until the pipeline closes or dies."""
         closing = parting = False
         while True:
             *lines, buf = buf.split(b"\n")  # (the first read may have brought lines with the config)
@@ -415,18 +495,26 @@ class _Follower:
                 if len(parts) == 3 and parts[0] == "F" and parts[1].isdigit():
                     self.flush_to = max(self.flush_to, int(parts[1]))
                     self.complete_upto = max(self.complete_upto, parts[2])
+                elif len(parts) == 2 and parts[0] == "C":
+                    self.complete_upto = max(self.complete_upto, parts[1])
                 elif parts == ["X"]:
-                    parting = True
-            asked = bool(lines) and self.flush_to > self.acks.flushed  # a new flush: answer it now
-            if not closing and not asked and select.select([fd], [], [], POLL_S)[0]:
-                data = os.read(fd, 65536)
-                closing = not data
-                buf += data
-                continue
-            # input ended without X: the pipeline's process is gone (its pipe ends closed at its
-            # exit, before the kernel re-parents us)
-            dead = (closing and not parting) or os.getppid() != self.c.parent
-            self.cycle(final=dead, closing=closing or dead)
+                    parting = closing = True
+            # a line (a closed segment, a flush) is acted on at once; else wait for one, or POLL_S
+            if not closing and not lines and select.select([fd], [], [], POLL_S)[0]:
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    data = None
+                except OSError:
+                    data = b""
+                if data is not None:
+                    closing = closing or not data
+                    buf += data
+                    continue
+            # the input ended without X, the pipeline's end of the socket is gone, or we were
+            # re-parented: the pipeline's process is gone, and every segment of it is complete
+            dead = (closing and not parting) or self.out.gone or os.getppid() != self.c.parent
+            self.cycle(final=dead, closing=closing or dead, fresh=bool(lines))
             if closing or dead:
                 return
 
@@ -434,7 +522,11 @@ class _Follower:
 def _read_line(fd: int) -> tuple[bytes, bytes]:
     buf = b""
     while b"\n" not in buf:
-        data = os.read(fd, 65536)
+        select.select([fd], [], [])
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            continue
         if not data:
             raise SystemExit("mltrace courier: no configuration on stdin")
         buf += data
@@ -447,14 +539,13 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the pipeline, which then ends us
     from mltrace_otel.otlp_send import exporter_sender
 
-    fd = sys.stdin.fileno()
-    line, rest = _read_line(fd)
+    fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
+    os.set_blocking(fd_out, False)  # (one socket: stdin is non-blocking too)
+    line, rest = _read_line(fd_in)
     config = Config(**json.loads(line))
     sender = exporter_sender(config.protocol, config.endpoint, config.headers)
     try:
-        _Follower(config, sender.send, sys.stdout.buffer).run(fd, rest)
-    except BrokenPipeError:  # the pipeline is gone; its runs stay in the spool
-        pass
+        _Follower(config, sender.send, _Out(fd_out)).run(fd_in, rest)
     finally:
         sender.close()
     return 0

@@ -62,6 +62,9 @@ _HEAD_SIZE = spool.HEAD.size
 COURIER_RESTART_S = 30.0
 """A courier that dies is replaced if it ran at least this long; else delivery falls back to a
 thread of this process (a courier that cannot run here would die again)."""
+STALL_S = 60.0
+"""Back-pressure waits at most this long for a courier that delivers nothing (the runs are on
+disk: a stuck courier must not stop the pipeline)."""
 
 
 class DurableProcessor(SpanProcessor):
@@ -130,6 +133,9 @@ class DurableProcessor(SpanProcessor):
         self._acked = courier.Acks()  # the courier's report, as counted in COUNTERS
         self._closed: deque[tuple[Path, int]] = deque()  # courier: closed segments, their runs
         self._closed_runs = 0
+        self._sent_seq = 0  # the highest Seq a courier reported sent
+        self._progress_at = 0.0  # when a closed segment was last found delivered
+        self._handover: list[Path] = []  # segments the thread delivers from _pending (see _to_thread)
 
     # --- the caller's side ---------------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -219,9 +225,17 @@ class DurableProcessor(SpanProcessor):
                 return
             alive = c.poll()
             self._count_acks()
+            before = self._closed_runs
             self._forget_sent()
+            if self._closed_runs < before:
+                self._progress_at = time.monotonic()
             if not alive or c.acks.failing or self._waiting() < self.max_pending:
                 return  # a dead courier is replaced at the next segment; a failing one seals
+            if time.monotonic() - self._progress_at > STALL_S:  # the runs are on disk: go on
+                _log.warning("mltrace: the delivery process sent nothing for %.0f s; not waiting for "
+                             "it (the runs stay in the spool %s)", STALL_S, self.directory)
+                self._progress_at = time.monotonic()
+                return
             self.waits += 1  # the endpoint is slower than the pipeline
             c.poll(0.5)  # the courier reports after each delivery
 
@@ -257,6 +271,8 @@ class DurableProcessor(SpanProcessor):
         self._appended = 0
         c = self._courier
         if c is not None:
+            if paths:
+                c.send_line(f"C {paths[-1].name}\n".encode())  # a hint: it may delete it once sent
             if c.poll() and c.alive():
                 self._count_acks()
                 self._forget_sent()
@@ -265,8 +281,10 @@ class DurableProcessor(SpanProcessor):
 
     def _forget_sent(self) -> None:
         """Drop the closed segments the courier has deleted (sent) or sealed (for the drain)."""
-        while self._closed and not self._closed[0][0].exists():
-            self._closed_runs -= self._closed.popleft()[1]
+        if self._closed:
+            kept = deque(pn for pn in self._closed if pn[0].exists())
+            if len(kept) != len(self._closed):
+                self._closed, self._closed_runs = kept, sum(n for _, n in kept)
 
     def _count_acks(self) -> None:
         """Add what the courier reported since the last look to the process's counts."""
@@ -275,6 +293,7 @@ class DurableProcessor(SpanProcessor):
             return
         new, old = c.acks, self._acked
         self._acked = new
+        self._sent_seq = max(self._sent_seq, new.sent)
         if new.exported > old.exported:
             COUNTERS.add("exported", new.exported - old.exported)
         if new.spooled > old.spooled:
@@ -287,30 +306,34 @@ class DurableProcessor(SpanProcessor):
             self._start_thread()
             return
         with self._lock:
-            if self._courier is not None or self._stopped or self._writer is None:
+            if self._courier is not None or self._writer is None or self.endpoint is None:
+                return
+            if self._stopped:  # (closing: this thread delivers, at the flush that follows)
+                self._to_thread()
                 return
             protocol, url, headers = self.endpoint
             try:
                 self._courier = courier.Courier(courier.Config(
                     str(self.directory), self._writer.writer, self._pid, protocol, url, dict(headers),
-                    self.delay_s, self.batch, self.timeout_s))
+                    self.delay_s, self.batch, self.timeout_s, skip_to=self._sent_seq,
+                    closed=self._closed[-1][0].name if self._closed else ""))
             except OSError as e:  # no courier here: this process delivers itself
                 _log.warning("mltrace: cannot start the delivery process (%s); delivering from a thread", e)
                 self._to_thread()
                 return
-            self._courier_at = time.monotonic()
+            self._courier_at = self._progress_at = time.monotonic()
             self._acked = courier.Acks()
 
     def _courier_died(self) -> None:
-        """(The lock held.) The courier is gone: a new one (it reads this process's segments
-        from their start: at least once), or, if it died young, a thread of this process."""
+        """(The lock held.) The courier is gone: a new one (it skips the runs this one reported
+        sent), or, if it died young or the pipeline is closing, a thread of this process."""
         c = self._courier
         assert c is not None
         c.poll()
         self._count_acks()
         code = c.proc.poll()
         self._courier = None
-        young = time.monotonic() - self._courier_at < COURIER_RESTART_S
+        young = time.monotonic() - self._courier_at < COURIER_RESTART_S or self._stopped
         _log.warning("mltrace: the delivery process ended (exit code %s); %s", code,
                      "delivering from a thread" if young else "starting another")
         if young:
@@ -319,17 +342,26 @@ class DurableProcessor(SpanProcessor):
             self._start_delivery()
 
     def _to_thread(self) -> None:
-        """(The lock held.) Deliver from a thread from now on: this process's closed segments
-        are sealed for it (it sends them with the leftovers at once)."""
+        """(The lock held.) Deliver from a thread from now on: the runs of this process's
+        segments that no courier reported sent are read back for it (it sends them, then deletes
+        the segments; a segment that cannot be read is sealed for the drain)."""
         self.endpoint = None
+        paths = [path for path, _ in self._closed]
         if self._writer is not None:
-            self._closed.extend((path, 0) for path in self._writer.detach())
+            paths += self._writer.detach()
             self._appended = 0
-        for path, _ in self._closed:
-            courier.seal(path)
         self._closed.clear()
         self._closed_runs = 0
-        self._leftovers_at = 0.0
+        for path in paths:
+            try:
+                entries, _ = spool.follow(path, 0, True)
+            except FileNotFoundError:  # deleted (sent) or taken by a drain
+                continue
+            except (OSError, ValueError):
+                courier.seal(path)
+                continue
+            self._pending.extend(e.payload for e in entries if e.seq > self._sent_seq)
+            self._handover.append(path)
         self._start_thread()
         self._cond.notify_all()
 
@@ -361,7 +393,8 @@ class DurableProcessor(SpanProcessor):
             return
         with self._cycle_lock:
             with self._cond:
-                paths = self._writer.detach() if self._writer is not None else []
+                paths = self._handover + (self._writer.detach() if self._writer is not None else [])
+                self._handover = []
                 payloads, self._pending, self._appended = self._pending, [], 0
                 self._cond.notify_all()
             if paths:
@@ -369,7 +402,7 @@ class DurableProcessor(SpanProcessor):
             if self.send is not None and time.monotonic() >= self._leftovers_at \
                     and time.monotonic() >= self._skip_until:
                 self._leftovers_at = time.monotonic() + LEFTOVERS_EVERY_S
-                sent, error = deliver_leftovers(self.directory, self.send, self.timeout_s)
+                sent, error, _ = deliver_leftovers(self.directory, self.send, self.timeout_s)
                 if sent:
                     COUNTERS.add("exported", sent)
                 if error is not None:
@@ -408,6 +441,8 @@ class DurableProcessor(SpanProcessor):
         if os.getpid() != self._pid:
             return True
         with self._lock:
+            if self.endpoint is not None and self._courier is None and self._writer is not None:
+                self._start_delivery()  # (a flush right after the first run, or after a death)
             c = self._courier
             if c is not None:
                 if self._appended:
@@ -443,8 +478,9 @@ class DurableProcessor(SpanProcessor):
         if self.endpoint is not None:  # (no fallback to a thread meanwhile)
             with self._lock:
                 c = self._courier
-                if self._writer is not None:
-                    self._writer.detach()  # what the courier did not take stays for the drain
+                paths = self._writer.detach() if self._writer is not None else []
+                if paths and c is not None:  # runs ended since the flush: the courier takes them too
+                    c.send_line(f"C {paths[-1].name}\n".encode())
             if c is not None:
                 c.close(self.timeout_s + 10)
                 with self._lock:

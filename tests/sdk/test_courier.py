@@ -189,7 +189,7 @@ def test_a_killed_courier_loses_nothing(sdk_settings: Settings, receiver: Any, r
 
 def test_a_pipeline_killed_with_sigkill_is_delivered_by_its_courier(sdk_settings: Settings,
                                                                     receiver: Any) -> None:
-    """kill -9 of the pipeline before any delivery was due: its courier sees it die, sends every
+    """kill -9 of the pipeline while its courier is sending: the courier sees it die, sends every
     run it had appended and exits; no other process is needed, nothing is left in the queue."""
     script = textwrap.dedent("""
         import os, sys, time
@@ -206,9 +206,10 @@ def test_a_pipeline_killed_with_sigkill_is_delivered_by_its_courier(sdk_settings
         print(export._pipeline.processor._courier.proc.pid, flush=True)
         os.kill(os.getpid(), 9)
     """)
+    receiver.stall_s = 0.3  # exports of 50 runs take 0.3 s each: the kill lands mid-export
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MLTRACE_"))}
     env.update(MLTRACE_DIR=str(sdk_settings.mltrace_dir), OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=receiver.url,
-               OTEL_BSP_SCHEDULE_DELAY="600000", PYTHONPATH=str(REPO))
+               OTEL_BSP_SCHEDULE_DELAY="600000", OTEL_BSP_MAX_EXPORT_BATCH_SIZE="50", PYTHONPATH=str(REPO))
     out = subprocess.run([sys.executable, "-c", script, "250"], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
@@ -261,3 +262,67 @@ def test_a_slow_endpoint_makes_calls_wait_instead_of_dropping(sdk_settings: Sett
     assert mltrace.flush()
     assert receiver.wait_for(400) == 400
     assert mltrace.delivery_stats().dropped == 0
+
+
+def test_a_queue_of_one_run_waits_but_never_hangs(sdk_settings: Settings, receiver: Any) -> None:
+    """OTEL_BSP_MAX_QUEUE_SIZE=1: each call waits for the run before it to be sent (the courier
+    is told each segment is closed), and every call returns."""
+    proc = _configure(sdk_settings, receiver.url, OTEL_BSP_MAX_QUEUE_SIZE="1")
+    step = _step("one-step")
+    for i in range(20):
+        step(i)
+    assert proc.waits > 0
+    assert mltrace.flush()
+    assert receiver.distinct() == 20
+
+
+def test_a_host_with_default_sigpipe_survives_its_courier_dying(sdk_settings: Settings,
+                                                                receiver: Any) -> None:
+    """A program that restored SIGPIPE's default action (many CLI tools do) is not killed when
+    it talks to a courier that died: the flush goes on from a thread, every run arrives."""
+    script = textwrap.dedent("""
+        import os, signal, sys
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        import mltrace_otel as mltrace
+        from mltrace_otel.sdk import export
+
+        @mltrace.register("sigpipe", outputs=["o.csv"])
+        def step():
+            return None
+
+        for _ in range(30):
+            step()
+        courier = export._pipeline.processor._courier
+        os.kill(courier.proc.pid, signal.SIGKILL)
+        courier.proc.wait()
+        print("flushed", mltrace.flush(), flush=True)
+        for _ in range(30):
+            step()
+        print("flushed", mltrace.flush(), flush=True)
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MLTRACE_"))}
+    env.update(MLTRACE_DIR=str(sdk_settings.mltrace_dir), OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=receiver.url,
+               OTEL_BSP_SCHEDULE_DELAY="600000", PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["flushed", "True", "flushed", "True"]
+    assert receiver.wait_for(60) == 60
+
+
+def test_closing_after_the_courier_died_delivers_every_run(sdk_settings: Settings, receiver: Any,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The courier dies (killed with the process group, say) and the pipeline is then closed
+    without a flush first (export.reset(), or configure() rebuilding it): the closing process
+    sends the runs itself; none waits for its exit, none for the drain."""
+    monkeypatch.setattr(durable, "COURIER_RESTART_S", 0.0)  # an old courier: it would be replaced
+    proc = _configure(sdk_settings, receiver.url, OTEL_BSP_SCHEDULE_DELAY="600000")
+    step = _step("closing-step")
+    for i in range(30):
+        step(i)
+    c = proc._courier
+    assert c is not None
+    os.kill(c.proc.pid, signal.SIGTERM)
+    c.proc.wait(10)
+    export.reset()
+    assert receiver.wait_for(30, 10) == 30
+    assert [p.name for p in sdk_settings.spool_dir.iterdir()] == []
