@@ -330,7 +330,8 @@ def has_added_processors() -> bool:
     """Whether :func:`add_span_processor` added a processor whose ``on_start`` may read a run's
     attributes (runs then start with them; one that declares ``reads_start_attributes = False``,
     like mltrace's metrics processor, does not count)."""
-    return any(getattr(p, "reads_start_attributes", True) for p in _extra_processors)
+    return bool(_extra_processors) and any(getattr(p, "reads_start_attributes", True)
+                                           for p in _extra_processors)
 
 
 def configured_settings() -> Settings | None:
