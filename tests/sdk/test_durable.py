@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,28 @@ def test_with_a_collector_a_run_survives_its_process_ending_right_after(tmp_sett
         _run(tmp_settings, "normal", f"after{mode}", "1", **endpoint)  # delivers what is left
         assert c.flush(60)
     assert _runs(store, f"step-c{mode}") == (1, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["pool-fork", "pool-spawn"])
+def test_every_worker_run_of_a_pool_reaches_a_collector(tmp_settings: Any, store: Any, mode: str) -> None:
+    """With a collector, each pool worker's runs are sent by its own courier: forked workers
+    drop the parent's (its socket is closed in the child), and the workers' os._exit ends their
+    couriers only after they sent everything; no other process is needed, the queue ends empty."""
+    from mltrace_otel.collector.server import Collector
+    from tests.collector.conftest import collector_settings
+
+    port = _free_port()
+    settings = collector_settings(tmp_settings, otlp_http_port=port, ack="indexed")
+    tag = "c" + mode.replace("-", "")
+    with Collector(settings, store, drain_every_s=0, grpc=False) as c:
+        _run(tmp_settings, mode, tag, "40", timeout=300, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        while _runs(store, f"step-{tag}")[0] < 40 and time.monotonic() < deadline:
+            assert c.flush(10)
+            time.sleep(0.2)
+    assert _runs(store, f"step-{tag}") == (40, 40)
+    assert not [p for p in tmp_settings.spool_dir.iterdir() if p.is_file()]
 
 
 @pytest.mark.slow
