@@ -81,6 +81,8 @@ OTLP_RETRY_AFTER_S = 30.0
 POLL_S = 0.25
 """How often the courier looks at the pipeline's segments for new runs (it looks at once when the
 pipeline closes a segment, every OTEL_BSP_MAX_EXPORT_BATCH_SIZE runs, or flushes)."""
+LEFTOVERS_AFTER_S = 30.0
+"""After the pipeline's exit, the courier sends other processes' leftovers this long at most."""
 LIST_S = 1.0
 """How often the courier lists the spool directory for new segments (between, it reads the ones it
 knows; a line from the pipeline makes it list at once)."""
@@ -204,6 +206,14 @@ def seal(path: Path) -> None:
         _log.warning("mltrace: cannot seal spool segment %s: %s", path, e)
 
 
+def _readable(fd: int, timeout_s: float | None) -> bool:
+    """Whether ``fd`` has input (or its end closed) within ``timeout_s`` (None: wait). ``poll``,
+    not ``select``: a pipeline process may hold more than 1,024 descriptors (FD_SETSIZE)."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(None if timeout_s is None else int(timeout_s * 1000)))
+
+
 # --- the pipeline's side ----------------------------------------------------------------------------
 
 def supported() -> bool:
@@ -212,6 +222,7 @@ def supported() -> bool:
 
 
 _NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP}
 
 
 class Courier:
@@ -222,6 +233,10 @@ class Courier:
         code = (f"import sys; sys.path.insert(0, {root!r}); "
                 "from mltrace_otel.sdk import courier; sys.exit(courier.main())")
         mine, theirs = socket.socketpair()
+        # the courier starts with SIGTERM and SIGHUP blocked (the mask is inherited; only this
+        # thread's is changed, for the moment of the fork): one sent to the process group while it
+        # starts waits until it can deliver what it read (see _Follower.run)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             if not _NOSIGNAL and hasattr(socket, "SO_NOSIGPIPE"):  # macOS
                 mine.setsockopt(socket.SOL_SOCKET, socket.SO_NOSIGPIPE, 1)
@@ -231,6 +246,7 @@ class Courier:
             mine.close()
             raise
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             theirs.close()
         mine.setblocking(False)
         self._sock = mine
@@ -250,7 +266,7 @@ class Courier:
     def poll(self, timeout_s: float = 0.0) -> bool:
         """Read what the courier reported (waiting up to ``timeout_s`` for something); False once
         its output ended (it exited)."""
-        if timeout_s > 0 and not select.select([self._sock], [], [], timeout_s)[0]:
+        if timeout_s > 0 and not _readable(self._sock.fileno(), timeout_s):
             return True
         with self._lock:
             try:
@@ -286,23 +302,16 @@ class Courier:
         return True
 
     def close(self, timeout_s: float) -> bool:
-        """Tell the courier the pipeline is closing (it delivers what is complete, then exits) and
-        wait for it; True once it exited within ``timeout_s`` (it is left to finish on its own
-        otherwise)."""
+        """Tell the courier the pipeline is closing and wait until it is done with the pipeline's
+        runs (its reports end; it may go on a little with other processes' leftovers); True then,
+        False after ``timeout_s`` (it is left to finish on its own)."""
         self.send_line(b"X\n")
         deadline = time.monotonic() + timeout_s
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            if not self.poll(min(0.5, max(0.01, deadline - time.monotonic()))):
-                break
-        try:
-            self.proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            return False
-        finally:
-            while self.poll():  # its last report
-                pass
-            self._sock.close()
-        return True
+        done = False
+        while not done and time.monotonic() < deadline:
+            done = not self.poll(min(0.5, max(0.01, deadline - time.monotonic())))
+        self._sock.close()
+        return done
 
     def abandon(self) -> None:
         """Forget a courier inherited through ``fork`` (it is the parent process's): close this
@@ -341,6 +350,16 @@ class _Out:
                 return
             self.partial = self.partial[n:]
 
+    def close(self) -> None:
+        """End the reports (the pipeline's end reads end-of-file: done with its runs)."""
+        self.write()
+        try:
+            with socket.socket(fileno=os.dup(self.fd)) as s:
+                s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.gone = True
+
 
 class _Follower:
     """Delivers one pipeline's segments as they grow."""
@@ -357,7 +376,7 @@ class _Follower:
         self.complete_upto = config.closed  # segments named up to this are complete (closed)
         self.flush_to = 0
         self.skip_until = 0.0
-        self.leftovers_at = time.monotonic() + 1.0
+        self.leftovers_at = 0.0  # at once: runs a dead or failed process left go out first thing
         self.leftovers_left = False  # a pass over other processes' segments is under way
         self.listed_at = 0.0
         self.known: list[Path] = []
@@ -427,11 +446,13 @@ class _Follower:
                 self.count(exported=sum(max(e.spans, 1) for _, e in self.pending),
                            sent=max(e.seq for _, e in self.pending))
                 self.pending = []
+                if self.acks.failing:  # the endpoint is back: what the outage sealed goes out now
+                    self.leftovers_at = 0.0
             else:
                 self.skip_until = now + OTLP_RETRY_AFTER_S
-                _log.warning("mltrace: OTLP export failed (%s); %d run(s) stay in the spool %s for the "
-                             "store's drain or the next process; OTLP is skipped for %.0f s", error,
-                             len(self.pending), self.directory, OTLP_RETRY_AFTER_S)
+                _log.warning("mltrace: OTLP export failed (%s); these %d run(s), and those of the next "
+                             "%.0f s, stay in the spool %s, sent when OTLP is back (or taken by the "
+                             "store's drain)", error, len(self.pending), OTLP_RETRY_AFTER_S, self.directory)
                 self.count(failures=1, error=f"OTLP export failed ({error}); spooled instead")
         failing = now < self.skip_until
         unsent = {p for p, _ in self.pending}
@@ -486,7 +507,24 @@ class _Follower:
             self.out.write()  # finish what a full socket held back
 
     def run(self, fd: int, buf: bytes) -> None:
-        """Follow, deliver and answer until the pipeline closes or dies."""
+        """Follow, deliver and answer until the pipeline closes or dies; then tell it so (end the
+        reports) and send other processes' leftovers for at most LEFTOVERS_AFTER_S. SIGTERM or
+        SIGHUP (the pipeline's process group stopped, its terminal closed): send what was read,
+        then exit."""
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # (one sent meanwhile: now)
+            self._follow(fd, buf)
+        except _Stop:
+            self.cycle(final=os.getppid() != self.c.parent, closing=True, fresh=True)
+            return
+        self.out.close()
+        deadline = time.monotonic() + LEFTOVERS_AFTER_S
+        while time.monotonic() < deadline and time.monotonic() >= self.skip_until:
+            _sent, error, left = deliver_leftovers(self.directory, self.send, self.c.timeout_s, at_most=1)
+            if error is not None or not left:
+                return
+
+    def _follow(self, fd: int, buf: bytes) -> None:
         closing = parting = False
         while True:
             *lines, buf = buf.split(b"\n")  # (the first read may have brought lines with the config)
@@ -500,7 +538,7 @@ class _Follower:
                 elif parts == ["X"]:
                     parting = closing = True
             # a line (a closed segment, a flush) is acted on at once; else wait for one, or POLL_S
-            if not closing and not lines and select.select([fd], [], [], POLL_S)[0]:
+            if not closing and not lines and _readable(fd, POLL_S):
                 try:
                     data = os.read(fd, 65536)
                 except BlockingIOError:
@@ -519,10 +557,20 @@ class _Follower:
                 return
 
 
+class _Stop(Exception):
+    """SIGTERM or SIGHUP reached the courier."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Stop
+
+
 def _read_line(fd: int) -> tuple[bytes, bytes]:
     buf = b""
     while b"\n" not in buf:
-        select.select([fd], [], [])
+        _readable(fd, None)
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
@@ -537,15 +585,20 @@ def _read_line(fd: int) -> tuple[bytes, bytes]:
 def main() -> int:
     """The courier process: configuration from stdin, reports to stdout (see the module doc)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the pipeline, which then ends us
+    for sig in _STOP_SIGNALS:  # (blocked until the follower runs: see Courier)
+        signal.signal(sig, _stop)
     from mltrace_otel.otlp_send import exporter_sender
 
     fd_in, fd_out = sys.stdin.fileno(), sys.stdout.fileno()
     os.set_blocking(fd_out, False)  # (one socket: stdin is non-blocking too)
-    line, rest = _read_line(fd_in)
-    config = Config(**json.loads(line))
-    sender = exporter_sender(config.protocol, config.endpoint, config.headers)
     try:
-        _Follower(config, sender.send, _Out(fd_out)).run(fd_in, rest)
-    finally:
-        sender.close()
+        line, rest = _read_line(fd_in)
+        config = Config(**json.loads(line))
+        sender = exporter_sender(config.protocol, config.endpoint, config.headers)
+        try:
+            _Follower(config, sender.send, _Out(fd_out)).run(fd_in, rest)
+        finally:
+            sender.close()
+    except _Stop:  # before or after following the pipeline: nothing of it is in hand
+        pass
     return 0

@@ -167,7 +167,10 @@ class DurableProcessor(SpanProcessor):
         with self._lock:
             if self.send is not None and (self._appended + self._closed_runs if self.endpoint is not None
                                           else len(self._pending)) >= self.max_pending:
-                self._wait_for_delivery()  # (the test is _waiting(), inlined)
+                try:  # (the test is _waiting(), inlined)
+                    self._wait_for_delivery()
+                except Exception:  # noqa: BLE001 - the run is appended all the same: never lost here
+                    _log.warning("mltrace: waiting for the delivery failed", exc_info=True)
             size = self._spool_bytes
             if (size is None or size + n > self._cap or _monotonic() - self._spool_checked > 10) \
                     and not self._fits(n):
@@ -189,7 +192,10 @@ class DurableProcessor(SpanProcessor):
                 self._spool_bytes += n + _HEAD_SIZE
             if self.endpoint is not None:
                 if self._appended >= self.batch:
-                    self._next_segment()
+                    try:
+                        self._next_segment()
+                    except Exception:  # noqa: BLE001 - the run is on disk; the courier finds it
+                        _log.warning("mltrace: closing the spool segment failed", exc_info=True)
             else:
                 if self.send is not None:
                     self._pending.append(payload)

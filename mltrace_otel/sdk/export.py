@@ -420,5 +420,10 @@ def delivery_stats() -> DeliveryStats:
 def _at_exit() -> None:
     p = _pipeline
     if p is not None:
-        p.flush(OTLP_TIMEOUT_S + 10)
-        p.close()
+        try:
+            p.flush(OTLP_TIMEOUT_S + 10)
+            p.close()
+        except KeyboardInterrupt:  # Ctrl-C while the endpoint is slow: the runs are on disk
+            _log.warning("mltrace: interrupted while delivering at exit; the runs not sent stay in the "
+                         "spool %s (sent by the next process or taken by the store's drain)",
+                         p.settings.spool_dir)

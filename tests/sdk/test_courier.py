@@ -143,7 +143,10 @@ def test_runs_are_sent_by_a_courier_process_not_a_thread(sdk_settings: Settings,
     assert (stats.exported, stats.dropped, stats.spooled, stats.queued) == (450, 0, 0, 0)
     assert [p.name for p in sdk_settings.spool_dir.iterdir()] == []
     pid = courier.proc.pid
-    export.reset()  # the pipeline ends: so does its courier
+    export.reset()  # the pipeline ends: so does its courier (no leftovers of others to send)
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert not _alive(pid)
 
 
@@ -326,3 +329,98 @@ def test_closing_after_the_courier_died_delivers_every_run(sdk_settings: Setting
     export.reset()
     assert receiver.wait_for(30, 10) == 30
     assert [p.name for p in sdk_settings.spool_dir.iterdir()] == []
+
+
+def test_a_process_holding_over_1024_descriptors_delivers(sdk_settings: Settings, receiver: Any) -> None:
+    """A pipeline process with more than FD_SETSIZE (1,024) open descriptors (a test runner, a
+    server holding many sockets): waiting for the courier works (poll, not select), back-pressure
+    included, and every run arrives."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1300
+    if soft < want:
+        if hard != resource.RLIM_INFINITY and hard < want:
+            pytest.skip(f"the descriptor limit ({hard}) is below {want}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        proc = _configure(sdk_settings, receiver.url, OTEL_BSP_MAX_EXPORT_BATCH_SIZE="20",
+                          OTEL_BSP_MAX_QUEUE_SIZE="40")
+        step = _step("fd-step")
+        for i in range(200):
+            step(i)
+        assert proc._courier is not None and proc._courier._sock.fileno() > 1024
+        assert mltrace.flush()
+        assert receiver.distinct() == 200
+        assert mltrace.delivery_stats().dropped == 0
+    finally:
+        export.reset()
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+_PIPELINE = textwrap.dedent("""
+    import os, sys, time
+    import mltrace_otel as mltrace
+
+    @mltrace.register(sys.argv[1], outputs=["o.csv"])
+    def step():
+        return None
+
+    for _ in range(int(sys.argv[2])):
+        step()
+    print("returned", os.getpid(), flush=True)
+    time.sleep(float(sys.argv[3]))
+""")
+
+
+def _pipeline_env(settings: Settings, url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MLTRACE_"))}
+    env.update(MLTRACE_DIR=str(settings.mltrace_dir), OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=url,
+               PYTHONPATH=str(REPO))
+    return env
+
+
+def test_a_short_next_pipeline_sends_what_an_earlier_one_spooled(sdk_settings: Settings,
+                                                                 receiver: Any) -> None:
+    """A pipeline ran while the endpoint was down (its runs sealed in the spool); the next one,
+    a script of one run that exits at once, has its courier send them too (after the script
+    exited, if need be): the user does not need a long-running process for that."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}/v1/traces"
+    first = subprocess.run([sys.executable, "-c", _PIPELINE, "spooled-step", "25", "0"],
+                           env=_pipeline_env(sdk_settings, down), capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert spool.pending(sdk_settings.spool_dir)  # sealed for whoever comes next
+    assert receiver.distinct() == 0
+    second = subprocess.run([sys.executable, "-c", _PIPELINE, "next-step", "1", "0"],
+                            env=_pipeline_env(sdk_settings, receiver.url), capture_output=True, text=True,
+                            timeout=120)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert receiver.wait_for(26, 30) == 26
+    deadline = time.monotonic() + 30
+    while spool.pending(sdk_settings.spool_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not spool.pending(sdk_settings.spool_dir)
+
+
+def test_sigterm_to_the_process_group_delivers_every_run(sdk_settings: Settings, receiver: Any) -> None:
+    """SIGTERM to the pipeline's whole process group (systemctl stop, kill -- -PGID; SIGHUP when
+    its terminal closes) reaches the courier too: it sends every run on disk before it exits."""
+    env = _pipeline_env(sdk_settings, receiver.url)
+    env["OTEL_BSP_SCHEDULE_DELAY"] = "600000"  # nothing is due before the signal
+    proc = subprocess.Popen([sys.executable, "-c", _PIPELINE, "group-step", "40", "60"], env=env,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("returned")
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert receiver.wait_for(40, 30) == 40
