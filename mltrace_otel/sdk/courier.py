@@ -19,20 +19,24 @@ grow (:func:`mltrace_otel.spool.follow`), sends their requests as they are every
 once ``batch`` runs wait, and deletes a segment once it is complete (the pipeline moved to a
 newer one) and sent. When the endpoint fails it seals the complete segments for the store's
 drain (and the next SDK process's leftovers) and skips OTLP for ``OTLP_RETRY_AFTER_S``, as the
-delivery thread did. It also sends the segments that dead processes left (every
-``LEFTOVERS_EVERY_S``).
+delivery thread did. It also sends the segments that other processes left (dead ones, failed
+exports): at its start, as soon as the endpoint answers again after a failure, every
+``LEFTOVERS_EVERY_S``, and for up to ``LEFTOVERS_AFTER_S`` after its pipeline is gone. SIGTERM or
+SIGHUP (the pipeline's process group stopped, its terminal closed) makes it send what is on disk,
+then exit.
 
 The courier's stdin and stdout are one socket pair with the pipeline (a socket, so that a write
 to a courier that died raises instead of sending SIGPIPE to a host that restored its default
 action); one line per message, ASCII:
 
-- to the courier: one JSON line of :class:`Config`, then ``C <segment>`` (the pipeline closed
-  that segment: it and every older one are complete), ``F <seq> <segment>`` (a flush: the same,
-  then deliver, or seal, every record up to ``seq`` and answer) and ``X`` (the pipeline is
-  closing: deliver what is complete, then exit; a segment it may still write to stays for the
-  drain). End of input without ``X``, or a change of the courier's parent pid (a copy of the
-  socket inherited by a forked process may keep the input open), is the pipeline's death: every
-  segment is then complete, and the courier delivers (or seals) them all before it exits.
+- to the courier: one JSON line of :class:`Config`, then ``C <segment>`` (the pipeline closed that
+  segment: it and every older one are complete), ``F <seq> <segment>`` (a flush: the same, then
+  deliver, or seal, every record up to ``seq`` and answer) and ``X`` (the pipeline is closing:
+  deliver what is complete, then end the reports, so the pipeline stops waiting; a segment it may
+  still write to stays for the drain). End of input without ``X``, or a change of the courier's
+  parent pid (a copy of the socket inherited by a forked process may keep the input open), is the
+  pipeline's death: every segment is then complete, and the courier delivers (or seals) them all
+  before it exits.
 - from the courier: ``A <exported> <spooled> <failures> <flushed> <failing> <sent>\t<last
   error>`` (:class:`Acks`, cumulative), written without blocking and coalesced: a pipeline that
   reads rarely gets the latest line, never a stalled courier.

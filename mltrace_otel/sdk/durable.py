@@ -50,8 +50,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from mltrace_otel import spool
 from mltrace_otel.sdk import courier
-from mltrace_otel.sdk.courier import LEFTOVERS_EVERY_S, Send, deliver_leftovers, send_all
-from mltrace_otel.sdk.exporters import COUNTERS, MAX_TIME_NS, MIN_TIME_NS, OTLP_RETRY_AFTER_S
+from mltrace_otel.sdk.courier import LEFTOVERS_EVERY_S, OTLP_RETRY_AFTER_S, Send, deliver_leftovers, send_all
+from mltrace_otel.sdk.exporters import COUNTERS, MAX_TIME_NS, MIN_TIME_NS
 from mltrace_otel.sdk.wire import Envelope
 from mltrace_otel.settings import Settings
 

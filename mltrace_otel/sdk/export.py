@@ -58,10 +58,10 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from mltrace_otel import conventions as C
+from mltrace_otel.sdk.courier import OTLP_RETRY_AFTER_S
 from mltrace_otel.sdk.durable import DurableProcessor, Send
 from mltrace_otel.sdk.exporters import (
     COUNTERS,
-    OTLP_RETRY_AFTER_S,
     BatchProcessor,
     CountingExporter,
 )

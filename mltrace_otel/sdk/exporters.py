@@ -21,8 +21,6 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 _log = logging.getLogger("mltrace_otel.sdk")
 
-OTLP_RETRY_AFTER_S = 30.0
-"""After an OTLP failure, batches go straight to the spool for this long."""
 MIN_TIME_NS = 0
 """The earliest span time: OTLP carries times as unsigned nanoseconds since 1970-01-01."""
 MAX_TIME_NS = 2**63 - 1

@@ -209,7 +209,8 @@ class ComponentRun:
 
     def add_outputs(self, outputs: list[str | IOPointer]) -> None:
         """Add several outputs."""
-        self._outputs = spans.dedupe([*self._outputs, *[_to_pointer(x) for x in _listify(outputs)]])
+        new = [_to_pointer(x) for x in _listify(outputs)]
+        self._outputs = spans.dedupe([*self._outputs, *new] if self._outputs else new)
 
     def add_notes(self, notes: str) -> None:
         """Set the run's notes."""
@@ -312,13 +313,13 @@ def log_component_run(component_run: ComponentRun, set_dependencies_from_inputs:
         raise RuntimeError(f"Cannot log run of {cr._component_name!r}: it ends before it starts.")
     if start < MIN_TIME_NS or end > MAX_TIME_NS:
         start, end = spans.clamp_run_times(cr._component_name, start, end)
-    attrs = spans.component_attributes(cr._component_name, cr._owner)
     checked = getattr(cr, "_versioned_inputs", ())  # added by add_input(s): versioned then
     inputs = [p if p._name in checked else with_file_version(p) for p in cr._inputs]
     outputs = [with_file_version(p) for p in cr._outputs]
-    attrs.update(spans.pointer_attributes(inputs, outputs))
-    attrs[C.RUN_STALENESS_THRESHOLD_S] = int(staleness_threshold)
-    attrs[C.RUN_ENDPOINT] = _ENDPOINT in [p._type for p in outputs]
+    attrs = spans.component_attributes(cr._component_name, cr._owner)
+    attrs.update(spans.pointer_attributes(inputs, outputs), **{
+        C.RUN_STALENESS_THRESHOLD_S: int(staleness_threshold),
+        C.RUN_ENDPOINT: _ENDPOINT in [p._type for p in outputs]})
     if cr._notes:
         attrs[C.RUN_NOTES] = str(cr._notes)
     if cr._git_hash:
