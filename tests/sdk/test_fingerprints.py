@@ -176,3 +176,26 @@ def test_too_deep_or_too_big_is_weak(monkeypatch: pytest.MonkeyPatch) -> None:
     assert version_kind(fingerprint(deep)) == "weak"
     monkeypatch.setattr(fingerprints, "MAX_NODES", 10)
     assert version_kind(fingerprint([_Plain({}) for _ in range(20)])) == "weak"
+
+
+def test_small_float_sequences_hash_as_the_general_encoder_does() -> None:
+    """Lists and tuples of up to 64 floats take a shorter path; their versions are the bytes the
+    general encoder writes for them (NaN, infinities and both zeros included), so a version
+    taken by an older SDK still matches, and one more float (65) goes the general way."""
+    import math
+    import random
+
+    from mltrace_otel.sdk import fingerprints as fp
+
+    rng = random.Random(16)
+    specials = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-300, 1e300]
+    for n in (1, 2, 3, 17, 64, 65):
+        for _ in range(20):
+            values = [rng.choice(specials) if rng.random() < 0.2 else rng.uniform(-1e6, 1e6)
+                      for _ in range(n)]
+            for seq in (values, tuple(values)):
+                enc = fp._Encoder()
+                enc.feed(seq, 0)
+                assert fp.fingerprint(seq) == enc.h.hexdigest(), (n, seq)
+    assert fp.fingerprint([0.0]) != fp.fingerprint([-0.0])
+    assert fp.fingerprint([1.0, 2.0]) != fp.fingerprint((1.0, 2.0))
