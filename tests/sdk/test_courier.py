@@ -127,6 +127,14 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _gone(pid: int, timeout_s: float) -> bool:
+    """Whether process ``pid`` ended within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not _alive(pid)
+
+
 def test_runs_are_sent_by_a_courier_process_not_a_thread(sdk_settings: Settings, receiver: Any) -> None:
     """Every run reaches the endpoint, sent by another process: no delivery thread in the
     pipeline's process; once flushed, the queue is empty (sent segments are deleted)."""
@@ -144,10 +152,7 @@ def test_runs_are_sent_by_a_courier_process_not_a_thread(sdk_settings: Settings,
     assert [p.name for p in sdk_settings.spool_dir.iterdir()] == []
     pid = courier.proc.pid
     export.reset()  # the pipeline ends: so does its courier (no leftovers of others to send)
-    deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not _alive(pid)
+    assert _gone(pid, 10)
 
 
 def test_the_thread_setting_delivers_without_a_courier(sdk_settings: Settings, receiver: Any) -> None:
@@ -218,10 +223,7 @@ def test_a_pipeline_killed_with_sigkill_is_delivered_by_its_courier(sdk_settings
     assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
     courier_pid = int(out.stdout.split()[0])
     assert receiver.wait_for(250) == 250
-    deadline = time.monotonic() + 30
-    while _alive(courier_pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(courier_pid)
+    assert _gone(courier_pid, 30)
     assert [p.name for p in sdk_settings.spool_dir.iterdir()] == []
 
 
