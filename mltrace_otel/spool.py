@@ -52,6 +52,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 OPEN = ".open"
 SEALED = ".seg"
@@ -292,17 +293,49 @@ def follow(path: Path, offset: int, complete: bool) -> tuple[list[Entry], int]:
     return out, offset + at
 
 
-def read(records: Sequence[Record]) -> Iterator[Entry]:
-    """The payloads of scanned records."""
-    files: dict[Path, object] = {}
+def load(records: Sequence[Record]) -> tuple[list[Entry], list[Record]]:
+    """The requests at these records' places, each checked again (header and CRC), and the
+    records no longer there whole (each logged at ERROR: a segment deleted, or damaged bytes). A
+    record written to an ``.open`` segment that its writer has sealed since is read under the
+    sealed name.
+
+    Raises:
+        OSError: a segment could not be read (other than being gone).
+    """
+    entries: list[Entry] = []
+    lost: list[Record] = []
+    files: dict[Path, BinaryIO | None] = {}
     try:
         for r in records:
-            f = files.get(r.path) or files.setdefault(r.path, open(r.path, "rb"))  # noqa: SIM115
-            f.seek(r.offset)  # type: ignore[attr-defined]
-            yield Entry(r.seq, r.spans, f.read(r.length))  # type: ignore[attr-defined]
+            if r.path not in files:
+                files[r.path] = _open_segment(r.path)
+            f = files[r.path]
+            if f is not None:
+                f.seek(r.offset - HEAD.size)
+                head, payload = f.read(HEAD.size), f.read(r.length)
+                if (len(head) == HEAD.size and len(payload) == r.length
+                        and HEAD.unpack(head) == (r.seq, r.spans, r.length, _crc(r.seq, r.spans, payload))):
+                    entries.append(Entry(r.seq, r.spans, payload))
+                    continue
+            _log.error("mltrace: queue record Seq %d (%d spans) is no longer whole in %s; lost",
+                       r.seq, r.spans, r.path)
+            lost.append(r)
     finally:
         for f in files.values():
-            f.close()  # type: ignore[attr-defined]
+            if f is not None:
+                f.close()
+    return entries, lost
+
+
+def _open_segment(path: Path) -> BinaryIO | None:
+    """``path`` open for reading, under its sealed name if its writer sealed it since; None
+    when it is gone."""
+    for p in (path, sealed_name(path)) if path.name.endswith(OPEN) else (path,):
+        try:
+            return open(p, "rb")  # noqa: SIM115 - closed by the caller
+        except FileNotFoundError:
+            continue
+    return None
 
 
 def payloads(path: Path) -> list[bytes]:
@@ -353,14 +386,16 @@ class SegmentWriter:
         self._size = 0  # of the open segment: only this writer appends to it (no lseek per append)
         self._rotated: list[Path] = []  # closed, unsealed segments (seal_on_rotate=False)
 
-    def append(self, entries: Sequence[Entry]) -> None:
-        """Write records in Seq order, each to a segment of its Seq's slot (one ``write`` per slot).
-        A failed write is cut back off its segment; if even that fails, the segment is sealed, so
-        no record ever follows a torn one.
+    def append(self, entries: Sequence[Entry]) -> list[Record]:
+        """Write records in Seq order, each to a segment of its Seq's slot (one ``write`` per slot),
+        and say where each went (for :func:`load`). A failed write is cut back off its segment; if
+        even that fails, the segment is sealed, so no record ever follows a torn one.
 
         Raises:
-            OSError: the records could not be written (disk full, permissions): none of them is.
+            OSError: the records could not be written (disk full, permissions): none of the
+                failed slot's is (those of an earlier slot in the same call stay written).
         """
+        out: list[Record] = []
         with self._lock:
             k = 0
             while k < len(entries):
@@ -369,8 +404,12 @@ class SegmentWriter:
                 while j < len(entries) and entries[j].seq // SEGMENT_NS == slot:
                     j += 1
                 chunk = encode(entries[k:j])
-                self._write(slot, entries[k].seq, (chunk,), len(chunk))
+                path, at = self._write(slot, entries[k].seq, (chunk,), len(chunk))
+                for e in entries[k:j]:
+                    out.append(Record(e.seq, e.spans, path, at + HEAD.size, len(e.payload)))
+                    at += HEAD.size + len(e.payload)
                 k = j
+        return out
 
     def append_one(self, seq: int, spans: int, payload: bytes) -> None:
         """:meth:`append` of one record, without building an :class:`Entry`: its header and
@@ -380,7 +419,9 @@ class SegmentWriter:
         with self._lock:
             self._write(seq // SEGMENT_NS, seq, (head, payload), HEAD.size + n)
 
-    def _write(self, slot: int, first_seq: int, chunks: Sequence[bytes], size: int) -> None:
+    def _write(self, slot: int, first_seq: int, chunks: Sequence[bytes], size: int) -> tuple[Path, int]:
+        """Append ``chunks`` to the open segment of ``slot``; the segment's path and the offset
+        they start at."""
         if self._slot != slot:
             if self.seal_on_rotate:
                 self._seal()
@@ -394,8 +435,8 @@ class SegmentWriter:
             self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
             self._slot = slot
             self._size = os.fstat(self._fd).st_size
-        fd = self._fd
-        assert fd is not None
+        fd, path = self._fd, self._path
+        assert fd is not None and path is not None
         start = self._size
         try:
             done = (_writev(fd, chunks) if len(chunks) > 1 and _writev is not None
@@ -407,6 +448,7 @@ class SegmentWriter:
             if self.fsync:
                 os.fsync(fd)
             self._size = start + size
+            return path, start
         except BaseException:
             try:
                 os.ftruncate(fd, start)

@@ -50,7 +50,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mltrace_otel import spool
 from mltrace_otel.errors import Rejected, StoreUnavailable, store_failure
+from mltrace_otel.spool import Record
 from mltrace_otel.store import writer
 from mltrace_otel.store.ingest import one_request_per_span, stripped
 from mltrace_otel.store.journal import Entry, group_token
@@ -145,9 +147,12 @@ class Indexer:
         self.metrics = metrics
         self.last_seq = 0  # the highest Seq journaled (set by start() from the journal)
         self._cond = threading.Condition()
-        self._pending: deque[tuple[Entry, float]] = deque()  # (entry, when journaled)
+        # (a request, when journaled): where the journal writer put it, or, after a restart, the
+        # request as recovery read it; a group can hold both
+        self._pending: deque[tuple[Entry | Record, float]] = deque()
         self._pending_spans = 0
-        self._replay: deque[list[Entry]] = deque()  # groups a crash cut short: their own tokens
+        # groups to index first, with their own tokens: a crash cut them short, or stop() left them
+        self._replay: deque[list[Entry | Record]] = deque()
         self._busy: dict[int, int] = {}  # first Seq of a group being indexed -> its spans
         self._flushing = 0
         self._stopping = False
@@ -187,10 +192,11 @@ class Indexer:
         with self._cond:
             self._appending = first_seq
 
-    def add(self, entries: Sequence[Entry], waiters: Sequence[Waiter] | None = None) -> None:
-        """Hand over requests just committed to the journal (in Seq order); ``waiters`` (the
-        indexed acknowledgement): each entry's request, answered once it is indexed, refused
-        (400: stored only stripped, or set aside) or failing (503: its bytes stay journaled)."""
+    def add(self, entries: Sequence[Record], waiters: Sequence[Waiter] | None = None) -> None:
+        """Hand over requests just committed to the journal (in Seq order): where each lies, read
+        back when its group is indexed (no copy is held meanwhile); ``waiters`` (the indexed
+        acknowledgement): each entry's request, answered once it is indexed, refused (400: stored
+        only stripped, or set aside) or failing (503: its bytes stay journaled)."""
         if not entries:
             return
         now = time.monotonic()
@@ -268,7 +274,7 @@ class Indexer:
         return done
 
     # --- indexer threads ----------------------------------------------------------------------
-    def _take(self) -> list[Entry] | None:
+    def _take(self) -> list[Entry | Record] | None:
         """The next group to index (waits until one is due), or None to stop."""
         with self._cond:
             while True:
@@ -352,38 +358,69 @@ class Indexer:
                 raise _Stopped
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    def _index(self, store: JournaledStore, group: list[Entry]) -> None:
+    def _index(self, store: JournaledStore, group: Sequence[Entry | Record]) -> None:
         """Index one group until it is stored (see the module docstring), recording its progress."""
         first, last = group[0].seq, group[-1].seq
         spans = sum(e.spans for e in group)
-        payloads = [e.payload for e in group]
         seqs = [e.seq for e in group]
         t0 = time.perf_counter()
+        loaded: list[Entry] = []
         results: list[IngestResult] = []
+        read = False  # read back once: a retry of a failed insert does not count a lost record again
 
         def insert() -> None:
+            nonlocal read
+            if not read:
+                loaded.extend(self._load(group))
+                read = True
             store.journal_mark(first, last, False)
-            results.append(writer.write(store, payloads, spans, self.min_engine_spans,
-                                        dedup_token=group_token(first, last)))
+            if loaded:
+                results.append(writer.write(store, [e.payload for e in loaded], sum(e.spans for e in loaded),
+                                            self.min_engine_spans, dedup_token=group_token(first, last)))
 
         refused = self._retrying(f"indexing {spans} spans", insert, seqs)
         if refused is not None:
-            if len(group) > 1:
+            if len(loaded) > 1:
                 log.warning("indexing %d journaled requests failed (%s); indexing them one by one",
-                            len(group), refused)
-                for one in group:
+                            len(loaded), refused)
+                for one in loaded:
                     self._index(store, [one])
-            else:
-                self._index_refused(store, group[0], refused)
+            elif loaded:
+                self._index_refused(store, loaded[0], refused)
         self._mark_done(store, first, last)
-        if refused is None:
+        if refused is None and results:
+            stored = sum(e.spans for e in loaded)
             rejected, errors = results[-1].rejected, results[-1].errors  # spans the renderer refused
             if self.metrics is not None:
-                self.metrics.indexed.inc(spans - rejected)
+                self.metrics.indexed.inc(stored - rejected)
                 self.metrics.index_seconds.observe(time.perf_counter() - t0)
                 if rejected:
                     self.metrics.rejected.labels("store").inc(rejected)
-            self._answer(seqs, Committed(rejected, "; ".join(errors)[:500]) if rejected else Committed())
+            self._answer([e.seq for e in loaded],
+                         Committed(rejected, "; ".join(errors)[:500]) if rejected else Committed())
+
+    def _load(self, group: Sequence[Entry | Record]) -> list[Entry]:
+        """The group's requests with their bytes, in order: a request the journal's recovery read
+        is as it is; one the journal writer handed over is read back from its segment. A record no longer
+        there whole (a segment deleted or damaged meanwhile: logged at ERROR by
+        :func:`mltrace_otel.spool.load`) is counted as damaged, and its request, if it waits for
+        the indexed acknowledgement, is answered 503: the client sends it again.
+
+        Raises:
+            OSError: a segment could not be read (retried like a store that cannot write now).
+        """
+        records = [e for e in group if isinstance(e, Record)]
+        if not records:
+            return [e for e in group if isinstance(e, Entry)]
+        read, lost = spool.load(records)
+        if lost:
+            if self.metrics is not None:
+                self.metrics.journal_corrupt.inc(len(lost))
+            self._answer([r.seq for r in lost], error=StoreUnavailable(
+                "its journaled bytes were lost before they were indexed"))
+        by_seq = {e.seq: e for e in read}
+        return [e if isinstance(e, Entry) else by_seq[e.seq] for e in group
+                if isinstance(e, Entry) or e.seq in by_seq]
 
     def _index_refused(self, store: JournaledStore, entry: Entry, error: Exception) -> None:
         """A single request whose insert was refused for its data (by both renderers): span by
@@ -454,14 +491,15 @@ class Indexer:
                 return
             self._last_cleanup = now
             # every journaled request below ``low`` is indexed: those being indexed, waiting, or being
-            # appended start at or after it, and any later append is numbered from now on (a
-            # segment deleted before requests are appended to it is just created again)
+            # appended start at or after it, and any later append is numbered past ``last_seq``
+            # (not "from now": an append numbered before this look and written after it would
+            # have its segment deleted under it, and the journal holds its only copy)
             starts = [seq for seq in self._busy] + [g[0].seq for g in self._replay]
             if self._pending:
                 starts.append(self._pending[0][0].seq)
             if self._appending is not None:
                 starts.append(self._appending)
-            low = min(starts, default=time.time_ns())
+            low = min(starts, default=self.last_seq + 1)
         try:
             store.journal_drop_indexed(low)
         except Exception as e:  # noqa: BLE001 - retried next time

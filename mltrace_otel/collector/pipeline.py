@@ -41,7 +41,7 @@ from typing import Any
 
 from mltrace_otel.collector.indexer import Committed, Indexer, join_threads
 from mltrace_otel.errors import AckTimeout, QueueFull, Rejected, Unavailable
-from mltrace_otel.store.journal import Entry, next_seq
+from mltrace_otel.store.journal import next_seq
 from mltrace_otel.store.protocols import JournaledStore
 
 log = logging.getLogger(__name__)
@@ -154,12 +154,13 @@ class IngestQueue:
         first = next_seq(self.indexer.last_seq)
         self.indexer.appending(first)
         try:
-            seqs = self.store.journal_append(first, [p.payload for p in batch], [p.spans for p in batch])
-            self.indexer.last_seq = seqs[-1]
-            self.indexer.add([Entry(q, p.spans, p.payload) for q, p in zip(seqs, batch, strict=True)],
-                             batch if self.answer_when_indexed else None)
+            records = self.store.journal_append(first, [p.payload for p in batch], [p.spans for p in batch])
+            self.indexer.last_seq = records[-1].seq
+            self.indexer.add(records, batch if self.answer_when_indexed else None)
         finally:
             self.indexer.appending(None)
+        for p in batch:  # the journal holds the one copy now (a request waiting to be indexed too)
+            p.payload = b""
 
     # --- producer side ---------------------------------------------------------------------
     @property

@@ -22,6 +22,7 @@ from typing import Any
 
 from mltrace_otel.errors import QueryError, StoreUnavailable
 from mltrace_otel.settings import Settings, mask_url
+from mltrace_otel.spool import Record
 from mltrace_otel.store import ingest, queries, state
 from mltrace_otel.store.models import (
     ComponentInfo,
@@ -206,8 +207,9 @@ class Store:
         return ingest.insert_requests_rendered(self, payloads, dedup_token=dedup_token)
 
     # --- ingest journal (the collector's journaled acknowledgement; :mod:`.journal`) -----------
-    def journal_append(self, first_seq: int, payloads: Sequence[bytes], spans: Sequence[int]) -> list[int]:
-        """Append serialized requests to the ingest journal (one write); their Seqs."""
+    def journal_append(self, first_seq: int, payloads: Sequence[bytes],
+                       spans: Sequence[int]) -> list[Record]:
+        """Append serialized requests to the ingest journal (one write); where each went."""
         from mltrace_otel.store import journal
 
         return journal.append(self, first_seq, payloads, spans)

@@ -138,15 +138,16 @@ class Journal:
                                          if b >= seq))
             os.replace(tmp, self._progress)
 
-    def append(self, entries: Sequence[Entry]) -> None:
-        """Write records in Seq order (one ``write`` per segment); a failed write leaves nothing
-        half-written before later records.
+    def append(self, entries: Sequence[Entry]) -> list[spool.Record]:
+        """Write records in Seq order (one ``write`` per segment), and say where each went (the
+        indexer reads them back from there: the journal holds the one copy of an appended
+        request); a failed write leaves nothing half-written before later records.
 
         Raises:
             StoreUnavailable: the journal cannot be written (disk full, permissions).
         """
         try:
-            self._writer.append(entries)
+            return self._writer.append(entries)
         except OSError as e:
             raise StoreUnavailable(f"cannot write the ingest journal in {self.directory}: {e}",
                                    hint="free disk space, or set MLTRACE_ACK=indexed") from e
@@ -183,9 +184,9 @@ class Journal:
         with self._lock:
             for slot, path in spool.segments(self.directory):
                 if slot < below:
-                    if path.name.endswith(spool.OPEN):
+                    if path.name.endswith(spool.OPEN):  # this writer's (sealed first) or a crashed one's
                         self._writer.seal()
-                        path = spool.sealed_name(path)
+                        spool.sealed_name(path).unlink(missing_ok=True)
                     path.unlink(missing_ok=True)
                     dropped += 1
         return dropped
@@ -254,11 +255,11 @@ def group_token(first_seq: int, last_seq: int) -> str:
 
 
 def append(store: IngestConnection, first_seq: int, payloads: Sequence[bytes],
-           spans: Sequence[int]) -> list[int]:
-    """Append requests to the journal, numbered from ``first_seq``; their Seqs."""
-    seqs = list(range(first_seq, first_seq + len(payloads)))
-    for_store(store).append([Entry(q, n, p) for q, p, n in zip(seqs, payloads, spans, strict=True)])
-    return seqs
+           spans: Sequence[int]) -> list[spool.Record]:
+    """Append requests to the journal, numbered from ``first_seq``; where each went (its Seq,
+    spans and place, for :func:`mltrace_otel.spool.load`)."""
+    return for_store(store).append([Entry(q, n, p) for q, (p, n) in
+                                    enumerate(zip(payloads, spans, strict=True), start=first_seq)])
 
 
 def mark(store: IngestConnection, first_seq: int, last_seq: int, done: bool) -> None:
@@ -335,13 +336,14 @@ def recover(store: IngestConnection) -> Recovered:
 
     by_group: dict[tuple[int, int], list[Entry]] = {}
     loose: list[Entry] = []
-    for e in spool.read([r for r in records if covered(r.seq, done) is None]):
+    entries, lost = spool.load([r for r in records if covered(r.seq, done) is None])
+    for e in entries:
         g = covered(e.seq, open_groups)
         if g is None:
             loose.append(e)
         else:
             by_group.setdefault(g, []).append(e)
-    return Recovered([by_group[g] for g in sorted(by_group)], loose, last, corrupt)
+    return Recovered([by_group[g] for g in sorted(by_group)], loose, last, corrupt + len(lost))
 
 
 def set_aside(store: IngestConnection, name: str, payload: bytes) -> str:

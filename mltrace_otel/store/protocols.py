@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from clickhouse_connect.driver.client import Client
 
     from mltrace_otel.settings import Settings
+    from mltrace_otel.spool import Record
     from mltrace_otel.store.models import IngestResult, Recovered
 
 __all__ = ["Connection", "IngestConnection", "JournaledStore", "SchemaConnection", "SpanSink"]
@@ -103,8 +104,8 @@ class JournaledStore(SpanSink, Protocol):
     """What the collector's indexer needs of a store: the renderers' inserts and the ingest
     journal's bookkeeping (tests wrap a Store to inject failures)."""
 
-    def journal_append(self, first_seq: int, payloads: Sequence[bytes], spans: Sequence[int]) -> list[int]:
-        """Append requests to the journal; their Seqs."""
+    def journal_append(self, first_seq: int, payloads: Sequence[bytes], spans: Sequence[int]) -> list[Record]:
+        """Append requests to the journal; where each went (Seq, spans, segment and offset)."""
         ...
 
     def journal_mark(self, first_seq: int, last_seq: int, done: bool) -> None:

@@ -50,7 +50,7 @@ def test_a_restart_indexes_what_a_crash_left_in_the_journal_exactly_once(
     collector indexes all of them, and the committed group is not indexed twice."""
     (b1, ids1), (b2, ids2), (b3, ids3), (b4, ids4) = (_request(3, f"c{k}") for k in range(4))
     first = journal.next_seq(0)
-    seqs = store.journal_append(first, [b1, b2, b3, b4], [3, 3, 3, 3])
+    seqs = [r.seq for r in store.journal_append(first, [b1, b2, b3, b4], [3, 3, 3, 3])]
     # group 1 (b1): the insert committed, then the crash, before its Done row (a group this
     # small is rendered in Python on the embedded store, as the indexer does: the same group
     # always takes the same path, so its token drops the replay)
@@ -148,7 +148,7 @@ def test_recovery_of_a_split_group(tmp_settings: Any, store: Any) -> None:
     range, nested in the group's). A crash in the middle replays only the requests not yet
     indexed; once the group is done, nothing of it is indexed again."""
     bodies = [_request(1, f"split{k}")[0] for k in range(3)]
-    seqs = store.journal_append(journal.next_seq(0), bodies, [1, 1, 1])
+    seqs = [r.seq for r in store.journal_append(journal.next_seq(0), bodies, [1, 1, 1])]
     store.journal_mark(seqs[0], seqs[2], False)
     store.journal_mark(seqs[0], seqs[0], False)
     store.journal_mark(seqs[0], seqs[0], True)  # the crash comes after the first request
@@ -229,7 +229,7 @@ def test_a_failed_journal_write_is_refused_whole_and_leaves_nothing_behind(
 
     j = journal.for_store(store)
     (b1, _), (b2, _), (b3, _) = (_request(2, f"w{k}") for k in range(3))
-    first = store.journal_append(journal.next_seq(0), [b1], [2])
+    first = [r.seq for r in store.journal_append(journal.next_seq(0), [b1], [2])]
     with monkeypatch.context() as m:
         _HalfWrites(m, j.directory)
         with pytest.raises(StoreUnavailable, match="No space left on device"):
@@ -302,7 +302,7 @@ def test_progress_rows_of_the_first_versions_table_move_into_the_file(store: Any
     """A store whose collector (of a version that kept progress in a table) stopped in the
     middle of an index group: the group is replayed as one group, and the table is emptied."""
     bodies = [_request(1, f"legacy{k}")[0] for k in range(2)]
-    seqs = store.journal_append(journal.next_seq(0), bodies, [1, 1])
+    seqs = [r.seq for r in store.journal_append(journal.next_seq(0), bodies, [1, 1])]
     store.command("test_old_progress", f"INSERT INTO {journal.PROGRESS} (FromSeq, ToSeq, Done) "
                   "VALUES ({a:UInt64}, {b:UInt64}, 0)", {"a": seqs[0], "b": seqs[1]})
     rec = store.journal_recover()

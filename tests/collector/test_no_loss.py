@@ -27,7 +27,15 @@ from mltrace_otel import spool
 from mltrace_otel.collector.server import Collector
 from mltrace_otel.errors import QueryError
 from mltrace_otel.store import journal
-from tests.collector.conftest import collector_settings, make_spans, run_ids, stored_runs, stored_spans
+from tests.collector.conftest import (
+    collector_settings,
+    make_spans,
+    run_ids,
+    stored_runs,
+    stored_span_counts,
+    stored_spans,
+    wait_until,
+)
 from tests.collector.test_backpressure import JournalPassThrough, _body, _post
 from tests.collector.test_crash import ROOT, _env, _free_port, _start_collector, _wait_healthy
 
@@ -142,9 +150,8 @@ def test_stop_returns_in_time_while_the_store_hangs_and_the_next_start_indexes_t
     assert sorted(r[0] for r in counts) == sorted(ids) and all(r[1] == 1 for r in counts)
 
 
-def _append(store: Any, requests: list[tuple[bytes, list[str]]]) -> list[int]:
-    first = journal.next_seq(0)
-    return store.journal_append(first, [b for b, _ in requests], [len(ids) for _, ids in requests])
+def _append(store: Any, requests: list[tuple[bytes, list[str]]]) -> None:
+    store.journal_append(journal.next_seq(0), [b for b, _ in requests], [len(ids) for _, ids in requests])
 
 
 def _record_offsets(store: Any) -> list[tuple[Path, int, int]]:
@@ -178,6 +185,112 @@ def test_damaged_journal_bytes_lose_only_that_record(tmp_settings: Any, store: A
     assert not stored_runs(store, lost)
     assert "mltrace_collector_journal_corrupt_records_total 1.0" in text
     assert any("damaged" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+
+
+def test_bytes_damaged_while_a_request_waits_to_be_indexed_lose_only_that_request(
+        tmp_settings: Any, store: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The indexer reads journaled requests back from their segment when it indexes them (it
+    keeps no copy). Bytes flipped in one waiting request's record, in a segment sealed since
+    it was appended: that request alone is lost (an ERROR, the damaged-records counter), every
+    other acknowledged request is indexed once."""
+    faulty = StoreFails(store)
+    settings = collector_settings(tmp_settings, ack="journaled", index_spans=1)
+    with Collector(settings, faulty, drain_every_s=0) as c:
+        faulty.gate.clear()  # index inserts hang: both indexer threads hold a group
+        requests = [_body(30) for _ in range(6)]
+        for body, _ in requests:
+            assert _post(c, body)[0] == 200
+        assert wait_until(lambda: faulty.attempts >= 2, 30)  # two index inserts
+        offsets = _record_offsets(store)  # also seals the open segment: read back by its new name
+        path, offset, length = offsets[4]
+        assert path.name.endswith(spool.SEALED)
+        data = bytearray(path.read_bytes())
+        data[offset + length // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        with caplog.at_level(logging.ERROR, logger="mltrace_otel"):
+            faulty.gate.set()
+            assert c.flush(60)
+        text = c.metrics_body()[0].decode()
+    kept = [i for k, (_, ids) in enumerate(requests) if k != 4 for i in ids]
+    assert sorted(stored_runs(store, kept)) == sorted(kept)
+    assert stored_span_counts(store, kept) == dict.fromkeys(kept, 1)
+    assert not stored_runs(store, requests[4][1])
+    assert "mltrace_collector_journal_corrupt_records_total 1.0" in text
+    assert any("no longer whole" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+
+
+def test_a_backlog_waiting_to_be_indexed_is_held_on_disk_not_in_memory(tmp_settings: Any, store: Any) -> None:
+    """Requests journaled while the store is stuck are not held in the collector's memory as
+    well (the journal is their one copy): a 40 MB backlog grows the Python heap by a few MB."""
+    import tracemalloc
+
+    faulty = StoreFails(store)
+    settings = collector_settings(tmp_settings, ack="journaled", index_spans=1)
+    with Collector(settings, faulty, drain_every_s=0) as c:
+        faulty.gate.clear()
+        body, _ = _body(4000)
+        posts = 40 * 2**20 // len(body) + 1
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(posts):
+                assert _post(c, body)[0] == 200
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert c.queue.indexer.backlog >= (posts - 2) * 4000  # all but the two groups in flight
+        faulty.gate.set()
+        assert c.flush(120)
+    assert posts * len(body) >= 40 * 2**20
+    assert grown < 8 * 2**20, f"the Python heap grew by {grown / 2**20:.1f} MiB"
+
+
+def test_requests_left_in_the_journal_and_new_ones_are_indexed_together_after_a_restart(
+        tmp_settings: Any, store: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """At a start, requests a crash left in the journal (read back by recovery) wait beside the
+    requests that arrive meanwhile, and one index group may take both kinds: it is indexed in
+    one go, every request once, with no failed insert."""
+    faulty = StoreFails(store)
+    (g1, ids1), (g2, ids2), (l1, ids3), (l2, ids4) = (_body(5) for _ in range(4))
+    seqs = [r.seq for r in store.journal_append(journal.next_seq(0), [g1, g2, l1, l2], [5, 5, 5, 5])]
+    store.journal_mark(seqs[0], seqs[0], False)  # two groups a crash cut short: replayed alone
+    store.journal_mark(seqs[1], seqs[1], False)
+    faulty.gate.clear()  # both indexer threads will hold a replayed group
+    settings = collector_settings(tmp_settings, ack="journaled", index_spans=1000)
+    with caplog.at_level(logging.WARNING, logger="mltrace_otel"):
+        with Collector(settings, faulty, drain_every_s=0) as c:
+            assert wait_until(lambda: faulty.attempts >= 2, 30)  # the two replayed groups
+            new, ids5 = _body(5)
+            assert _post(c, new)[0] == 200  # journaled behind the two requests left over
+            faulty.gate.set()
+            assert c.flush(60)
+    every = ids1 + ids2 + ids3 + ids4 + ids5
+    assert sorted(stored_runs(store, every)) == sorted(every)
+    assert stored_span_counts(store, every) == dict.fromkeys(every, 1)
+    assert faulty.attempts == 3  # the two replayed groups, then the rest in one insert
+    assert not [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+
+
+def test_a_segment_a_killed_collector_left_open_is_deleted_once_indexed(
+        tmp_settings: Any, store: Any) -> None:
+    """The segment a killed collector was appending to (still ``.open``, its writer gone) is
+    indexed at the next start and deleted with the indexed segments: a later restart does not
+    index its requests again."""
+    j = journal.for_store(store)
+    body, ids = _body(5)
+    seq = journal.next_seq(0)
+    path = j.directory / f"{seq:020d}-{journal.WRITER}{spool.OPEN}"
+    spool.private_dir(j.directory)
+    path.write_bytes(spool.encode([spool.Entry(seq, 5, body)]))
+    settings = collector_settings(tmp_settings, ack="journaled")
+    with Collector(settings, store, drain_every_s=0) as c:
+        assert c.flush(60)
+    assert sorted(stored_runs(store, ids)) == sorted(ids)
+    store.journal_drop_indexed(seq + 2 * spool.SEGMENT_NS)  # the indexer's clean-up, 20 s on
+    assert not path.exists() and not spool.sealed_name(path).exists()
+    with Collector(settings, store, drain_every_s=0) as c:  # a later restart
+        assert c.flush(60)
+    assert stored_span_counts(store, ids) == dict.fromkeys(ids, 1)
 
 
 def test_a_torn_tail_is_cut_off_quietly(store: Any, caplog: pytest.LogCaptureFixture) -> None:
