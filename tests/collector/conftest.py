@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -77,6 +78,24 @@ def stored_runs(store: Any, ids: list[str]) -> dict[str, str]:
         {"ids": ids},
     )
     return dict(rows)
+
+
+def stored_span_counts(store: Any, span_ids: list[str]) -> dict[str, int]:
+    """{span id: rows in otel_traces} of the given spans that are there (1 each: stored once)."""
+    flush_live()
+    rows = store.query("test_stored_span_counts", "SELECT SpanId, count() FROM otel_traces "
+                       "WHERE SpanId IN {ids:Array(String)} GROUP BY SpanId", {"ids": span_ids})
+    return dict(rows)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``check`` until it holds (True) or ``timeout`` seconds pass (its last answer)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
 
 
 def stored_spans(store: Any, span_ids: list[str]) -> dict[str, tuple]:

@@ -30,7 +30,7 @@ from mltrace_otel.collector.metrics import CollectorMetrics
 from mltrace_otel.collector.server import Collector
 from mltrace_otel.errors import ConfigError
 from mltrace_otel.settings import ForwardTarget, parse_forward_targets
-from tests.collector.conftest import collector_settings, make_spans, run_ids, stored_runs
+from tests.collector.conftest import collector_settings, make_spans, run_ids, stored_runs, wait_until
 from tests.collector.live import LIVE
 
 ExportRequest = trace_service_pb2.ExportTraceServiceRequest
@@ -215,15 +215,6 @@ def count(metrics: CollectorMetrics, target: ForwardTarget, outcome: str) -> flo
 def queued(metrics: CollectorMetrics, target: ForwardTarget) -> float:
     return metrics.registry.get_sample_value(
         "mltrace_collector_forward_queue_spans", {"endpoint": target.label}) or 0.0
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 def target(url: str) -> ForwardTarget:

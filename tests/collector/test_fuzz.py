@@ -23,8 +23,8 @@ import grpc
 import pytest
 
 from mltrace_otel.collector.server import Collector
-from tests.collector.conftest import collector_settings, make_spans, run_ids
-from tests.collector.live import LIVE, flush_live
+from tests.collector.conftest import collector_settings, make_spans, run_ids, stored_span_counts
+from tests.collector.live import LIVE
 
 pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 
@@ -284,13 +284,6 @@ def _good_http(c: Collector, rng: random.Random, kind: int) -> tuple[int, list[s
         conn.close()
 
 
-def _stored_counts(store: Any, ids: list[str]) -> dict[str, int]:
-    flush_live()
-    rows = store.query("test_fuzz_counts", "SELECT SpanId, count() FROM otel_traces "
-                       "WHERE SpanId IN {ids:Array(String)} GROUP BY SpanId", {"ids": ids})
-    return dict(rows)
-
-
 @pytest.fixture
 def fuzzed(tmp_settings: Any, store: Any, caplog: pytest.LogCaptureFixture) -> Iterator[Collector]:
     """One collector (journaled, engine-rendered: one ingest mode keeps the fuzz fast) with a
@@ -326,7 +319,7 @@ def test_malformed_http_requests_get_4xx_and_good_ones_between_them_land_once(
             good += ids
     assert wrong == [], "\n".join(map(str, wrong))
     assert time.monotonic() - started < 60
-    assert _stored_counts(store, good) == {i: 1 for i in good}
+    assert stored_span_counts(store, good) == {i: 1 for i in good}
 
 
 def grpc_cases(rng: random.Random) -> list[tuple[str, bytes]]:
@@ -372,4 +365,4 @@ def test_malformed_grpc_messages_are_refused_and_good_ones_between_them_land_onc
                 assert export(encode_spans(spans).SerializeToString(), timeout=10) == b"", (i, what)
                 good += run_ids(spans)
     assert wrong == []
-    assert _stored_counts(store, good) == {i: 1 for i in good}
+    assert stored_span_counts(store, good) == {i: 1 for i in good}
