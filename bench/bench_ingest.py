@@ -1,6 +1,6 @@
 """Benchmark: the ingest writer (OTLP → otel_traces rows) and inserts into the embedded store.
 
-    python bench/bench_ingest.py [--batches 10] [--spans 5000]
+    python bench/bench_ingest.py [--batches 10] [--spans 5000] [--fixed | --per-table]
 
 Measured in one process, on run-like spans (9 attributes, 4 of them string arrays):
 
@@ -22,6 +22,12 @@ group pays a fixed cost per insert, a large one holds engine memory per span): t
 (``EXPLAIN PLAN`` of it, which the engine repeats on every insert), and the process's peak
 resident memory during one insert of ``--spans`` spans (default 20,480) by each renderer (Linux: the peak is
 reset through ``/proc/self/clear_refs`` before each).
+
+``--per-table`` measures where a native insert's CPU goes: the marginal CPU per span of each
+materialized view, projection set and skip-index set, as the median difference between the
+whole schema and the schema without it (one database each in one engine, every variant's
+inserts of ``--spans`` spans interleaved round by round, background merges stopped so that only
+the inserts are counted).
 
 Wall-clock and CPU seconds are both printed (the machine is shared, so CPU time is the steadier
 number). Prints a JSON line with every number.
@@ -119,13 +125,83 @@ def fixed_costs(spans: int) -> None:
         store.close()
 
 
+PER_TABLE = {
+    "the whole schema": [],
+    "mltrace_runs_mv (and the views fed from mltrace_runs)": ["DROP VIEW {db}.mltrace_runs_mv"],
+    "mltrace_lineage_mv": ["DROP VIEW {db}.mltrace_lineage_mv"],
+    "mltrace_lineage's 3 projections": [f"ALTER TABLE {{db}}.mltrace_lineage DROP PROJECTION {p}" for p in
+                                        ("lineage_by_run", "lineage_by_component", "lineage_by_start")],
+    "mltrace_runs' 2 projections": [f"ALTER TABLE {{db}}.mltrace_runs DROP PROJECTION {p}" for p in
+                                    ("runs_by_component", "runs_by_start_with_filters")],
+    "mltrace_io_mv": ["DROP VIEW {db}.mltrace_io_mv"],
+    "mltrace_components_mv": ["DROP VIEW {db}.mltrace_components_mv"],
+    "otel_traces_trace_id_ts_mv": ["DROP VIEW {db}.otel_traces_trace_id_ts_mv"],
+    "otel_traces' 6 skip indexes": [f"ALTER TABLE {{db}}.otel_traces DROP INDEX {i}" for i in (
+        "idx_trace_id", "idx_res_attr_key", "idx_res_attr_value", "idx_span_attr_key", "idx_span_attr_value",
+        "idx_duration")],
+    "otel_traces_otlp_deferred_mv": ["DROP VIEW {db}.otel_traces_otlp_deferred_mv"],
+    "both filters for the spans left to Python": ["DROP VIEW {db}.otel_traces_otlp_deferred_mv", "UNFILTER"],
+}
+"""Variants of ``--per-table``: what each drops from the schema (``{db}``: its database;
+``UNFILTER``: the engine renderer's view made again without its WHERE)."""
+_CREATE_QUERY = ("SELECT create_table_query FROM system.tables WHERE database = {d:String} "
+                 "AND name = 'otel_traces_otlp_mv'")
+
+
+def per_table(spans: int, rounds: int = 5) -> None:
+    """The marginal CPU per span of each part of the schema in a native insert (see the module
+    docstring): medians over ``rounds`` interleaved rounds."""
+    import statistics
+
+    from mltrace_otel.settings import Settings
+    from mltrace_otel.store import open_store
+
+    n = max(1, spans // 512)
+    with tempfile.TemporaryDirectory() as d:
+        stores = {}
+        for k, (label, drops) in enumerate(PER_TABLE.items()):
+            st = open_store(Settings.from_env({}, mltrace_dir=Path(d), store_url=f"chdb://{d}/store?database=v{k}"))
+            for sql in drops:
+                if sql == "UNFILTER":  # the engine renderer's view without its WHERE
+                    view = st.query("bench_view", _CREATE_QUERY, {"d": f"v{k}"})[0][0]
+                    st.command("bench_drop", f"DROP VIEW v{k}.otel_traces_otlp_mv")
+                    st.command("bench_unfiltered", view[:view.rindex(" WHERE NOT")])
+                    continue
+                st.command("bench_drop", sql.replace("{db}", f"v{k}"))
+            stores[label] = st
+        next(iter(stores.values())).command("bench_stop_merges", "SYSTEM STOP MERGES")
+        cpu: dict[str, list[float]] = {label: [] for label in stores}
+        for r in range(rounds + 1):  # round 0 warms up
+            for label, st in stores.items():
+                batch = [make_request(512, 100_000 * r + 1000 * len(cpu[label]) + i) for i in range(n)]
+                _, _, dc = timed(st.insert_requests, batch, 512 * n)
+                if r:
+                    cpu[label].append(dc / (512 * n) * 1e6)
+        base = statistics.median(cpu["the whole schema"])
+        print(f"CPU per span of a native insert of {512 * n} spans (median of {rounds} interleaved rounds, "
+              "merges stopped):")
+        for label, xs in cpu.items():
+            m = statistics.median(xs)
+            if label == "the whole schema":
+                print(f"  {label:55} {m:5.1f} us")
+            else:
+                print(f"  {label:55} {base - m:+5.1f} us (without it: {m:.1f})")
+        for st in stores.values():
+            st.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--spans", type=int, default=None,
                     help="spans per batch (default 5000; with --fixed, of the big insert: 20480)")
     ap.add_argument("--fixed", action="store_true", help="per-insert fixed cost, view analysis, peak memory")
+    ap.add_argument("--per-table", action="store_true",
+                    help="marginal CPU per span of each view, projection set and skip-index set")
     a = ap.parse_args()
+    if a.per_table:
+        per_table(a.spans or 20_480)
+        return
     if a.fixed:
         fixed_costs(a.spans or 20_480)
         return
