@@ -373,6 +373,11 @@ def _lineage(store: Connection, root: str, direction: str, depth: dict[str, int]
     runs = staleness.annotate(store, [found[r] for r in ordered], deps, infos, writers)
     full = causes.inherit(runs, deps)
     nodes = tuple(LineageNode(depth=depth[r.id], run=full[r.id]) for r in runs)
+    # edges in the nodes' order (consumer, then producer), not in the order the store returned
+    # the rows it read them from: the same question gives the same answer, call after call
+    at = {r: i for i, r in enumerate(ordered)}
+    edges = sorted(edges, key=lambda e: (at.get(e.consumer, len(at)), at.get(e.producer, len(at)),
+                                         e.pointer, e.version))
     return Lineage(root=root, direction=direction, nodes=nodes, edges=tuple(edges), outputs=outputs)
 
 

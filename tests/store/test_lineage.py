@@ -195,6 +195,23 @@ def test_impact_from_a_run_and_from_an_output(store, write):
         store.impact("never-seen")
 
 
+def test_edges_come_in_the_nodes_order_call_after_call(store):
+    # readers written one insert each (one part each), so the store may return their rows in
+    # any order: the answer's edges follow its nodes (consumer, then producer), every time
+    r = Runs()
+    src = r.run("src", [], ["raw"])
+    r.flush(store)
+    for i in range(8):
+        r.run(f"reader{i}", ["raw"], [f"out{i}"])
+        r.flush(store)
+    for lin in (store.impact(src), store.trace_run(store.recent(1)[0].id)):
+        at = {n.run.id: i for i, n in enumerate(lin.nodes)}
+        keys = [(at[e.consumer], at[e.producer], e.pointer) for e in lin.edges]
+        assert keys == sorted(keys) and len(keys) == len(lin.nodes) - 1
+    first = store.impact(src)
+    assert all(store.impact(src).edges == first.edges for _ in range(5))
+
+
 def test_trace_run_starts_at_the_run(store):
     r = Runs()
     out, ids = diamonds(r, 2)
