@@ -20,8 +20,9 @@ Measured in one process, on run-like spans (9 attributes, 4 of them string array
 group pays a fixed cost per insert, a large one holds engine memory per span): the CPU of a
 64-span insert by each renderer (medians), the analysis of each materialized view's query
 (``EXPLAIN PLAN`` of it, which the engine repeats on every insert), and the process's peak
-resident memory during one insert of ``--spans`` spans (default 20,480) by each renderer (Linux: the peak is
-reset through ``/proc/self/clear_refs`` before each).
+resident memory during one insert of ``--spans`` spans (default 20,480) by each renderer, with the
+whole schema and with ``otel_traces`` alone (the mltrace views dropped), median of 3 (Linux: the
+peak is reset through ``/proc/self/clear_refs`` before each).
 
 ``--per-table`` measures where a native insert's CPU goes: the marginal CPU per span of each
 materialized view, projection set and skip-index set, as the median difference between the
@@ -111,17 +112,31 @@ def fixed_costs(spans: int) -> None:
                 _, _, dc = timed(store.query, "explain_view", "EXPLAIN PLAN " + sql)
                 times.append(dc * 1000)
             print(f"  {name:34} {statistics.median(times):6.1f} ms")
-        big = [make_request(512, 4000 + s) for s in range(spans // 512)]
-        big_cols = rows_from_otlp(b"".join(make_request(512, 5000 + s) for s in range(spans // 512)))
-        for label, insert in (("engine renderer", lambda: store.insert_requests(big, spans // 512 * 512)),
-                              ("Python renderer (insert only)", lambda: insert_columns(store, big_cols))):
-            time.sleep(1.5)  # the allocator returns freed pages after 1 s
-            before = _status_mib("VmRSS")
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset the peak (VmHWM) to the current size
-            insert()
-            print(f"peak memory of one {spans // 512 * 512}-span insert, {label}: "
-                  f"+{_status_mib('VmHWM') - before} MiB")
+        # one insert's peak memory, by renderer, with the whole schema and with otel_traces
+        # alone (the mltrace views dropped: what the renderer and otel_traces hold themselves)
+        alone = open_store(Settings.from_env({}, mltrace_dir=Path(d), store_url=f"chdb://{d}/store?database=alone"))
+        for view in ("mltrace_runs_mv", "otel_traces_trace_id_ts_mv"):
+            alone.command("bench_drop", f"DROP VIEW alone.{view}")
+        n, seq = spans // 512, 4000
+        for schema, st in (("the whole schema", store), ("otel_traces alone", alone)):
+            for label in ("engine renderer", "Python renderer (insert only)"):
+                peaks = []
+                for _ in range(3):
+                    seq += n
+                    big = [make_request(512, seq + s) for s in range(n)]
+                    cols = rows_from_otlp(b"".join(big)) if label.startswith("Python") else None
+                    time.sleep(1.5)  # the allocator returns freed pages after 1 s
+                    before = _status_mib("VmRSS")
+                    with open("/proc/self/clear_refs", "w") as f:
+                        f.write("5")  # reset the peak (VmHWM) to the current size
+                    if cols is None:
+                        st.insert_requests(big, 512 * n)
+                    else:
+                        insert_columns(st, cols)
+                    peaks.append(_status_mib("VmHWM") - before)
+                print(f"peak memory of one {512 * n}-span insert, {schema}, {label}: "
+                      f"+{statistics.median(peaks)} MiB (median of {peaks})")
+        alone.close()
         store.close()
 
 
