@@ -25,7 +25,10 @@ Series (all prefixed ``mltrace_collector_``):
 - ``spans_off_contract_total{attribute}``: spans whose mltrace attribute had a type other than
   the convention's (accepted where the meaning is unambiguous, see the span conventions);
 - ``forward_spans_total{endpoint,outcome}`` (``sent``, ``dropped_queue_full``, ``failed``) and
-  ``forward_queue_spans{endpoint}`` (gauge): OTLP forwarding (MLTRACE_FORWARD_OTLP_ENDPOINTS).
+  ``forward_queue_spans{endpoint}`` (gauge): OTLP forwarding (MLTRACE_FORWARD_OTLP_ENDPOINTS);
+- ``engine_memory_bytes{kind}`` (gauge, embedded store only, read at scrape time): the engine in
+  this process, ``tracked`` by its memory tracker, ``allocated`` and ``resident`` by its
+  allocator (resident minus allocated: freed pages not yet returned to the system).
 
 Imports prometheus_client only.
 """
@@ -82,6 +85,9 @@ class CollectorMetrics:
         self.forward_queue = Gauge(f"{PREFIX}_forward_queue_spans",
                                    "Spans waiting to be forwarded to an OTLP endpoint", ["endpoint"],
                                    registry=r)
+        self.engine_memory = Gauge(f"{PREFIX}_engine_memory_bytes",
+                                   "The embedded store engine's memory: tracked, allocated, resident",
+                                   ["kind"], registry=r)
         self.insert_seconds = Histogram(
             f"{PREFIX}_insert_duration_seconds", "Duration of one batch insert into the store",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)

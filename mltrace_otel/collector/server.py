@@ -24,6 +24,7 @@ from mltrace_otel.collector.receiver import Exporter
 from mltrace_otel.errors import ConfigError
 from mltrace_otel.settings import Settings, mask_url
 from mltrace_otel.store import writer
+from mltrace_otel.store.metrics_queries import engine_memory
 
 if TYPE_CHECKING:  # types only
     from mltrace_otel.store.core import Store
@@ -90,6 +91,7 @@ class Collector:
         self.drain_every_s = drain_every_s
         self.linger_s = linger_s
         self.metrics = CollectorMetrics()
+        self._engine_memory = True  # read at each scrape (embedded store) until a read fails
         self.queue: IngestQueue | None = None
         self.forwarder: Any = None  # a .forward.Forwarder when settings.forward_targets
         self._http: OTLPHTTPServer | None = None
@@ -252,6 +254,16 @@ class Collector:
         """The registry in Prometheus text format, and its content type."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+        if self._engine_memory and self.store is not None and self.settings.is_embedded:
+            try:  # the engine is in this process: its memory is the collector's
+                mem = engine_memory(self.store)
+            except Exception as e:  # noqa: BLE001 - the other series are still served
+                log.warning("the engine does not report its memory (%s): "
+                            "mltrace_collector_engine_memory_bytes is left out", e)
+                self._engine_memory = False
+            else:
+                for kind in ("tracked", "allocated", "resident"):
+                    self.metrics.engine_memory.labels(kind).set(getattr(mem, kind))
         return generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
 
     def describe(self) -> str:

@@ -10,6 +10,7 @@ Imports only conventions, the store's protocols and the schema's identifier quot
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,6 +67,33 @@ class OutputStatsRow:
     mean: float | None
     sum: float | None
     sketch: str
+
+
+@dataclass(frozen=True)
+class EngineMemory:
+    """The embedded engine's memory, in bytes: what its memory tracker counts (``tracked``: the
+    inserts, merges, queries and caches in flight), and what its allocator (jemalloc) holds in
+    live allocations (``allocated``) and in RAM (``resident``: the live allocations plus freed
+    pages not yet returned to the system)."""
+
+    tracked: int
+    allocated: int
+    resident: int
+
+
+_JEMALLOC_TOTALS = re.compile(r"Allocated: (\d+), active: \d+, metadata: \d+.*?, resident: (\d+)")
+
+
+def engine_memory(store: Connection) -> EngineMemory:
+    """The memory of the engine behind ``store`` (on the embedded store: this process's; 0 for a
+    figure the engine does not report)."""
+    tracked = store.query("engine_memory_tracked",
+                          "SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'")
+    stats = store.query("engine_memory_allocator",
+                        "SELECT substring(stats, 1, 20000) FROM system.jemalloc_stats")
+    m = _JEMALLOC_TOTALS.search(stats[0][0]) if stats else None
+    return EngineMemory(tracked=int(tracked[0][0]) if tracked else 0,
+                        allocated=int(m[1]) if m else 0, resident=int(m[2]) if m else 0)
 
 
 def _db(store: Connection) -> str:

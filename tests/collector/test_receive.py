@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import re
 import secrets
 from typing import Any
 
@@ -216,6 +217,37 @@ def test_metrics_endpoint_reports_spans_and_batches(collector: Collector, store:
     assert "mltrace_collector_insert_duration_seconds_count" in text
     assert "mltrace_collector_queue_depth_spans 0.0" in text
     assert "mltrace_collector_spans_indexed_total 7.0" in text
+    # the embedded engine lives in this process: its memory, as its tracker and its allocator count it
+    gauge = r'mltrace_collector_engine_memory_bytes\{kind="(\w+)"\} (\S+)'
+    mem = {k: float(v) for k, v in re.findall(gauge, text)}
+    rss = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmRSS:"))
+    assert set(mem) == {"tracked", "allocated", "resident"}, text
+    assert 0 < mem["allocated"] <= mem["resident"] < rss
+    assert mem["tracked"] < rss
+
+
+def test_metrics_are_served_when_the_engine_does_not_report_its_memory(
+        collector: Collector, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # an engine build without system.jemalloc_stats (simulated: the read raises, as the query
+    # would): the other series are served, the gauge is left out, and the warning comes once
+    from mltrace_otel.collector import server
+    from mltrace_otel.errors import QueryError
+
+    def missing(store: Any) -> Any:
+        raise QueryError("engine_memory_allocator", {}, "Code: 60. Unknown table system.jemalloc_stats",
+                         code=60)
+
+    monkeypatch.setattr(server, "engine_memory", missing)
+    a = collector.addresses
+    for _ in range(2):
+        conn = http.client.HTTPConnection(a.host, a.http_port, timeout=10)
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        text = r.read().decode()
+        conn.close()
+        assert r.status == 200 and "mltrace_collector_spans_received_total" in text
+        assert 'mltrace_collector_engine_memory_bytes{kind=' not in text
+    assert sum("does not report its memory" in m for m in caplog.messages) == 1
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc", "http/json"])
