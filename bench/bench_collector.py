@@ -1,7 +1,7 @@
 """Benchmark: sustained OTLP/HTTP protobuf ingest through the collector into the embedded store.
 
     python bench/bench_collector.py [--seconds 60] [--senders 4] [--spans 512] [--runs 3]
-        [--env JE_MALLOC_CONF=...] [--no-baseline]
+        [--env JE_MALLOC_CONF=...] [--no-baseline] [--engine-memory]
 
 What it measures, in one run on this machine:
 
@@ -17,7 +17,9 @@ What it measures, in one run on this machine:
    request gets a fresh trace id, so no two inserted blocks are identical (ClickHouse would
    de-duplicate those and flatter the numbers). 429 answers are counted and retried after
    Retry-After, as OTel exporters do.
-3. peak RSS (VmHWM) of the collector process.
+3. peak RSS (VmHWM) of the collector process; with ``--engine-memory``, also its
+   ``mltrace_collector_engine_memory_bytes`` gauges every second (what the embedded engine's
+   tracker and allocator hold), reported at the highest sample.
 
 ``--runs N`` repeats step 2 (a fresh collector and store each time) and prints the median rate
 and the highest peak RSS: the machine's load moves single runs by several thousand spans/s.
@@ -159,19 +161,28 @@ class _RssSampler:
     (VmHWM) does not say whether the collector sits near it or touches it once per index
     insert."""
 
-    def __init__(self, pid: int, period_s: float = 0.25) -> None:
+    def __init__(self, pid: int, period_s: float = 0.25, engine_port: int | None = None) -> None:
         import threading
 
         self.pid, self.period_s, self.samples = pid, period_s, []
+        self.engine_port = engine_port  # also read the engine's memory gauges, every 4th sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        k = 0
         while not self._stop.wait(self.period_s):
             try:
-                self.samples.append(_rss_parts_mb(self.pid))
+                sample = _rss_parts_mb(self.pid)
             except OSError:
                 return
+            if self.engine_port is not None and k % 4 == 0:
+                try:
+                    sample.update(_engine_memory_mb(self.engine_port))
+                except OSError:
+                    pass
+            self.samples.append(sample)
+            k += 1
 
     def __enter__(self) -> _RssSampler:
         self._thread.start()
@@ -184,14 +195,20 @@ class _RssSampler:
     def summary(self) -> dict[str, float]:
         rss = sorted(s["VmRSS"] for s in self.samples) or [float("nan")]
         top = max(self.samples, key=lambda s: s["VmRSS"], default={})
-        return {"rss_p50_mb": rss[len(rss) // 2], "rss_p90_mb": rss[int(len(rss) * 0.9)],
-                "rss_max_sampled_mb": rss[-1], "anon_at_max_mb": top.get("RssAnon", float("nan")),
-                "file_at_max_mb": top.get("RssFile", float("nan")), "rss_samples": len(self.samples)}
+        out = {"rss_p50_mb": rss[len(rss) // 2], "rss_p90_mb": rss[int(len(rss) * 0.9)],
+               "rss_max_sampled_mb": rss[-1], "anon_at_max_mb": top.get("RssAnon", float("nan")),
+               "file_at_max_mb": top.get("RssFile", float("nan")), "rss_samples": len(self.samples)}
+        engine = [s for s in self.samples if "resident" in s]
+        if engine:
+            at = max(engine, key=lambda s: s["VmRSS"])
+            out["engine_at_max_mb"] = {k: at[k] for k in ("VmRSS", "tracked", "allocated", "resident")}
+            out["engine_allocated_max_mb"] = max(s["allocated"] for s in engine)
+        return out
 
 
 def collector_run(senders: int, spans: int, warmup: float, seconds: float, connections: int = 1,
                   native: bool = True, ack: str = "journaled",
-                  extra_env: dict[str, str] | None = None) -> dict:
+                  extra_env: dict[str, str] | None = None, engine_memory: bool = False) -> dict:
     """Start the collector subprocess (with ``extra_env`` on top of the bench's environment),
     load it, measure; stop it with SIGTERM."""
     port, gport = _free_port(), _free_port()
@@ -218,7 +235,8 @@ def collector_run(senders: int, spans: int, warmup: float, seconds: float, conne
             procs = [mp.Process(target=_sender, args=(port, spans, i, warmup, seconds, connections, out))
                      for i in range(senders)]
             cpu0, threads0 = _cpu_seconds(proc.pid), _thread_cpu(proc.pid)
-            sampler = _RssSampler(proc.pid).__enter__()  # resident memory over the run and the drain
+            # resident memory over the run and the drain
+            sampler = _RssSampler(proc.pid, engine_port=port if engine_memory else None).__enter__()
             for p in procs:
                 p.start()
             # spans indexed (queryable) during the measuring window: with the journaled
@@ -285,6 +303,16 @@ def _scrape(port: int, name: str) -> float:
     return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")), 0.0)
 
 
+def _engine_memory_mb(port: int) -> dict[str, float]:
+    """The collector's ``engine_memory_bytes`` gauges, in MiB, by kind."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    prefix = 'mltrace_collector_engine_memory_bytes{kind="'
+    return {line[len(prefix):line.index('"', len(prefix))]: float(line.split()[-1]) / 2**20
+            for line in text.splitlines() if line.startswith(prefix)}
+
+
 def _thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of a process's threads, summed by thread name (chDB names its threads by
     role: query pipeline, merges, ...; Python's threads are all "python")."""
@@ -327,6 +355,12 @@ def _report(run: dict, args: argparse.Namespace, ratio: float | None) -> None:
     print(f"collector resident memory over the run (every 0.25 s): median {m['rss_p50_mb']:.0f} MiB, "
           f"p90 {m['rss_p90_mb']:.0f}, highest sampled {m['rss_max_sampled_mb']:.0f} (anonymous "
           f"{m['anon_at_max_mb']:.0f} + file-backed {m['file_at_max_mb']:.0f}, mostly chDB's code)")
+    if "engine_at_max_mb" in m:
+        e = m["engine_at_max_mb"]
+        print(f"the engine at the highest sample with its gauges (RSS {e['VmRSS']:.0f} MiB): tracked "
+              f"{e['tracked']:.0f} MiB, allocated {e['allocated']:.0f}, resident {e['resident']:.0f} "
+              f"(freed pages not yet returned: {e['resident'] - e['allocated']:.0f}); live allocations "
+              f"at most {m['engine_allocated_max_mb']:.0f} MiB over the run")
     print(f"collector CPU per span: {run['cpu_us_per_span']:.0f} us; by thread (s): " + ", ".join(
         f"{k} {v:.1f}" for k, v in list(run["cpu_s_by_thread"].items())[:6]))
 
@@ -357,6 +391,9 @@ def main() -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the bulk-insert baseline")
     ap.add_argument("--ack", choices=("journaled", "indexed"), default="journaled",
                     help="when the collector answers (MLTRACE_ACK; journaled is the embedded default)")
+    ap.add_argument("--engine-memory", action="store_true",
+                    help="also read the collector's engine memory gauges every second (a /metrics "
+                         "scrape each, which adds the store metrics' queries to the load)")
     ap.add_argument("--python-render", action="store_true",
                     help="the collector renders rows in Python (MLTRACE_NATIVE_INGEST=false)")
     args = ap.parse_args()
@@ -373,7 +410,8 @@ def main() -> int:
     runs = []
     for k in range(max(1, args.runs)):
         run = collector_run(args.senders, args.spans, args.warmup, args.seconds, args.connections,
-                            native=not args.python_render, ack=args.ack, extra_env=dict(args.env))
+                            native=not args.python_render, ack=args.ack, extra_env=dict(args.env),
+                            engine_memory=args.engine_memory)
         run["load_average"] = os.getloadavg()[0]
         runs.append(run)
         if args.runs > 1:
