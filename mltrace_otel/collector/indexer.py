@@ -236,7 +236,9 @@ class Indexer:
         if rec.groups or rec.entries:
             spans = sum(e.spans for g in rec.groups for e in g) + sum(e.spans for e in rec.entries)
             log.info("the ingest journal holds %d spans not yet indexed: indexing them", spans)
-        self._replay.extend(rec.groups)
+        for g in rec.groups:
+            replayed: list[Entry | Record] = list(g)
+            self._replay.append(replayed)
         now = time.monotonic() - self.delay_s  # due at once
         for e in rec.entries:
             self._pending.append((e, now))
@@ -371,7 +373,12 @@ class Indexer:
         def insert() -> None:
             nonlocal read
             if not read:
-                loaded.extend(self._load(group))
+                try:
+                    loaded.extend(self._load(group))
+                except OSError:  # retried like a store that cannot write now (reason io / no_space)
+                    raise
+                except Exception as e:  # e.g. MemoryError: retried too, never taken for refused data
+                    raise StoreUnavailable(f"reading {len(group)} journaled requests back failed: {e}") from e
                 read = True
             store.journal_mark(first, last, False)
             if loaded:

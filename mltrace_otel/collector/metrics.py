@@ -20,8 +20,9 @@ Series (all prefixed ``mltrace_collector_``):
   ``insert_duration_seconds`` (histogram: a batch's journal append);
 - ``store_retries_total{reason}``: failed writes that are being retried (never dropped):
   ``unavailable``, ``no_space``, ``too_many_parts``, ``memory``, ``timeout``, ``other``;
-- ``journal_corrupt_records_total``: journal records skipped at recovery because their bytes
-  were damaged on disk (everything after them is kept);
+- ``journal_corrupt_records_total``: journal records lost because their bytes were damaged on
+  disk: skipped at recovery (everything after them is kept), or found damaged (or gone) when
+  the indexer read them back;
 - ``spans_off_contract_total{attribute}``: spans whose mltrace attribute had a type other than
   the convention's (accepted where the meaning is unambiguous, see the span conventions);
 - ``forward_spans_total{endpoint,outcome}`` (``sent``, ``dropped_queue_full``, ``failed``) and
@@ -76,7 +77,8 @@ class CollectorMetrics:
                                      "Failed store writes being retried (acknowledged data is never dropped)",
                                      ["reason"], registry=r)
         self.journal_corrupt = Counter(f"{PREFIX}_journal_corrupt_records",
-                                       "Journal records skipped at recovery: damaged on disk", registry=r)
+                                       "Journal records lost: damaged on disk (at recovery or read back)",
+                                       registry=r)
         self.off_contract = Counter(f"{PREFIX}_spans_off_contract",
                                     "Spans with an mltrace attribute of another type than the convention's",
                                     ["attribute"], registry=r)

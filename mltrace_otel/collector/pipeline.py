@@ -159,7 +159,7 @@ class IngestQueue:
             self.indexer.add(records, batch if self.answer_when_indexed else None)
         finally:
             self.indexer.appending(None)
-        for p in batch:  # the journal holds the one copy now (a request waiting to be indexed too)
+        for p in batch:  # the indexer reads the journal's copy (the receiver may still hold its own)
             p.payload = b""
 
     # --- producer side ---------------------------------------------------------------------

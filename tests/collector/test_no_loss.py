@@ -219,6 +219,35 @@ def test_bytes_damaged_while_a_request_waits_to_be_indexed_lose_only_that_reques
     assert any("no longer whole" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
 
 
+def test_a_failure_reading_waiting_requests_back_is_retried_never_taken_for_refused_data(
+        tmp_settings: Any, store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a group's requests back from the journal fails (a MemoryError, more times than
+    an unknown insert error is tried): the group is retried like a store that cannot write now,
+    never marked indexed without its spans."""
+    from mltrace_otel.collector import indexer as indexer_module
+
+    real, calls = spool.load, []
+
+    def flaky(records: Any) -> Any:
+        calls.append(len(records))
+        if len(calls) <= indexer_module.OTHER_TRIES + 1:
+            raise MemoryError("injected: no memory to read the group back")
+        return real(records)
+
+    with Collector(collector_settings(tmp_settings, ack="journaled"), store, drain_every_s=0) as c:
+        monkeypatch.setattr(spool, "load", flaky)  # after the start's recovery, which reads too
+        c.queue.indexer.retry_after_s = 0.05
+        requests = [_body(20) for _ in range(3)]
+        for body, _ in requests:
+            assert _post(c, body)[0] == 200
+        assert c.flush(60)
+        text = c.metrics_body()[0].decode()
+    ids = [i for _, ids in requests for i in ids]
+    assert stored_span_counts(store, ids) == dict.fromkeys(ids, 1)
+    assert len(calls) > indexer_module.OTHER_TRIES + 1
+    assert 'mltrace_collector_store_retries_total{reason="unavailable"}' in text
+
+
 def test_a_backlog_waiting_to_be_indexed_is_held_on_disk_not_in_memory(tmp_settings: Any, store: Any) -> None:
     """Requests journaled while the store is stuck are not held in the collector's memory as
     well (the journal is their one copy): a 40 MB backlog grows the Python heap by a few MB."""
