@@ -179,8 +179,8 @@ class _RssSampler:
             if self.engine_port is not None and k % 4 == 0:
                 try:
                     sample.update(_engine_memory_mb(self.engine_port))
-                except OSError:
-                    pass
+                except Exception as e:  # noqa: BLE001 - a failed scrape must not end the sampling
+                    sample["engine_error"] = repr(e)
             self.samples.append(sample)
             k += 1
 

@@ -91,7 +91,7 @@ class Collector:
         self.drain_every_s = drain_every_s
         self.linger_s = linger_s
         self.metrics = CollectorMetrics()
-        self._engine_memory = True  # read at each scrape (embedded store) until a read fails
+        self._engine_memory_failed = False  # warned once that the engine did not report its memory
         self.queue: IngestQueue | None = None
         self.forwarder: Any = None  # a .forward.Forwarder when settings.forward_targets
         self._http: OTLPHTTPServer | None = None
@@ -254,13 +254,15 @@ class Collector:
         """The registry in Prometheus text format, and its content type."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        if self._engine_memory and self.store is not None and self.settings.is_embedded:
+        if self.store is not None and self.settings.is_embedded:
             try:  # the engine is in this process: its memory is the collector's
                 mem = engine_memory(self.store)
             except Exception as e:  # noqa: BLE001 - the other series are still served
-                log.warning("the engine does not report its memory (%s): "
-                            "mltrace_collector_engine_memory_bytes is left out", e)
-                self._engine_memory = False
+                self.metrics.engine_memory.clear()  # no stale values: left out until a read works
+                if not self._engine_memory_failed:
+                    self._engine_memory_failed = True
+                    log.warning("the engine did not report its memory (%s): "
+                                "mltrace_collector_engine_memory_bytes is left out meanwhile", e)
             else:
                 for kind in ("tracked", "allocated", "resident"):
                     self.metrics.engine_memory.labels(kind).set(getattr(mem, kind))

@@ -85,15 +85,20 @@ _JEMALLOC_TOTALS = re.compile(r"Allocated: (\d+), active: \d+, metadata: \d+.*?,
 
 
 def engine_memory(store: Connection) -> EngineMemory:
-    """The memory of the engine behind ``store`` (on the embedded store: this process's; 0 for a
-    figure the engine does not report)."""
+    """The memory of the engine behind ``store`` (on the embedded store: this process's).
+
+    Raises:
+        ValueError: the engine does not report one of the figures in the form read here.
+        QueryError: it has no such statistics (an engine without ``system.jemalloc_stats``).
+    """
     tracked = store.query("engine_memory_tracked",
                           "SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'")
     stats = store.query("engine_memory_allocator",
                         "SELECT substring(stats, 1, 20000) FROM system.jemalloc_stats")
     m = _JEMALLOC_TOTALS.search(stats[0][0]) if stats else None
-    return EngineMemory(tracked=int(tracked[0][0]) if tracked else 0,
-                        allocated=int(m[1]) if m else 0, resident=int(m[2]) if m else 0)
+    if not tracked or m is None:
+        raise ValueError("the engine's memory statistics are not in the expected form")
+    return EngineMemory(tracked=int(tracked[0][0]), allocated=int(m[1]), resident=int(m[2]))
 
 
 def _db(store: Connection) -> str:

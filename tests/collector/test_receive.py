@@ -229,25 +229,32 @@ def test_metrics_endpoint_reports_spans_and_batches(collector: Collector, store:
 def test_metrics_are_served_when_the_engine_does_not_report_its_memory(
         collector: Collector, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     # an engine build without system.jemalloc_stats (simulated: the read raises, as the query
-    # would): the other series are served, the gauge is left out, and the warning comes once
+    # would): the other series are served, the gauge is left out (not frozen at its last values),
+    # the warning comes once, and the gauge is back once a read works
     from mltrace_otel.collector import server
     from mltrace_otel.errors import QueryError
 
-    def missing(store: Any) -> Any:
-        raise QueryError("engine_memory_allocator", {}, "Code: 60. Unknown table system.jemalloc_stats",
-                         code=60)
-
-    monkeypatch.setattr(server, "engine_memory", missing)
-    a = collector.addresses
-    for _ in range(2):
+    def scrape() -> str:
+        a = collector.addresses
         conn = http.client.HTTPConnection(a.host, a.http_port, timeout=10)
         conn.request("GET", "/metrics")
         r = conn.getresponse()
         text = r.read().decode()
         conn.close()
         assert r.status == 200 and "mltrace_collector_spans_received_total" in text
-        assert 'mltrace_collector_engine_memory_bytes{kind=' not in text
-    assert sum("does not report its memory" in m for m in caplog.messages) == 1
+        return text
+
+    def missing(store: Any) -> Any:
+        raise QueryError("engine_memory_allocator", {}, "Code: 60. Unknown table system.jemalloc_stats",
+                         code=60)
+
+    gauge = 'mltrace_collector_engine_memory_bytes{kind="resident"}'
+    assert gauge in scrape()
+    with monkeypatch.context() as m:
+        m.setattr(server, "engine_memory", missing)
+        assert gauge not in scrape() and gauge not in scrape()
+    assert sum("did not report its memory" in m for m in caplog.messages) == 1
+    assert gauge in scrape()
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc", "http/json"])
