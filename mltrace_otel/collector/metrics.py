@@ -28,8 +28,8 @@ Series (all prefixed ``mltrace_collector_``):
 - ``forward_spans_total{endpoint,outcome}`` (``sent``, ``dropped_queue_full``, ``failed``) and
   ``forward_queue_spans{endpoint}`` (gauge): OTLP forwarding (MLTRACE_FORWARD_OTLP_ENDPOINTS);
 - ``engine_memory_bytes{kind}`` (gauge, embedded store only, read at scrape time): the engine in
-  this process, ``tracked`` by its memory tracker, ``allocated`` and ``resident`` by its
-  allocator (resident minus allocated: freed pages not yet returned to the system).
+  this process, ``tracked`` by its memory tracker, ``allocated`` and ``resident`` (an upper
+  bound) by its allocator (resident minus allocated: freed pages not yet returned to the system).
 
 Imports prometheus_client only.
 """

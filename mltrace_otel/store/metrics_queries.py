@@ -73,8 +73,9 @@ class OutputStatsRow:
 class EngineMemory:
     """The embedded engine's memory, in bytes: what its memory tracker counts (``tracked``: the
     inserts, merges, queries and caches in flight), and what its allocator (jemalloc) holds in
-    live allocations (``allocated``) and in RAM (``resident``: the live allocations plus freed
-    pages not yet returned to the system)."""
+    live allocations (``allocated``) and at most in RAM (``resident``: the live allocations plus
+    freed pages not yet returned to the system; jemalloc's upper bound, as pages mapped but never
+    touched count too)."""
 
     tracked: int
     allocated: int
