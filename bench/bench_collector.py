@@ -256,9 +256,7 @@ def collector_run(senders: int, spans: int, warmup: float, seconds: float, conne
             cpu = _cpu_seconds(proc.pid) - cpu0
             threads = _thread_cpu(proc.pid)
             threads = {k: v - threads0.get(k, 0.0) for k, v in threads.items()}
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            conn.request("GET", "/metrics")
-            metrics = conn.getresponse().read().decode()
+            metrics = _metrics_text(port)
             rss = _peak_rss_mb(proc.pid)
             sampler.__exit__()
         finally:
@@ -295,19 +293,25 @@ def collector_run(senders: int, spans: int, warmup: float, seconds: float, conne
             "cpu_s_by_thread": dict(sorted(threads.items(), key=lambda kv: -kv[1]))}
 
 
+def _metrics_text(port: int) -> str:
+    """The collector's /metrics, as text."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
 def _scrape(port: int, name: str) -> float:
     """One series of the collector's /metrics (0 when absent)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
+    text = _metrics_text(port)
     return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")), 0.0)
 
 
 def _engine_memory_mb(port: int) -> dict[str, float]:
     """The collector's ``engine_memory_bytes`` gauges, in MiB, by kind."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
+    text = _metrics_text(port)
     prefix = 'mltrace_collector_engine_memory_bytes{kind="'
     return {line[len(prefix):line.index('"', len(prefix))]: float(line.split()[-1]) / 2**20
             for line in text.splitlines() if line.startswith(prefix)}

@@ -31,6 +31,18 @@ def post(collector: Collector, body: bytes, content_type: str = "application/x-p
         conn.close()
 
 
+def get_metrics(collector: Collector) -> tuple[int, str]:
+    """(status, body) of ``GET /metrics`` on the collector's HTTP port."""
+    a = collector.addresses
+    conn = http.client.HTTPConnection(a.host, a.http_port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
 def test_plain_otel_sdk_over_http_protobuf_lands_runs(collector: Collector, store: Any) -> None:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import SpanExportResult
@@ -184,10 +196,7 @@ def test_bearer_token_is_required_on_http_and_grpc(tmp_settings: Any, store: Any
         assert post(c, body, headers={"Authorization": "Bearer wrong"})[0] == 401
         status, headers, _ = post(c, body, headers={"Authorization": f"Bearer {token}"})
         assert status == 200
-        conn = http.client.HTTPConnection(c.addresses.host, c.addresses.http_port, timeout=10)
-        conn.request("GET", "/metrics")
-        assert conn.getresponse().status == 401
-        conn.close()
+        assert get_metrics(c)[0] == 401
 
         channel = grpc.insecure_channel(c.addresses.grpc_target)
         export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
@@ -204,13 +213,8 @@ def test_metrics_endpoint_reports_spans_and_batches(collector: Collector, store:
     assert post(collector, encode_spans(make_spans(7)).SerializeToString())[0] == 200
     assert post(collector, b"\x0a\x05garbage")[0] == 400
     assert collector.flush(60)  # journaled acknowledgement: indexed too
-    a = collector.addresses
-    conn = http.client.HTTPConnection(a.host, a.http_port, timeout=10)
-    conn.request("GET", "/metrics")
-    r = conn.getresponse()
-    text = r.read().decode()
-    conn.close()
-    assert r.status == 200
+    status, text = get_metrics(collector)
+    assert status == 200
     assert 'mltrace_collector_spans_received_total{protocol="http/protobuf"} 7.0' in text
     assert "mltrace_collector_spans_committed_total 7.0" in text
     assert 'mltrace_collector_requests_total{code="400",protocol="http/protobuf"} 1.0' in text
@@ -237,13 +241,8 @@ def test_metrics_are_served_when_the_engine_does_not_report_its_memory(
     from mltrace_otel.errors import QueryError
 
     def scrape() -> str:
-        a = collector.addresses
-        conn = http.client.HTTPConnection(a.host, a.http_port, timeout=10)
-        conn.request("GET", "/metrics")
-        r = conn.getresponse()
-        text = r.read().decode()
-        conn.close()
-        assert r.status == 200 and "mltrace_collector_spans_received_total" in text
+        status, text = get_metrics(collector)
+        assert status == 200 and "mltrace_collector_spans_received_total" in text
         return text
 
     def missing(store: Any) -> Any:
