@@ -96,9 +96,14 @@ class Record:
     length: int
 
 
-def next_seq(last_seq: int) -> int:
-    """The next sequence number: now in ns, and always past ``last_seq``."""
-    return max(time.time_ns(), last_seq + 1)
+def next_seq(last_seq: int, n: int = 1) -> int:
+    """The first of ``n`` sequence numbers: now in ns, always past ``last_seq``, and moved to
+    the start of the next Seq slot when ``n`` from now would cross into it, so one append of
+    ``n`` records is one write to one segment (all written, or none: :meth:`SegmentWriter.append`)."""
+    first = max(time.time_ns(), last_seq + 1)
+    if (first + n - 1) // SEGMENT_NS != first // SEGMENT_NS:
+        first = (first // SEGMENT_NS + 1) * SEGMENT_NS
+    return first
 
 
 _writev = getattr(os, "writev", None)  # not on Windows
@@ -389,7 +394,8 @@ class SegmentWriter:
     def append(self, entries: Sequence[Entry]) -> list[Record]:
         """Write records in Seq order, each to a segment of its Seq's slot (one ``write`` per slot),
         and say where each went (for :func:`load`). A failed write is cut back off its segment; if
-        even that fails, the segment is sealed, so no record ever follows a torn one.
+        even that fails, the segment is sealed, so no record ever follows a torn one. Records
+        numbered by :func:`next_seq` lie in one slot: the append is all or nothing.
 
         Raises:
             OSError: the records could not be written (disk full, permissions): none of the

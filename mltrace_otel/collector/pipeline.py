@@ -151,7 +151,7 @@ class IngestQueue:
     def _append(self, batch: list[Pending]) -> None:
         """Commit a batch to the ingest journal and hand it to the indexer (with its requests to
         answer once indexed, under the indexed acknowledgement)."""
-        first = next_seq(self.indexer.last_seq)
+        first = next_seq(self.indexer.last_seq, len(batch))  # one slot: all journaled, or none
         self.indexer.appending(first)
         try:
             records = self.store.journal_append(first, [p.payload for p in batch], [p.spans for p in batch])

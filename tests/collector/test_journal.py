@@ -241,6 +241,35 @@ def test_a_failed_journal_write_is_refused_whole_and_leaves_nothing_behind(
     assert [e.payload for e in store.journal_recover().entries] == [b1, b3]
 
 
+def test_a_failed_batch_leaves_nothing_a_restart_would_store_again(
+        tmp_settings: Any, store: Any, monkeypatch: Any) -> None:
+    """A batch numbered across the end of a segment's Seq slot would be two writes; if the
+    second failed, the first would stay in the journal while every request of the batch is
+    answered 503 and sent again, and a restart would index those requests a second time. The
+    batch is numbered within one slot instead: when its write fails, nothing of it is left."""
+    from mltrace_otel.collector.pipeline import Pending
+    from mltrace_otel.errors import StoreUnavailable
+
+    (b1, ids1), (b2, ids2), (b3, ids3) = (_request(2, f"x{k}") for k in range(3))
+    with Collector(collector_settings(tmp_settings, ack="journaled"), store, drain_every_s=0) as c:
+        boundary = (time.time_ns() // journal.SEGMENT_NS + 1) * journal.SEGMENT_NS
+        c.queue.indexer.last_seq = boundary - 3  # the next Seqs: two before the boundary, one after
+        real_write = os.write
+
+        def write(fd: int, data: Any) -> int:  # the disk is full from the next slot's segment on
+            name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+            if name[:20].isdigit() and int(name[:20]) >= boundary:
+                raise OSError(28, "No space left on device")
+            return real_write(fd, data)
+
+        with monkeypatch.context() as m:
+            m.setattr(spool.os, "write", write)
+            with pytest.raises(StoreUnavailable, match="No space left"):
+                c.queue._append([Pending(b, 2) for b in (b1, b2, b3)])
+    assert store.journal_recover().entries == []
+    assert _span_rows(store, ids1 + ids2 + ids3) == 0
+
+
 def test_a_half_record_that_cannot_be_cut_off_closes_its_segment(store: Any, monkeypatch: Any) -> None:
     """If cutting a failed write off fails too, its segment is sealed (a record after the half
     one would be unreadable): the next append goes to a fresh segment, and recovery reads every
