@@ -212,13 +212,13 @@ class Store:
         """Append serialized requests to the ingest journal (one write); where each went."""
         from mltrace_otel.store import journal
 
-        return journal.append(self, first_seq, payloads, spans)
+        return journal.for_store(self).append(first_seq, payloads, spans)
 
     def journal_mark(self, first_seq: int, last_seq: int, done: bool) -> None:
         """Record an index group of journaled requests as starting (False) or indexed (True)."""
         from mltrace_otel.store import journal
 
-        journal.mark(self, first_seq, last_seq, done)
+        journal.for_store(self).mark(first_seq, last_seq, done)
 
     def journal_recover(self) -> Any:
         """The journaled requests still to index (:class:`.models.Recovered`)."""
@@ -231,13 +231,13 @@ class Store:
         journal, never deleted); its path."""
         from mltrace_otel.store import journal
 
-        return journal.set_aside(self, name, payload)
+        return str(journal.for_store(self).set_aside(name, payload))
 
     def journal_drop_indexed(self, low_watermark: int) -> int:
         """Delete journal segments wholly below ``low_watermark``; how many."""
         from mltrace_otel.store import journal
 
-        return journal.drop_indexed(self, low_watermark)
+        return journal.for_store(self).drop_indexed(low_watermark)
 
     def insert_spans(self, spans: Sequence[Any]) -> IngestResult:
         """Insert OTel SDK ReadableSpans (rendered exactly as the contrib exporter would)."""

@@ -130,7 +130,7 @@ class Journal:
             out.append((a, b, bool(d)))
         return out
 
-    def forget_progress_below(self, seq: int) -> None:
+    def _forget_progress_below(self, seq: int) -> None:
         """Drop the progress records of groups ending before ``seq`` (their segments are gone)."""
         tmp = self._progress.with_name(PROGRESS_FILE + ".tmp")
         with self._lock:
@@ -138,14 +138,19 @@ class Journal:
                                          if b >= seq))
             os.replace(tmp, self._progress)
 
-    def append(self, entries: Sequence[Entry]) -> list[spool.Record]:
-        """Write records in Seq order (one ``write`` per segment), and say where each went (the
-        indexer reads them back from there: the journal holds the one copy of an appended
-        request); a failed write leaves nothing half-written before later records.
+    def append(self, first_seq: int, payloads: Sequence[bytes], spans: Sequence[int]) -> list[spool.Record]:
+        """Write requests as records numbered from ``first_seq`` (one ``write`` per segment), and
+        say where each went (its Seq, spans and place: the indexer reads it back from there with
+        :func:`mltrace_otel.spool.load`, the journal holding the one copy of an appended request);
+        a failed write leaves nothing half-written before later records.
 
         Raises:
             StoreUnavailable: the journal cannot be written (disk full, permissions).
         """
+        return self._append([Entry(q, n, p) for q, (p, n) in enumerate(zip(payloads, spans, strict=True),
+                                                                       start=first_seq)])
+
+    def _append(self, entries: Sequence[Entry]) -> list[spool.Record]:
         try:
             return self._writer.append(entries)
         except OSError as e:
@@ -177,8 +182,9 @@ class Journal:
         _write_private(path, payload)
         return path
 
-    def drop_below(self, low_watermark: int) -> int:
-        """Delete the segments whose Seq slot lies wholly below ``low_watermark``; how many."""
+    def drop_indexed(self, low_watermark: int) -> int:
+        """Delete the segments whose Seq slot lies wholly below ``low_watermark`` (every record
+        before it is indexed), and the progress records of their groups; how many segments."""
         below = low_watermark // SEGMENT_NS
         dropped = 0
         with self._lock:
@@ -189,6 +195,8 @@ class Journal:
                         spool.sealed_name(path).unlink(missing_ok=True)
                     path.unlink(missing_ok=True)
                     dropped += 1
+        if dropped:  # their groups' progress records are no longer needed
+            self._forget_progress_below(below * SEGMENT_NS)
         return dropped
 
 
@@ -254,29 +262,6 @@ def group_token(first_seq: int, last_seq: int) -> str:
     return f"mltrace-journal-{first_seq}-{last_seq}"
 
 
-def append(store: IngestConnection, first_seq: int, payloads: Sequence[bytes],
-           spans: Sequence[int]) -> list[spool.Record]:
-    """Append requests to the journal, numbered from ``first_seq``; where each went (its Seq,
-    spans and place, for :func:`mltrace_otel.spool.load`)."""
-    return for_store(store).append([Entry(q, n, p) for q, (p, n) in
-                                    enumerate(zip(payloads, spans, strict=True), start=first_seq)])
-
-
-def mark(store: IngestConnection, first_seq: int, last_seq: int, done: bool) -> None:
-    """Record that the index insert of journaled requests first..last is starting (False) or done."""
-    for_store(store).mark(first_seq, last_seq, done)
-
-
-def drop_indexed(store: IngestConnection, low_watermark: int) -> int:
-    """Delete the journal segments wholly below ``low_watermark`` (every record before it is
-    indexed), and the progress records of their groups; how many segments were deleted."""
-    journal = for_store(store)
-    dropped = journal.drop_below(low_watermark)
-    if dropped:  # their groups' progress records are no longer needed
-        journal.forget_progress_below(low_watermark // SEGMENT_NS * SEGMENT_NS)
-    return dropped
-
-
 def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sorted ranges with the overlapping and nested ones merged (disjoint, sorted)."""
     out: list[tuple[int, int]] = []
@@ -298,7 +283,7 @@ def _adopt_legacy_table(store: IngestConnection, journal: Journal) -> None:
     rows = store.query("journal_legacy_rows",
                        f"SELECT Seq, Spans, Payload FROM {db}.{LEGACY_TABLE} ORDER BY Seq",
                        column_formats={"Payload": "bytes"})
-    journal.append([Entry(s, n, bytes(p)) for s, n, p in rows])
+    journal._append([Entry(s, n, bytes(p)) for s, n, p in rows])
     store.command("journal_legacy_drop", f"DROP TABLE IF EXISTS {db}.{LEGACY_TABLE}")
 
 
@@ -346,10 +331,5 @@ def recover(store: IngestConnection) -> Recovered:
     return Recovered([by_group[g] for g in sorted(by_group)], loose, last, corrupt + len(lost))
 
 
-def set_aside(store: IngestConnection, name: str, payload: bytes) -> str:
-    """Keep a journaled request that no way of indexing could store; where it went."""
-    return str(for_store(store).set_aside(name, payload))
-
-
-__all__ = ["Entry", "Journal", "Recovered", "append", "mark", "recover", "drop_indexed", "for_store",
-           "set_aside", "group_token", "next_seq", "PROGRESS", "SEGMENT_NS"]
+__all__ = ["Entry", "Journal", "Recovered", "recover", "for_store", "group_token", "next_seq", "PROGRESS",
+           "SEGMENT_NS"]
