@@ -14,7 +14,7 @@ was, or at once when :meth:`Indexer.flush` or :meth:`Indexer.stop` asks. ``threa
 groups side by side, each on its own store connection.
 
 Never lost, never twice: each group is a contiguous range of journaled requests, indexed with the
-insert_deduplication_token of that range and recorded in the journal's progress table
+insert_deduplication_token of that range and recorded in the journal's progress file
 (:mod:`mltrace_otel.store.journal`). Every failure is classified once, by exception type and
 ClickHouse error code (:func:`mltrace_otel.errors.store_failure`):
 
@@ -35,9 +35,9 @@ half-done stays in the journal (progress Done = 0) and is indexed again, with it
 the next start. On start, groups a crash cut short are indexed again with their own token, then
 the journaled requests no group covers. Journal segments wholly indexed are deleted.
 
-Imports :mod:`mltrace_otel.errors` (failure classes), :mod:`mltrace_otel.store.journal` (entries,
-tokens), :mod:`mltrace_otel.store.writer` (every insert) and :mod:`mltrace_otel.store.ingest`
-(splitting and stripping requests).
+Imports :mod:`mltrace_otel.errors` (failure classes), :mod:`mltrace_otel.store.journal` (the
+journal, its entries and tokens), :mod:`mltrace_otel.store.writer` (every insert) and
+:mod:`mltrace_otel.store.ingest` (splitting and stripping requests).
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ from mltrace_otel.errors import Rejected, StoreUnavailable, store_failure
 from mltrace_otel.spool import Record
 from mltrace_otel.store import writer
 from mltrace_otel.store.ingest import one_request_per_span, stripped
-from mltrace_otel.store.journal import Entry, group_token
+from mltrace_otel.store.journal import Entry, Journal, group_token, recover
 from mltrace_otel.store.models import IngestResult
-from mltrace_otel.store.protocols import JournaledStore
+from mltrace_otel.store.protocols import SpanSink
 from mltrace_otel.store.writer import ENGINE_MIN_SPANS
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class Waiter(Protocol):
         ...
 
 
-def own_connections(store: JournaledStore, n: int, siblings: list[Any]) -> list[Any]:
+def own_connections(store: SpanSink, n: int, siblings: list[Any]) -> list[Any]:
     """``n`` connections of their own to ``store`` (``store.sibling()``, also appended to
     ``siblings`` to close later); a wrapper without ``sibling`` (tests) is shared instead."""
     sibling = getattr(store, "sibling", None)
@@ -118,8 +118,10 @@ class Indexer:
     """Indexes journaled requests in the background (see module docstring).
 
     Args:
-        store: the store (``journal_*``, ``insert_requests``, ``insert_requests_rendered``,
-            ``sibling``). Each indexer thread uses a ``store.sibling()`` connection.
+        store: the store (``insert_requests``, ``insert_requests_rendered``, ``sibling``). Each
+            indexer thread uses a ``store.sibling()`` connection.
+        journal: the store's ingest journal (:func:`mltrace_otel.store.journal.for_store`): the
+            indexer recovers it, records each group's progress in it and deletes what is indexed.
         threads: groups indexed side by side.
         min_spans, delay_s: index once this many spans are journaled, or this long after the
             oldest journaled request.
@@ -132,11 +134,12 @@ class Indexer:
         metrics: a :class:`~.metrics.CollectorMetrics` or None.
     """
 
-    def __init__(self, store: JournaledStore, *, threads: int = 2, min_spans: int = 20_000,
+    def __init__(self, store: SpanSink, journal: Journal, *, threads: int = 2, min_spans: int = 20_000,
                  delay_s: float = 1.0, group_spans: int = 50_000,
                  min_engine_spans: int | None = ENGINE_MIN_SPANS, retry_after_s: float = 1.0,
                  stall_s: float = 60.0, metrics: Any = None) -> None:
         self.store = store
+        self.journal = journal
         self.stall_s = stall_s
         self.threads = max(1, threads)
         self.min_spans = max(1, min_spans)
@@ -229,7 +232,7 @@ class Indexer:
     def start(self) -> None:
         """Recover what the journal holds unindexed (a crash, or a stop that timed out), then
         start the indexer threads."""
-        rec = self.store.journal_recover()
+        rec = recover(self.store, self.journal)
         self.last_seq = rec.last_seq
         if rec.corrupt and self.metrics is not None:
             self.metrics.journal_corrupt.inc(rec.corrupt)
@@ -307,7 +310,7 @@ class Indexer:
                 else:
                     self._cond.wait()
 
-    def _loop(self, store: JournaledStore) -> None:
+    def _loop(self, store: SpanSink) -> None:
         while True:
             group = self._take()
             if group is None:
@@ -322,7 +325,7 @@ class Indexer:
                 with self._cond:
                     self._busy.pop(group[0].seq, None)
                     self._cond.notify_all()
-            self._cleanup(store)
+            self._cleanup()
 
     def _retrying(self, what: str, fn: Any, seqs: Sequence[int] = ()) -> Exception | None:
         """Run ``fn()`` until it succeeds (None) or the data is refused (the error). A store
@@ -360,7 +363,7 @@ class Indexer:
                 raise _Stopped
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    def _index(self, store: JournaledStore, group: Sequence[Entry | Record]) -> None:
+    def _index(self, store: SpanSink, group: Sequence[Entry | Record]) -> None:
         """Index one group until it is stored (see the module docstring), recording its progress."""
         first, last = group[0].seq, group[-1].seq
         spans = sum(e.spans for e in group)
@@ -380,7 +383,7 @@ class Indexer:
                 except Exception as e:  # e.g. MemoryError: retried too, never taken for refused data
                     raise StoreUnavailable(f"reading {len(group)} journaled requests back failed: {e}") from e
                 read = True
-            store.journal_mark(first, last, False)
+            self.journal.mark(first, last, False)
             if loaded:
                 results.append(writer.write(store, [e.payload for e in loaded], sum(e.spans for e in loaded),
                                             self.min_engine_spans, dedup_token=group_token(first, last)))
@@ -394,7 +397,7 @@ class Indexer:
                     self._index(store, [one])
             elif loaded:
                 self._index_refused(store, loaded[0], refused)
-        self._mark_done(store, first, last)
+        self._mark_done(first, last)
         if refused is None and results:
             stored = sum(e.spans for e in loaded)
             rejected, errors = results[-1].rejected, results[-1].errors  # spans the renderer refused
@@ -429,7 +432,7 @@ class Indexer:
         return [e if isinstance(e, Entry) else by_seq[e.seq] for e in group
                 if isinstance(e, Entry) or e.seq in by_seq]
 
-    def _index_refused(self, store: JournaledStore, entry: Entry, error: Exception) -> None:
+    def _index_refused(self, store: SpanSink, entry: Entry, error: Exception) -> None:
         """A single request whose insert was refused for its data (by both renderers): span by
         span, then stripped spans, then set aside. Each step has its own dedup token."""
         token = group_token(entry.seq, entry.seq)
@@ -452,7 +455,7 @@ class Indexer:
             else:
                 name = f"{entry.seq}-{i}"
                 while self._retrying("setting a span aside",  # until a file is written (or stop)
-                                     lambda n=name, p=one: store.journal_set_aside(n, p)) is not None:
+                                     lambda n=name, p=one: self.journal.set_aside(n, p)) is not None:
                     if self._abort.wait(MAX_BACKOFF_S):
                         raise _Stopped
                 log.error("span %d of journaled request Seq %d cannot be stored at all (%s); kept in "
@@ -483,14 +486,14 @@ class Indexer:
         if rejected is not None:
             self.metrics.rejected.labels(rejected[0]).inc(rejected[1])
 
-    def _mark_done(self, store: JournaledStore, first: int, last: int) -> None:
+    def _mark_done(self, first: int, last: int) -> None:
         """Record the group as indexed (retried like an insert: until then a restart would
         only index it again, deduplicated by its token)."""
-        failed = self._retrying("recording journal progress", lambda: store.journal_mark(first, last, True))
+        failed = self._retrying("recording journal progress", lambda: self.journal.mark(first, last, True))
         if failed is not None:
             log.warning("could not record journal progress: %s", failed)
 
-    def _cleanup(self, store: JournaledStore) -> None:
+    def _cleanup(self) -> None:
         """Delete journal segments below the oldest Seq not yet indexed (at most every 5 s)."""
         now = time.monotonic()
         with self._cond:
@@ -508,6 +511,6 @@ class Indexer:
                 starts.append(self._appending)
             low = min(starts, default=self.last_seq + 1)
         try:
-            store.journal_drop_indexed(low)
+            self.journal.drop_indexed(low)
         except Exception as e:  # noqa: BLE001 - retried next time
             log.warning("deleting indexed journal segments failed: %s", e)

@@ -42,7 +42,7 @@ from typing import Any
 from mltrace_otel.collector.indexer import Committed, Indexer, join_threads
 from mltrace_otel.errors import AckTimeout, QueueFull, Rejected, Unavailable
 from mltrace_otel.store.journal import next_seq
-from mltrace_otel.store.protocols import JournaledStore
+from mltrace_otel.store.protocols import SpanSink
 
 log = logging.getLogger(__name__)
 _DRAIN = object()  # hand-off marker: the journal writer drains the spool
@@ -89,10 +89,10 @@ class IngestQueue:
     """Bounded queue, a batcher thread and a journal writer thread in front of the indexer.
 
     Args:
-        store: the store (``journal_append``, and ``drain_spool``).
+        store: the store (its ``drain_spool``, when it has one, moves the local spool in).
         indexer: the :class:`~.indexer.Indexer`, the one writer into the store: a batch is
-            appended to the ingest journal (``store.journal_append``, one thread, so Seqs follow
-            the commit order) and handed to it. Its backlog counts toward ``queue_spans``.
+            appended to its journal (``indexer.journal``, by one thread, so Seqs follow the
+            commit order) and handed to it. Its backlog counts toward ``queue_spans``.
         answer_when_indexed: answer a batch's requests once the indexer has stored them (the
             indexed acknowledgement, a ClickHouse server's default); False: once journaled.
         batch_rows, batch_delay_s: close a batch at this many spans, or this long after its
@@ -114,7 +114,7 @@ class IngestQueue:
         metrics: a :class:`~.metrics.CollectorMetrics` or None.
     """
 
-    def __init__(self, store: JournaledStore, indexer: Indexer, *, answer_when_indexed: bool = False,
+    def __init__(self, store: SpanSink, indexer: Indexer, *, answer_when_indexed: bool = False,
                  batch_rows: int = 5000, batch_delay_s: float = 1.0,
                  queue_spans: int = 200_000, stall_s: float = 10.0, retry_after_s: float = 1.0,
                  drain_every_s: float = 0.0, linger_s: float | None = 0.005, metrics: Any = None,
@@ -154,7 +154,7 @@ class IngestQueue:
         first = next_seq(self.indexer.last_seq, len(batch))  # one slot: all journaled, or none
         self.indexer.appending(first)
         try:
-            records = self.store.journal_append(first, [p.payload for p in batch], [p.spans for p in batch])
+            records = self.indexer.journal.append(first, [p.payload for p in batch], [p.spans for p in batch])
             self.indexer.last_seq = records[-1].seq
             self.indexer.add(records, batch if self.answer_when_indexed else None)
         finally:

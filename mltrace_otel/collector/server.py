@@ -23,7 +23,7 @@ from mltrace_otel.collector.pipeline import MAX_BATCH_ROWS, IngestQueue
 from mltrace_otel.collector.receiver import Exporter
 from mltrace_otel.errors import ConfigError
 from mltrace_otel.settings import Settings, mask_url
-from mltrace_otel.store import writer
+from mltrace_otel.store import journal, writer
 from mltrace_otel.store.metrics_queries import engine_memory
 
 if TYPE_CHECKING:  # types only
@@ -123,12 +123,13 @@ class Collector:
         try:
             # the one writer into the store: it indexes the journal in big groups (journaled
             # acknowledgement), or as soon as a batch is journaled (indexed: the batch waits)
+            jr = journal.for_store(self.store)
             if s.journaled_ack:
-                indexer = Indexer(self.store, min_spans=s.index_spans, delay_s=s.batch_delay_s,
+                indexer = Indexer(self.store, jr, min_spans=s.index_spans, delay_s=s.batch_delay_s,
                                   stall_s=max(30.0, 3 * self.stall_s), group_spans=int(2.5 * s.index_spans),
                                   min_engine_spans=self.min_engine_spans, metrics=self.metrics)
             else:
-                indexer = Indexer(self.store, min_spans=1, delay_s=0.0, stall_s=self.stall_s,
+                indexer = Indexer(self.store, jr, min_spans=1, delay_s=0.0, stall_s=self.stall_s,
                                   group_spans=MAX_BATCH_ROWS, min_engine_spans=self.min_engine_spans,
                                   metrics=self.metrics)
             self.queue = IngestQueue(

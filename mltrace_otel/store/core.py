@@ -22,7 +22,6 @@ from typing import Any
 
 from mltrace_otel.errors import QueryError, StoreUnavailable
 from mltrace_otel.settings import Settings, mask_url
-from mltrace_otel.spool import Record
 from mltrace_otel.store import ingest, queries, state
 from mltrace_otel.store.models import (
     ComponentInfo,
@@ -205,39 +204,6 @@ class Store:
         """Like :meth:`insert_requests`, rendered in Python (cheaper for a few spans: no view
         analysis)."""
         return ingest.insert_requests_rendered(self, payloads, dedup_token=dedup_token)
-
-    # --- ingest journal (the collector's journaled acknowledgement; :mod:`.journal`) -----------
-    def journal_append(self, first_seq: int, payloads: Sequence[bytes],
-                       spans: Sequence[int]) -> list[Record]:
-        """Append serialized requests to the ingest journal (one write); where each went."""
-        from mltrace_otel.store import journal
-
-        return journal.for_store(self).append(first_seq, payloads, spans)
-
-    def journal_mark(self, first_seq: int, last_seq: int, done: bool) -> None:
-        """Record an index group of journaled requests as starting (False) or indexed (True)."""
-        from mltrace_otel.store import journal
-
-        journal.for_store(self).mark(first_seq, last_seq, done)
-
-    def journal_recover(self) -> Any:
-        """The journaled requests still to index (:class:`.models.Recovered`)."""
-        from mltrace_otel.store import journal
-
-        return journal.recover(self)
-
-    def journal_set_aside(self, name: str, payload: bytes) -> str:
-        """Keep a journaled request that no way of indexing could store (a file beside the
-        journal, never deleted); its path."""
-        from mltrace_otel.store import journal
-
-        return str(journal.for_store(self).set_aside(name, payload))
-
-    def journal_drop_indexed(self, low_watermark: int) -> int:
-        """Delete journal segments wholly below ``low_watermark``; how many."""
-        from mltrace_otel.store import journal
-
-        return journal.for_store(self).drop_indexed(low_watermark)
 
     def insert_spans(self, spans: Sequence[Any]) -> IngestResult:
         """Insert OTel SDK ReadableSpans (rendered exactly as the contrib exporter would)."""

@@ -299,9 +299,9 @@ def _adopt_legacy_progress(store: IngestConnection, journal: Journal) -> None:
         store.command("journal_legacy_progress_clear", f"TRUNCATE TABLE {table}")
 
 
-def recover(store: IngestConnection) -> Recovered:
-    """The journal records still to index, after a crash or a stop (normally none)."""
-    journal = for_store(store)
+def recover(store: IngestConnection, journal: Journal) -> Recovered:
+    """The records of ``store``'s journal still to index, after a crash or a stop (normally
+    none), with what the first versions' tables still held moved into it first."""
     _adopt_legacy_table(store, journal)
     _adopt_legacy_progress(store, journal)
     marks: dict[tuple[int, int], bool] = {}

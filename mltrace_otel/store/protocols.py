@@ -3,8 +3,8 @@
 The query modules take a :class:`Connection` (migrations a :class:`SchemaConnection`) instead of
 the whole :class:`~mltrace_otel.store.core.Store`: they run named SQL with bound parameters and
 nothing else, so they never import the module that opens connections. The ingest side has
-:class:`IngestConnection` (renderers, journal), :class:`SpanSink` (the write) and
-:class:`JournaledStore` (the collector's indexer). ``Store`` satisfies them all structurally.
+:class:`IngestConnection` (renderers, journal) and :class:`SpanSink` (the write, the collector's
+indexer). ``Store`` satisfies them all structurally.
 
 Imports nothing of the store (typing only; the settings and clickhouse-connect for types).
 """
@@ -18,10 +18,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from clickhouse_connect.driver.client import Client
 
     from mltrace_otel.settings import Settings
-    from mltrace_otel.spool import Record
-    from mltrace_otel.store.models import IngestResult, Recovered
+    from mltrace_otel.store.models import IngestResult
 
-__all__ = ["Connection", "IngestConnection", "JournaledStore", "SchemaConnection", "SpanSink"]
+__all__ = ["Connection", "IngestConnection", "SchemaConnection", "SpanSink"]
 
 
 class Connection(Protocol):
@@ -97,29 +96,4 @@ class IngestConnection(Connection, SpanSink, Protocol):
     def insert_body(self, name: str, table: str, body: bytes, *, fmt: str,
                     columns: Sequence[str] | None = None, settings: dict[str, Any] | None = None) -> None:
         """One insert of a body already in ClickHouse input format ``fmt``."""
-        ...
-
-
-class JournaledStore(SpanSink, Protocol):
-    """What the collector's indexer needs of a store: the renderers' inserts and the ingest
-    journal's bookkeeping (tests wrap a Store to inject failures)."""
-
-    def journal_append(self, first_seq: int, payloads: Sequence[bytes], spans: Sequence[int]) -> list[Record]:
-        """Append requests to the journal; where each went (Seq, spans, segment and offset)."""
-        ...
-
-    def journal_mark(self, first_seq: int, last_seq: int, done: bool) -> None:
-        """Record an index group as starting or done."""
-        ...
-
-    def journal_recover(self) -> Recovered:
-        """What the journal holds unindexed."""
-        ...
-
-    def journal_set_aside(self, name: str, payload: bytes) -> str:
-        """Keep a request no way of indexing could store."""
-        ...
-
-    def journal_drop_indexed(self, low_watermark: int) -> int:
-        """Delete segments wholly indexed."""
         ...

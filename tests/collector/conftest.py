@@ -11,6 +11,8 @@ import pytest
 from mltrace_otel import conventions as C
 from mltrace_otel.collector.server import Collector
 from mltrace_otel.settings import Settings
+from mltrace_otel.store import journal
+from mltrace_otel.store.models import Recovered
 from tests.collector.live import LIVE, flush_live
 
 
@@ -108,3 +110,20 @@ def stored_spans(store: Any, span_ids: list[str]) -> dict[str, tuple]:
         {"ids": span_ids},
     )
     return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def recovered(store: Any) -> Recovered:
+    """What the store's ingest journal holds unindexed, as a collector starting now would find it."""
+    return journal.recover(store, journal.for_store(store))
+
+
+class StoreWrapper:
+    """Failure injection around the real store: what a subclass does not override reaches the
+    real store, except ``sibling()`` (so the indexer's inserts come through the wrapper too)."""
+
+    store: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "sibling":
+            raise AttributeError(name)
+        return getattr(self.store, name)

@@ -12,30 +12,13 @@ import pytest
 
 from mltrace_otel.collector.server import Collector
 from mltrace_otel.errors import StoreUnavailable
-from tests.collector.conftest import collector_settings, make_spans, run_ids, stored_runs
+from mltrace_otel.store import journal
+from tests.collector.conftest import StoreWrapper, collector_settings, make_spans, run_ids, stored_runs
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
-class JournalPassThrough:
-    """The journal's bookkeeping calls of a store wrapper, passed to the real store."""
-
-    store: Any
-
-    def journal_mark(self, *args: Any) -> None:
-        self.store.journal_mark(*args)
-
-    def journal_recover(self) -> Any:
-        return self.store.journal_recover()
-
-    def journal_drop_indexed(self, low: int) -> int:
-        return self.store.journal_drop_indexed(low)
-
-    def journal_set_aside(self, name: str, payload: bytes) -> str:
-        return self.store.journal_set_aside(name, payload)
-
-
-class FaultyStore(JournalPassThrough):
+class FaultyStore(StoreWrapper):
     """Failure injection around the real store: inserts block on ``gate``, or raise while ``fail``."""
 
     def __init__(self, store: Any) -> None:
@@ -44,6 +27,16 @@ class FaultyStore(JournalPassThrough):
         self.gate.set()
         self.inside = threading.Event()
         self.fail = False
+        # the journaled acknowledgement: the store's journal (one object per directory, the
+        # collector's too) holds its appends and fails them like inserts
+        j = journal.for_store(store)
+        append = j.append
+
+        def held_append(*args: Any) -> Any:
+            self._enter()
+            return append(*args)
+
+        j.append = held_append  # type: ignore[method-assign]
 
     def _enter(self) -> None:
         self.inside.set()
@@ -62,12 +55,6 @@ class FaultyStore(JournalPassThrough):
     def insert_requests_rendered(self, *args: Any, **kw: Any) -> Any:
         self._enter()
         return self.store.insert_requests_rendered(*args, **kw)
-
-    # the journaled acknowledgement: appends are held and fail like inserts; no sibling(), so
-    # the indexer's inserts come through here too
-    def journal_append(self, *args: Any, **kw: Any) -> Any:
-        self._enter()
-        return self.store.journal_append(*args, **kw)
 
 
 def _body(n: int) -> tuple[bytes, list[str]]:
@@ -188,7 +175,7 @@ def test_sigterm_like_stop_commits_everything_queued(tmp_settings: Any, store: A
     assert set(stored_runs(store, ids)) == set(ids)
 
 
-class PoisonStore(JournalPassThrough):
+class PoisonStore(StoreWrapper):
     """Failure injection: an insert holding a span named 'poison' fails the way ClickHouse
     refuses a value its column cannot hold (a DataError); other inserts reach the real store."""
 
@@ -212,9 +199,6 @@ class PoisonStore(JournalPassThrough):
 
     def insert_requests_rendered(self, payloads: Any, dedup_token: Any = None) -> Any:
         return self.insert_requests(payloads, dedup_token=dedup_token)
-
-    def journal_append(self, *args: Any) -> Any:
-        return self.store.journal_append(*args)
 
     def insert_requests(self, payloads: Any, spans: Any = None, dedup_token: Any = None) -> Any:
         from clickhouse_connect.driver.exceptions import DataError
@@ -259,12 +243,9 @@ def test_a_request_the_store_refuses_does_not_sink_its_batch(tmp_settings: Any, 
     assert 'mltrace_collector_spans_rejected_total{reason="store"} 1.0' in text
 
 
-class FirstInsertStuck(JournalPassThrough):
+class FirstInsertStuck(StoreWrapper):
     """The first insert blocks on ``gate`` before reaching the real store; later ones go through
     (the journal, which every request passes first, is the real store's)."""
-
-    def journal_append(self, *args: Any) -> Any:
-        return self.store.journal_append(*args)
 
     def __init__(self, store: Any) -> None:
         self.store = store

@@ -17,7 +17,14 @@ from mltrace_otel.collector import indexer as indexer_module
 from mltrace_otel.collector.server import Collector
 from mltrace_otel.errors import ConfigError
 from mltrace_otel.store import journal
-from tests.collector.conftest import collector_settings, make_spans, run_ids, stored_runs
+from tests.collector.conftest import (
+    StoreWrapper,
+    collector_settings,
+    make_spans,
+    recovered,
+    run_ids,
+    stored_runs,
+)
 
 
 def _request(n: int, component: str) -> tuple[bytes, list[str]]:
@@ -50,14 +57,15 @@ def test_a_restart_indexes_what_a_crash_left_in_the_journal_exactly_once(
     collector indexes all of them, and the committed group is not indexed twice."""
     (b1, ids1), (b2, ids2), (b3, ids3), (b4, ids4) = (_request(3, f"c{k}") for k in range(4))
     first = journal.next_seq(0)
-    seqs = [r.seq for r in store.journal_append(first, [b1, b2, b3, b4], [3, 3, 3, 3])]
+    j = journal.for_store(store)
+    seqs = [r.seq for r in j.append(first, [b1, b2, b3, b4], [3, 3, 3, 3])]
     # group 1 (b1): the insert committed, then the crash, before its Done row (a group this
     # small is rendered in Python on the embedded store, as the indexer does: the same group
     # always takes the same path, so its token drops the replay)
-    store.journal_mark(seqs[0], seqs[0], False)
+    j.mark(seqs[0], seqs[0], False)
     store.insert_requests_rendered([b1], dedup_token=journal.group_token(seqs[0], seqs[0]))
     # group 2 (b2, b3): started, nothing committed
-    store.journal_mark(seqs[1], seqs[2], False)
+    j.mark(seqs[1], seqs[2], False)
     # b4: journaled (acknowledged), in no group
     assert _span_rows(store, ids1) == 3 and _span_rows(store, ids2 + ids3 + ids4) == 0
 
@@ -69,14 +77,14 @@ def test_a_restart_indexes_what_a_crash_left_in_the_journal_exactly_once(
     every = ids1 + ids2 + ids3 + ids4 + later_ids
     assert set(stored_runs(store, every)) == set(every)
     assert _span_rows(store, every) == len(every)  # the committed group was not indexed again
-    assert store.journal_recover().entries == []
+    assert recovered(store).entries == []
 
 
 def test_the_indexer_backlog_counts_toward_the_queue_bound(tmp_settings: Any, store: Any) -> None:
     """With indexing held up, requests are answered while they fit in the queue (journaled,
     not lost), then 429; once indexing resumes, every acknowledged span is queryable."""
 
-    class HeldIndexing:
+    class HeldIndexing(StoreWrapper):
         def __init__(self, store: Any) -> None:
             self.store = store
             self.gate = threading.Event()
@@ -88,11 +96,6 @@ def test_the_indexer_backlog_counts_toward_the_queue_bound(tmp_settings: Any, st
         def insert_requests_rendered(self, *args: Any, **kw: Any) -> Any:
             self.gate.wait(120)
             return self.store.insert_requests_rendered(*args, **kw)
-
-        def __getattr__(self, name: str) -> Any:  # journal_*: the real store (no sibling())
-            if name == "sibling":
-                raise AttributeError(name)
-            return getattr(self.store, name)
 
     held = HeldIndexing(store)
     settings = collector_settings(tmp_settings, ack="journaled", queue_spans=20, index_spans=1)
@@ -123,7 +126,7 @@ def test_indexed_journal_segments_are_deleted(tmp_settings: Any, store: Any, mon
     monkeypatch.setattr(indexer_module, "CLEANUP_EVERY_S", 0.0)
     old = time.time_ns() - 60 * 10**9  # a minute ago: a partition of its own
     body, ids = _request(2, "old")
-    store.journal_append(old, [body], [2])
+    journal.for_store(store).append(old, [body], [2])
     with Collector(collector_settings(tmp_settings, ack="journaled"), store, drain_every_s=0) as c:
         assert c.flush(60)
         # deleted once indexed and past the clean-up's watermark: the Seq after the newest
@@ -151,17 +154,18 @@ def test_recovery_of_a_split_group(tmp_settings: Any, store: Any) -> None:
     range, nested in the group's). A crash in the middle replays only the requests not yet
     indexed; once the group is done, nothing of it is indexed again."""
     bodies = [_request(1, f"split{k}")[0] for k in range(3)]
-    seqs = [r.seq for r in store.journal_append(journal.next_seq(0), bodies, [1, 1, 1])]
-    store.journal_mark(seqs[0], seqs[2], False)
-    store.journal_mark(seqs[0], seqs[0], False)
-    store.journal_mark(seqs[0], seqs[0], True)  # the crash comes after the first request
-    rec = store.journal_recover()
+    j = journal.for_store(store)
+    seqs = [r.seq for r in j.append(journal.next_seq(0), bodies, [1, 1, 1])]
+    j.mark(seqs[0], seqs[2], False)
+    j.mark(seqs[0], seqs[0], False)
+    j.mark(seqs[0], seqs[0], True)  # the crash comes after the first request
+    rec = recovered(store)
     assert [[e.seq for e in g] for g in rec.groups] == [seqs[1:]] and rec.entries == []
     for q in seqs[1:]:
-        store.journal_mark(q, q, False)
-        store.journal_mark(q, q, True)
-    store.journal_mark(seqs[0], seqs[2], True)
-    rec = store.journal_recover()
+        j.mark(q, q, False)
+        j.mark(q, q, True)
+    j.mark(seqs[0], seqs[2], True)
+    rec = recovered(store)
     assert rec.groups == [] and rec.entries == []
 
 
@@ -178,18 +182,18 @@ def test_a_record_a_crash_cut_short_is_dropped_and_appends_go_on(store: Any) -> 
     j = journal.for_store(store)
     (b1, _), (b2, _), (b3, _) = _request(2, "whole1"), _request(2, "whole2"), _request(1, "after")
     base = time.time_ns() // journal.SEGMENT_NS * journal.SEGMENT_NS  # all in one segment
-    store.journal_append(base, [b1, b2], [2, 2])
+    j.append(base, [b1, b2], [2, 2])
     with open(_segment(j), "ab") as f:  # the head and half the payload of a third record
         f.write(spool.HEAD.pack(base + 2, 2, 1000, 0) + b"x" * 500)
-    rec = store.journal_recover()
+    rec = recovered(store)
     assert [(e.seq, e.payload) for e in rec.entries] == [(base, b1), (base + 1, b2)]
-    store.journal_append(base + 2, [b3], [1])  # after the restart: a segment of its own
-    assert [e.payload for e in store.journal_recover().entries] == [b1, b2, b3]
+    j.append(base + 2, [b3], [1])  # after the restart: a segment of its own
+    assert [e.payload for e in recovered(store).entries] == [b1, b2, b3]
     last = max(p for p in j.directory.iterdir() if p.name.endswith(spool.SEALED))
     data = bytearray(last.read_bytes())
     data[-1] ^= 0xFF  # the last byte of b3's payload
     last.write_bytes(bytes(data))
-    assert [e.payload for e in store.journal_recover().entries] == [b1, b2]
+    assert [e.payload for e in recovered(store).entries] == [b1, b2]
 
 
 class _HalfWrites:
@@ -232,13 +236,13 @@ def test_a_failed_journal_write_is_refused_whole_and_leaves_nothing_behind(
 
     j = journal.for_store(store)
     (b1, _), (b2, _), (b3, _) = (_request(2, f"w{k}") for k in range(3))
-    first = [r.seq for r in store.journal_append(journal.next_seq(0), [b1], [2])]
+    first = [r.seq for r in j.append(journal.next_seq(0), [b1], [2])]
     with monkeypatch.context() as m:
         _HalfWrites(m, j.directory)
         with pytest.raises(StoreUnavailable, match="No space left on device"):
-            store.journal_append(journal.next_seq(first[0]), [b2], [2])
-    store.journal_append(journal.next_seq(first[0] + 1), [b3], [2])
-    assert [e.payload for e in store.journal_recover().entries] == [b1, b3]
+            j.append(journal.next_seq(first[0]), [b2], [2])
+    j.append(journal.next_seq(first[0] + 1), [b3], [2])
+    assert [e.payload for e in recovered(store).entries] == [b1, b3]
 
 
 def test_a_failed_batch_leaves_nothing_a_restart_would_store_again(
@@ -266,7 +270,7 @@ def test_a_failed_batch_leaves_nothing_a_restart_would_store_again(
             m.setattr(spool.os, "write", write)
             with pytest.raises(StoreUnavailable, match="No space left"):
                 c.queue._append([Pending(b, 2) for b in (b1, b2, b3)])
-    assert store.journal_recover().entries == []
+    assert recovered(store).entries == []
     assert _span_rows(store, ids1 + ids2 + ids3) == 0
 
 
@@ -279,14 +283,14 @@ def test_a_half_record_that_cannot_be_cut_off_closes_its_segment(store: Any, mon
     j = journal.for_store(store)
     (b1, _), (b2, _), (b3, _) = (_request(1, f"p{k}") for k in range(3))
     base = time.time_ns() // journal.SEGMENT_NS * journal.SEGMENT_NS
-    store.journal_append(base, [b1], [1])
+    j.append(base, [b1], [1])
     with monkeypatch.context() as m:
         _HalfWrites(m, j.directory, truncate_fails=True)
         with pytest.raises(StoreUnavailable, match="No space left on device"):
-            store.journal_append(base + 1, [b2], [1])
-    store.journal_append(base + 2, [b3], [1])
+            j.append(base + 1, [b2], [1])
+    j.append(base + 2, [b3], [1])
     assert len([p for p in j.directory.iterdir() if p.name.endswith((spool.OPEN, spool.SEALED))]) == 2
-    assert [e.payload for e in store.journal_recover().entries] == [b1, b3]
+    assert [e.payload for e in recovered(store).entries] == [b1, b3]
 
 
 def test_a_journal_table_of_the_first_version_is_moved_into_segments(tmp_settings: Any, store: Any) -> None:
@@ -298,8 +302,8 @@ def test_a_journal_table_of_the_first_version_is_moved_into_segments(tmp_setting
     seq = journal.next_seq(0)
     store.insert_columns("test_legacy_rows", "mltrace_ingest_journal", [[seq, seq + 1], [2, 2], [b1, b2]],
                          ["Seq", "Spans", "Payload"])
-    store.journal_mark(seq + 1, seq + 1, True)  # b2 was indexed before the stop
-    rec = store.journal_recover()
+    journal.for_store(store).mark(seq + 1, seq + 1, True)  # b2 was indexed before the stop
+    rec = recovered(store)
     assert [(e.seq, e.payload) for e in rec.entries] == [(seq, b1)] and rec.last_seq == seq + 1
     tables = store.query("test_legacy_gone", "SELECT count() FROM system.tables WHERE database = "
                          "currentDatabase() AND name = 'mltrace_ingest_journal'")
@@ -334,13 +338,14 @@ def test_progress_rows_of_the_first_versions_table_move_into_the_file(store: Any
     """A store whose collector (of a version that kept progress in a table) stopped in the
     middle of an index group: the group is replayed as one group, and the table is emptied."""
     bodies = [_request(1, f"legacy{k}")[0] for k in range(2)]
-    seqs = [r.seq for r in store.journal_append(journal.next_seq(0), bodies, [1, 1])]
+    j = journal.for_store(store)
+    seqs = [r.seq for r in j.append(journal.next_seq(0), bodies, [1, 1])]
     store.command("test_old_progress", f"INSERT INTO {journal.PROGRESS} (FromSeq, ToSeq, Done) "
                   "VALUES ({a:UInt64}, {b:UInt64}, 0)", {"a": seqs[0], "b": seqs[1]})
-    rec = store.journal_recover()
+    rec = recovered(store)
     assert [[e.seq for e in g] for g in rec.groups] == [seqs] and rec.entries == []
     assert store.query("test_old_progress_left", f"SELECT count() FROM {journal.PROGRESS}")[0][0] == 0
-    assert journal.for_store(store).progress() == [(seqs[0], seqs[1], False)]
+    assert j.progress() == [(seqs[0], seqs[1], False)]
 
 
 _TAKE_JOURNAL = """

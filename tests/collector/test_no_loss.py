@@ -28,6 +28,7 @@ from mltrace_otel.collector.server import Collector
 from mltrace_otel.errors import QueryError
 from mltrace_otel.store import journal
 from tests.collector.conftest import (
+    StoreWrapper,
     collector_settings,
     make_spans,
     run_ids,
@@ -36,7 +37,7 @@ from tests.collector.conftest import (
     stored_spans,
     wait_until,
 )
-from tests.collector.test_backpressure import JournalPassThrough, _body, _post
+from tests.collector.test_backpressure import _body, _post
 from tests.collector.test_crash import ROOT, _env, _free_port, _start_collector, _wait_healthy
 
 
@@ -59,7 +60,7 @@ def test_a_request_the_engine_cannot_parse_lands_whole(collector: Collector, sto
     assert len(stored_spans(store, ids)) == 5000  # every span, the odd one included
 
 
-class StoreFails(JournalPassThrough):
+class StoreFails(StoreWrapper):
     """The real store, except that index inserts fail with a ClickHouse error code while
     ``failing`` is set (as NOT_ENOUGH_SPACE does on a full disk), or block while ``gate`` is
     clear (a stalled store). Journal appends reach the real store."""
@@ -71,9 +72,6 @@ class StoreFails(JournalPassThrough):
         self.gate = threading.Event()
         self.gate.set()
         self.attempts = 0
-
-    def journal_append(self, *args: Any) -> Any:
-        return self.store.journal_append(*args)
 
     def _insert(self, fn: Any) -> Any:
         self.attempts += 1
@@ -151,7 +149,8 @@ def test_stop_returns_in_time_while_the_store_hangs_and_the_next_start_indexes_t
 
 
 def _append(store: Any, requests: list[tuple[bytes, list[str]]]) -> None:
-    store.journal_append(journal.next_seq(0), [b for b, _ in requests], [len(ids) for _, ids in requests])
+    payloads, spans = [b for b, _ in requests], [len(ids) for _, ids in requests]
+    journal.for_store(store).append(journal.next_seq(0), payloads, spans)
 
 
 def _record_offsets(store: Any) -> list[tuple[Path, int, int]]:
@@ -281,9 +280,10 @@ def test_requests_left_in_the_journal_and_new_ones_are_indexed_together_after_a_
     one go, every request once, with no failed insert."""
     faulty = StoreFails(store)
     (g1, ids1), (g2, ids2), (l1, ids3), (l2, ids4) = (_body(5) for _ in range(4))
-    seqs = [r.seq for r in store.journal_append(journal.next_seq(0), [g1, g2, l1, l2], [5, 5, 5, 5])]
-    store.journal_mark(seqs[0], seqs[0], False)  # two groups a crash cut short: replayed alone
-    store.journal_mark(seqs[1], seqs[1], False)
+    j = journal.for_store(store)
+    seqs = [r.seq for r in j.append(journal.next_seq(0), [g1, g2, l1, l2], [5, 5, 5, 5])]
+    j.mark(seqs[0], seqs[0], False)  # two groups a crash cut short: replayed alone
+    j.mark(seqs[1], seqs[1], False)
     faulty.gate.clear()  # both indexer threads will hold a replayed group
     settings = collector_settings(tmp_settings, ack="journaled", index_spans=1000)
     with caplog.at_level(logging.WARNING, logger="mltrace_otel"):
@@ -315,7 +315,7 @@ def test_a_segment_a_killed_collector_left_open_is_deleted_once_indexed(
     with Collector(settings, store, drain_every_s=0) as c:
         assert c.flush(60)
     assert sorted(stored_runs(store, ids)) == sorted(ids)
-    store.journal_drop_indexed(seq + 2 * spool.SEGMENT_NS)  # the indexer's clean-up, 20 s on
+    journal.for_store(store).drop_indexed(seq + 2 * spool.SEGMENT_NS)  # the indexer's clean-up, 20 s on
     assert not path.exists() and not spool.sealed_name(path).exists()
     with Collector(settings, store, drain_every_s=0) as c:  # a later restart
         assert c.flush(60)
