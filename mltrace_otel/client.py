@@ -246,5 +246,6 @@ def _error(status: int, answer: Any, where: str) -> MltraceError:
         return StoreUnavailable(f"the mltrace server at {where} needs the token: {message}",
                                 hint="set MLTRACE_TOKEN to the server's token")
     if kind == "AmbiguousRunId":
-        return AmbiguousRunId(str(err.get("prefix", "")), list(err.get("candidates") or []))
+        return AmbiguousRunId(str(err.get("prefix", "")), list(err.get("candidates") or []),
+                              more=bool(err.get("more")))
     return _ERRORS.get(str(kind), MltraceError)(message, hint)

@@ -45,16 +45,21 @@ class AmbiguousRunId(MltraceError):
 
     Attributes:
         candidates: the full ids that the prefix matches (at most a few dozen).
+        more: the prefix matches more runs than ``candidates`` lists.
     """
 
-    def __init__(self, prefix: str, candidates: list[str]) -> None:
-        shown = ", ".join(candidates[:20]) + (" …" if len(candidates) > 20 else "")
-        super().__init__(
-            f"run id prefix {prefix!r} matches {len(candidates)} runs: {shown}",
-            hint="type more characters of the id",
-        )
+    def __init__(self, prefix: str, candidates: list[str], more: bool = False) -> None:
         self.prefix = prefix
         self.candidates = candidates
+        self.more = more
+        shown = ", ".join(candidates[:20]) + (" …" if len(candidates) > 20 or more else "")
+        super().__init__(f"run id prefix {prefix!r} matches {self.count} runs: {shown}",
+                         hint="type more characters of the id")
+
+    @property
+    def count(self) -> str:
+        """How many runs the prefix matches, as said to a user ("more than 50" when capped)."""
+        return f"more than {len(self.candidates)}" if self.more else str(len(self.candidates))
 
 
 class QueryError(MltraceError):

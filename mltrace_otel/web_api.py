@@ -69,6 +69,7 @@ def error_body(e: MltraceError) -> dict[str, Any]:
     if isinstance(e, AmbiguousRunId):
         err["candidates"] = list(e.candidates)
         err["prefix"] = e.prefix
+        err["more"] = e.more
     return {"error": err}
 
 
@@ -570,7 +571,12 @@ OPENAPI: dict[str, Any] = {
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                 "type": "object", "required": ["type", "message"], "properties": {
                     "type": {"type": "string"}, "message": {"type": "string"},
-                    "hint": {"type": ["string", "null"]}}}}},
+                    "hint": {"type": ["string", "null"]},
+                    "prefix": {"type": "string", "description": "AmbiguousRunId: the prefix given."},
+                    "candidates": {"type": "array", "items": {"type": "string"},
+                                   "description": "AmbiguousRunId: run ids it matches (at most 50)."},
+                    "more": {"type": "boolean",
+                             "description": "AmbiguousRunId: it matches more runs than listed."}}}}},
         },
         "responses": {name: {"description": desc, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/Error"}}}}

@@ -237,12 +237,12 @@ def describe_candidates(store: Store, e: AmbiguousRunId) -> None:
         runs = {r.id: r for r in store.get_runs(e.candidates[:20])}
     except MltraceError:
         return  # keep the plain list of ids
-    lines = [f"run id prefix {e.prefix!r} matches {len(e.candidates)} runs:"]
+    lines = [f"run id prefix {e.prefix!r} matches {e.count} runs:"]
     for rid in e.candidates[:20]:
         r = runs.get(rid)
         lines.append(f"  {rid}  {clean(r.component)}  {format_time(r.start)}" if r else f"  {rid}")
-    if len(e.candidates) > 20:
-        lines.append(f"  … and {len(e.candidates) - 20} more")
+    if len(e.candidates) > 20 or e.more:
+        lines.append("  … and more" if e.more else f"  … and {len(e.candidates) - 20} more")
     e.message = "\n".join(lines)
 
 

@@ -245,11 +245,13 @@ def lineage_info(store: Connection, ids: Iterable[str]) -> dict[str, Info]:
 
 
 # --- run ids ------------------------------------------------------------------------------------
-RESOLVE_PREFIX = """
-SELECT DISTINCT RunId FROM {{db}}.mltrace_runs
-WHERE startsWith(RunId, {prefix:String})
+RESOLVE_CANDIDATES = 50
+"""Most candidates an ambiguous prefix lists (one more is read to know there are more)."""
+RESOLVE_PREFIX = f"""
+SELECT DISTINCT RunId FROM {{{{db}}}}.mltrace_runs
+WHERE startsWith(RunId, {{prefix:String}})
 ORDER BY RunId
-LIMIT 51
+LIMIT {RESOLVE_CANDIDATES + 1}
 """
 
 
@@ -278,5 +280,5 @@ def resolve_run_id(store: Connection, prefix: str) -> str:
     if p in ids:
         return p
     if len(ids) > 1:
-        raise AmbiguousRunId(prefix, ids)
+        raise AmbiguousRunId(prefix, ids[:RESOLVE_CANDIDATES], more=len(ids) > RESOLVE_CANDIDATES)
     return ids[0]

@@ -504,7 +504,7 @@ def test_store_failures_keep_the_error_shape(error: str, status: int, kind: str)
     from mltrace_otel.web_api import make_blueprint
 
     exc = {"unavailable": StoreUnavailable("cannot reach the store at http://ch:8123", hint="check it"),
-           "ambiguous": AmbiguousRunId("abcd", ["abcd000000000001", "abcd000000000002"]),
+           "ambiguous": AmbiguousRunId("abcd", ["abcd000000000001", "abcd000000000002"], more=True),
            "bug": KeyError("secret internals")}[error]
     app = flask.Flask("t")
     app.register_blueprint(make_blueprint(_FailingStore(exc)))
@@ -512,6 +512,11 @@ def test_store_failures_keep_the_error_shape(error: str, status: int, kind: str)
     assert r.status_code == status and r.json["error"]["type"] == kind
     if error == "ambiguous":
         assert r.json["error"]["candidates"] == ["abcd000000000001", "abcd000000000002"]
+        assert r.json["error"]["more"] is True
+        from mltrace_otel.client import _error
+
+        again = _error(400, r.json, "http://server")  # what the CLI through --server raises
+        assert isinstance(again, AmbiguousRunId) and again.more and "more than 2 runs" in again.message
     if error == "bug":
         assert "secret" not in r.get_data(as_text=True)
 

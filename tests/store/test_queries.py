@@ -29,6 +29,26 @@ def test_run_id_prefixes(store):
     assert store.get_run("ABCD000000000002").id == b  # case does not matter
 
 
+def test_a_prefix_matching_more_runs_than_listed_says_so(store):
+    """An ambiguous prefix lists at most 50 candidates; with more, the message says "more than
+    50", not a count that is only the cap."""
+    r = Runs()
+    for k in range(60):
+        r.run("c", [], [f"o{k}"], span_id=0xBEEF000000000000 + k)
+    r.flush(store)
+    with pytest.raises(AmbiguousRunId) as e:
+        store.get_run("beef")
+    assert len(e.value.candidates) == 50 and e.value.more
+    assert "matches more than 50 runs" in e.value.message
+    r2 = Runs()
+    for k in range(3):
+        r2.run("c", [], [f"p{k}"], span_id=0xCAFE000000000000 + k)
+    r2.flush(store)
+    with pytest.raises(AmbiguousRunId) as e:
+        store.get_run("cafe")
+    assert not e.value.more and "matches 3 runs" in e.value.message
+
+
 def test_inspect_has_code_notes_tests_and_exception(store):
     r = Runs()
     rid = r.run("train", ["d.csv"], ["m.pkl"], notes="run-time note", code="def train(): pass",
