@@ -137,8 +137,8 @@ def recent(
         given = (("-c", component), ("--status", status), ("--owner", owner), ("--tag", tag_name),
                  ("--since", since), ("--until", until))
         opts = "".join(f" {k} {shlex.quote(v)}" for k, v in given if v)
-        nxt = render.short_id(page.next_before)
-        friendly(f"more: mltrace{where_from} recent -n {n}{opts} --before {nxt}", wrap=False)
+        # the whole id: a short prefix can match several runs in a big store
+        friendly(f"more: mltrace{where_from} recent -n {n}{opts} --before {page.next_before}", wrap=False)
 
 
 @app.command(cls=MltraceCommand)

@@ -179,5 +179,5 @@ def test_the_client_and_the_cli_through_server_get_the_stores_answers(api: Api) 
     assert [r["id"] for r in json.loads(cli("--owner", "zed", "--json"))] == [api.ids["old"]]
     assert [r["id"] for r in json.loads(cli("--owner", NASTY, "--json"))] == [api.ids["odd"]]
     shown = cli("-c", "noise", "-n", "2")
-    nxt = api.ids["noise"][1][:8]
+    nxt = api.ids["noise"][1]
     assert f"more: mltrace --server {api.url} recent -n 2 -c noise --before {nxt}" in shown

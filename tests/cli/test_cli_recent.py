@@ -3,7 +3,8 @@ every run in the store, and the "more:" line pages through the matches.
 
 The store holds one old run of ``legacy`` (owner zed, tag rare, failed), one of ``odd one``
 whose owner is a string of quotes and SQL, then NEWER runs of ``noise`` that the filters do not
-match (plain OTel spans with explicit times, built by the query tests' helper).
+match (plain OTel spans with explicit times, built by the query tests' helper), whose ids share
+their first 12 characters (so a short id in the "more:" line would be ambiguous).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def crowded(store_dir, tmp_path_factory) -> Any:
     r = Runs()
     ids = {"old": r.run("legacy", [], ["legacy/out.csv"], at=0, owner="zed", tags=["rare"], error="boom"),
            "odd": r.run("odd one", [], ["odd.csv"], at=5, owner=NASTY, tags=["odd"]),
-           "noise": [r.run("noise", [], [f"noise/{i}.csv"], at=100 + i, owner="ops")
-                     for i in range(NEWER)][::-1]}
+           "noise": [r.run("noise", [], [f"noise/{i}.csv"], at=100 + i, owner="ops",
+                           span_id=0xABCDEF0123450000 + i) for i in range(NEWER)][::-1]}
     store = open_store(settings)
     try:
         r.flush(store)
