@@ -125,10 +125,14 @@ def short_version(version: str) -> str:
 
 
 def _status(run: Run) -> Text:
+    """failed, stale (a direct cause), stale (inherited) (only runs upstream are stale: walks
+    carry those, lists do not), or ok -- the UI's words."""
     if run.failed:
         return Text("failed", style="bold red")
-    if run.stale:
+    if run.stale_direct or (run.stale and not run.stale_reasons):
         return Text("stale", style="yellow")
+    if run.stale:
+        return Text("stale (inherited)", style="yellow")
     return Text("ok", style="green")
 
 
@@ -183,13 +187,13 @@ def _names(names: Iterable[str], flagged: Iterable[bool] = ()) -> Cell:
 
 def _status_cell(run: Run) -> Cell:
     status = _status(run)
-    return Cell.one(status.plain, str(status.style))
+    return Cell.words(status.plain, str(status.style))  # "stale (inherited)" wraps, never cut
 
 
 RUN_COLUMNS = (
     Column("run"), Column("component", grow=1, whole=True, cap=24),
     Column("start", drop=3, grow=4, whole=True),
-    Column("duration", drop=5, grow=5, justify="right", whole=True), Column("status"),
+    Column("duration", drop=5, grow=5, justify="right", whole=True), Column("status", grow=1, whole=True),
     Column("inputs", drop=4, grow=3, floor=16, weight=2),
     Column("outputs", drop=2, grow=2, floor=16, weight=2),
 )
@@ -429,7 +433,8 @@ def coverage_short(count: int, flagged: int) -> str:
 REVIEW_COLUMNS = (
     Column("#", drop=4), Column("run"), Column("component", grow=1, whole=True, cap=24),
     Column("start", drop=5, grow=4, whole=True),
-    Column("status"), Column("coverage", drop=3), Column("why", grow=2, floor=20, weight=2, whole=True),
+    Column("status", grow=1, whole=True), Column("coverage", drop=3),
+    Column("why", grow=2, floor=20, weight=2, whole=True),
 )
 """review_table's columns: when narrow, start goes first, then the rank, then coverage."""
 

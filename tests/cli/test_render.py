@@ -91,3 +91,35 @@ def test_a_very_long_chain_renders_without_recursion_and_says_what_it_cut() -> N
         edges=tuple(LineageEdge(runs[i].id, runs[i + 1].id, f"model_{i}") for i in range(2999)))
     text = _render(lineage_tree(lineage, max_depth=40))
     assert "… 2960 more run(s) deeper than 40 levels" in text
+
+
+def test_a_run_stale_only_through_its_upstream_says_so_in_every_table() -> None:
+    """The status column says "stale" for a direct cause and "stale (inherited)" when only a run
+    upstream is stale, as the UI does: review's why column (direct evidence only) then shows
+    "—" beside a status that says why."""
+    from mltrace_otel.cli.render import review_table, runs_table
+    from mltrace_otel.store.models import Review, ReviewEntry, StaleReason
+
+    t = datetime(2026, 11, 28, tzinfo=timezone.utc)
+    inherited = StaleReason(kind="upstream_stale", message="clean (ID ab12) is stale", run="ab12",
+                            component="clean", inherited=True)
+    direct = StaleReason(kind="upstream_failed", message="clean (ID ab12) failed.", run="ab12",
+                         component="clean")
+    upstream_only = Run(id="1" * 16, trace_id="t", component="report", start=t, end=t,
+                        stale=(inherited.message,), stale_reasons=(inherited,))
+    own = Run(id="2" * 16, trace_id="t", component="report", start=t, end=t,
+              stale=(direct.message, inherited.message), stale_reasons=(direct, inherited))
+
+    def text(table: object) -> str:
+        console = Console(width=200, record=True)
+        console.print(table)
+        return console.export_text()
+
+    runs = text(runs_table([upstream_only, own], width=200)).splitlines()
+    (row1,), (row2,) = ([line for line in runs if rid in line] for rid in ("1111", "2222"))
+    assert "stale (inherited)" in row1
+    assert "stale" in row2 and "inherited" not in row2
+    review = text(review_table(Review(flagged=("report.txt",), entries=(
+        ReviewEntry(run=upstream_only, count=1, coverage=1.0, why=()),)), width=200))
+    (row,) = [line for line in review.splitlines() if "1111" in line]
+    assert "stale (inherited)" in row and "—" in row
