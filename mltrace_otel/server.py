@@ -110,7 +110,7 @@ def _run(settings: Settings, *, with_ui: bool) -> int:
 def _serve(settings: Settings, signals: StopSignals, *, with_ui: bool) -> None:
     from mltrace_otel.store import open_store
 
-    store = open_store(settings)
+    store = open_store(settings, index_journal=False)  # the collector below recovers the journal
     host = StoreHost(store) if settings.is_embedded else None
     ui = None
     collector = None

@@ -39,8 +39,8 @@ import time
 from collections import deque
 from typing import Any
 
-from mltrace_otel.collector.indexer import Committed, Indexer, join_threads
 from mltrace_otel.errors import AckTimeout, QueueFull, Rejected, Unavailable
+from mltrace_otel.store.indexer import Committed, Indexer, join_threads
 from mltrace_otel.store.journal import next_seq
 from mltrace_otel.store.protocols import SpanSink
 
@@ -221,7 +221,10 @@ class IngestQueue:
             self._cond.notify_all()
         deadline = time.monotonic() + timeout
         done = join_threads(self._threads, [], deadline)
-        return self.indexer.stop(max(0.0, deadline - time.monotonic())) and done
+        indexed = self.indexer.stop(max(0.0, deadline - time.monotonic()))
+        if done and indexed:  # nothing appends any more, and everything is indexed
+            self.indexer.clear()
+        return indexed and done
 
     def flush(self, timeout: float = 60.0) -> bool:
         """Wait until every request answered so far is indexed (queryable); True if in time."""

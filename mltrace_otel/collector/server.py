@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from mltrace_otel.collector.grpc_server import GrpcReceiver
 from mltrace_otel.collector.http_server import TRACES_PATH, OTLPHTTPServer
-from mltrace_otel.collector.indexer import Indexer
 from mltrace_otel.collector.metrics import CollectorMetrics
 from mltrace_otel.collector.pipeline import MAX_BATCH_ROWS, IngestQueue
 from mltrace_otel.collector.receiver import Exporter
 from mltrace_otel.errors import ConfigError
 from mltrace_otel.settings import Settings, mask_url
 from mltrace_otel.store import journal, writer
+from mltrace_otel.store.indexer import Indexer
 from mltrace_otel.store.metrics_queries import engine_memory
 
 if TYPE_CHECKING:  # types only
@@ -119,7 +119,7 @@ class Collector:
         if self.store is None:
             from mltrace_otel.store import open_store
 
-            self.store = open_store(s)
+            self.store = open_store(s, index_journal=False)  # the indexer recovers the journal
         try:
             # the one writer into the store: it indexes the journal in big groups (journaled
             # acknowledgement), or as soon as a batch is journaled (indexed: the batch waits)

@@ -1,6 +1,7 @@
 """Store: one connection to ClickHouse (embedded chDB or a server) through clickhouse-connect.
 
-``open_store(settings)`` connects, applies migrations, and (embedded store) drains the spool.
+``open_store(settings)`` connects, applies migrations, drains the spool and (embedded store)
+indexes what a killed collector left in its journal.
 Query methods delegate to :mod:`.queries` and :mod:`.state`; ingest to :mod:`.ingest`.
 Only this package runs SQL; :meth:`Store.query` / :meth:`Store.command` are the one place that
 maps ClickHouse errors to :mod:`mltrace_otel.errors`.
@@ -22,7 +23,8 @@ from typing import Any
 
 from mltrace_otel.errors import QueryError, StoreUnavailable
 from mltrace_otel.settings import Settings, mask_url
-from mltrace_otel.store import ingest, queries, state
+from mltrace_otel.store import ingest, journal, queries, state
+from mltrace_otel.store.indexer import index_left_over
 from mltrace_otel.store.models import (
     ComponentInfo,
     FlaggedOutput,
@@ -37,12 +39,16 @@ from mltrace_otel.store.models import (
 log = logging.getLogger(__name__)
 
 
-def open_store(settings: Settings | None = None, *, drain: bool = True) -> Store:
-    """Open the store the settings name, migrate it, and drain the local spool into it.
+def open_store(settings: Settings | None = None, *, drain: bool = True, index_journal: bool = True) -> Store:
+    """Open the store the settings name, migrate it, and drain the local spool into it (and, on
+    the embedded store, index what a collector that was killed left in its journal).
 
     Args:
         settings: resolved settings; ``Settings.from_env()`` when None.
         drain: move the local spool into the store first.
+        index_journal: with ``drain``, on the embedded store, index first what a collector
+            killed on it had acknowledged and left in its journal (a collector passes False: its
+            indexer recovers the journal while it serves).
 
     Raises:
         StoreUnavailable: the server cannot be reached, or the embedded store stayed locked
@@ -56,6 +62,8 @@ def open_store(settings: Settings | None = None, *, drain: bool = True) -> Store
         store.migrate()
         if drain:
             store.drain_spool()
+            if index_journal and settings.is_embedded:
+                index_left_over(store, journal.for_store(store), settings)
     except BaseException:
         store.close()
         raise

@@ -2,7 +2,7 @@
 
 The collector appends every request it takes here first, in the queue format of
 :mod:`mltrace_otel.spool`, to a directory :func:`for_store` picks; its indexer
-(``collector/indexer.py``), the one writer into the store, indexes many journaled requests per
+(``store/indexer.py``), the one writer into the store, indexes many journaled requests per
 insert. The "journaled" acknowledgement answers a request once it is appended, the "indexed" one
 once it is indexed. Durability is the store's own (no fsync): an append survives the collector
 being killed, not the machine losing power.
@@ -156,6 +156,10 @@ class Journal:
         except OSError as e:
             raise StoreUnavailable(f"cannot write the ingest journal in {self.directory}: {e}",
                                    hint="free disk space, or set MLTRACE_ACK=indexed") from e
+
+    def holds_records(self) -> bool:
+        """Whether any segment file is left (a listing, nothing read)."""
+        return bool(spool.segments(self.directory))
 
     def scan(self) -> tuple[list[spool.Record], int]:
         """Every whole record in Seq order, and how many damaged records were skipped. A

@@ -1,6 +1,6 @@
 """The write: serialized OTLP requests into ``otel_traces``, one insert, the one way every path uses.
 
-The collector (:mod:`mltrace_otel.collector.indexer`) and the spool drain
+The collector (:mod:`mltrace_otel.store.indexer`) and the spool drain
 (:func:`mltrace_otel.store.ingest.drain_spool`) store requests through :func:`write`, so which
 renderer stores a batch is decided here once: the engine (:mod:`.otlp_native`, no Python per
 span, but ~100 ms of view analysis per insert) for a batch of at least :func:`engine_min_spans`

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from mltrace_otel import spool
-from mltrace_otel.collector import indexer as indexer_module
 from mltrace_otel.collector.server import Collector
 from mltrace_otel.errors import ConfigError
+from mltrace_otel.store import indexer as indexer_module
 from mltrace_otel.store import journal
 from tests.collector.conftest import (
     StoreWrapper,

@@ -223,7 +223,7 @@ def test_a_failure_reading_waiting_requests_back_is_retried_never_taken_for_refu
     """Reading a group's requests back from the journal fails (a MemoryError, more times than
     an unknown insert error is tried): the group is retried like a store that cannot write now,
     never marked indexed without its spans."""
-    from mltrace_otel.collector import indexer as indexer_module
+    from mltrace_otel.store import indexer as indexer_module
 
     real, calls = spool.load, []
 
@@ -440,3 +440,47 @@ def test_a_full_disk_loses_nothing_acknowledged_and_sigterm_exits_in_time(tmp_pa
     assert distinct == len(acked), (distinct, len(acked), statuses, log.read_text()[-3000:])
     assert total == len(acked)  # once each
     assert stop_s < 5 + 10
+
+
+def test_a_command_after_kill_9_shows_every_acknowledged_run_at_once(tmp_path: Path) -> None:
+    """``mltrace collector`` is killed (-9) while acknowledged requests wait in its journal to
+    be indexed. The next process to open the store -- here ``mltrace recent`` -- indexes them
+    first: every acknowledged run is listed, once, and the journal is left empty, without a
+    collector being started again."""
+    home, log = tmp_path / "home", tmp_path / "collector.log"
+    port = _free_port()
+    env = _env(home, MLTRACE_OTLP_HTTP_PORT=str(port), MLTRACE_OTLP_GRPC_PORT=str(_free_port()),
+               MLTRACE_INDEX_SPANS="1000000", MLTRACE_BATCH_DELAY_S="600")  # never indexed in time
+    proc = _start_collector(env, log)
+    acked: list[str] = []
+    try:
+        _wait_healthy(proc, port)
+        for _ in range(3):
+            body, ids = _body(5)
+            assert _post_raw(port, body) == 200
+            acked += ids
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    journal_dirs = list(home.rglob("mltrace-journal/*"))
+    assert [p for d in journal_dirs for p in spool.segments(d)], "the kill left nothing in the journal"
+
+    out = subprocess.run([sys.executable, "-m", "mltrace_otel.cli.app", "recent", "-n", "100", "--json"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert sorted(r["id"] for r in json.loads(out.stdout)) == sorted(acked)
+    assert not [p for d in journal_dirs for p in spool.segments(d)]
+
+
+def test_a_clean_stop_leaves_no_journal_to_read(tmp_settings: Any, store: Any) -> None:
+    """Everything indexed at a clean stop: the journal's segments are deleted, so the next
+    process to open the store has nothing to read back."""
+    settings = collector_settings(tmp_settings, ack="journaled")
+    with Collector(settings, store, drain_every_s=0) as c:
+        body, ids = _body(5)
+        assert _post(c, body)[0] == 200
+    directory = journal.for_store(store).directory
+    assert spool.segments(directory) == []
+    assert stored_span_counts(store, ids) == dict.fromkeys(ids, 1)

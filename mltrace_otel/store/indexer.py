@@ -1,8 +1,9 @@
 """The indexer: journaled requests into otel_traces (and the mltrace tables), many per insert.
 
-With the journaled acknowledgement (``MLTRACE_ACK=journaled``, the default on the embedded
-store) the :class:`~.pipeline.IngestQueue` commits each batch of requests to the store's
-ingest journal (``store/journal.py``: one append to a segment file) and answers it; the
+The one writer into the store. With the journaled acknowledgement (``MLTRACE_ACK=journaled``,
+the default on the embedded store) the collector's queue
+(:class:`~mltrace_otel.collector.pipeline.IngestQueue`) commits each batch of requests to the
+store's ingest journal (:mod:`.journal`: one append to a segment file) and answers it; the
 indexer then inserts the journaled requests into ``otel_traces`` in index groups of up to
 ``group_spans`` spans. ClickHouse pays ~100 ms of fixed work per index insert (analysing the
 materialized views, writing a part per table): one insert per 20,000-50,000 spans costs a few
@@ -52,6 +53,7 @@ from typing import Any, Protocol
 
 from mltrace_otel import spool
 from mltrace_otel.errors import Rejected, StoreUnavailable, store_failure
+from mltrace_otel.settings import Settings
 from mltrace_otel.spool import Record
 from mltrace_otel.store import writer
 from mltrace_otel.store.ingest import one_request_per_span, stripped
@@ -79,7 +81,7 @@ class Committed:
 
 
 class Waiter(Protocol):
-    """A request waiting for its answer (:class:`~.pipeline.Pending`)."""
+    """A request waiting for its answer (:class:`~mltrace_otel.collector.pipeline.Pending`)."""
 
     def resolve(self, result: Committed | None, error: BaseException | None = None) -> None:
         """Answer it: committed, or failed with ``error``."""
@@ -131,7 +133,7 @@ class Indexer:
         retry_after_s: first back-off after a failed insert (doubles up to MAX_BACKOFF_S).
         stall_s: an index insert running longer than this counts as a stalled store
             (:attr:`failing`).
-        metrics: a :class:`~.metrics.CollectorMetrics` or None.
+        metrics: a :class:`~mltrace_otel.collector.metrics.CollectorMetrics` or None.
     """
 
     def __init__(self, store: SpanSink, journal: Journal, *, threads: int = 2, min_spans: int = 20_000,
@@ -277,6 +279,16 @@ class Indexer:
             log.warning("%d acknowledged spans are not indexed yet (%s); they stay in the ingest journal "
                         "and are indexed at the next start", left, self._failing or "out of time")
         return done
+
+    def clear(self) -> bool:
+        """After a :meth:`stop` that indexed everything, with nothing appending any more: delete
+        every journal segment, so the next process to open the store finds no journal to read.
+        False (and nothing deleted) when something is still to index."""
+        with self._cond:
+            if self.backlog or self._busy:
+                return False
+        self.journal.drop_indexed((self.last_seq // spool.SEGMENT_NS + 1) * spool.SEGMENT_NS)
+        return True
 
     # --- indexer threads ----------------------------------------------------------------------
     def _take(self) -> list[Entry | Record] | None:
@@ -514,3 +526,22 @@ class Indexer:
             self.journal.drop_indexed(low)
         except Exception as e:  # noqa: BLE001 - retried next time
             log.warning("deleting indexed journal segments failed: %s", e)
+
+
+def index_left_over(store: SpanSink, journal: Journal, settings: Settings) -> int:
+    """Index what a collector that stopped short or was killed left in the embedded store's
+    journal, before this process reads the store (it holds the store alone, so no collector
+    appends meanwhile); spans indexed. Cheap when the journal is empty (a clean stop leaves it
+    so). What the store cannot take within ``settings.stop_grace_s`` stays in the journal."""
+    if not journal.holds_records():
+        return 0
+    indexer = Indexer(store, journal, threads=1, min_spans=1, delay_s=0.0,
+                      min_engine_spans=writer.engine_min_spans(settings))
+    indexer.start()
+    spans = indexer.backlog
+    if indexer.stop(settings.stop_grace_s):
+        indexer.clear()
+    if spans:
+        log.info("indexed %d spans a stopped collector had acknowledged and left in the ingest journal",
+                 spans - indexer.backlog)
+    return spans - indexer.backlog
