@@ -31,6 +31,13 @@ if TYPE_CHECKING:  # types only
 
 log = logging.getLogger("mltrace_otel.collector")
 
+GROUP_FACTOR = 1.25
+"""Under the journaled acknowledgement an index insert takes at most this many times
+``MLTRACE_INDEX_SPANS``: a backlog is indexed in inserts of that size, not in one big one. Each
+insert holds engine memory in proportion to its spans (two run side by side), so this bounds
+the collector's peak: 1.1-1.2 GiB at 1.25 against 1.6-1.7 GiB at 2.5, at about the same rate
+(docs/benchmarks.md)."""
+
 
 @dataclass(frozen=True)
 class Addresses:
@@ -126,7 +133,8 @@ class Collector:
             jr = journal.for_store(self.store)
             if s.journaled_ack:
                 indexer = Indexer(self.store, jr, min_spans=s.index_spans, delay_s=s.batch_delay_s,
-                                  stall_s=max(30.0, 3 * self.stall_s), group_spans=int(2.5 * s.index_spans),
+                                  stall_s=max(30.0, 3 * self.stall_s),
+                                  group_spans=int(GROUP_FACTOR * s.index_spans),
                                   min_engine_spans=self.min_engine_spans, metrics=self.metrics)
             else:
                 indexer = Indexer(self.store, jr, min_spans=1, delay_s=0.0, stall_s=self.stall_s,
