@@ -1,8 +1,8 @@
 """The one bearer-token check of every listener (collector HTTP and gRPC, UI, shared store).
 
 RFC 7235: the auth scheme is case-insensitive (``Bearer``, ``bearer``, ``BEARER``), the token is
-compared in constant time. The UI also accepts HTTP Basic with the token as password, so a
-browser can log in.
+compared in constant time. The UI and the query API also accept HTTP Basic with the token as
+password, so a browser can log in and open the API's URLs.
 
 Imports nothing from the project.
 """

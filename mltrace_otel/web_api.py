@@ -194,7 +194,10 @@ def _routes(store: Store) -> dict[tuple[str, str], Callable[[Any], Any]]:
         return shapes.runs_json(q.tagged(_required(rq.args, "tag"), _limit(rq.args, 10) or 10))
 
     def trace(rq: Any) -> Any:
-        return q.trace(_opt(rq.args, "output"), _opt(rq.args, "run")).to_json()
+        output, run = _opt(rq.args, "output"), _opt(rq.args, "run")
+        if (output is None) == (run is None):  # in the API's words, not the CLI's arguments
+            raise ApiError("give one of the parameters 'output' and 'run'")
+        return q.trace(output, run).to_json()
 
     def impact(rq: Any) -> Any:
         return q.impact(_required(rq.args, "target")).to_json()
@@ -228,7 +231,10 @@ def _routes(store: Store) -> dict[tuple[str, str], Callable[[Any], Any]]:
         all_ = data.get("all", False)
         if not isinstance(all_, bool):
             raise ApiError("all must be true or false")
-        return shapes.unflag_json(q.unflag(_names(data), all_, _text_or_none(data, "run")))
+        names = _names(data)
+        if bool(names) == all_:
+            raise ApiError("give outputs, or all: true (not both)")
+        return shapes.unflag_json(q.unflag(names, all_, _text_or_none(data, "run")))
 
     def create_component(rq: Any) -> Any:
         data = _body(rq)
@@ -293,9 +299,11 @@ def make_blueprint(store: Store, token: str | None = None, lock: Any = None,
         if request.path == f"{API_PREFIX}/openapi.json":
             return None
         given = request.headers.get("Authorization")
-        if token_matches(given, token) or (local_token and token_matches(given, local_token)):
+        # Basic too (the token as password): a browser logged in to the UI opens API URLs
+        if token_matches(given, token, basic=True) or (local_token and token_matches(given, local_token)):
             return None
-        return fail(ApiError("this API needs the token (MLTRACE_TOKEN)", status=401,
+        what = "the token sent is not" if given else "no token was sent; this API needs"
+        return fail(ApiError(f"{what} the server's MLTRACE_TOKEN", status=401,
                              hint="send Authorization: Bearer <token>"))
 
     def view(handler: Callable[[Any], Any]) -> Callable[[], Any]:

@@ -9,6 +9,7 @@ any case of ``Bearer``), 404 for unknown ids with the CLI's message, 400 for bad
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -216,8 +217,11 @@ def test_the_token_is_required(served: Served) -> None:
         assert status == 401, (path, data)
         assert data["error"]["type"] == "ApiError" and "MLTRACE_TOKEN" in data["error"]["message"]
         assert headers["www-authenticate"].startswith("Bearer")
-        assert served.request(method, path, body=body, auth="Bearer wrong")[0] == 401
+        wrong = served.request(method, path, body=body, auth="Bearer wrong")
+        assert wrong[0] == 401 and "the token sent is not" in wrong[1]["error"]["message"]
         assert served.request(method, path, body=body, auth=f"Basic {TOKEN}")[0] == 401
+    browser = base64.b64encode(f"anyone:{TOKEN}".encode()).decode()  # the UI's login, as a browser sends it
+    assert served.request("GET", "/tags", auth=f"Basic {browser}")[0] == 200
     assert served.request("GET", "/tags", auth=f"bearer {TOKEN}")[0] == 200
     assert served.request("GET", "/tags", auth=f"BEARER {TOKEN}")[0] == 200
     assert served.request("GET", "/openapi.json", auth=None)[0] == 200  # documents, holds no data
@@ -277,10 +281,12 @@ def test_flag_of_an_unknown_output_is_404_and_flags_nothing(served: Served) -> N
     ("GET", "/history", {}, None),
     ("GET", "/history", {"component": "x", "since": "yesterday"}, None),
     ("GET", "/trace", {}, None),
+    ("GET", "/trace", {"output": "a.csv", "run": "abcd"}, None),
     ("GET", "/stale", {"direct": "maybe"}, None),
     ("POST", "/flag", None, {"outputs": []}),
     ("POST", "/flag", None, {"outputs": "a.csv"}),
     ("POST", "/unflag", None, {"outputs": ["a"], "all": True}),
+    ("POST", "/unflag", None, {}),
     ("POST", "/notes", None, {"run": "abcd"}),
     ("POST", "/notes", None, [1, 2]),
 ])
@@ -290,6 +296,8 @@ def test_bad_parameters_are_400(served: Served, method: str, path: str, params: 
     assert status == 400, data
     assert headers["content-type"].startswith("application/json")
     assert data["error"]["message"] and data["error"]["type"] in ("ApiError", "ConfigError")
+    # in the API's words: no CLI argument or usage line
+    assert "--" not in data["error"]["message"] and "usage: mltrace" not in (data["error"]["hint"] or "")
 
 
 def test_a_post_that_is_not_json_is_415_and_unknown_routes_404(served: Served) -> None:
