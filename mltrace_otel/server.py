@@ -43,7 +43,14 @@ def _start_ui(settings: Settings, store: Store, metrics_body: Any,
     except ImportError as e:
         log.warning("the Dash app is not available (%s); serving the collector only", e)
         return None
-    from werkzeug.serving import make_server
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class PlainRequestLog(WSGIRequestHandler):
+        """werkzeug's request log line without its terminal colours (it colours whether or not
+        stderr is a terminal, and a log file then holds escape codes)."""
+
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            self.log("info", '"%s" %s %s', self.requestline, code, size)
 
     app = create_app(settings, store, local_token=local_token)
     flask_app = app.server
@@ -56,7 +63,8 @@ def _start_ui(settings: Settings, store: Store, metrics_body: Any,
 
         flask_app.add_url_rule("/metrics", "mltrace_metrics", mltrace_metrics)
     try:
-        httpd = make_server(settings.host, settings.ui_port, flask_app, threaded=True)
+        httpd = make_server(settings.host, settings.ui_port, flask_app, threaded=True,
+                            request_handler=PlainRequestLog)
     except OSError as e:
         raise ConfigError(f"cannot bind the UI on {settings.host}:{settings.ui_port}: {e.strerror or e}",
                           hint="choose another --ui-port / MLTRACE_UI_PORT") from None
@@ -123,7 +131,7 @@ def _serve(settings: Settings, signals: StopSignals, *, with_ui: bool) -> None:
         if host is not None:  # without the UI, the API on a loopback port of the host's own
             host.start(local_url(settings.host, ui[0].server_port) if ui else None)
         what = "server" if with_ui else "collector"
-        ui_text = f", UI {ui[1]}" if ui else ""
+        ui_text = f", UI {ui[1]}, query API {ui[1]}api/v1" if ui else ""
         log.info("mltrace %s listening: %s%s", what, collector.describe(), ui_text)
         signals.wait()
         log.info("mltrace %s stopping: committing %d queued spans", what,

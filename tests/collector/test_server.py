@@ -81,7 +81,9 @@ def test_server_runs_collector_ui_metrics_and_shares_the_store(tmp_path: Path) -
     [start] = [line for line in text.splitlines() if "mltrace server listening:" in line]
     assert f"OTLP/HTTP http://127.0.0.1:{http_port}/v1/traces" in start
     assert f"UI http://127.0.0.1:{ui_port}/" in start
+    assert f"query API http://127.0.0.1:{ui_port}/api/v1" in start
     assert "mltrace server stopped" in text
+    assert '"GET /metrics HTTP/1.1" 200' in text and "\x1b[" not in text  # request lines, no colours
 
 
 @pytest.mark.slow
