@@ -6,7 +6,7 @@ the default on the embedded store) the collector's queue
 store's ingest journal (:mod:`.journal`: one append to a segment file) and answers it; the
 indexer then inserts the journaled requests into ``otel_traces`` in index groups of up to
 ``group_spans`` spans. ClickHouse pays ~100 ms of fixed work per index insert (analysing the
-materialized views, writing a part per table): one insert per 20,000-50,000 spans costs a few
+materialized views, writing a part per table): one insert per 20,000-25,000 spans costs a few
 µs per span, one per 2,000 (what a synchronous acknowledgement allows four pipelines with one
 request in flight each) ~50.
 
@@ -32,13 +32,16 @@ ClickHouse error code (:func:`mltrace_otel.errors.store_failure`):
 - an unknown error is retried twice, then handled as refused data.
 
 :meth:`Indexer.stop` indexes what is journaled until its deadline, then gives up: a group left
-half-done stays in the journal (progress Done = 0) and is indexed again, with its own token, at
-the next start. On start, groups a crash cut short are indexed again with their own token, then
-the journaled requests no group covers. Journal segments wholly indexed are deleted.
+half-done stays in the journal (progress Done = 0) and is indexed again, with its own token, by
+the next indexer. On start, groups a crash cut short are indexed again with their own token, then
+the journaled requests no group covers. Journal segments wholly indexed are deleted, and after a
+stop that indexed everything, all of them (:meth:`Indexer.clear`). :func:`index_left_over` runs
+an indexer once, for a process that opens the embedded store after a collector was killed on it.
 
-Imports :mod:`mltrace_otel.errors` (failure classes), :mod:`mltrace_otel.store.journal` (the
-journal, its entries and tokens), :mod:`mltrace_otel.store.writer` (every insert) and
-:mod:`mltrace_otel.store.ingest` (splitting and stripping requests).
+Imports :mod:`mltrace_otel.errors` (failure classes), :mod:`mltrace_otel.settings`,
+:mod:`mltrace_otel.store.journal` (the journal, its entries and tokens),
+:mod:`mltrace_otel.store.writer` (every insert) and :mod:`mltrace_otel.store.ingest` (splitting
+and stripping requests).
 """
 
 from __future__ import annotations
