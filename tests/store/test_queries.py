@@ -35,18 +35,14 @@ def test_a_prefix_matching_more_runs_than_listed_says_so(store):
     r = Runs()
     for k in range(60):
         r.run("c", [], [f"o{k}"], span_id=0xBEEF000000000000 + k)
-    r.flush(store)
-    with pytest.raises(AmbiguousRunId) as e:
-        store.get_run("beef")
-    assert len(e.value.candidates) == 50 and e.value.more
-    assert "matches more than 50 runs" in e.value.message
-    r2 = Runs()
     for k in range(3):
-        r2.run("c", [], [f"p{k}"], span_id=0xCAFE000000000000 + k)
-    r2.flush(store)
-    with pytest.raises(AmbiguousRunId) as e:
-        store.get_run("cafe")
-    assert not e.value.more and "matches 3 runs" in e.value.message
+        r.run("c", [], [f"p{k}"], span_id=0xCAFE000000000000 + k)
+    r.flush(store)
+    for prefix, count, more in (("beef", 50, True), ("cafe", 3, False)):
+        with pytest.raises(AmbiguousRunId) as e:
+            store.get_run(prefix)
+        assert len(e.value.candidates) == count and e.value.more is more
+        assert f"matches {'more than ' if more else ''}{count} runs" in e.value.message
 
 
 def test_inspect_has_code_notes_tests_and_exception(store):
