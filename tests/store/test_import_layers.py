@@ -22,7 +22,6 @@ import mltrace_otel.store
 from mltrace_otel.store.protocols import (
     Connection,
     IngestConnection,
-    JournaledStore,
     SchemaConnection,
     SpanSink,
 )
@@ -146,7 +145,7 @@ def test_query_modules_use_no_private_name_of_another_module() -> None:
 def test_the_store_has_every_member_of_the_protocols(store) -> None:
     """Store satisfies every protocol structurally: each member, with the protocol's parameters
     in order (a Store method may add optional keyword-only ones)."""
-    for proto in (Connection, SchemaConnection, IngestConnection, SpanSink, JournaledStore):
+    for proto in (Connection, SchemaConnection, IngestConnection, SpanSink):
         for name, member in vars(proto).items():
             if name.startswith("_"):
                 continue
