@@ -94,7 +94,8 @@ def _sources(data: Any) -> list[str]:
     what the table formats from it (short ids, local times, durations, statuses, coverage)."""
     from datetime import datetime
 
-    out = list(_strings(data)) + ["ok", "failed", "stale", "—", "-", "⚑", "⚠", "↳ inherited:", "stale:"]
+    out = list(_strings(data)) + ["ok", "failed", "stale", "stale (inherited)", "—", "-", "⚑", "⚠",
+                                  "↳ inherited:", "stale:"]
     for r in _runs(data):
         start, end = datetime.fromisoformat(r["start"]), datetime.fromisoformat(r["end"])
         out += [short_id(r["id"]), format_time(start), format_duration((end - start).total_seconds())]
