@@ -129,10 +129,8 @@ def _status(run: Run) -> Text:
     carry those, lists do not), or ok -- the UI's words."""
     if run.failed:
         return Text("failed", style="bold red")
-    if run.stale_direct or (run.stale and not run.stale_reasons):
-        return Text("stale", style="yellow")
     if run.stale:
-        return Text("stale (inherited)", style="yellow")
+        return Text("stale (inherited)" if run.stale_inherited_only else "stale", style="yellow")
     return Text("ok", style="green")
 
 

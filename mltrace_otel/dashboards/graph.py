@@ -91,7 +91,7 @@ def _hover(run: Run) -> str:
 def _stale_mark(run: Run) -> str:
     if not run.stale:
         return ""
-    return "  ⚠" if run.stale_direct or not run.stale_reasons else "  ↑⚠"
+    return "  ↑⚠" if run.stale_inherited_only else "  ⚠"
 
 
 def _label(s: str) -> str:

@@ -120,7 +120,7 @@ def stale_text(run: Run) -> str:
     """The stale column as the CLI marks it: ``⚠ stale``, ``⚠ stale (inherited)`` or ""."""
     if not run.stale:
         return ""
-    return "⚠ stale" if run.stale_direct or not run.stale_reasons else "⚠ stale (inherited)"
+    return "⚠ stale (inherited)" if run.stale_inherited_only else "⚠ stale"
 
 
 def card_rows(key: str, run: Run, cells: list, width: int, extra_class: str = "") -> list[html.Tr]:

@@ -223,6 +223,12 @@ class Run(JsonMixin):
         return tuple(r for r in self.stale_reasons if not r.inherited)
 
     @property
+    def stale_inherited_only(self) -> bool:
+        """Stale only because a run upstream is (walks carry such causes, lists do not); False
+        for a run built with messages but no reasons (its messages count as direct)."""
+        return bool(self.stale_reasons) and not self.stale_direct
+
+    @property
     def failure(self) -> str:
         """One line saying how the run failed ("" when it did not): the exception's first
         line, else the status message, else the first failed test."""
